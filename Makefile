@@ -1,0 +1,93 @@
+# analytics-engine for Lua: build, test, demo, install.
+# `make test` is what CI runs; `make demo` starts a local engine and runs a pipeline.
+
+LUA        ?= lua5.4
+LUA_PC     ?= lua5.4
+BUSTED     ?= busted
+CC         ?= cc
+PKG_CONFIG ?= pkg-config
+PREFIX     ?= /usr/local
+LUA_VER    ?= 5.4
+LUADIR     ?= $(PREFIX)/share/lua/$(LUA_VER)
+LIBDIR     ?= $(PREFIX)/lib/x86_64-linux-gnu/lua/$(LUA_VER)
+BINDIR     ?= $(PREFIX)/bin
+BUILD      ?= build
+
+# Debian packages the build, the tests and the demo need. Installed by `make deps`
+# when missing (as root); nothing else is assumed to be on the machine.
+DEB_PACKAGES ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson lua-busted luarocks \
+                libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev lua-check valgrind python3 \
+                ca-certificates openssl procps
+
+WARN    ?= -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
+             $(shell $(PKG_CONFIG) --cflags $(LUA_PC) libcurl libmicrohttpd 2>/dev/null)
+CORE_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl libmicrohttpd 2>/dev/null)
+LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
+
+CORE_SRC = csrc/core.c csrc/http.c csrc/server.c csrc/process.c
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+HEADERS  = $(wildcard csrc/*.h)
+
+CORE_SO  = $(BUILD)/analytics_engine/core.so
+AEFLOW   = $(BUILD)/aeflow
+
+export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
+export AEFLOW_BIN := $(CURDIR)/$(AEFLOW)
+
+.PHONY: all deps build test demo lint valgrind install uninstall rock clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: need root to run apt-get install$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+build: $(CORE_SO) $(AEFLOW)
+
+$(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(CORE_SO): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(CORE_OBJ) $(CORE_LIBS)
+
+$(AEFLOW): csrc/aeflow.c $(CORE_OBJ) $(HEADERS)
+	$(CC) $(ALL_CFLAGS) -DAE_LUADIR='"$(LUADIR)"' -o $@ csrc/aeflow.c $(CORE_OBJ) $(CORE_LIBS) $(LUA_LIBS) -lm -ldl
+
+test: deps build
+	$(BUSTED) --lua=$(LUA) -o utfTerminal spec
+
+demo: deps build
+	$(AEFLOW) run workflows/quickstart.lua
+
+lint: deps
+	luacheck lua spec workflows
+
+valgrind: deps build
+	valgrind --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	  --show-leak-kinds=definite $(LUA) $(shell command -v $(BUSTED) 2>/dev/null || echo /usr/bin/busted) \
+	  --lua=$(LUA) spec/core_spec.lua
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/analytics_engine $(DESTDIR)$(LUADIR)
+	install -m 0755 $(AEFLOW) $(DESTDIR)$(BINDIR)/aeflow
+	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/analytics_engine/core.so
+	cd lua && find analytics_engine -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
+
+rock: deps
+	luarocks --lua-version=5.4 make --deps-mode=none analytics-engine-scm-1.rockspec
+
+clean:
+	rm -rf $(BUILD)

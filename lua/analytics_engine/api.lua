@@ -1,0 +1,104 @@
+--- The v4 API as data: one row per operation.
+-- The client makes one method per row, the local engine routes by the same
+-- rows, and `aeflow call`/`aeflow plan` read them too, so the three cannot
+-- drift apart. Adding an operation is adding a row.
+--
+-- Row fields:
+--   name      operation id (the vendor SDK's name; also the client method)
+--   method    HTTP method
+--   path      template under `base`; {instance_id} comes from the client,
+--             other {ids} are the method's leading arguments, in order
+--   body      nil (none), "json", or "merge-patch"
+--   wrap      the body is sent as { [wrap] = args } unless it already has
+--             that key; `lift` names keys kept at the top level
+--   query     allowed query parameters (a table argument after the ids)
+--   ok        statuses that mean success
+--   creates   true when a blind retry could create a second resource
+--   auth      false for the token exchange itself
+local _M = {}
+
+_M.BASE = "/v4/analytics_engines"
+_M.AUTHORIZE_PATH = "/icp4d-api/v1/authorize"
+
+-- The vendor's pattern for every id in the API.
+_M.UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+local I = "/{instance_id}"
+local APPS = I .. "/spark_applications"
+local KERNELS = I .. "/jkg/api/kernels"
+local CLUSTERS = I .. "/spark_clusters"
+
+_M.operations = {
+  { name = "get_instance", method = "GET", path = I, ok = { 200 } },
+  { name = "get_instance_default_runtime", method = "GET", path = I .. "/default_runtime", ok = { 200 } },
+  { name = "replace_instance_default_runtime", method = "PUT", path = I .. "/default_runtime",
+    body = "json", ok = { 200 } },
+  { name = "get_instance_default_configs", method = "GET", path = I .. "/default_configs", ok = { 200 } },
+  { name = "replace_instance_default_configs", method = "PUT", path = I .. "/default_configs",
+    body = "json", ok = { 200 } },
+  { name = "update_instance_default_configs", method = "PATCH", path = I .. "/default_configs",
+    body = "merge-patch", ok = { 200 } },
+  { name = "get_resource_consumption_limits", method = "GET", path = I .. "/resource_consumption_limits",
+    ok = { 200 } },
+  { name = "replace_resource_consumption_limits", method = "PUT", path = I .. "/resource_consumption_limits",
+    body = "json", ok = { 200 } },
+  { name = "delete_resource_consumption_limits", method = "DELETE", path = I .. "/resource_consumption_limits",
+    ok = { 204 } },
+  { name = "get_current_resource_consumption", method = "GET", path = I .. "/current_resource_consumption",
+    ok = { 200 } },
+  { name = "start_spark_history_server", method = "POST", path = I .. "/spark_history_server",
+    body = "json", optional_body = true, ok = { 200 }, creates = true },
+  { name = "get_spark_history_server", method = "GET", path = I .. "/spark_history_server", ok = { 200 } },
+  { name = "stop_spark_history_server", method = "DELETE", path = I .. "/spark_history_server", ok = { 204 } },
+  { name = "create_application", method = "POST", path = APPS, body = "json",
+    wrap = "application_details", lift = { "volumes", "queuing_enabled" }, ok = { 202 }, creates = true },
+  { name = "list_applications", method = "GET", path = APPS, query = { "state", "limit", "start" }, ok = { 200 } },
+  { name = "get_application", method = "GET", path = APPS .. "/{application_id}", ok = { 200 } },
+  { name = "get_application_state", method = "GET", path = APPS .. "/{application_id}/status", ok = { 200 } },
+  { name = "delete_application", method = "DELETE", path = APPS .. "/{application_id}", ok = { 204 } },
+  { name = "list_kernelspecs", method = "GET", path = I .. "/jkg/api/kernelspecs", ok = { 200 } },
+  { name = "list_kernels", method = "GET", path = KERNELS, ok = { 200 } },
+  { name = "create_kernel", method = "POST", path = KERNELS, body = "json", optional_body = true,
+    ok = { 201, 200 }, creates = true },
+  { name = "get_kernel", method = "GET", path = KERNELS .. "/{kernel_id}", ok = { 200 } },
+  { name = "delete_kernel", method = "DELETE", path = KERNELS .. "/{kernel_id}", ok = { 204 } },
+  { name = "interrupt_kernel", method = "POST", path = KERNELS .. "/{kernel_id}/interrupt", ok = { 204, 200 } },
+  { name = "restart_kernel", method = "POST", path = KERNELS .. "/{kernel_id}/restart", ok = { 200 } },
+  { name = "create_cluster", method = "POST", path = CLUSTERS, body = "json",
+    wrap = "cluster_details", ok = { 202 }, creates = true },
+  { name = "list_clusters", method = "GET", path = CLUSTERS, ok = { 200 } },
+  { name = "get_cluster", method = "GET", path = CLUSTERS .. "/{cluster_id}", ok = { 200 } },
+  { name = "delete_cluster", method = "DELETE", path = CLUSTERS .. "/{cluster_id}", ok = { 204 } },
+}
+
+-- The token exchange is not under the instance; only the engine routes it.
+_M.authorize = { name = "authorize", method = "POST", path = _M.AUTHORIZE_PATH, absolute = true,
+                 body = "json", ok = { 200 }, auth = false }
+
+local function compile(op)
+  local ids = {}
+  for id in op.path:gmatch("{([%w_]+)}") do
+    if id ~= "instance_id" then ids[#ids + 1] = id end
+  end
+  op.ids = ids
+  op.full_path = op.absolute and op.path or (_M.BASE .. op.path)
+  local ok = {}
+  for _, s in ipairs(op.ok) do ok[s] = true end
+  op.ok_set = ok
+  if op.creates == nil then op.creates = false end
+  return op
+end
+
+_M.by_name = {}
+for _, op in ipairs(_M.operations) do
+  compile(op)
+  _M.by_name[op.name] = op
+end
+compile(_M.authorize)
+
+--- Fill a path template. `values` maps id names to strings.
+function _M.expand(op, values)
+  return (op.full_path:gsub("{([%w_]+)}", values))
+end
+
+return _M

@@ -1,0 +1,162 @@
+--- Small pure helpers shared by the client, the engine and the CLI.
+local cjson = require "cjson.safe"
+
+local _M = {}
+
+local byte, char, concat, floor = string.byte, string.char, table.concat, math.floor
+
+-- Lua-pattern form of api.UUID_PATTERN (version 1-5, variant 8/9/a/b).
+local H = "[0-9a-f]"
+local UUID = "^" .. H:rep(8) .. "%-" .. H:rep(4) .. "%-[1-5]" .. H:rep(3) .. "%-[89ab]" .. H:rep(3)
+             .. "%-" .. H:rep(12) .. "$"
+
+function _M.is_uuid(s)
+  return type(s) == "string" and #s == 36 and s:find(UUID) ~= nil
+end
+
+--- A random version-4 UUID from the core's getrandom().
+function _M.uuid4(random_bytes)
+  local b = { byte(random_bytes(16), 1, 16) }
+  b[7] = (b[7] & 0x0f) | 0x40
+  b[9] = (b[9] & 0x3f) | 0x80
+  local hex = {}
+  for i = 1, 16 do hex[i] = ("%02x"):format(b[i]) end
+  local s = concat(hex)
+  return ("%s-%s-%s-%s-%s"):format(s:sub(1, 8), s:sub(9, 12), s:sub(13, 16), s:sub(17, 20), s:sub(21, 32))
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+local function b64encode(s, alphabet, pad)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = byte(s, i, i + 2)
+    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    local q = {
+      alphabet:sub((n >> 18) + 1, (n >> 18) + 1),
+      alphabet:sub(((n >> 12) & 63) + 1, ((n >> 12) & 63) + 1),
+      b and alphabet:sub(((n >> 6) & 63) + 1, ((n >> 6) & 63) + 1) or (pad and "=" or ""),
+      c and alphabet:sub((n & 63) + 1, (n & 63) + 1) or (pad and "=" or ""),
+    }
+    out[#out + 1] = concat(q)
+  end
+  return concat(out)
+end
+
+local function b64decode(s, alphabet)
+  local rev = {}
+  for i = 1, 64 do rev[byte(alphabet, i)] = i - 1 end
+  s = s:gsub("[=%s]", "")
+  local out, n, bits = {}, 0, 0
+  for i = 1, #s do
+    local v = rev[byte(s, i)]
+    if not v then return nil, "invalid base64 character at position " .. i end
+    n = (n << 6) | v
+    bits = bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      out[#out + 1] = char((n >> bits) & 0xff)
+    end
+  end
+  return concat(out)
+end
+
+function _M.b64encode(s) return b64encode(s, B64, true) end
+function _M.b64decode(s) return b64decode(s, B64) end
+function _M.b64url_encode(s) return b64encode(s, B64URL, false) end
+function _M.b64url_decode(s) return b64decode(s, B64URL) end
+
+function _M.hex(s)
+  return (s:gsub(".", function(c) return ("%02x"):format(byte(c)) end))
+end
+
+-- JSON through cjson.safe, which never raises. Debian's lua-cjson 2.1.0 has no
+-- array metatable, so an empty array is marked with ARRAY_MT and swapped for a
+-- placeholder that becomes [] after encoding.
+_M.null = cjson.null
+local ARRAY_MT = { __name = "analytics_engine.array" }
+local EMPTY = "\0ae:empty_array\0"
+local EMPTY_JSON = [["\u0000ae:empty_array\u0000"]]
+
+local function has_empty_array(v)
+  if type(v) ~= "table" then return false end
+  if next(v) == nil then return getmetatable(v) == ARRAY_MT end
+  for _, x in pairs(v) do
+    if has_empty_array(x) then return true end
+  end
+  return false
+end
+
+local function mark_empty(v)
+  if type(v) ~= "table" then return v end
+  if next(v) == nil and getmetatable(v) == ARRAY_MT then return EMPTY end
+  local c = {}
+  for k, x in pairs(v) do c[k] = mark_empty(x) end
+  return c
+end
+
+function _M.json_encode(v)
+  if not has_empty_array(v) then return cjson.encode(v) end
+  local s, err = cjson.encode(mark_empty(v))
+  if not s then return nil, err end
+  return (s:gsub(EMPTY_JSON, "[]"))
+end
+
+function _M.json_decode(s) return cjson.decode(s) end
+
+--- An array that encodes as [] even when empty.
+function _M.array(t)
+  return setmetatable(t or {}, ARRAY_MT)
+end
+
+local DAYS = { "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday" }
+local MONTHS = { "January", "February", "March", "April", "May", "June", "July", "August", "September",
+                 "October", "November", "December" }
+
+--- The service's long timestamp: "Friday 03 January 2025 08:40:42.324+0000".
+function _M.long_time(t)
+  local d = os.date("!*t", floor(t))
+  return ("%s %02d %s %d %02d:%02d:%02d.%03d+0000"):format(DAYS[d.wday], d.day, MONTHS[d.month], d.year,
+    d.hour, d.min, d.sec, floor((t % 1) * 1000))
+end
+
+--- ISO 8601 with milliseconds: "2021-04-21T04:24:01.000Z".
+function _M.iso_time(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", floor(t)) .. (".%03dZ"):format(floor((t % 1) * 1000))
+end
+
+--- Decode one application/x-www-form-urlencoded component.
+function _M.url_decode(s)
+  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+function _M.url_encode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(byte(c)) end))
+end
+
+function _M.parse_query(q)
+  local t = {}
+  for pair in (q or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    t[_M.url_decode(k)] = _M.url_decode(v)
+  end
+  return t
+end
+
+--- Shallow copy.
+function _M.copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+--- Deep copy of plain data.
+function _M.deepcopy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = _M.deepcopy(x) end
+  return setmetatable(c, getmetatable(v))
+end
+
+return _M
