@@ -159,4 +159,29 @@ function _M.deepcopy(v)
   return setmetatable(c, getmetatable(v))
 end
 
+--- JSON with sorted keys and two-space indentation, for people to read.
+function _M.json_pretty(v, indent)
+  indent = indent or ""
+  if type(v) ~= "table" or v == _M.null then return (cjson.encode(v)) end
+  local inner = indent .. "  "
+  local n = #v
+  if n > 0 or (next(v) == nil and getmetatable(v) == ARRAY_MT) then
+    if n == 0 then return "[]" end
+    local items = {}
+    for i = 1, n do items[i] = inner .. _M.json_pretty(v[i], inner) end
+    return "[\n" .. concat(items, ",\n") .. "\n" .. indent .. "]"
+  end
+  if next(v) == nil then return "{}" end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local items = {}
+  for i, k in ipairs(keys) do
+    local x = v[k]
+    if x == nil then x = v[tonumber(k)] end
+    items[i] = inner .. cjson.encode(k) .. ": " .. _M.json_pretty(x, inner)
+  end
+  return "{\n" .. concat(items, ",\n") .. "\n" .. indent .. "}"
+end
+
 return _M

@@ -1,0 +1,52 @@
+rockspec_format = "3.0"
+package = "analytics-engine"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/analytics-engine-lua.git",
+}
+description = {
+  summary = "Client, pipeline DSL and local engine for the Analytics Engine powered by Apache Spark (CPD v4 API)",
+  detailed = [[
+A Lua module with a C core (libcurl, libmicrohttpd) that drives the Analytics
+Engine powered by Apache Spark on Cloud Pak for Data through its REST API v4,
+plus `aeflow`, a pipeline runner, and a local engine serving the same API.
+]],
+  license = "Apache-2.0",
+  labels = { "spark", "cloud-pak-for-data", "http", "workflow" },
+}
+supported_platforms = { "linux" }
+dependencies = {
+  "lua >= 5.1, <= 5.4",
+  "lua-cjson >= 2.1.0",
+}
+external_dependencies = {
+  CURL = { library = "curl" },
+  MICROHTTPD = { library = "microhttpd" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["analytics_engine.core"] = {
+      sources = { "csrc/core.c", "csrc/http.c", "csrc/server.c", "csrc/process.c", "csrc/fs.c" },
+      libraries = { "curl", "microhttpd" },
+      incdirs = { "$(CURL_INCDIR)", "$(MICROHTTPD_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(MICROHTTPD_LIBDIR)" },
+      defines = { "_GNU_SOURCE" },
+    },
+    ["analytics_engine"] = "lua/analytics_engine/init.lua",
+    ["analytics_engine.api"] = "lua/analytics_engine/api.lua",
+    ["analytics_engine.auth"] = "lua/analytics_engine/auth.lua",
+    ["analytics_engine.cli"] = "lua/analytics_engine/cli.lua",
+    ["analytics_engine.client"] = "lua/analytics_engine/client.lua",
+    ["analytics_engine.config"] = "lua/analytics_engine/config.lua",
+    ["analytics_engine.errors"] = "lua/analytics_engine/errors.lua",
+    ["analytics_engine.retry"] = "lua/analytics_engine/retry.lua",
+    ["analytics_engine.util"] = "lua/analytics_engine/util.lua",
+    ["analytics_engine.waiter"] = "lua/analytics_engine/waiter.lua",
+    ["analytics_engine.transport.curl"] = "lua/analytics_engine/transport/curl.lua",
+  },
+  copy_directories = { "workflows" },
+}
+test = {
+  type = "busted",
+}

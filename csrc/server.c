@@ -1,0 +1,843 @@
+/* analytics_engine.core http_server: libmicrohttpd driven from the Lua thread.
+ *
+ * One Lua state, one thread. The daemon has no thread of its own: poll()
+ * waits on its epoll descriptor and runs it (MHD_run_wait). The access
+ * handler, which only ever runs inside that call, collects a complete
+ * request into C memory, queues it and suspends the connection; poll()
+ * hands the queued requests to Lua. respond() attaches a response and
+ * resumes the connection; the next run calls the handler again, which
+ * queues the response. So an answer can be given at any later time, in any
+ * order, and no libmicrohttpd callback ever calls into Lua. */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#define SERVER_MT "analytics_engine.HttpServer"
+
+#if MHD_VERSION >= 0x00097002
+#define AE_MHD_RESULT enum MHD_Result
+#else
+#define AE_MHD_RESULT int
+#endif
+
+#define SLOT_BITS 24u
+#define SLOT_MASK ((1u << SLOT_BITS) - 1u)
+#define GEN_MASK ((1u << 28) - 1u) /* id < 2^52: exact even as a 5.1 double */
+#define NO_SLOT UINT32_MAX
+#define KEEP_FREE 64                /* request structs kept for reuse */
+#define KEEP_BODY (64 * 1024)       /* body buffers kept for reuse up to this size */
+
+enum { RQ_COLLECTING, RQ_READY, RQ_PENDING, RQ_ANSWERED, RQ_DROPPED };
+
+typedef struct request {
+  struct request *next;              /* ready queue or free list */
+  struct request *all_prev, *all_next; /* every live request, for close() */
+  struct MHD_Connection *conn;
+  const char *method, *path;         /* owned by MHD, valid until completion */
+  char *query;                       /* raw query string (qbuf or malloc) */
+  size_t qlen;
+  char *body;
+  size_t blen, bcap;
+  struct MHD_Response *resp;
+  unsigned int status;
+  uint32_t slot;
+  unsigned char state, started, suspended, too_large;
+  char qbuf[112];
+} request;
+
+typedef struct {
+  const char *k, *v;
+  size_t kl, vl;
+} hdr_ref;
+
+typedef struct server {
+  struct MHD_Daemon *d;              /* NULL: closed */
+  int port;
+  char host[64];
+  size_t max_body;
+  int closing;
+  request *ready_head, *ready_tail;
+  request *all;
+  request *free_list;
+  int nfree;
+  size_t pending;                    /* handed to Lua, not answered yet */
+  size_t nsuspended;
+  /* requests handed to Lua, by id: slot index in the low bits, generation above */
+  request **slot_req;
+  uint32_t *slot_gen, *slot_next;
+  unsigned char *slot_gone;
+  uint32_t nslots, free_head, free_tail;
+  /* scratch for header collection */
+  hdr_ref *hdrs;
+  size_t nhdrs, hcap;
+  int hdr_oom;
+  char *tls_cert, *tls_key;
+} server;
+
+/* ---------------------------------------------------------------- requests */
+
+static request *req_new(server *s) {
+  request *r = s->free_list;
+  if (r) {
+    s->free_list = r->next;
+    s->nfree--;
+  } else {
+    r = malloc(sizeof *r);
+    if (!r) return NULL;
+    r->body = NULL;
+    r->bcap = 0;
+  }
+  r->next = NULL;
+  r->conn = NULL;
+  r->method = r->path = NULL;
+  r->query = r->qbuf;
+  r->qbuf[0] = '\0';
+  r->qlen = 0;
+  r->blen = 0;
+  r->resp = NULL;
+  r->status = 0;
+  r->slot = NO_SLOT;
+  r->state = RQ_COLLECTING;
+  r->started = r->suspended = r->too_large = 0;
+  r->all_prev = NULL;
+  r->all_next = s->all;
+  if (s->all) s->all->all_prev = r;
+  s->all = r;
+  return r;
+}
+
+static void req_free(server *s, request *r) {
+  if (r->all_prev) r->all_prev->all_next = r->all_next;
+  else s->all = r->all_next;
+  if (r->all_next) r->all_next->all_prev = r->all_prev;
+  if (r->resp) MHD_destroy_response(r->resp);
+  r->resp = NULL;
+  if (r->query != r->qbuf) free(r->query);
+  r->query = r->qbuf;
+  if (r->bcap > KEEP_BODY) {
+    free(r->body);
+    r->body = NULL;
+    r->bcap = 0;
+  }
+  if (s->nfree < KEEP_FREE) {
+    r->next = s->free_list;
+    s->free_list = r;
+    s->nfree++;
+  } else {
+    free(r->body);
+    free(r);
+  }
+}
+
+static void ready_unlink(server *s, request *r) {
+  request **p = &s->ready_head, *prev = NULL;
+  while (*p && *p != r) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  if (!*p) return;
+  *p = r->next;
+  if (s->ready_tail == r) s->ready_tail = prev;
+  r->next = NULL;
+}
+
+/* ------------------------------------------------------------------- slots */
+
+/* Make sure a free slot exists; returns its index or NO_SLOT (no memory). */
+static uint32_t slot_peek(server *s) {
+  if (s->free_head == NO_SLOT) {
+    uint32_t n = s->nslots ? s->nslots * 2 : 64, i;
+    request **nr;
+    uint32_t *ng, *nn;
+    unsigned char *ngone;
+    if (n > SLOT_MASK + 1u) n = SLOT_MASK + 1u;
+    if (n <= s->nslots) return NO_SLOT;
+    nr = realloc(s->slot_req, n * sizeof *nr);
+    if (!nr) return NO_SLOT;
+    s->slot_req = nr;
+    ng = realloc(s->slot_gen, n * sizeof *ng);
+    if (!ng) return NO_SLOT;
+    s->slot_gen = ng;
+    nn = realloc(s->slot_next, n * sizeof *nn);
+    if (!nn) return NO_SLOT;
+    s->slot_next = nn;
+    ngone = realloc(s->slot_gone, n);
+    if (!ngone) return NO_SLOT;
+    s->slot_gone = ngone;
+    for (i = s->nslots; i < n; i++) {
+      s->slot_req[i] = NULL;
+      s->slot_gen[i] = 0;
+      s->slot_gone[i] = 0;
+      s->slot_next[i] = i + 1 < n ? i + 1 : NO_SLOT;
+    }
+    s->free_head = s->nslots;
+    s->free_tail = n - 1;
+    s->nslots = n;
+  }
+  return s->free_head;
+}
+
+static lua_Integer slot_id(server *s, uint32_t i, uint32_t gen) {
+  return (lua_Integer)(((uint64_t)gen << SLOT_BITS) | i);
+}
+
+static uint32_t next_gen(uint32_t g) {
+  g = (g + 1) & GEN_MASK;
+  return g ? g : 1;
+}
+
+/* Take the slot slot_peek returned. */
+static void slot_take(server *s, request *r) {
+  uint32_t i = s->free_head;
+  s->free_head = s->slot_next[i];
+  if (s->free_head == NO_SLOT) s->free_tail = NO_SLOT;
+  s->slot_gen[i] = next_gen(s->slot_gen[i]);
+  s->slot_gone[i] = 0;
+  s->slot_req[i] = r;
+  r->slot = i;
+}
+
+/* Release a slot to the tail of the free list (FIFO, so an id stays "gone"
+ * rather than "unknown" for as long as possible). */
+static void slot_release(server *s, request *r, int gone) {
+  uint32_t i = r->slot;
+  if (i == NO_SLOT) return;
+  s->slot_req[i] = NULL;
+  s->slot_gone[i] = (unsigned char)gone;
+  s->slot_next[i] = NO_SLOT;
+  if (s->free_tail == NO_SLOT) s->free_head = i;
+  else s->slot_next[s->free_tail] = i;
+  s->free_tail = i;
+  r->slot = NO_SLOT;
+}
+
+static const char *slot_lookup(server *s, lua_Integer id, request **out) {
+  uint64_t u = (uint64_t)id;
+  uint32_t i = (uint32_t)(u & SLOT_MASK);
+  uint64_t gen = u >> SLOT_BITS;
+  *out = NULL;
+  if (id <= 0 || i >= s->nslots || gen != s->slot_gen[i]) return "unknown request";
+  if (!s->slot_req[i]) return s->slot_gone[i] ? "gone" : "unknown request";
+  *out = s->slot_req[i];
+  return NULL;
+}
+
+/* --------------------------------------------------- libmicrohttpd callbacks */
+
+/* Called with the raw request target before MHD splits and parses it: the
+ * only place the undecoded query string is available. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  server *s = cls;
+  request *r = req_new(s);
+  const char *q;
+  if (!r) return NULL;
+  r->conn = c;
+  q = strchr(uri, '?');
+  if (q) {
+    size_t n = strlen(++q);
+    if (n >= sizeof r->qbuf) {
+      char *m = malloc(n + 1);
+      if (!m) { /* leave the query empty; the handler refuses the request */
+        r->too_large = 2;
+        return r;
+      }
+      r->query = m;
+    }
+    memcpy(r->query, q, n + 1);
+    r->qlen = n;
+  }
+  return r;
+}
+
+/* Keep the path as sent (no percent-decoding), like the query. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+  return strlen(s);
+}
+
+static int body_reserve(request *r, size_t need) {
+  size_t cap;
+  char *b;
+  if (need <= r->bcap) return 1;
+  cap = r->bcap ? r->bcap : 1024;
+  while (cap < need) cap *= 2;
+  b = realloc(r->body, cap);
+  if (!b) return 0;
+  r->body = b;
+  r->bcap = cap;
+  return 1;
+}
+
+static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                const char *method, const char *version,
+                                const char *upload_data, size_t *upload_data_size,
+                                void **con_cls) {
+  server *s = cls;
+  request *r = *con_cls;
+  if (r && r->suspended) { /* called again after a resume */
+    r->suspended = 0;
+    s->nsuspended--;
+  }
+  if (s->closing) return MHD_NO;
+  if (!r) {
+    r = req_new(s);
+    if (!r) return MHD_NO;
+    r->conn = c;
+    *con_cls = r;
+  }
+  switch (r->state) {
+  case RQ_COLLECTING:
+    if (!r->started) {
+      const char *cl;
+      if (r->too_large == 2) return MHD_NO; /* out of memory in on_uri */
+      r->started = 1;
+      r->method = method;
+      r->path = url;
+      cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      if (cl) {
+        unsigned long long n = strtoull(cl, NULL, 10);
+        if (n > 0 && n <= s->max_body && !body_reserve(r, (size_t)n)) return MHD_NO;
+      }
+      return MHD_YES;
+    }
+    if (*upload_data_size) {
+      size_t n = *upload_data_size;
+      *upload_data_size = 0;
+      if (!r->too_large) {
+        if (n > s->max_body - r->blen) {
+          r->too_large = 1;
+          r->blen = 0;
+        } else {
+          if (!body_reserve(r, r->blen + n)) return MHD_NO;
+          memcpy(r->body + r->blen, upload_data, n);
+          r->blen += n;
+        }
+      }
+      return MHD_YES;
+    }
+    /* The request is complete: park it until Lua answers. */
+    r->state = RQ_READY;
+    r->next = NULL;
+    if (s->ready_tail) s->ready_tail->next = r;
+    else s->ready_head = r;
+    s->ready_tail = r;
+    r->suspended = 1;
+    s->nsuspended++;
+    MHD_suspend_connection(c);
+    return MHD_YES;
+  case RQ_ANSWERED:
+    if (r->resp) {
+      AE_MHD_RESULT ret = MHD_queue_response(c, r->status, r->resp);
+      MHD_destroy_response(r->resp);
+      r->resp = NULL;
+      return ret;
+    }
+    return MHD_NO;
+  default: /* RQ_DROPPED, or anything unexpected: close the connection */
+    return MHD_NO;
+  }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  server *s = cls;
+  request *r = *con_cls;
+  if (!r) return;
+  *con_cls = NULL;
+  if (r->suspended) {
+    r->suspended = 0;
+    s->nsuspended--;
+  }
+  if (r->state == RQ_READY) {
+    ready_unlink(s, r);
+  } else if (r->state == RQ_PENDING) {
+    slot_release(s, r, 1);
+    s->pending--;
+  }
+  req_free(s, r);
+}
+
+/* ----------------------------------------------------------------- helpers */
+
+static double now_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void server_shutdown(server *s) {
+  request *r, *n;
+  int i;
+  if (s->d) {
+    s->closing = 1;
+    /* MHD_stop_daemon() must not find a suspended connection: resume every
+     * parked request (the handler then refuses it) and let MHD take them
+     * off its suspended list. */
+    for (r = s->all; r; r = r->all_next) {
+      if (r->state == RQ_READY || r->state == RQ_PENDING) {
+        if (r->state == RQ_READY) ready_unlink(s, r);
+        else {
+          slot_release(s, r, 1);
+          s->pending--;
+        }
+        r->state = RQ_DROPPED;
+        MHD_resume_connection(r->conn);
+      }
+    }
+    for (i = 0; s->nsuspended > 0 && i < 100; i++) MHD_run(s->d);
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+  }
+  for (r = s->all; r; r = n) {
+    n = r->all_next;
+    req_free(s, r);
+  }
+  for (r = s->free_list; r; r = n) {
+    n = r->next;
+    free(r->body);
+    free(r);
+  }
+  s->free_list = NULL;
+  s->nfree = 0;
+  s->ready_head = s->ready_tail = NULL;
+  free(s->slot_req);
+  free(s->slot_gen);
+  free(s->slot_next);
+  free(s->slot_gone);
+  s->slot_req = NULL;
+  s->slot_gen = s->slot_next = NULL;
+  s->slot_gone = NULL;
+  s->nslots = 0;
+  s->free_head = s->free_tail = NO_SLOT;
+  free(s->hdrs);
+  s->hdrs = NULL;
+  s->hcap = s->nhdrs = 0;
+  free(s->tls_cert);
+  free(s->tls_key);
+  s->tls_cert = s->tls_key = NULL;
+  s->pending = 0;
+}
+
+static server *check_server(lua_State *L) {
+  return (server *)luaL_checkudata(L, 1, SERVER_MT);
+}
+
+/* For methods: the open server, or NULL after pushing nil, "closed". */
+static server *open_server(lua_State *L) {
+  server *s = check_server(L);
+  if (!s->d) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return NULL;
+  }
+  return s;
+}
+
+/* ----------------------------------------------------------------- methods */
+
+static int srv_port(lua_State *L) {
+  server *s = open_server(L);
+  if (!s) return 2;
+  lua_pushinteger(L, s->port);
+  return 1;
+}
+
+static int srv_pending(lua_State *L) {
+  server *s = open_server(L);
+  if (!s) return 2;
+  lua_pushinteger(L, (lua_Integer)s->pending);
+  return 1;
+}
+
+static AE_MHD_RESULT collect_header(void *cls, enum MHD_ValueKind kind, const char *k,
+                                    size_t kl, const char *v, size_t vl) {
+  server *s = cls;
+  if (s->nhdrs == s->hcap) {
+    size_t n = s->hcap ? s->hcap * 2 : 32;
+    hdr_ref *h = realloc(s->hdrs, n * sizeof *h);
+    if (!h) {
+      s->hdr_oom = 1;
+      return MHD_NO;
+    }
+    s->hdrs = h;
+    s->hcap = n;
+  }
+  s->hdrs[s->nhdrs].k = k;
+  s->hdrs[s->nhdrs].kl = kl;
+  s->hdrs[s->nhdrs].v = v ? v : "";
+  s->hdrs[s->nhdrs].vl = v ? vl : 0;
+  s->nhdrs++;
+  return MHD_YES;
+}
+
+static void push_lower(lua_State *L, const char *k, size_t kl) {
+  char buf[128];
+  size_t i;
+  if (kl <= sizeof buf) {
+    for (i = 0; i < kl; i++) {
+      unsigned char ch = (unsigned char)k[i];
+      buf[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    lua_pushlstring(L, buf, kl);
+  } else {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < kl; i++) {
+      unsigned char ch = (unsigned char)k[i];
+      luaL_addchar(&b, (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch));
+    }
+    luaL_pushresult(&b);
+  }
+}
+
+/* Push the Lua table for request r, which will get id `id`. */
+static void push_request(lua_State *L, server *s, request *r, lua_Integer id) {
+  const union MHD_ConnectionInfo *ci;
+  size_t i;
+  lua_createtable(L, 0, 8);
+  ae_setint(L, "id", id);
+  ae_setstr(L, "method", r->method ? r->method : "");
+  ae_setstr(L, "path", r->path ? r->path : "");
+  lua_pushlstring(L, r->query, r->qlen);
+  lua_setfield(L, -2, "query");
+  lua_pushlstring(L, r->body ? r->body : "", r->blen);
+  lua_setfield(L, -2, "body");
+  if (r->too_large) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "too_large");
+  }
+  ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (ci && ci->client_addr) {
+    char buf[INET6_ADDRSTRLEN] = "";
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, sizeof buf);
+    else if (sa->sa_family == AF_INET6)
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                sizeof buf);
+    ae_setstr(L, "remote", buf);
+  }
+  s->nhdrs = 0;
+  s->hdr_oom = 0;
+  MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_header, s);
+  lua_createtable(L, 0, (int)s->nhdrs);
+  for (i = 0; i < s->nhdrs; i++) {
+    const hdr_ref *h = &s->hdrs[i];
+    push_lower(L, h->k, h->kl);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->v, h->vl);
+    } else { /* a repeated header: join the values as HTTP allows */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->v, h->vl);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+}
+
+static int srv_poll(lua_State *L) {
+  server *s = open_server(L);
+  double timeout, deadline;
+  lua_Integer n = 0;
+  if (!s) return 2;
+  timeout = luaL_optnumber(L, 2, 0);
+  if (!(timeout > 0)) timeout = 0; /* also NaN */
+  if (timeout > 86400.0 * 365) timeout = 86400.0 * 365;
+  deadline = now_mono() + timeout;
+  for (;;) {
+    double rem = s->ready_head ? 0 : deadline - now_mono();
+    int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
+    MHD_run_wait(s->d, ms);
+    if (s->ready_head || ms == 0 || now_mono() >= deadline) break;
+  }
+  lua_newtable(L);
+  while (s->ready_head) {
+    request *r = s->ready_head;
+    uint32_t i = slot_peek(s);
+    if (i == NO_SLOT) break; /* out of memory: the rest stays queued */
+    push_request(L, s, r, slot_id(s, i, next_gen(s->slot_gen[i])));
+    lua_rawseti(L, -2, (int)++n);
+    s->ready_head = r->next;
+    if (!s->ready_head) s->ready_tail = NULL;
+    r->next = NULL;
+    r->state = RQ_PENDING;
+    slot_take(s, r);
+    s->pending++;
+  }
+  return 1;
+}
+
+static int is_content_length(const char *k) {
+  return strcasecmp(k, "content-length") == 0;
+}
+
+static int srv_respond(lua_State *L) {
+  server *s = open_server(L);
+  lua_Integer id, status;
+  const char *body, *err;
+  size_t blen;
+  request *r;
+  struct MHD_Response *resp;
+  int has_headers;
+  if (!s) return 2;
+  id = luaL_checkinteger(L, 2);
+  status = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, status >= 100 && status <= 999, 3, "HTTP status out of range");
+  has_headers = !lua_isnoneornil(L, 4);
+  if (has_headers) luaL_checktype(L, 4, LUA_TTABLE);
+  body = luaL_optlstring(L, 5, "", &blen);
+  if (has_headers) { /* check types first: nothing below may raise */
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      int vt = lua_type(L, -1);
+      if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
+        luaL_argerror(L, 4, "header names and values must be strings");
+      lua_pop(L, 1);
+    }
+  }
+  err = slot_lookup(s, id, &r);
+  if (err) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  resp = MHD_create_response_from_buffer(blen, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (!resp) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "out of memory");
+    return 2;
+  }
+  if (has_headers) {
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      size_t kl, vl;
+      const char *k = lua_tolstring(L, -2, &kl), *v;
+      char num[64];
+      if (lua_type(L, -1) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, -1))
+          snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, -1));
+        else
+#endif
+          snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
+        v = num;
+        vl = strlen(num);
+      } else {
+        v = lua_tolstring(L, -1, &vl);
+      }
+      if (is_content_length(k)) { /* MHD sets it from the body */
+        lua_pop(L, 1);
+        continue;
+      }
+      if (kl != strlen(k) || vl != strlen(v) || kl == 0 ||
+          MHD_add_response_header(resp, k, v) != MHD_YES) {
+        MHD_destroy_response(resp);
+        luaL_pushfail(L);
+        lua_pushfstring(L, "invalid header '%s'", k);
+        return 2;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  r->resp = resp;
+  r->status = (unsigned int)status;
+  r->state = RQ_ANSWERED;
+  slot_release(s, r, 0);
+  s->pending--;
+  MHD_resume_connection(r->conn);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int srv_drop(lua_State *L) {
+  server *s = open_server(L);
+  const char *err;
+  request *r;
+  if (!s) return 2;
+  err = slot_lookup(s, luaL_checkinteger(L, 2), &r);
+  if (err) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  r->state = RQ_DROPPED;
+  slot_release(s, r, 0);
+  s->pending--;
+  MHD_resume_connection(r->conn);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int srv_close(lua_State *L) {
+  server_shutdown(check_server(L));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int srv_gc(lua_State *L) {
+  server_shutdown(check_server(L));
+  return 0;
+}
+
+static int srv_tostring(lua_State *L) {
+  server *s = check_server(L);
+  if (s->d) lua_pushfstring(L, SERVER_MT " (%s:%d)", s->host, s->port);
+  else lua_pushliteral(L, SERVER_MT " (closed)");
+  return 1;
+}
+
+/* ------------------------------------------------------------- constructor */
+
+static int fail_msg(lua_State *L, const char *fmt, const char *host, int port, const char *why) {
+  luaL_pushfail(L);
+  lua_pushfstring(L, fmt, host, port, why);
+  return 2;
+}
+
+static int l_http_server(lua_State *L) {
+  const char *host, *cert, *key;
+  char hostport[96], portstr[16];
+  lua_Number portn, max_body, max_conn, conn_timeout;
+  struct addrinfo hints, *ai = NULL;
+  server *s;
+  int fd, one = 1, rc, tls, e;
+  unsigned int flags;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  struct MHD_OptionItem ops[12];
+  int nops = 0;
+
+  if (lua_isnoneornil(L, 1)) lua_newtable(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  host = ae_optstrfield(L, 1, "host", NULL);
+  if (!host) host = "127.0.0.1";
+  portn = ae_optnumfield(L, 1, "port", 0);
+  max_body = ae_optnumfield(L, 1, "max_body", 1048576);
+  max_conn = ae_optnumfield(L, 1, "max_connections", 1024);
+  conn_timeout = ae_optnumfield(L, 1, "connection_timeout", 60);
+  cert = ae_optstrfield(L, 1, "tls_cert", NULL);
+  key = ae_optstrfield(L, 1, "tls_key", NULL);
+  luaL_argcheck(L, portn >= 0 && portn <= 65535 && portn == floor(portn), 1,
+                "port must be an integer in 0..65535");
+  luaL_argcheck(L, max_body >= 0, 1, "max_body must be >= 0");
+  luaL_argcheck(L, max_conn >= 1 && max_conn <= 1e6, 1, "max_connections must be in 1..1000000");
+  luaL_argcheck(L, conn_timeout >= 0 && conn_timeout <= 1e7, 1, "bad connection_timeout");
+  luaL_argcheck(L, strlen(host) < sizeof s->host, 1, "host too long");
+  luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "tls_cert and tls_key go together");
+
+  /* The handle exists, closed, before anything is acquired. */
+  s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->free_head = s->free_tail = NO_SLOT;
+  luaL_getmetatable(L, SERVER_MT);
+  lua_setmetatable(L, -2);
+  s->port = (int)portn;
+  snprintf(s->host, sizeof s->host, "%s", host);
+  s->max_body = max_body > (lua_Number)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)max_body;
+
+  tls = cert != NULL;
+  if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "TLS not supported by this libmicrohttpd");
+    return 2;
+  }
+  if (strchr(host, ':')) snprintf(hostport, sizeof hostport, "[%s]", host);
+  else snprintf(hostport, sizeof hostport, "%s", host);
+
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  snprintf(portstr, sizeof portstr, "%d", s->port);
+  rc = getaddrinfo(host, portstr, &hints, &ai);
+  if (rc != 0 || !ai) return fail_msg(L, "resolve %s:%d: %s", hostport, s->port, gai_strerror(rc));
+  fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    e = errno;
+    freeaddrinfo(ai);
+    return fail_msg(L, "socket %s:%d: %s", hostport, s->port, strerror(e));
+  }
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+    e = errno;
+    close(fd);
+    freeaddrinfo(ai);
+    return fail_msg(L, "bind %s:%d: %s", hostport, s->port, strerror(e));
+  }
+  flags = ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0;
+  freeaddrinfo(ai);
+  if (listen(fd, SOMAXCONN) != 0) {
+    e = errno;
+    close(fd);
+    return fail_msg(L, "listen %s:%d: %s", hostport, s->port, strerror(e));
+  }
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET) s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6) s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+
+#define OPT(o, v, p) (ops[nops].option = (o), ops[nops].value = (intptr_t)(v), ops[nops].ptr_value = (p), nops++)
+  OPT(MHD_OPTION_LISTEN_SOCKET, fd, NULL);
+  OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s);
+  OPT(MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, s);
+  OPT(MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)no_unescape, NULL);
+  OPT(MHD_OPTION_CONNECTION_LIMIT, (unsigned int)max_conn, NULL);
+  OPT(MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)conn_timeout, NULL);
+  if (tls) {
+    s->tls_cert = strdup(cert);
+    s->tls_key = strdup(key);
+    if (!s->tls_cert || !s->tls_key) {
+      close(fd);
+      server_shutdown(s);
+      luaL_pushfail(L);
+      lua_pushliteral(L, "out of memory");
+      return 2;
+    }
+    OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert);
+    OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key);
+    flags |= MHD_USE_TLS;
+  }
+  OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+  flags |= MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+  if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES) flags |= MHD_USE_EPOLL;
+
+  s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops,
+                          MHD_OPTION_END);
+  if (!s->d) {
+    close(fd);
+    server_shutdown(s);
+    return fail_msg(L, "start HTTP server on %s:%d: %s", hostport, s->port,
+                    tls ? "libmicrohttpd refused (bad TLS certificate or key?)"
+                        : "libmicrohttpd refused");
+  }
+  return 1;
+}
+
+void ae_open_server(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"port", srv_port},   {"poll", srv_poll}, {"respond", srv_respond},
+      {"drop", srv_drop},   {"pending", srv_pending}, {"close", srv_close},
+      {NULL, NULL}};
+  ae_newclass(L, SERVER_MT, methods, srv_gc, srv_tostring);
+  lua_pushcfunction(L, l_http_server);
+  lua_setfield(L, -2, "http_server");
+}

@@ -1,0 +1,241 @@
+--- aeflow's command line. main(argv, exe) returns the exit code:
+-- 0 success, 1 the operation or run failed, 2 usage or validation error.
+local ae = require "analytics_engine"
+local api = require "analytics_engine.api"
+local util = require "analytics_engine.util"
+
+local _M = {}
+
+local stdout, stderr = io.stdout, io.stderr
+
+local USAGE = [[
+usage: aeflow <command> [options]
+
+commands:
+  run FILE [--param k=v]...    run a pipeline or a Lua script against the service
+                               (or a local engine started for the run when no
+                               endpoint is configured)
+  call OPERATION [ID...] [JSON|@FILE|-]
+                               one API call; prints the JSON answer
+  operations                   list the operations `call` knows
+  serve [--port N] [--data DIR] [--host H] [--faults RATE] ...
+                               run the local engine (the v4 API on this machine)
+  serve --stop [--data DIR]    stop a local engine started in the background
+  help [COMMAND]               this text, or one command's
+  --version                    print the version
+
+The endpoint comes from AE_URL, AE_INSTANCE_ID and AE_TOKEN or AE_USERNAME with
+AE_API_KEY/AE_PASSWORD, or the profile file (~/.config/analytics-engine/config.json).
+With none configured, `call` uses (and if needed starts) the local engine.
+]]
+
+local HELP = {
+  call = [[
+usage: aeflow call OPERATION [ID...] [JSON|@FILE|-]
+
+Calls one operation and prints its JSON answer. Ids come first, in the order
+of the path (application_id, kernel_id, cluster_id); then the body (for PUT,
+PATCH and POST operations) or query (list_applications: {"state": "RUNNING"})
+as JSON text, @file.json, or - for standard input.
+Exit status: 0 success, 1 the call failed (the error on stderr), 2 usage.
+Run `aeflow operations` for the list.]],
+  run = [[
+usage: aeflow run FILE [--param key=value]...
+
+Runs FILE with a configured client in the globals `client` and `ae`. With no
+endpoint configured, a local engine is started for the run and stopped after.]],
+  serve = [[
+usage: aeflow serve [--host 127.0.0.1] [--port 0] [--data DIR] [--app-root DIR]
+                    [--faults RATE] [--fault-kinds 429,500,503,reset,reset-after,delay]
+                    [--fault-seed N] [--token-ttl SECONDS] [--users FILE] [--quiet]
+       aeflow serve --stop [--data DIR]
+
+Serves the Analytics Engine v4 API on this machine. It prints its URL and
+instance id; the API key of its local user is in DIR/credentials.json (0600).]],
+}
+
+local function fail(code, fmt, ...)
+  stderr:write("aeflow: ", fmt:format(...), "\n")
+  return code
+end
+
+local function default_data_dir()
+  local base = os.getenv("XDG_DATA_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or "/tmp") .. "/.local/share" end
+  return base .. "/analytics-engine/engine"
+end
+
+local function option_value(args, name)
+  for i = 1, #args do
+    if args[i] == name then return args[i + 1] end
+    local v = args[i]:match("^" .. name:gsub("%-", "%%-") .. "=(.*)$")
+    if v then return v end
+  end
+end
+
+--- A client for the configured endpoint, or for the local engine (started in
+-- the background when `start` is true and none is running).
+-- Returns client, engine_info_or_nil, or nil, message.
+function _M.connect(exe, opts)
+  opts = opts or {}
+  local c, err = ae.client(opts.client_opts)
+  if c then return c end
+  local cfg_missing = err.message:find("^no service URL")
+  if not cfg_missing then return nil, tostring(err.message) end
+  local launcher = require "analytics_engine.engine.launcher"
+  local dir = opts.data_dir or default_data_dir()
+  local info = launcher.find_running(dir)
+  local started
+  if not info then
+    local lerr
+    info, lerr = launcher.start { data_dir = dir, bin = exe }
+    if not info then return nil, "cannot start a local engine: " .. tostring(lerr) end
+    started = info
+    if not opts.quiet then
+      stderr:write(("aeflow: started a local engine at %s (data %s); stop it with `aeflow serve --stop`\n")
+        :format(info.url, dir))
+    end
+  end
+  c, err = ae.client { url = info.url, instance_id = info.instance_id,
+                       auth = { username = info.username, api_key = info.api_key } }
+  if not c then return nil, tostring(err) end
+  return c, started
+end
+
+-- Read a JSON argument: literal text, @file, or - for stdin.
+local function read_json_arg(s)
+  local src = s
+  if s == "-" then
+    src = io.read("a")
+  elseif s:sub(1, 1) == "@" then
+    local f, ferr = io.open(s:sub(2), "rb")
+    if not f then return nil, ferr end
+    src = f:read("a")
+    f:close()
+  end
+  local v, err = util.json_decode(src)
+  if v == nil then return nil, ("%s is not valid JSON: %s"):format(s == src and "the argument" or s, err) end
+  return v
+end
+
+local function cmd_call(args, exe)
+  local name = args[1]
+  if not name then return fail(2, "call: which operation? (see `aeflow operations`)") end
+  local op = api.by_name[name]
+  if not op then return fail(2, "call: unknown operation '%s' (see `aeflow operations`)", name) end
+  local call_args = {}
+  for i = 1, #op.ids do
+    local id = args[1 + i]
+    if not id then return fail(2, "call %s: missing %s", name, op.ids[i]) end
+    call_args[i] = id
+  end
+  local extra = args[#op.ids + 2]
+  if extra then
+    if not (op.body or op.query) then return fail(2, "call %s: takes no body", name) end
+    local v, err = read_json_arg(extra)
+    if v == nil then return fail(2, "call %s: %s", name, err) end
+    call_args[#op.ids + 1] = v
+  end
+  if args[#op.ids + 3] then return fail(2, "call %s: too many arguments", name) end
+  local c, cerr = _M.connect(exe)
+  if not c then return fail(1, "%s", cerr) end
+  local res, err = c:call(name, table.unpack(call_args, 1, #op.ids + 1))
+  if res == nil then return fail(1, "%s", tostring(err)) end
+  stdout:write(res == true and "{}" or util.json_pretty(res), "\n")
+  return 0
+end
+
+local function cmd_operations()
+  for _, op in ipairs(api.operations) do
+    stdout:write(("%-36s %-6s %s\n"):format(op.name, op.method, op.full_path))
+  end
+  return 0
+end
+
+local function cmd_run(args, exe)
+  local file = args[1]
+  if not file then return fail(2, "run: which file?") end
+  local params = {}
+  local i = 2
+  while args[i] do
+    if args[i] == "--param" and args[i + 1] then
+      local k, v = args[i + 1]:match("^([%w_]+)=(.*)$")
+      if not k then return fail(2, "run: --param wants key=value, got '%s'", args[i + 1]) end
+      params[k] = v
+      i = i + 2
+    else
+      return fail(2, "run: unknown option '%s'", args[i])
+    end
+  end
+  local f, ferr = io.open(file, "rb")
+  if not f then return fail(2, "run: %s", ferr) end
+  local src = f:read("a")
+  f:close()
+  local env = setmetatable({ ae = ae, params = params }, { __index = _G })
+  local chunk, lerr = load(src, "@" .. file, "t", env)
+  if not chunk then return fail(2, "%s", lerr) end
+  local launched
+  local c, cerr = ae.client()
+  if not c then
+    if not cerr.message:find("^no service URL") then return fail(2, "%s", tostring(cerr.message)) end
+    local launcher = require "analytics_engine.engine.launcher"
+    local lerr2
+    launched, lerr2 = launcher.start { bin = exe }
+    if not launched then return fail(1, "cannot start a local engine: %s", tostring(lerr2)) end
+    stderr:write(("aeflow: no endpoint configured; started a local engine at %s for this run\n")
+      :format(launched.url))
+    c = assert(ae.client { url = launched.url, instance_id = launched.instance_id,
+                           auth = { username = launched.username, api_key = launched.api_key } })
+  end
+  env.client = c
+  local ok, res = xpcall(chunk, debug.traceback)
+  if launched then launched:stop() end
+  if not ok then return fail(1, "%s", tostring(res)) end
+  if res == false then return 1 end
+  return 0
+end
+
+local function cmd_serve(args, exe)
+  for _, a in ipairs(args) do
+    if a == "--stop" then
+      local launcher = require "analytics_engine.engine.launcher"
+      local dir = option_value(args, "--data") or default_data_dir()
+      local info = launcher.find_running(dir)
+      if not info then return fail(1, "no local engine is running with data %s", dir) end
+      info:stop()
+      stdout:write(("stopped the local engine at %s\n"):format(info.url))
+      return 0
+    end
+  end
+  return require("analytics_engine.engine.main").serve(args, exe)
+end
+
+local COMMANDS = { call = cmd_call, run = cmd_run, serve = cmd_serve, operations = cmd_operations }
+
+function _M.main(argv, exe)
+  local verb = argv[1]
+  if verb == nil or verb == "--help" or verb == "-h" then
+    stdout:write(USAGE)
+    return verb == nil and 2 or 0
+  end
+  if verb == "--version" or verb == "version" then
+    stdout:write("aeflow ", ae.VERSION, " (", _VERSION, ")\n")
+    return 0
+  end
+  if verb == "help" then
+    local topic = argv[2]
+    if topic and not HELP[topic] and not COMMANDS[topic] then return fail(2, "help: no command '%s'", topic) end
+    stdout:write(topic and (HELP[topic] or USAGE) or USAGE, topic and "\n" or "")
+    return 0
+  end
+  local cmd = COMMANDS[verb]
+  if not cmd then return fail(2, "unknown command '%s' (see `aeflow --help`)", verb) end
+  local rest = table.move(argv, 2, #argv, 1, {})
+  if rest[1] == "--help" then
+    stdout:write(HELP[verb] or USAGE, "\n")
+    return 0
+  end
+  return cmd(rest, exe)
+end
+
+return _M

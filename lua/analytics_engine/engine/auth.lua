@@ -1,0 +1,177 @@
+--- The engine's side of authentication: users, API keys, HS256 JWTs.
+-- Files in the data directory (all 0600):
+--   secret            the HMAC key for tokens (hex), made once
+--   users.json        [{username, role, api_key_sha256 | password_sha256}] for the generated admin
+--   credentials.json  {username, api_key, instance_id, url}: the admin's key in plain text, for the user
+-- Keys and passwords are kept only as sha256 hex; no secret is ever logged.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+
+local _M = {}
+local mt = { __index = _M }
+
+local ROLES = { admin = true, editor = true, user = true, viewer = true }
+
+local function sha256_hex(s) return util.hex(core.sha256(s)) end
+_M.sha256_hex = sha256_hex
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function read_json(path)
+  local s = read_file(path)
+  if not s then return nil end
+  return util.json_decode(s)
+end
+
+-- Equal-time comparison of two strings.
+local function same(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then return false end
+  local d = 0
+  for i = 1, #a do d = d | (a:byte(i) ~ b:byte(i)) end
+  return d == 0
+end
+
+local function check_users(list, where)
+  if type(list) ~= "table" then return nil, where .. ": must be a JSON array of users" end
+  local out = {}
+  for i, u in ipairs(list) do
+    local at = ("%s: user #%d"):format(where, i)
+    if type(u) ~= "table" or type(u.username) ~= "string" or u.username == "" then
+      return nil, at .. ": username must be a non-empty string"
+    end
+    if u.role ~= nil and not ROLES[u.role] then
+      return nil, ("%s: role must be one of admin, editor, user, viewer"):format(at)
+    end
+    if type(u.api_key_sha256) ~= "string" and type(u.password_sha256) ~= "string" then
+      return nil, at .. ": needs api_key_sha256 or password_sha256"
+    end
+    out[#out + 1] = { username = u.username, role = u.role or "user",
+                      api_key_sha256 = u.api_key_sha256 and u.api_key_sha256:lower(),
+                      password_sha256 = u.password_sha256 and u.password_sha256:lower() }
+  end
+  return out
+end
+
+--- open{ data_dir, token_ttl = 3600, users_file = nil } -> auth | nil, err
+function _M.open(opts)
+  local dir = opts.data_dir
+  local self = setmetatable({ dir = dir, ttl = opts.token_ttl or 3600, users = {} }, mt)
+
+  local secret = read_file(dir .. "/secret")
+  secret = secret and secret:match("^(%x+)%s*$")
+  if not secret or #secret < 32 then
+    secret = util.hex(core.random_bytes(32))
+    local ok, err = core.write_file_atomic(dir .. "/secret", secret .. "\n", 384)
+    if not ok then return nil, "cannot write " .. dir .. "/secret: " .. tostring(err) end
+  end
+  self.secret = secret
+
+  local creds = read_json(dir .. "/credentials.json")
+  local key = type(creds) == "table" and type(creds.api_key) == "string" and creds.api_key or nil
+  if not key then key = util.hex(core.random_bytes(24)) end
+  self.admin = { username = "admin", role = "admin", api_key_sha256 = sha256_hex(key) }
+  self.admin_key = key
+  local ok, err = core.write_file_atomic(dir .. "/users.json", util.json_encode({ self.admin }), 384)
+  if not ok then return nil, "cannot write " .. dir .. "/users.json: " .. tostring(err) end
+  self.users.admin = self.admin
+
+  if opts.users_file then
+    local s = read_file(opts.users_file)
+    if not s then return nil, "cannot read users file " .. opts.users_file end
+    local list, derr = util.json_decode(s)
+    if list == nil then return nil, opts.users_file .. ": not valid JSON: " .. tostring(derr) end
+    local users, uerr = check_users(list, opts.users_file)
+    if not users then return nil, uerr end
+    for _, u in ipairs(users) do self.users[u.username] = u end
+  end
+  return self
+end
+
+--- Write credentials.json for the user to read (the only place the key is in plain text).
+function _M:write_credentials(url, instance_id)
+  local body = util.json_encode({ username = self.admin.username, api_key = self.admin_key,
+                                  instance_id = instance_id, url = url })
+  return core.write_file_atomic(self.dir .. "/credentials.json", body .. "\n", 384)
+end
+
+local function sign(secret, s)
+  return util.b64url_encode(core.hmac_sha256(secret, s))
+end
+
+--- An HS256 JWT for `user`.
+function _M:issue(user, now)
+  now = math.floor(now or core.time())
+  local header = util.b64url_encode(util.json_encode({ alg = "HS256", typ = "JWT" }))
+  local payload = util.b64url_encode(util.json_encode({
+    username = user.username, sub = user.username, role = user.role, iat = now, exp = now + self.ttl }))
+  local signing = header .. "." .. payload
+  return signing .. "." .. sign(self.secret, signing)
+end
+
+--- POST /icp4d-api/v1/authorize: body {username, password | api_key} -> token | nil, message
+function _M:exchange(body)
+  local name = body.username
+  if type(name) ~= "string" or name == "" then return nil, 400, "username is required" end
+  local given, field
+  if type(body.password) == "string" then
+    given, field = body.password, "password_sha256"
+  elseif type(body.api_key) == "string" then
+    given, field = body.api_key, "api_key_sha256"
+  else
+    return nil, 400, "password or api_key is required"
+  end
+  local u = self.users[name]
+  if not u or not u[field] or not same(u[field], sha256_hex(given)) then
+    return nil, 401, "invalid username or credentials"
+  end
+  return self:issue(u)
+end
+
+function _M:verify_token(token, now)
+  local h, p, s = token:match("^([%w_%-]+)%.([%w_%-]+)%.([%w_%-]+)$")
+  if not h then return nil, "the bearer token is malformed" end
+  if not same(sign(self.secret, h .. "." .. p), s) then return nil, "the bearer token is invalid" end
+  local claims = util.json_decode(util.b64url_decode(p) or "")
+  if type(claims) ~= "table" or type(claims.exp) ~= "number" then return nil, "the bearer token is invalid" end
+  if (now or core.time()) >= claims.exp then return nil, "the bearer token has expired" end
+  local u = self.users[claims.username]
+  if not u then return nil, "the bearer token's user no longer exists" end
+  return u
+end
+
+--- authenticate(authorization_header_value) -> user | nil, message
+function _M:authenticate(header)
+  if type(header) ~= "string" or header == "" then
+    return nil, "authorization required: send 'Authorization: ZenApiKey <base64(user:key)>' or 'Bearer <token>'"
+  end
+  local scheme, cred = header:match("^(%S+)%s+(%S+)%s*$")
+  scheme = scheme and scheme:lower()
+  if scheme == "bearer" then
+    return self:verify_token(cred)
+  elseif scheme == "zenapikey" then
+    local plain = util.b64decode(cred)
+    local name, key = (plain or ""):match("^([^:]+):(.+)$")
+    local u = name and self.users[name]
+    if not u or not u.api_key_sha256 or not same(u.api_key_sha256, sha256_hex(key)) then
+      return nil, "invalid ZenApiKey credentials"
+    end
+    return u
+  end
+  return nil, "unsupported authorization scheme: use ZenApiKey or Bearer"
+end
+
+--- May `user` call `method`? -> true | nil, message
+function _M.permits(user, method)
+  if user.role == "viewer" and method ~= "GET" and method ~= "HEAD" then
+    return nil, ("user '%s' has the viewer role and may only read"):format(user.username)
+  end
+  return true
+end
+
+return _M

@@ -1,0 +1,43 @@
+local errors = require "analytics_engine.errors"
+
+local function res(status, body, headers)
+  return { status = status, body = body, headers = headers or { ["content-type"] = "application/json" } }
+end
+local ctx = { method = "GET", path = "/v4/analytics_engines/x/default_runtime", operation = "op" }
+
+describe("error objects", function()
+  it("take the message from errors[0].message first", function()
+    local e = errors.from_response(res(404, '{"errors":[{"code":"not_found","message":"no such app"}],'
+      .. '"trace":"abc"}'), ctx)
+    assert.equals("no such app", e.message)
+    assert.equals("not_found", e.code)
+    assert.equals("abc", e.trace)
+  end)
+  it("fall back to error, message and errorMessage", function()
+    assert.equals("a", errors.from_response(res(500, '{"error":"a"}'), ctx).message)
+    assert.equals("b", errors.from_response(res(500, '{"message":"b"}'), ctx).message)
+    assert.equals("c", errors.from_response(res(500, '{"errorMessage":"c"}'), ctx).message)
+  end)
+  it("say so when the server answered HTML", function()
+    local e = errors.from_response(res(502, "<html>bad gateway</html>", { ["content-type"] = "text/html" }), ctx)
+    assert.matches("HTML page", e.message)
+  end)
+  it("use the status text when there is no body", function()
+    assert.equals("Service Unavailable", errors.from_response(res(503, ""), ctx).message)
+  end)
+  it("keep the transaction id header", function()
+    local e = errors.from_response(res(500, "", { ["x-global-transaction-id"] = "tx-1" }), ctx)
+    assert.equals("tx-1", e.transaction_id)
+  end)
+  it("print on one line with method, path, status and message", function()
+    local e = errors.from_response(res(404, '{"errors":[{"message":"line1\nline2"}],"trace":"t1"}'), ctx)
+    local s = tostring(e)
+    assert.equals("GET /v4/analytics_engines/x/default_runtime: 404 Not Found: line1 line2 (trace t1)", s)
+  end)
+  it("describe transport failures by kind", function()
+    local e = errors.from_transport({ kind = "connect", message = "Couldn't connect" }, ctx)
+    assert.equals("connect", e.code)
+    assert.is_false(e.sent)
+    assert.is_nil(e.status)
+  end)
+end)
