@@ -26,7 +26,7 @@ ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
 CORE_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl libmicrohttpd 2>/dev/null)
 LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
 
-CORE_SRC = csrc/core.c csrc/http.c csrc/server.c csrc/process.c
+CORE_SRC = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HEADERS  = $(wildcard csrc/*.h)
 
@@ -75,10 +75,12 @@ demo: deps build
 lint: deps
 	luacheck lua spec workflows
 
+# busted re-executes itself under --lua; --ignore-lua keeps the specs in the
+# process valgrind watches.
 valgrind: deps build
 	valgrind --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
-	  --show-leak-kinds=definite $(LUA) $(shell command -v $(BUSTED) 2>/dev/null || echo /usr/bin/busted) \
-	  --lua=$(LUA) spec/core_spec.lua
+	  --show-leak-kinds=definite $(LUA) $$(command -v $(BUSTED)) --ignore-lua \
+	  $(wildcard spec/core_*_spec.lua)
 
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/analytics_engine $(DESTDIR)$(LUADIR)

@@ -53,16 +53,18 @@ static int check_signal(lua_State *L, int arg) {
 }
 
 static volatile sig_atomic_t sig_flags[NSIG];
+static volatile sig_atomic_t sig_count; /* bumped by every watched signal */
 
 static void on_signal(int sig) {
   if (sig > 0 && sig < NSIG) sig_flags[sig] = 1;
+  sig_count++;
 }
 
-static int any_signal_pending(void) {
-  int i;
-  for (i = 0; signames[i].name; i++)
-    if (sig_flags[signames[i].sig]) return 1;
-  return 0;
+/* How many watched signals have arrived (wrapping): server.c's poll loop
+ * returns early when this changes while it waits. */
+int ae_signal_count(void);
+int ae_signal_count(void) {
+  return (int)sig_count;
 }
 
 /* signal_watch{ "INT", "TERM" }: handlers that only set a flag. */
@@ -159,15 +161,14 @@ static int l_spawn(lua_State *L) {
   /* argv and envp live in userdata (collected with the rest) and point at
    * strings anchored in the argv/env tables. */
   argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
+  lua_createtable(L, argc, 0); /* anchors the argv strings (numbers converted) */
   for (i = 0; i < argc; i++) {
     lua_rawgeti(L, 2, i + 1);
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
       luaL_argerror(L, 1, "argv entries must be strings");
     lua_tostring(L, -1);
-    lua_rawseti(L, 2, i + 1); /* numbers are now strings in the table */
-    lua_rawgeti(L, 2, i + 1);
     argv[i] = lua_tostring(L, -1);
-    lua_pop(L, 1);
+    lua_rawseti(L, -2, i + 1);
   }
   argv[argc] = NULL;
   prog = argv[0];
@@ -184,9 +185,11 @@ static int l_spawn(lua_State *L) {
   }
 
   /* Check what can be checked here, for a precise message. */
-  if (cwd && (stat(cwd, &st) != 0 || !S_ISDIR(st.st_mode))) {
-    int e = errno;
-    return spawn_fail(L, prog, lua_pushfstring(L, "cwd %s", cwd), S_ISDIR(st.st_mode) || e ? e : ENOTDIR);
+  if (cwd) {
+    int e = 0;
+    if (stat(cwd, &st) != 0) e = errno;
+    else if (!S_ISDIR(st.st_mode)) e = ENOTDIR;
+    if (e) return spawn_fail(L, prog, lua_pushfstring(L, "cwd %s", cwd), e);
   }
   for (i = 0; i < 3; i++) {
     const char *p = paths[i] ? paths[i] : "/dev/null";
@@ -309,6 +312,7 @@ static int l_time(lua_State *L) {
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   struct timespec ts, rem;
+  int seen = ae_signal_count();
   if (!(s > 0)) {
     lua_pushboolean(L, 1);
     return 1;
@@ -318,7 +322,7 @@ static int l_sleep(lua_State *L) {
   ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
   if (ts.tv_nsec > 999999999L) ts.tv_nsec = 999999999L;
   while (nanosleep(&ts, &rem) != 0 && errno == EINTR) {
-    if (any_signal_pending()) {
+    if (ae_signal_count() != seen) {
       lua_pushboolean(L, 0);
       return 1;
     }
@@ -427,10 +431,13 @@ static int l_write_file_atomic(lua_State *L) {
   /* Make the rename itself durable. */
   slash = strrchr(path, '/');
   {
-    const char *dir = slash == NULL ? "." : slash == path ? "/" : lua_pushlstring(L, path, (size_t)(slash - path)), lua_tostring(L, -1);
+    const char *dir = ".";
     int dfd;
-    if (slash == NULL) dir = ".";
-    else if (slash == path) dir = "/";
+    if (slash == path) dir = "/";
+    else if (slash) {
+      lua_pushlstring(L, path, (size_t)(slash - path));
+      dir = lua_tostring(L, -1);
+    }
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       fsync(dfd);

@@ -28,6 +28,8 @@
 
 #define SERVER_MT "analytics_engine.HttpServer"
 
+int ae_signal_count(void); /* process.c: changes when a core.signal_watch signal arrives */
+
 #if MHD_VERSION >= 0x00097002
 #define AE_MHD_RESULT enum MHD_Result
 #else
@@ -40,6 +42,7 @@
 #define NO_SLOT UINT32_MAX
 #define KEEP_FREE 64                /* request structs kept for reuse */
 #define KEEP_BODY (64 * 1024)       /* body buffers kept for reuse up to this size */
+#define PRERESERVE_MAX (256 * 1024) /* body buffer reserved from Content-Length, at most */
 
 enum { RQ_COLLECTING, RQ_READY, RQ_PENDING, RQ_ANSWERED, RQ_DROPPED };
 
@@ -309,7 +312,9 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
-        if (n > 0 && n <= s->max_body && !body_reserve(r, (size_t)n)) return MHD_NO;
+        /* Reserve up front, but not more than a little on a mere claim. */
+        if (n > 0 && n <= s->max_body && n <= PRERESERVE_MAX && !body_reserve(r, (size_t)n))
+          return MHD_NO;
       }
       return MHD_YES;
     }
@@ -556,16 +561,19 @@ static int srv_poll(lua_State *L) {
   server *s = open_server(L);
   double timeout, deadline;
   lua_Integer n = 0;
+  int sigs;
   if (!s) return 2;
   timeout = luaL_optnumber(L, 2, 0);
   if (!(timeout > 0)) timeout = 0; /* also NaN */
   if (timeout > 86400.0 * 365) timeout = 86400.0 * 365;
   deadline = now_mono() + timeout;
+  sigs = ae_signal_count();
   for (;;) {
     double rem = s->ready_head ? 0 : deadline - now_mono();
     int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
-    MHD_run_wait(s->d, ms);
+    if (MHD_run_wait(s->d, ms) != MHD_YES) break;
     if (s->ready_head || ms == 0 || now_mono() >= deadline) break;
+    if (ae_signal_count() != sigs) break; /* let Lua see core.signal_pending() */
   }
   lua_newtable(L);
   while (s->ready_head) {

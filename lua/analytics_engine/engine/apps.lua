@@ -1,0 +1,476 @@
+--- Spark applications: validation, the state machine
+-- (ACCEPTED -> RUNNING -> FINISHED | FAILED | STOPPED), real local processes,
+-- resource accounting and the JSON shapes of the v4 answers.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local reply = require "analytics_engine.engine.reply"
+local runner = require "analytics_engine.engine.runner"
+
+local _M = {}
+
+local floor = math.floor
+
+_M.TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true, OPS_TERMINATED = true,
+                ERROR = true, KILLED = true }
+_M.PENDING = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
+_M.STRING_FIELDS = { "class", "name", "jars", "packages", "repositories", "files", "archives" }
+_M.KILL_GRACE = 5
+
+local null = util.null
+
+---------------------------------------------------------------------------
+-- validation
+
+local function is_array(t)
+  if type(t) ~= "table" then return false end
+  local n = #t
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 or k > n then return false end
+  end
+  return true
+end
+_M.is_array = is_array
+
+local function is_object(t)
+  return type(t) == "table" and (next(t) == nil or not is_array(t))
+end
+_M.is_object = is_object
+
+local function absent(v) return v == nil or v == null end
+
+--- A map of string values, or nil, message.
+function _M.check_string_map(t, where)
+  if not is_object(t) then return nil, where .. " must be an object" end
+  for k, v in pairs(t) do
+    if type(v) ~= "string" then return nil, ("%s.%s must be a string"):format(where, tostring(k)) end
+  end
+  return true
+end
+
+--- Validate a create_application body -> details, extras | nil, message
+function _M.validate(body, versions)
+  local d = body.application_details
+  if absent(d) then return nil, "application_details is required" end
+  if not is_object(d) then return nil, "application_details must be an object" end
+  local out = {}
+  if type(d.application) ~= "string" or d.application == "" then
+    return nil, absent(d.application) and "application_details.application is required"
+      or "application_details.application must be a non-empty string"
+  end
+  out.application = d.application
+  if not absent(d.arguments) then
+    if not is_array(d.arguments) then return nil, "application_details.arguments must be an array of strings" end
+    for _, a in ipairs(d.arguments) do
+      if type(a) ~= "string" then return nil, "application_details.arguments must be an array of strings" end
+    end
+    out.arguments = util.array(util.copy(d.arguments))
+  end
+  for _, f in ipairs(_M.STRING_FIELDS) do
+    if not absent(d[f]) then
+      if type(d[f]) ~= "string" then return nil, ("application_details.%s must be a string"):format(f) end
+      out[f] = d[f]
+    end
+  end
+  for _, f in ipairs({ "conf", "env" }) do
+    if not absent(d[f]) then
+      local ok, err = _M.check_string_map(d[f], "application_details." .. f)
+      if not ok then return nil, err end
+      out[f] = util.copy(d[f])
+    end
+  end
+  if not absent(d.runtime) then
+    if not is_object(d.runtime) then return nil, "application_details.runtime must be an object" end
+    local v = d.runtime.spark_version
+    if not absent(v) then
+      if not versions.set[v] then
+        return nil, ("application_details.runtime.spark_version must be one of %s"):format(versions.text)
+      end
+      out.runtime = { spark_version = v }
+    end
+  end
+  local extras = {}
+  if not absent(body.volumes) then
+    if not is_array(body.volumes) then return nil, "volumes must be an array of objects" end
+    for i, v in ipairs(body.volumes) do
+      if not is_object(v) then return nil, "volumes must be an array of objects" end
+      for _, f in ipairs({ "name", "mount_path", "source_sub_path" }) do
+        if not absent(v[f]) and type(v[f]) ~= "string" then
+          return nil, ("volumes[%d].%s must be a string"):format(i, f)
+        end
+      end
+    end
+    extras.volumes = util.array(util.deepcopy(body.volumes))
+  end
+  if not absent(body.queuing_enabled) then
+    if type(body.queuing_enabled) ~= "boolean" then return nil, "queuing_enabled must be a boolean" end
+    extras.queuing_enabled = body.queuing_enabled
+  end
+  return out, extras
+end
+
+---------------------------------------------------------------------------
+-- resources
+
+--- Spark memory ("1G", "512m", "2Gi", "1024" = MiB) in MiB, or nil.
+function _M.memory_mib(s)
+  if type(s) ~= "string" then return nil end
+  local n, unit = s:lower():match("^%s*(%d+%.?%d*)%s*([kmgtp]?)i?b?%s*$")
+  n = tonumber(n)
+  if not n then return nil end
+  local f = ({ k = 1 / 1024, m = 1, g = 1024, t = 1024 * 1024, p = 1024 ^ 3 })[unit] or 1
+  return n * f
+end
+
+--- Cores ("1", "0.5", "500m") in millicores, or nil.
+function _M.millicores(s)
+  if type(s) ~= "string" and type(s) ~= "number" then return nil end
+  s = tostring(s)
+  local m = s:match("^%s*(%d+)m%s*$")
+  if m then return tonumber(m) end
+  local n = tonumber(s)
+  return n and n * 1000 or nil
+end
+
+--- What one application asks for: millicores, MiB.
+function _M.demand(rec)
+  local conf = {}
+  for k, v in pairs((rec.instance_defaults or {})) do conf[k] = v end
+  for k, v in pairs((rec.details.conf or {})) do conf[k] = v end
+  local dc = _M.millicores(conf["spark.driver.cores"]) or 1000
+  local dm = _M.memory_mib(conf["spark.driver.memory"]) or 1024
+  local ec = _M.millicores(conf["spark.executor.cores"]) or 1000
+  local em = _M.memory_mib(conf["spark.executor.memory"]) or 1024
+  local n = tonumber(conf["spark.executor.instances"]) or 1
+  return dc + ec * n, dm + em * n
+end
+
+function _M.consumption(store)
+  local run_c, run_m, pend_c, pend_m = 0, 0, 0, 0
+  for _, rec in ipairs(store:list("applications")) do
+    if rec.state == "RUNNING" then
+      local c, m = _M.demand(rec)
+      run_c, run_m = run_c + c, run_m + m
+    elseif _M.PENDING[rec.state] then
+      local c, m = _M.demand(rec)
+      pend_c, pend_m = pend_c + c, pend_m + m
+    end
+  end
+  local function fmt(c, m) return { cores = ("%dm"):format(floor(c)), memory = ("%dMi"):format(floor(m)) } end
+  return { running = fmt(run_c, run_m), pending = fmt(pend_c, pend_m) }, run_c, run_m
+end
+
+---------------------------------------------------------------------------
+-- shapes
+
+local function time_or_nil(fmt, t) return t and fmt(t) or nil end
+
+local function details_view(rec)
+  local d = util.deepcopy(rec.details)
+  if d.arguments then d.arguments = util.array(d.arguments) end
+  d.conf = d.conf or {}
+  d.instance_defaults_at_submission = { conf = util.copy(rec.instance_defaults or {}) }
+  d.runtime = { spark_version = rec.runtime }
+  return d
+end
+
+local function state_details(rec)
+  if not rec.state_details or #rec.state_details == 0 then return nil end
+  return util.array(util.deepcopy(rec.state_details))
+end
+
+--- get_application
+function _M.view(rec)
+  local lt = util.long_time
+  return {
+    application_details = details_view(rec),
+    application_id = rec.id,
+    template_id = rec.template_id,
+    state = rec.state,
+    state_details = state_details(rec),
+    return_code = rec.return_code,
+    creation_time = lt(rec.creation_ts),
+    start_time = time_or_nil(lt, rec.start_ts),
+    finish_time = time_or_nil(lt, rec.finish_ts),
+    spark_application_id = rec.spark_application_id,
+    spark_application_name = rec.spark_application_name,
+    deploy_mode = "stand-alone",
+    volumes = rec.volumes and util.array(util.deepcopy(rec.volumes)) or nil,
+  }
+end
+
+--- one row of list_applications
+function _M.list_item(rec)
+  local lt = util.long_time
+  return {
+    application_id = rec.id,
+    template_id = rec.template_id,
+    state = rec.state,
+    start_time = time_or_nil(lt, rec.start_ts),
+    finish_time = time_or_nil(lt, rec.finish_ts),
+    spark_application_id = rec.spark_application_id,
+    spark_application_name = rec.spark_application_name,
+    creation_time = lt(rec.creation_ts),
+    runtime = { spark_version = rec.runtime },
+  }
+end
+
+--- get_application_state
+function _M.status(rec)
+  local it = util.iso_time
+  return {
+    id = rec.id,
+    state = rec.state,
+    start_time = time_or_nil(it, rec.start_ts),
+    finish_time = time_or_nil(it, rec.finish_ts),
+    spark_application_id = rec.spark_application_id,
+    return_code = rec.return_code,
+    state_details = state_details(rec),
+  }
+end
+
+---------------------------------------------------------------------------
+-- lifecycle (eng: the engine: store, opts, stats, procs, reaping)
+
+local function add_detail(rec, kind, code, message)
+  rec.state_details = rec.state_details or {}
+  rec.state_details[#rec.state_details + 1] = { type = kind, code = code, message = message }
+end
+_M.add_detail = add_detail
+
+local function finish(eng, rec, state, now)
+  rec.state = state
+  rec.finish_ts = now or core.time()
+  rec.pid = nil
+  eng.active[rec.id] = nil
+  eng.store:touch()
+end
+
+--- Create the record for a validated submission; the next tick launches it.
+function _M.create(eng, details, extras)
+  local s = eng.store:settings()
+  local now = core.time()
+  local id = util.uuid4(core.random_bytes)
+  local version = details.runtime and details.runtime.spark_version or s.default_runtime.spark_version
+  details.runtime = nil
+  local conf = details.conf or {}
+  local rec = {
+    id = id, state = "ACCEPTED", details = details,
+    volumes = extras.volumes, queuing_enabled = extras.queuing_enabled,
+    instance_defaults = util.copy(s.default_configs),
+    runtime = version, template_id = ("spark-%s-local-engine-template"):format(version),
+    spark_application_name = conf["spark.app.name"] or details.name
+      or details.application:match("([^/]+)$"),
+    creation_ts = now, start_ts = now,
+    dir = eng.opts.data_dir .. "/apps/" .. id,
+  }
+  if extras.volumes and #extras.volumes > 0 then
+    add_detail(rec, "info", "volumes_not_mounted", "the local engine does not mount volumes; paths are used as they are")
+  end
+  eng.store:put("applications", rec)
+  eng.active[id] = rec
+  -- The per-application directory: core.mkdir_p when the core has it, else a
+  -- child process, so the loop never waits on one.
+  if core.mkdir_p then
+    local procs = {}
+    if not core.mkdir_p(rec.dir, 448) then procs.mkdir = false end
+    eng.procs[id] = procs
+  else
+    local pid = core.spawn{ argv = { "/bin/mkdir", "-p", rec.dir }, stdout = "/dev/null", stderr = "/dev/null" }
+    eng.procs[id] = { mkdir = pid or false }
+  end
+  eng.stats.applications_created = eng.stats.applications_created + 1
+  return rec
+end
+
+local function fail(eng, rec, code, message)
+  add_detail(rec, "error", code, message)
+  finish(eng, rec, "FAILED")
+end
+
+local function spark_app_id(eng)
+  local s = eng.store:settings()
+  local seq = (s.app_seq or 0)
+  s.app_seq = seq + 1
+  return ("app-%s-%04d"):format(os.date("!%Y%m%d%H%M%S"), seq % 10000)
+end
+
+local function launch(eng, rec)
+  local plan, code, message = runner.plan(rec.details, {
+    app_root = eng.opts.app_root, examples_dir = eng.opts.examples_dir, name = rec.spark_application_name })
+  if not plan then return fail(eng, rec, code, message) end
+  if plan.note then add_detail(rec, "info", "local_stand_in", plan.note) end
+  local env = runner.env(rec.details.env, { AE_APPLICATION_ID = rec.id, AE_INSTANCE_ID = eng.instance_id })
+  local pid, err = core.spawn{ argv = plan.argv, env = env, cwd = eng.opts.app_root,
+                               stdout = rec.dir .. "/stdout", stderr = rec.dir .. "/stderr" }
+  if not pid then return fail(eng, rec, "launch_failed", "could not start the application: " .. tostring(err)) end
+  rec.pid = pid
+  rec.state = "RUNNING"
+  rec.start_ts = core.time()
+  rec.spark_application_id = spark_app_id(eng)
+  eng.procs[rec.id] = { pid = pid }
+  eng.store:touch()
+end
+
+--- Advance every live application one step; never blocks.
+function _M.tick(eng)
+  local now = core.time()
+  for id, rec in pairs(eng.active) do
+    local p = eng.procs[id] or {}
+    if rec.state == "ACCEPTED" then
+      if p.mkdir == false then
+        fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
+      elseif p.mkdir then
+        local st, c = core.wait(p.mkdir)
+        if st == "exited" and c == 0 then launch(eng, rec)
+        elseif st ~= nil then fail(eng, rec, "launch_failed", "could not create " .. rec.dir) end
+      else
+        launch(eng, rec)
+      end
+    elseif rec.state == "RUNNING" and p.pid then
+      local st, c = core.wait(p.pid)
+      if st == "exited" then
+        rec.return_code = tostring(c)
+        eng.procs[id] = nil
+        if c == 0 then finish(eng, rec, "FINISHED", now)
+        else
+          add_detail(rec, "error", "application_failed", ("the application exited with code %d"):format(c))
+          finish(eng, rec, "FAILED", now)
+        end
+      elseif st == "signaled" then
+        rec.return_code = tostring(128 + c)
+        eng.procs[id] = nil
+        add_detail(rec, "error", "application_killed", ("the application was killed by signal %d"):format(c))
+        finish(eng, rec, "FAILED", now)
+      elseif st == false then
+        eng.procs[id] = nil
+        add_detail(rec, "error", "application_lost", "the engine lost track of the application's process: " .. c)
+        finish(eng, rec, "FAILED", now)
+      end
+    end
+  end
+  -- Stopped process groups: reap them; KILL what outlives the grace period.
+  for pid, r in pairs(eng.reaping) do
+    if core.wait(pid) ~= nil then
+      eng.reaping[pid] = nil
+    elseif not r.killed and now >= r.deadline then
+      core.kill(pid, "KILL")
+      r.killed = true
+    end
+  end
+end
+
+--- Stop a live application (DELETE, or the engine shutting down).
+function _M.stop(eng, rec, code, message)
+  if _M.TERMINAL[rec.state] then return false end
+  local p = eng.procs[rec.id] or {}
+  local pid = p.pid or p.mkdir
+  if pid then
+    if p.pid then core.kill(pid, "TERM") end
+    eng.reaping[pid] = { deadline = core.time() + _M.KILL_GRACE }
+  end
+  eng.procs[rec.id] = nil
+  add_detail(rec, "info", code, message)
+  finish(eng, rec, "STOPPED")
+  return true
+end
+
+--- After a restart: what was live when the engine died did not finish.
+function _M.recover(eng)
+  local changed = false
+  for _, rec in ipairs(eng.store:list("applications")) do
+    if not _M.TERMINAL[rec.state] then
+      add_detail(rec, "error", "engine_restarted",
+        "the local engine stopped while the application was " .. rec.state:lower())
+      rec.state = "FAILED"
+      rec.finish_ts = core.time()
+      rec.pid = nil
+      changed = true
+    end
+  end
+  if changed then eng.store:touch() end
+end
+
+---------------------------------------------------------------------------
+-- handlers: h(eng, ctx) -> status, body, headers
+
+local function find(eng, id)
+  if not util.is_uuid(id) then
+    return nil, reply.error(400, "invalid_application_id", ("application_id '%s' is not a valid id"):format(id))
+  end
+  local rec = eng.store:get("applications", id)
+  if not rec then
+    return nil, reply.error(404, "application_not_found", ("application %s does not exist"):format(id))
+  end
+  return rec
+end
+
+local H = {}
+_M.handlers = H
+
+function H.create_application(eng, ctx)
+  local details, extras = _M.validate(ctx.body, eng.versions)
+  if not details then return reply.bad_request(extras) end
+  local rec = _M.create(eng, details, extras)
+  return 202, { application_id = rec.id, state = rec.state, start_time = util.long_time(rec.start_ts) }
+end
+
+function H.list_applications(eng, ctx)
+  local q = ctx.query
+  local want
+  if q.state and q.state ~= "" then
+    want = {}
+    for s in q.state:gmatch("[^,%s]+") do want[s:upper()] = true end
+  end
+  local limit, start = nil, 0
+  if q.limit and q.limit ~= "" then
+    limit = math.tointeger(tonumber(q.limit))
+    if not limit or limit < 1 then return reply.bad_request("limit must be a positive integer") end
+  end
+  if q.start and q.start ~= "" then
+    start = math.tointeger(tonumber(q.start))
+    if not start or start < 0 then return reply.bad_request("start must be a non-negative integer") end
+  end
+  local out, seen = util.array(), 0
+  for _, rec in ipairs(eng.store:list("applications")) do
+    if not want or want[rec.state] then
+      seen = seen + 1
+      if seen > start and (not limit or #out < limit) then out[#out + 1] = _M.list_item(rec) end
+    end
+  end
+  return 200, { applications = out }
+end
+
+function H.get_application(eng, ctx)
+  local rec, s, b, h = find(eng, ctx.params.application_id)
+  if not rec then return s, b, h end
+  return 200, _M.view(rec)
+end
+
+function H.get_application_state(eng, ctx)
+  local rec, s, b, h = find(eng, ctx.params.application_id)
+  if not rec then return s, b, h end
+  return 200, _M.status(rec)
+end
+
+function H.delete_application(eng, ctx)
+  local rec, s, b, h = find(eng, ctx.params.application_id)
+  if not rec then return s, b, h end
+  _M.stop(eng, rec, "stopped_by_user", "the application was stopped by a DELETE request")
+  return 204
+end
+
+function H.engine_application_logs(eng, ctx)
+  local rec, s, b, h = find(eng, ctx.params.application_id)
+  if not rec then return s, b, h end
+  local stream = ctx.query.stream or "stdout"
+  if stream ~= "stdout" and stream ~= "stderr" then return reply.bad_request("stream must be stdout or stderr") end
+  local f = io.open(rec.dir .. "/" .. stream, "rb")
+  local text = ""
+  if f then
+    text = f:read("a") or ""
+    f:close()
+  end
+  return 200, text, { ["Content-Type"] = "text/plain; charset=utf-8" }
+end
+
+return _M

@@ -1,0 +1,226 @@
+--- `aeflow serve`: options, the data directory, start-up and shutdown of the
+-- local engine. serve(args) returns an exit code: 0 ok, 1 failure, 2 usage.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local state = require "analytics_engine.engine.state"
+local auth = require "analytics_engine.engine.auth"
+local faults = require "analytics_engine.engine.faults"
+local router = require "analytics_engine.engine.router"
+local handlers = require "analytics_engine.engine.handlers"
+local apps = require "analytics_engine.engine.apps"
+local runner = require "analytics_engine.engine.runner"
+local server = require "analytics_engine.engine.server"
+
+local _M = {}
+
+_M.USAGE = [[
+usage: aeflow serve [options]
+  --host H            address to bind (default 127.0.0.1)
+  --port N            port (default 0: any free port)
+  --data DIR          state, credentials and logs (default $XDG_DATA_HOME/analytics-engine/engine)
+  --app-root DIR      where relative application paths resolve (default: the current directory)
+  --examples-dir DIR  the stand-ins for the vendor's sample applications (default: workflows/apps)
+  --users FILE        extra users: [{username, role, api_key_sha256 | password_sha256}]
+  --token-ttl S       lifetime of issued tokens in seconds (default 3600)
+  --faults RATE       inject faults into this fraction of /v4 requests (0..1)
+  --fault-kinds K,..  429,500,503,reset,reset-after,delay (default: all)
+  --fault-seed N      seed for the fault generator
+  --max-body BYTES    largest accepted request body (default 1048576)
+  --tls-cert FILE --tls-key FILE   serve HTTPS
+  --quiet             no per-request log lines
+]]
+
+local OPTIONS = {
+  host = "string", port = "integer", data = "string", ["app-root"] = "string", ["examples-dir"] = "string",
+  users = "string", ["token-ttl"] = "integer", faults = "number", ["fault-kinds"] = "string",
+  ["fault-seed"] = "integer", ["max-body"] = "integer", ["tls-cert"] = "string", ["tls-key"] = "string",
+  quiet = "flag", help = "flag",
+}
+
+--- parse(args) -> opts | nil, message
+function _M.parse(args)
+  local o = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-([%w%-]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w%-]+)$") end
+    local kind = name and OPTIONS[name]
+    if not kind then return nil, ("unknown argument '%s' (see aeflow serve --help)"):format(a) end
+    if kind == "flag" then
+      if inline then return nil, ("--%s takes no value"):format(name) end
+      o[name] = true
+    else
+      local v = inline
+      if v == nil then
+        i = i + 1
+        v = args[i]
+        if v == nil then return nil, ("--%s needs a value"):format(name) end
+      end
+      if kind ~= "string" then
+        local n = tonumber(v)
+        if kind == "integer" then n = math.tointeger(n) end
+        if not n then return nil, ("--%s must be %s, not '%s'"):format(name, kind == "integer"
+          and "an integer" or "a number", v) end
+        v = n
+      end
+      o[name] = v
+    end
+    i = i + 1
+  end
+  if o.port and (o.port < 0 or o.port > 65535) then return nil, "--port must be between 0 and 65535" end
+  if o.faults and (o.faults < 0 or o.faults > 1) then return nil, "--faults must be between 0 and 1" end
+  if o["token-ttl"] and o["token-ttl"] < 1 then return nil, "--token-ttl must be at least 1" end
+  if (o["tls-cert"] == nil) ~= (o["tls-key"] == nil) then return nil, "--tls-cert and --tls-key go together" end
+  if o["fault-kinds"] then
+    local kinds, err = faults.parse_kinds(o["fault-kinds"])
+    if not kinds then return nil, "--fault-kinds: " .. err end
+    o.kinds = kinds
+  end
+  return o
+end
+
+local cwd
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  if not cwd then
+    local f = io.popen("pwd")
+    cwd = f and f:read("l") or os.getenv("PWD") or "."
+    if f then f:close() end
+  end
+  if p == "." then return cwd end
+  return cwd .. "/" .. p:gsub("^%./", "")
+end
+
+function _M.default_data_dir()
+  local base = os.getenv("XDG_DATA_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or ".") .. "/.local/share" end
+  return base .. "/analytics-engine/engine"
+end
+
+local function mkdir(dir)
+  if core.mkdir_p then return core.mkdir_p(dir, 448) end
+  local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' && chmod 700 '" .. dir:gsub("'", "'\\''") .. "'")
+  if not ok then return nil, "cannot create " .. dir end
+  return true
+end
+
+local function read_json(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return util.json_decode(s)
+end
+
+local function fail(msg)
+  io.stderr:write("aeflow serve: ", msg, "\n")
+  return 1
+end
+
+--- Build the engine object (everything but the listening socket).
+function _M.setup(o)
+  local data_dir = absolute(o.data or _M.default_data_dir())
+  local ok, err = mkdir(data_dir)
+  if not ok then return nil, err end
+  local ok2, err2 = mkdir(data_dir .. "/apps")
+  if not ok2 then return nil, err2 end
+  local running = read_json(data_dir .. "/engine.json")
+  if type(running) == "table" and math.tointeger(running.pid) and running.pid ~= core.getpid()
+     and core.kill(running.pid, 0) then
+    return nil, ("another local engine (pid %d) already serves %s at %s; stop it or remove %s/engine.json")
+      :format(running.pid, data_dir, tostring(running.url), data_dir)
+  end
+
+  local store, serr = state.open(data_dir .. "/state.json")
+  if not store then return nil, serr end
+  local s = store:settings()
+  local iid = s.instance and s.instance.instance_id
+  if not util.is_uuid(iid) then
+    local creds = read_json(data_dir .. "/credentials.json")
+    iid = type(creds) == "table" and util.is_uuid(creds.instance_id) and creds.instance_id
+      or util.uuid4(core.random_bytes)
+    s.instance = nil
+  end
+  handlers.init_settings(s, iid)
+  store:touch()
+
+  local a, aerr = auth.open{ data_dir = data_dir, token_ttl = o["token-ttl"], users_file = o.users }
+  if not a then return nil, aerr end
+
+  local eng = {
+    opts = { data_dir = data_dir, app_root = absolute(o["app-root"] or "."),
+             examples_dir = runner.examples_dir(o["examples-dir"]), quiet = o.quiet,
+             max_body = o["max-body"] or 1048576 },
+    store = store, auth = a, instance_id = iid, router = router.new(), versions = handlers.versions(),
+    stats = { requests = {}, faults = {}, applications_created = 0 },
+    active = {}, procs = {}, reaping = {}, clusters_pending = {}, timers = {},
+  }
+  if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
+  if o.faults and o.faults > 0 then
+    eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"]
+      or (string.unpack("<i8", core.random_bytes(8))) }
+  end
+  for _, c in ipairs(store:list("clusters")) do
+    if c.state == "ACCEPTED" then eng.clusters_pending[c.id] = c end
+  end
+  apps.recover(eng)
+  local cok, cerr = store:commit()
+  if not cok then return nil, cerr end
+  return eng
+end
+
+function _M.serve(args)
+  local o, perr = _M.parse(args or {})
+  if not o then
+    io.stderr:write("aeflow serve: ", perr, "\n")
+    return 2
+  end
+  if o.help then
+    io.stdout:write(_M.USAGE)
+    return 0
+  end
+  local eng, err = _M.setup(o)
+  if not eng then return fail(err) end
+
+  local host = o.host or "127.0.0.1"
+  local srv, berr = core.http_server{ host = host, port = o.port or 0, max_body = eng.opts.max_body,
+                                      tls_cert = o["tls-cert"], tls_key = o["tls-key"] }
+  if not srv then return fail(("cannot listen on %s:%d: %s"):format(host, o.port or 0, tostring(berr))) end
+  eng.server = srv
+  local port = srv:port()
+  local url = ("%s://%s:%d"):format(o["tls-cert"] and "https" or "http",
+    host:find(":", 1, true) and ("[" .. host .. "]") or host, port)
+  eng.url = url
+  local dir = eng.opts.data_dir
+  local ok, werr = eng.auth:write_credentials(url, eng.instance_id)
+  if not ok then srv:close() return fail("cannot write credentials.json: " .. tostring(werr)) end
+  ok, werr = core.write_file_atomic(dir .. "/engine.json", util.json_encode({
+    url = url, port = port, pid = core.getpid(), instance_id = eng.instance_id, data_dir = dir }) .. "\n", 384)
+  if not ok then srv:close() return fail("cannot write engine.json: " .. tostring(werr)) end
+  core.signal_watch{ "INT", "TERM" }
+
+  io.stdout:write(("local engine: serving the Analytics Engine v4 API at %s\n"):format(url),
+    ("  instance id: %s\n"):format(eng.instance_id),
+    ("  credentials: %s/credentials.json (user admin; send 'Authorization: ZenApiKey "
+      .. "base64(username:api_key)' or exchange them at %s/icp4d-api/v1/authorize)\n"):format(dir, url),
+    ("  data:        %s\n"):format(dir))
+  if eng.faults then
+    io.stdout:write(("  faults:      %g of /v4 requests (%s)\n"):format(eng.faults.rate,
+      table.concat(eng.faults.kinds, ",")))
+  end
+  if not eng.opts.examples_dir then
+    io.stdout:write("  note: the sample-application stand-ins were not found; set --examples-dir\n")
+  end
+  io.stdout:flush()
+
+  local sig = server.run(eng)
+  if not o.quiet then io.stdout:write("local engine: ", sig, " received, stopping\n") end
+  server.shutdown(eng)
+  srv:close()
+  os.remove(dir .. "/engine.json")
+  io.stdout:flush()
+  return 0
+end
+
+return _M

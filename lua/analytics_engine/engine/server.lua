@@ -1,0 +1,217 @@
+--- The engine's event loop and request dispatch. One thread: a loop over
+-- server:poll(timeout), where the timeout is the time to the next timer
+-- (delayed answers) capped so children are reaped and states advance
+-- promptly. Nothing here blocks.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local api = require "analytics_engine.api"
+local reply = require "analytics_engine.engine.reply"
+local handlers = require "analytics_engine.engine.handlers"
+local apps = require "analytics_engine.engine.apps"
+local faults = require "analytics_engine.engine.faults"
+
+local _M = {}
+
+local H = handlers.handlers
+local monotime = core.monotime
+local IDLE_WAIT, BUSY_WAIT = 0.2, 0.05
+local KERNEL_PREFIX = "^" .. api.BASE:gsub("%p", "%%%0") .. "/[^/]+/jkg/api/"
+
+local function log(eng, req, status, t0, note)
+  if eng.opts.quiet then return end
+  io.stdout:write(("%s %s %d %.1fms%s\n"):format(req.method, req.path, status, (monotime() - t0) * 1000,
+    note and (" " .. note) or ""))
+  io.stdout:flush()
+end
+
+local function count(map, key)
+  map[key] = (map[key] or 0) + 1
+end
+
+local function send(eng, req, t0, status, body, headers, note)
+  local st, h, b = reply.encode(status, body, headers)
+  eng.server:respond(req.id, st, h, b)
+  log(eng, req, st, t0, note)
+end
+
+-- Decode the body of an operation that takes one: an object, or an error triple.
+local function decode_body(op, req)
+  local raw = req.body or ""
+  if raw:find("^%s*$") then
+    if op.optional_body then return {} end
+    return nil, reply.bad_request("request body is required")
+  end
+  local v, err = util.json_decode(raw)
+  if v == nil then return nil, reply.error(400, "invalid_json", "request body is not valid JSON: " .. tostring(err)) end
+  if not apps.is_object(v) or (next(v) == nil and raw:find("^%s*%[")) then
+    return nil, reply.bad_request("request body must be a JSON object")
+  end
+  return v
+end
+
+--- Run the operation for a routed request -> status, body, headers.
+local function process(eng, req, op, params)
+  local user
+  if op.auth ~= false then
+    local err
+    user, err = eng.auth:authenticate(req.headers.authorization)
+    if not user then return reply.error(401, "unauthorized", err) end
+    local ok, perr = eng.auth.permits(user, req.method)
+    if not ok then return reply.error(403, "forbidden", perr) end
+  end
+  local iid = params.instance_id
+  if iid then
+    if not util.is_uuid(iid) then
+      return reply.error(400, "invalid_instance_id", ("instance_id '%s' is not a valid id"):format(iid))
+    end
+    if iid ~= eng.instance_id then
+      return reply.error(404, "instance_not_found", ("instance %s does not exist"):format(iid))
+    end
+  end
+  local body
+  if op.body then
+    local s, b, h
+    body, s, b, h = decode_body(op, req)
+    if body == nil then return s, b, h end
+  end
+  local handler = H[op.name]
+  if not handler then
+    return reply.error(501, "not_implemented", op.name .. " is not implemented by the local engine")
+  end
+  local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
+                headers = req.headers, user = user }
+  local ok, status, rbody, rheaders = xpcall(handler, debug.traceback, eng, ctx)
+  if not ok then
+    io.stderr:write("engine: ", op.name, " failed: ", tostring(status), "\n")
+    return reply.error(500, "internal_error", "the local engine failed to handle " .. op.name)
+  end
+  if eng.store.dirty then
+    local cok, cerr = eng.store:commit()
+    if not cok then
+      io.stderr:write("engine: ", cerr, "\n")
+      return reply.error(500, "state_not_saved", "the local engine could not save its state")
+    end
+  end
+  return status, rbody, rheaders
+end
+
+local function handle(eng, req)
+  local t0 = monotime()
+  if req.too_large then
+    return send(eng, req, t0, reply.error(413, "request_too_large",
+      ("request body is larger than %d bytes"):format(eng.opts.max_body)))
+  end
+  local op, params, allowed = eng.router:match(req.method, req.path)
+  count(eng.stats.requests, op and op.name or "unrouted")
+  local is_v4 = req.path:sub(1, 4) == "/v4/"
+
+  local kind = is_v4 and eng.faults and eng.faults:decide()
+  if kind then
+    count(eng.stats.faults, kind)
+    if kind == "reset" then
+      eng.server:drop(req.id)
+      return log(eng, req, 0, t0, "fault=reset")
+    elseif kind == "429" then
+      return send(eng, req, t0, reply.error(429, "too_many_requests", "injected fault: too many requests",
+        { ["Retry-After"] = "1" }))
+    elseif kind == "500" then
+      return send(eng, req, t0, reply.error(500, "internal_error", "injected fault: internal server error"))
+    elseif kind == "503" then
+      return send(eng, req, t0, reply.error(503, "service_unavailable", "injected fault: service unavailable"))
+    end
+  end
+
+  local function run()
+    if not op then
+      if params == 405 then
+        return reply.error(405, "method_not_allowed", ("%s is not allowed on %s"):format(req.method, req.path),
+          { Allow = allowed })
+      elseif req.path:find(KERNEL_PREFIX) then
+        return handlers.kernels_unavailable()
+      end
+      return reply.error(404, "not_found", ("no such endpoint: %s %s"):format(req.method, req.path))
+    end
+    return process(eng, req, op, params)
+  end
+
+  if kind == "delay" then
+    eng.timers[#eng.timers + 1] = { at = monotime() + faults.DELAY_SECONDS, fn = function()
+      send(eng, req, t0, run())
+    end }
+    return
+  elseif kind == "reset-after" then
+    local status = run()
+    eng.server:drop(req.id)
+    return log(eng, req, status, t0, "fault=reset-after")
+  end
+  return send(eng, req, t0, run())
+end
+_M.handle = handle
+
+local function fire_timers(eng)
+  local now, due, keep = monotime(), {}, {}
+  for _, t in ipairs(eng.timers) do
+    if t.at <= now then due[#due + 1] = t else keep[#keep + 1] = t end
+  end
+  if #due == 0 then return end
+  eng.timers = keep
+  for _, t in ipairs(due) do t.fn() end
+end
+
+local function busy(eng)
+  return next(eng.active) ~= nil or next(eng.reaping) ~= nil or next(eng.clusters_pending) ~= nil
+end
+
+local function tick(eng)
+  apps.tick(eng)
+  handlers.tick_clusters(eng)
+  if eng.store.dirty then
+    local ok, err = eng.store:commit()
+    if not ok then io.stderr:write("engine: ", err, "\n") end
+  end
+end
+
+--- Serve until SIGINT/SIGTERM; returns the signal's name.
+function _M.run(eng)
+  while true do
+    local sig = core.signal_pending()
+    if sig then return sig end
+    local timeout = busy(eng) and BUSY_WAIT or IDLE_WAIT
+    local now = monotime()
+    for _, t in ipairs(eng.timers) do
+      if t.at - now < timeout then timeout = math.max(0, t.at - now) end
+    end
+    local reqs, err = eng.server:poll(timeout)
+    if not reqs then
+      io.stderr:write("engine: poll failed: ", tostring(err), "\n")
+      core.sleep(timeout)
+    else
+      for _, req in ipairs(reqs) do handle(eng, req) end
+    end
+    fire_timers(eng)
+    tick(eng)
+  end
+end
+
+--- Stop what runs, give it a moment to go, save.
+function _M.shutdown(eng)
+  for _, rec in pairs(eng.active) do
+    apps.stop(eng, rec, "engine_stopped", "the local engine shut down while the application was live")
+  end
+  local deadline = monotime() + 2
+  while next(eng.reaping) and monotime() < deadline do
+    for pid in pairs(eng.reaping) do
+      if core.wait(pid) ~= nil then eng.reaping[pid] = nil end
+    end
+    if next(eng.reaping) then core.sleep(0.02) end
+  end
+  for pid in pairs(eng.reaping) do
+    core.kill(pid, "KILL")
+    core.wait(pid)
+  end
+  eng.reaping = {}
+  local ok, err = eng.store:commit()
+  if not ok then io.stderr:write("engine: ", err, "\n") end
+end
+
+return _M

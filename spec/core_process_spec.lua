@@ -1,0 +1,296 @@
+-- analytics_engine.core process and system helpers.
+local core = require "analytics_engine.core"
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function hex(s)
+  return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+local function tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -m 700 " .. p))
+  return p
+end
+
+-- Wait for a child to end; returns what core.wait returned.
+local function wait_exit(pid, limit)
+  local deadline = core.monotime() + (limit or 10)
+  while core.monotime() < deadline do
+    local how, code = core.wait(pid)
+    if how ~= nil then return how, code end
+    core.sleep(0.01)
+  end
+  error("child " .. pid .. " did not exit")
+end
+
+-- A process is gone when /proc has no entry for it or it is a zombie.
+local function alive(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+describe("core process helpers", function()
+  local dir
+
+  before_each(function() dir = tmpdir() end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  describe("spawn/wait", function()
+    it("runs a program with stdout to a file and reports its exit code", function()
+      local out = dir .. "/out.log"
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "echo hi; echo oops >&2; exit 3" },
+                                     stdout = out })
+      assert.is_true(math.type(pid) == "integer" and pid > 0)
+      local how, code = wait_exit(pid)
+      assert.equal("exited", how)
+      assert.equal(3, code)
+      assert.equal("hi\n", read(out))
+      -- reaped: a second wait knows no such child
+      local ok, err = core.wait(pid)
+      assert.is_false(ok)
+      assert.equal("no such child", err)
+    end)
+
+    it("appends to existing output files, created with mode 0600", function()
+      local out, errf = dir .. "/o", dir .. "/e"
+      for i = 1, 2 do
+        local pid = assert(core.spawn{ argv = { "sh", "-c", "echo out" .. i .. "; echo err" .. i .. " >&2" },
+                                       stdout = out, stderr = errf })
+        assert.equal("exited", (wait_exit(pid)))
+      end
+      assert.equal("out1\nout2\n", read(out))
+      assert.equal("err1\nerr2\n", read(errf))
+      local p = io.popen("stat -c %a " .. out)
+      assert.equal("600", p:read("l"))
+      p:close()
+    end)
+
+    it("reports nil while the child runs", function()
+      local pid = assert(core.spawn{ argv = { "sleep", "0.3" } })
+      assert.is_nil(core.wait(pid))
+      assert.equal("exited", (wait_exit(pid)))
+    end)
+
+    it("passes the environment given, and only that", function()
+      local out = dir .. "/env"
+      local pid = assert(core.spawn{ argv = { "/bin/sh", "-c", "echo \"$AE_X|$AE_Y|${HOME:-nohome}\"" },
+                                     env = { "AE_X=one", "AE_Y=two words" }, stdout = out })
+      assert.equal("exited", (wait_exit(pid)))
+      assert.equal("one|two words|nohome\n", read(out))
+    end)
+
+    it("inherits the environment when env is nil", function()
+      local out = dir .. "/env"
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "echo \"$PATH\"" }, stdout = out })
+      assert.equal("exited", (wait_exit(pid)))
+      assert.equal(os.getenv("PATH") .. "\n", read(out))
+    end)
+
+    it("honours cwd, with relative output paths inside it", function()
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "pwd; echo x > made_here" }, cwd = dir,
+                                     stdout = "pwd.out" })
+      assert.equal("exited", (wait_exit(pid)))
+      local real = io.popen("cd " .. dir .. " && pwd -P"):read("l")
+      assert.equal(real .. "\n", read(dir .. "/pwd.out"))
+      assert.equal("x\n", read(dir .. "/made_here"))
+    end)
+
+    it("gives stdin /dev/null", function()
+      local out = dir .. "/in"
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "cat; echo end" }, stdout = out })
+      assert.equal("exited", (wait_exit(pid)))
+      assert.equal("end\n", read(out))
+    end)
+
+    it("puts the child in its own session and process group", function()
+      local out = dir .. "/ids"
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "cat /proc/$$/stat" }, stdout = out })
+      assert.equal("exited", (wait_exit(pid)))
+      local pgrp, sid = read(out):match("^%d+ %b() %a %d+ (%d+) (%d+)")
+      assert.equal(pid, tonumber(pgrp))
+      assert.equal(pid, tonumber(sid))
+    end)
+
+    it("reports a missing program by name", function()
+      local pid, err = core.spawn{ argv = { "python9", "x.py" } }
+      assert.is_nil(pid)
+      assert.equal("spawn python9: No such file or directory", err)
+      pid, err = core.spawn{ argv = { dir .. "/nope" } }
+      assert.is_nil(pid)
+      assert.matches("^spawn .*/nope: No such file or directory$", err)
+    end)
+
+    it("reports a bad cwd or output path", function()
+      local pid, err = core.spawn{ argv = { "true" }, cwd = dir .. "/missing" }
+      assert.is_nil(pid)
+      assert.matches("^spawn true: cwd .*/missing: No such file or directory$", err)
+      pid, err = core.spawn{ argv = { "true" }, stdout = dir .. "/no/such/file" }
+      assert.is_nil(pid)
+      assert.matches("^spawn true: stdout .*/no/such/file: No such file or directory$", err)
+    end)
+
+    it("raises on bad arguments", function()
+      assert.has_error(function() core.spawn{} end)
+      assert.has_error(function() core.spawn{ argv = {} } end)
+      assert.has_error(function() core.spawn{ argv = { "true" }, env = { "NOEQUALS" } } end)
+      assert.has_error(function() core.spawn{ argv = { {} } } end)
+      assert.has_error(function() core.wait(0) end)
+      assert.has_error(function() core.kill(-1, "TERM") end)
+      assert.has_error(function() core.kill(1, "NOSUCHSIG") end)
+    end)
+  end)
+
+  describe("kill", function()
+    it("terminates a child with TERM", function()
+      local pid = assert(core.spawn{ argv = { "sleep", "30" } })
+      assert.is_true(core.kill(pid, "TERM"))
+      local how, sig = wait_exit(pid)
+      assert.equal("signaled", how)
+      assert.equal(15, sig)
+    end)
+
+    it("accepts numbers and SIG-prefixed names", function()
+      local pid = assert(core.spawn{ argv = { "sleep", "30" } })
+      assert.is_true(core.kill(pid, 9))
+      assert.same({ "signaled", 9 }, { wait_exit(pid) })
+      pid = assert(core.spawn{ argv = { "sleep", "30" } })
+      assert.is_true(core.kill(pid, "SIGINT"))
+      assert.same({ "signaled", 2 }, { wait_exit(pid) })
+    end)
+
+    it("kills the whole process group", function()
+      local pidfile = dir .. "/grandchild"
+      local pid = assert(core.spawn{ argv = { "sh", "-c", "sleep 30 & echo $! > " .. pidfile .. "; wait" } })
+      local deadline = core.monotime() + 5
+      local gpid
+      while not gpid and core.monotime() < deadline do
+        gpid = tonumber((read(pidfile) or ""):match("%d+"))
+        if not gpid then core.sleep(0.01) end
+      end
+      assert.is_number(gpid)
+      assert.is_true(alive(gpid))
+      assert.is_true(os.execute("kill -0 " .. gpid .. " 2>/dev/null"))
+      assert.is_true(core.kill(pid, "TERM"))
+      assert.same({ "signaled", 15 }, { wait_exit(pid) })
+      deadline = core.monotime() + 5
+      while alive(gpid) and core.monotime() < deadline do core.sleep(0.01) end
+      assert.is_false(alive(gpid))
+    end)
+
+    it("returns nil and a message for a process that does not exist", function()
+      local pid = assert(core.spawn{ argv = { "true" } })
+      wait_exit(pid)
+      local ok, err = core.kill(pid, "TERM")
+      assert.is_nil(ok)
+      assert.matches("No such process", err)
+    end)
+  end)
+
+  describe("clocks and randomness", function()
+    it("monotime increases and sleep sleeps", function()
+      local a = core.monotime()
+      core.sleep(0.05)
+      local b = core.monotime()
+      assert.is_true(b - a >= 0.045, "slept " .. (b - a))
+      assert.is_true(b - a < 2)
+    end)
+
+    it("time is the wall clock with sub-second precision", function()
+      local t = core.time()
+      assert.is_true(math.abs(t - os.time()) <= 2)
+      assert.is_number(t)
+    end)
+
+    it("random_bytes returns as many bytes as asked", function()
+      assert.equal("", core.random_bytes(0))
+      assert.equal(16, #core.random_bytes(16))
+      assert.equal(100000, #core.random_bytes(100000))
+      assert.not_equal(core.random_bytes(32), core.random_bytes(32))
+    end)
+
+    it("getpid is this process", function()
+      local pid = core.getpid()
+      local stat = read("/proc/self/stat")
+      assert.equal(tonumber(stat:match("^%d+")), pid)
+    end)
+  end)
+
+  describe("sha256 and hmac_sha256", function()
+    it("matches the FIPS 180-2 vectors", function()
+      assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", hex(core.sha256("abc")))
+      assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", hex(core.sha256("")))
+      assert.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+                   hex(core.sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
+      assert.equal("cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+                   hex(core.sha256(string.rep("a", 1000000))))
+      assert.equal(32, #core.sha256("x"))
+    end)
+
+    it("matches RFC 4231 test cases 1, 2 and 6", function()
+      assert.equal("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+                   hex(core.hmac_sha256(string.rep("\x0b", 20), "Hi There")))
+      assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+                   hex(core.hmac_sha256("Jefe", "what do ya want for nothing?")))
+      assert.equal("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+                   hex(core.hmac_sha256(string.rep("\xaa", 131),
+                                        "Test Using Larger Than Block-Size Key - Hash Key First")))
+    end)
+  end)
+
+  describe("write_file_atomic", function()
+    it("writes the content with mode 0600 and leaves no temporary file", function()
+      local path = dir .. "/state.json"
+      assert.is_true(core.write_file_atomic(path, "one\0two"))
+      assert.equal("one\0two", read(path))
+      assert.is_true(core.write_file_atomic(path, "replaced"))
+      assert.equal("replaced", read(path))
+      local p = io.popen("stat -c %a " .. path)
+      assert.equal("600", p:read("l"))
+      p:close()
+      p = io.popen("ls -A " .. dir)
+      assert.equal("state.json", p:read("a"):gsub("%s+$", ""))
+      p:close()
+    end)
+
+    it("applies the mode given", function()
+      local path = dir .. "/public"
+      assert.is_true(core.write_file_atomic(path, "x", tonumber("644", 8)))
+      local p = io.popen("stat -c %a " .. path)
+      assert.equal("644", p:read("l"))
+      p:close()
+    end)
+
+    it("returns nil and a message when the directory does not exist", function()
+      local ok, err = core.write_file_atomic(dir .. "/missing/file", "x")
+      assert.is_nil(ok)
+      assert.matches("missing/file", err)
+      assert.matches("No such file or directory", err)
+    end)
+  end)
+
+  describe("signals", function()
+    it("records a watched signal until it is read", function()
+      assert.is_true(core.signal_watch{ "USR1", "SIGUSR2" })
+      assert.is_nil(core.signal_pending())
+      assert.is_true(os.execute("kill -USR2 " .. core.getpid()))
+      local deadline = core.monotime() + 2
+      local name
+      while not name and core.monotime() < deadline do
+        name = core.signal_pending()
+        if not name then core.sleep(0.01) end
+      end
+      assert.equal("USR2", name)
+      assert.is_nil(core.signal_pending())
+      assert.has_error(function() core.signal_watch{ "KILL" } end)
+    end)
+  end)
+end)
