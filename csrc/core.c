@@ -8,5 +8,6 @@ int luaopen_analytics_engine_core(lua_State *L) {
   ae_open_http(L);
   ae_open_server(L);
   ae_open_process(L);
+  ae_open_fs(L);
   return 1;
 }

@@ -3,6 +3,7 @@
  * and whether a descriptor is a terminal (the runner's live view). */
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +48,15 @@ static int l_mkdir_p(lua_State *L) {
   return 1;
 }
 
+/* realpath(path) -> absolute path without symlinks, or nil, err */
+static int l_realpath(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char buf[PATH_MAX];
+  if (realpath(path, buf) == NULL) return fail_errno(L, "realpath", path);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -57,6 +67,7 @@ static const luaL_Reg fs_funcs[] = {
   {"file_mode", l_file_mode},
   {"mkdir_p", l_mkdir_p},
   {"isatty", l_isatty},
+  {"realpath", l_realpath},
   {NULL, NULL},
 };
 

@@ -134,6 +134,42 @@ static int spawn_fail(lua_State *L, const char *prog, const char *what, int e) {
   return 2;
 }
 
+/* execvp's search, done in the parent so that a missing program is reported
+ * the same way everywhere (posix_spawnp reports exec failures on glibc, but
+ * not where it is emulated with fork, as under valgrind). 0 or an errno. */
+static int find_program(const char *prog, const char *cwd) {
+  const char *path, *p, *end;
+  char buf[PATH_MAX];
+  int err = ENOENT;
+  struct stat st;
+  if (!*prog) return ENOENT;
+  if (strchr(prog, '/')) {
+    if (prog[0] != '/' && cwd) {
+      if (snprintf(buf, sizeof buf, "%s/%s", cwd, prog) >= (int)sizeof buf) return ENAMETOOLONG;
+      prog = buf;
+    }
+    return access(prog, X_OK) == 0 ? 0 : errno;
+  }
+  path = getenv("PATH");
+  if (!path) path = "/bin:/usr/bin";
+  for (p = path;; p = end + 1) {
+    size_t dl;
+    int n;
+    end = strchr(p, ':');
+    if (!end) end = p + strlen(p);
+    dl = (size_t)(end - p);
+    if (dl == 0) n = snprintf(buf, sizeof buf, "%s/%s", cwd ? cwd : ".", prog);
+    else if (p[0] != '/' && cwd) n = snprintf(buf, sizeof buf, "%s/%.*s/%s", cwd, (int)dl, p, prog);
+    else n = snprintf(buf, sizeof buf, "%.*s/%s", (int)dl, p, prog);
+    if (n > 0 && n < (int)sizeof buf && stat(buf, &st) == 0 && S_ISREG(st.st_mode)) {
+      if (access(buf, X_OK) == 0) return 0;
+      err = EACCES;
+    }
+    if (!*end) break;
+  }
+  return err;
+}
+
 static int l_spawn(lua_State *L) {
   const char **argv, **envp = NULL, *cwd, *paths[3], *prog;
   static const char *const fields[3] = {"stdin", "stdout", "stderr"};
@@ -191,6 +227,8 @@ static int l_spawn(lua_State *L) {
     else if (!S_ISDIR(st.st_mode)) e = ENOTDIR;
     if (e) return spawn_fail(L, prog, lua_pushfstring(L, "cwd %s", cwd), e);
   }
+  rc = find_program(prog, cwd);
+  if (rc != 0) return spawn_fail(L, prog, NULL, rc);
   for (i = 0; i < 3; i++) {
     const char *p = paths[i] ? paths[i] : "/dev/null";
     int flags = i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND;

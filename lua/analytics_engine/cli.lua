@@ -12,9 +12,15 @@ local USAGE = [[
 usage: aeflow <command> [options]
 
 commands:
-  run FILE [--param k=v]...    run a pipeline or a Lua script against the service
-                               (or a local engine started for the run when no
-                               endpoint is configured)
+  run FILE [--param k=v]... [--state F] [--resume] [--json] [--max-parallel N]
+                               run a workflow (a local engine when no endpoint
+                               is configured)
+  validate FILE                check a workflow without contacting anything
+  plan FILE                    the DAG and every request it would make
+  graph FILE [--format dot|mermaid]
+  orphans [--state F]... [--stop]
+                               applications with a run token no state file knows
+  exec FILE                    run a plain Lua script with `client` ready
   call OPERATION [ID...] [JSON|@FILE|-]
                                one API call; prints the JSON answer
   operations                   list the operations `call` knows
@@ -40,10 +46,39 @@ as JSON text, @file.json, or - for standard input.
 Exit status: 0 success, 1 the call failed (the error on stderr), 2 usage.
 Run `aeflow operations` for the list.]],
   run = [[
-usage: aeflow run FILE [--param key=value]...
+usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
+                  [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S] [--quiet]
 
-Runs FILE with a configured client in the globals `client` and `ae`. With no
-endpoint configured, a local engine is started for the run and stopped after.]],
+Runs the workflow FILE returns. The state file (default .aeflow/NAME.state.json)
+records every submission before it is sent; --resume continues a run that
+crashed or was killed, adopting applications already accepted. SIGINT/SIGTERM
+cancel: stop the applications this run started (unless --on-cancel leave), run
+the finally steps, exit 130. --json prints NDJSON events.
+Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancelled.]],
+  exec = [[
+usage: aeflow exec FILE [ARGS...]
+
+Runs a plain Lua script with a ready client in the global `client` (and the
+module in `ae`). With no endpoint configured, a local engine serves it.]],
+  validate = [[
+usage: aeflow validate FILE [--param k=v]...
+
+Loads the workflow and checks it (types, unknown keys, dependencies, cycles);
+nothing is contacted. Errors name the file and line.]],
+  plan = [[
+usage: aeflow plan FILE [--param k=v]...
+
+Prints the order of the steps and every request each would make; nothing is sent.]],
+  graph = [[
+usage: aeflow graph FILE [--format dot|mermaid]
+
+Prints the step graph as Graphviz dot (default) or a Mermaid flowchart.]],
+  orphans = [[
+usage: aeflow orphans [--state FILE]... [--stop] [--json]
+
+Lists applications on the instance that carry an aeflow run token which no
+state file (default: .aeflow/*.state.json) records with that application id:
+submissions whose runner died before saving the id. --stop stops them.]],
   serve = [[
 usage: aeflow serve [--host 127.0.0.1] [--port 0] [--data DIR] [--app-root DIR]
                     [--faults RATE] [--fault-kinds 429,500,503,reset,reset-after,delay]
@@ -152,49 +187,6 @@ local function cmd_operations()
   return 0
 end
 
-local function cmd_run(args, exe)
-  local file = args[1]
-  if not file then return fail(2, "run: which file?") end
-  local params = {}
-  local i = 2
-  while args[i] do
-    if args[i] == "--param" and args[i + 1] then
-      local k, v = args[i + 1]:match("^([%w_]+)=(.*)$")
-      if not k then return fail(2, "run: --param wants key=value, got '%s'", args[i + 1]) end
-      params[k] = v
-      i = i + 2
-    else
-      return fail(2, "run: unknown option '%s'", args[i])
-    end
-  end
-  local f, ferr = io.open(file, "rb")
-  if not f then return fail(2, "run: %s", ferr) end
-  local src = f:read("a")
-  f:close()
-  local env = setmetatable({ ae = ae, params = params }, { __index = _G })
-  local chunk, lerr = load(src, "@" .. file, "t", env)
-  if not chunk then return fail(2, "%s", lerr) end
-  local launched
-  local c, cerr = ae.client()
-  if not c then
-    if not cerr.message:find("^no service URL") then return fail(2, "%s", tostring(cerr.message)) end
-    local launcher = require "analytics_engine.engine.launcher"
-    local lerr2
-    launched, lerr2 = launcher.start { bin = exe }
-    if not launched then return fail(1, "cannot start a local engine: %s", tostring(lerr2)) end
-    stderr:write(("aeflow: no endpoint configured; started a local engine at %s for this run\n")
-      :format(launched.url))
-    c = assert(ae.client { url = launched.url, instance_id = launched.instance_id,
-                           auth = { username = launched.username, api_key = launched.api_key } })
-  end
-  env.client = c
-  local ok, res = xpcall(chunk, debug.traceback)
-  if launched then launched:stop() end
-  if not ok then return fail(1, "%s", tostring(res)) end
-  if res == false then return 1 end
-  return 0
-end
-
 local function cmd_serve(args, exe)
   for _, a in ipairs(args) do
     if a == "--stop" then
@@ -210,7 +202,11 @@ local function cmd_serve(args, exe)
   return require("analytics_engine.engine.main").serve(args, exe)
 end
 
-local COMMANDS = { call = cmd_call, run = cmd_run, serve = cmd_serve, operations = cmd_operations }
+local wf = require "analytics_engine.workflow.cli"
+
+local COMMANDS = { call = cmd_call, serve = cmd_serve, operations = cmd_operations,
+                   run = wf.run, validate = wf.validate, plan = wf.plan, graph = wf.graph,
+                   orphans = wf.orphans, exec = wf.exec }
 
 function _M.main(argv, exe)
   local verb = argv[1]

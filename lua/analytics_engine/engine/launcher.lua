@@ -57,7 +57,9 @@ end
 --- The engine serving `data_dir`, if its process is alive.
 function _M.find_running(data_dir)
   local eng = read_json(data_dir .. "/engine.json")
-  if not eng or not math.tointeger(eng.pid) or not core.kill(eng.pid, 0) then return nil end
+  if not eng or not math.tointeger(eng.pid) then return nil end
+  core.wait(eng.pid) -- reaps it if it is our own child that died (else a no-op)
+  if not core.kill(eng.pid, 0) then return nil end
   return info(data_dir, eng)
 end
 

@@ -38,7 +38,8 @@ function _M.encode(status, body, headers)
     return _M.encode(_M.error(500, "internal_error", "could not encode the response: " .. tostring(err)))
   end
   h["Content-Type"] = JSON
-  return status, h, s
+  -- cjson 2.1.0 escapes every "/"; "\\/" can only be that escape, so undo it.
+  return status, h, (s:gsub("\\/", "/"))
 end
 
 return _M

@@ -104,7 +104,7 @@ function _M.plan(details, opts)
     end
   end
 
-  if app:sub(1, 1) ~= "/" then app = (opts.app_root or ".") .. "/" .. app end
+  if not note and app:sub(1, 1) ~= "/" then app = (opts.app_root or ".") .. "/" .. app end
   if not exists(app) then
     return nil, "application_not_found", ("application file %s does not exist"):format(details.application)
   end

@@ -1,0 +1,118 @@
+--- One rate-aware poller for every application a run awaits: a list request
+-- per round (not one request per application), an interval that grows while
+-- nothing changes and shrinks when something does, jitter, and a cap on
+-- requests per round for applications the list does not show.
+local client_mod = require "analytics_engine.client"
+
+local _M = {}
+local mt = { __index = _M }
+
+local is_terminal = client_mod.is_terminal
+
+function _M.new(sched, client, opts)
+  opts = opts or {}
+  return setmetatable({
+    sched = sched, client = client,
+    min_interval = opts.interval or 1,
+    max_interval = opts.max_interval or 15,
+    max_direct = opts.max_direct or 5,      -- single-status requests per round
+    watched = {},                            -- id → { waiters = {task...}, state = last seen }
+    count = 0,
+    on_state = opts.on_state,                -- function(id, state, app) on every change
+    rounds = 0, requests = 0,
+  }, mt)
+end
+
+local function ensure_running(self)
+  if self.task and not self.task.done then return end
+  self.task = self.sched:spawn("poller", function() self:run() end)
+end
+
+--- Suspend the calling task until application `id` is terminal. Returns the
+-- list's summary of it, or nil, err (cancelled).
+function _M.await(self, id)
+  local w = self.watched[id]
+  if not w then
+    w = { waiters = {} }
+    self.watched[id] = w
+    self.count = self.count + 1
+  end
+  local me = self.sched:current()
+  w.waiters[me] = true
+  self.interval = self.min_interval
+  ensure_running(self)
+  return self.sched:suspend(function()
+    w.waiters[me] = nil
+    if not next(w.waiters) and self.watched[id] == w then
+      self.watched[id] = nil
+      self.count = self.count - 1
+    end
+  end)
+end
+
+local function resolve(self, id, app)
+  local w = self.watched[id]
+  if not w then return end
+  self.watched[id] = nil
+  self.count = self.count - 1
+  for t in pairs(w.waiters) do self.sched:wake(t, app) end
+end
+
+local function observe(self, id, app)
+  local w = self.watched[id]
+  if not w then return false end
+  local changed = w.state ~= app.state
+  if changed then
+    w.state = app.state
+    if self.on_state then self.on_state(id, app.state, app) end
+  end
+  if is_terminal(app.state) then resolve(self, id, app) end
+  return changed
+end
+
+function _M.round(self)
+  self.rounds = self.rounds + 1
+  local changed = false
+  self.requests = self.requests + 1
+  local list, err = self.client:list_applications()
+  if not list then return false, err end
+  local seen = {}
+  for _, app in ipairs(list.applications or {}) do
+    local id = app.application_id or app.id
+    if id and self.watched[id] then
+      seen[id] = true
+      changed = observe(self, id, app) or changed
+    end
+  end
+  -- Ask directly about a few the list did not show (a paged or trimmed list).
+  local direct = 0
+  for id in pairs(self.watched) do
+    if not seen[id] and direct < self.max_direct then
+      direct = direct + 1
+      self.requests = self.requests + 1
+      local st = self.client:get_application_state(id)
+      if st then
+        st.application_id = st.application_id or id
+        changed = observe(self, id, st) or changed
+      end
+    end
+  end
+  return changed
+end
+
+function _M.run(self)
+  self.interval = self.min_interval
+  while self.count > 0 do
+    local changed = self:round()
+    if self.count == 0 then break end
+    if changed then
+      self.interval = self.min_interval
+    else
+      self.interval = math.min(self.interval * 1.5, self.max_interval)
+    end
+    local ok, err = self.sched:sleep(self.interval * (0.85 + 0.3 * math.random()))
+    if ok == nil and err then return end
+  end
+end
+
+return _M

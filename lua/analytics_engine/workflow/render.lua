@@ -1,0 +1,104 @@
+--- What a run shows: NDJSON events for machines, one line per event for
+-- logs, and a summary table at the end. Events never carry secrets: they are
+-- made from step names, ids, states and error messages only.
+local util = require "analytics_engine.util"
+
+local _M = {}
+
+local function clock(t)
+  return os.date("%H:%M:%S", math.floor(t))
+end
+
+local function short(id)
+  return id and id:sub(1, 8) or "-"
+end
+
+--- NDJSON: one JSON object per line.
+function _M.json(out)
+  out = out or io.stdout
+  return function(ev)
+    out:write(util.json_encode(ev), "\n")
+    out:flush()
+  end
+end
+
+local LINES = {
+  run_start = function(ev)
+    return ("run %s of %s%s"):format(ev.run_id, ev.workflow, ev.resumed and " (resumed)" or "")
+  end,
+  step_start = function(ev) return ("step %s: started (%s)"):format(ev.step, ev.action) end,
+  step_end = function(ev)
+    local s = ("step %s: %s"):format(ev.step, ev.status)
+    if ev.seconds then s = s .. (" in %.1fs"):format(ev.seconds) end
+    if ev.error then s = s .. ": " .. ev.error end
+    return s
+  end,
+  application_submitted = function(ev)
+    return ("step %s: submitted application %s (attempt %d)"):format(ev.step, ev.application_id, ev.attempt)
+  end,
+  application_adopted = function(ev)
+    return ("step %s: adopted application %s accepted before the restart"):format(ev.step, ev.application_id)
+  end,
+  application = function(ev)
+    return ("application %s: %s"):format(short(ev.application_id), ev.state)
+  end,
+  application_stop = function(ev)
+    return ("application %s: stopping%s"):format(short(ev.application_id), ev.reason and (" (" .. ev.reason .. ")") or "")
+  end,
+  retry = function(ev)
+    return ("step %s: attempt %d failed (%s); retrying in %.1fs"):format(ev.step, ev.attempt, ev.error, ev.delay)
+  end,
+  timeout = function(ev) return ("step %s: attempt %d timed out"):format(ev.step, ev.attempt) end,
+  cancel = function(ev) return ("cancelling: %s"):format(ev.reason or "") end,
+  log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
+  error = function(ev) return "error: " .. tostring(ev.message) end,
+  run_end = function(ev) return ("run %s: %s in %.1fs"):format(ev.run_id, ev.status, ev.seconds or 0) end,
+}
+
+--- One line per event, for logs and terminals.
+function _M.lines(out)
+  out = out or io.stdout
+  return function(ev)
+    local f = LINES[ev.event]
+    if f then
+      out:write(clock(ev.time), " ", f(ev), "\n")
+      out:flush()
+    end
+  end
+end
+
+--- The summary table: one row per step (and finally step).
+function _M.summary(plan, doc)
+  local rows = { { "STEP", "STATUS", "ATTEMPTS", "SECONDS", "DETAIL" } }
+  local function add(step, rec)
+    if not rec then return end
+    local attempts, detail = 0, rec.error or ""
+    for _, it in pairs(rec.items or {}) do attempts = attempts + #it.attempts end
+    local secs = (rec.started_at and rec.finished_at) and ("%.1f"):format(rec.finished_at - rec.started_at) or "-"
+    local out = rec.outputs
+    if detail == "" and type(out) == "table" then
+      if out.application_id then
+        detail = ("%s %s rc=%s"):format(out.application_id, tostring(out.state), tostring(out.return_code))
+      elseif #out > 0 then
+        detail = ("%d items"):format(#out)
+      end
+    end
+    rows[#rows + 1] = { step.name .. (step.is_finally and " (finally)" or ""), rec.status,
+                        tostring(attempts), secs, (detail:gsub("\n.*", "")) }
+  end
+  for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
+  for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
+  end
+  local lines = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - #c)) or c end
+    lines[#lines + 1] = table.concat(cells, "  ")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return _M

@@ -1,0 +1,387 @@
+--- Executes a plan: steps as tasks on one scheduler, the state file written
+-- before every submission and after every result, one poller for every
+-- awaited application, retries that first stop the attempt before them, and
+-- cancel that stops what the run started and still runs `finally`.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local scheduler = require "analytics_engine.workflow.scheduler"
+local poller_mod = require "analytics_engine.workflow.poller"
+local state_mod = require "analytics_engine.workflow.state"
+local actions = require "analytics_engine.workflow.actions"
+local submit = require "analytics_engine.workflow.submit"
+local template = require "analytics_engine.workflow.template"
+
+local _M = {}
+local mt = { __index = _M }
+
+local DONE = { succeeded = true, failed = true, skipped = true, cancelled = true }
+
+function _M.new(plan, opts)
+  local run_id = opts.run_id or util.hex(core.random_bytes(4))
+  local self = setmetatable({
+    plan = plan, client = opts.client, opts = opts,
+    emit_fn = opts.on_event or function() end,
+    outputs = {}, started_apps = {}, attempt_tasks = {},
+    cancelled = false, failed = false,
+    max_parallel = opts.max_parallel or plan.max_parallel,
+    on_cancel = opts.on_cancel or plan.on_cancel or "stop",
+  }, mt)
+  if opts.resume then
+    local st, err = state_mod.load(opts.state_path)
+    if not st then return nil, err end
+    if st.doc.workflow ~= plan.name then
+      return nil, ("cannot resume: %s belongs to workflow '%s', not '%s'"):format(opts.state_path,
+        tostring(st.doc.workflow), plan.name)
+    end
+    st.doc.resumes = (st.doc.resumes or 0) + 1
+    st.doc.status = "running"
+    self.state = st
+    self.run_id = st.doc.run_id
+    self.params = st.doc.params
+  else
+    self.run_id = run_id
+    self.params = plan.params
+    self.state = state_mod.new(opts.state_path, { run_id = run_id, workflow = plan.name, file = plan.file,
+                                                  params = plan.params })
+  end
+  return self
+end
+
+function _M.emit(self, ev)
+  ev.time = core.time()
+  ev.run_id = self.run_id
+  self.emit_fn(ev)
+end
+
+function _M.save(self)
+  local ok, err = self.state:save()
+  if not ok then self:emit { event = "error", message = err } end
+  return ok
+end
+
+function _M.scope(self, item, index)
+  local scope = util.copy(self.params)
+  scope.params = self.params
+  scope.outputs = self.outputs
+  scope.item = item
+  scope.index = index
+  scope.run_id = self.run_id
+  return scope
+end
+
+--- The run's cancel: stop submitting, cancel waits, stop what we started.
+function _M.cancel(self, why)
+  if self.cancelled then return end
+  self.cancelled = true
+  self:emit { event = "cancel", reason = why }
+  for task in pairs(self.attempt_tasks) do self.sched:cancel(task) end
+end
+
+-- A simple action: one operation with the templated argument.
+local function call_action(self, step, args)
+  local spec = actions.list[step.action]
+  local c = self.client
+  if spec.arg == "call" then
+    local ids = args.ids or {}
+    if args.body ~= nil then
+      return c:call(args.operation, table.unpack(ids), args.body)
+    end
+    return c:call(args.operation, table.unpack(ids))
+  elseif spec.arg == "none" then
+    return c:call(spec.operation)
+  end
+  return c:call(spec.operation, args)
+end
+
+--- One attempt of one item. Returns true, outputs or false, message, final
+-- (final = retrying cannot help).
+function _M.attempt(self, step, scope, att, index)
+  if step.action == "run" then
+    local ctx = { client = self.client, params = self.params, outputs = self.outputs, item = scope.item,
+                  index = index, run_id = self.run_id, step = step.name,
+                  log = function(...) self:emit { event = "log", step = step.name, message = table.concat({ ... }, " ") } end }
+    local ok, res = pcall(step.args, ctx)
+    if not ok then return false, tostring(res) end
+    return true, res
+  end
+  local args, terr = template.expand(step.args, scope)
+  if terr then return false, terr, true end
+  if step.action == "submit" then return submit.run(self, step, args, att, index) end
+  if step.action == "await" then return submit.await(self, step, args) end
+  local res, err = call_action(self, step, args)
+  if res == nil then
+    -- Already in the state the step asks for: done, not failed.
+    if err.status == 409 and (step.action == "start_history_server" or step.action == "stop_history_server") then
+      return true, { already = true, message = err.message }
+    end
+    return false, tostring(err), err.status ~= nil and not err.retryable and err.status ~= 401
+  end
+  return true, res
+end
+
+-- Run an attempt as its own task so a timeout can cancel it; then stop the
+-- application it made (unless on_timeout = "leave") before anything retries.
+function _M.timed_attempt(self, step, scope, att, index)
+  local sched = self.sched
+  local child = sched:spawn(step.name .. ":" .. att.n, function() return self:attempt(step, scope, att, index) end)
+  self.attempt_tasks[child] = true
+  local timer, timed_out
+  if step.timeout then
+    timer = sched:spawn("timeout", function()
+      local ok = sched:sleep(step.timeout)
+      if ok ~= nil and not child.done then
+        timed_out = true
+        sched:cancel(child)
+      end
+    end)
+  end
+  -- Only attempt tasks are ever cancelled, so this join returns when the
+  -- attempt ends (by itself, by its timeout, or by the run's cancel).
+  local _, ok, out, final = sched:join(child)
+  self.attempt_tasks[child] = nil
+  if timer then sched:cancel(timer) end
+  if child.error then return false, "the step raised an error: " .. tostring(child.error), true end
+  if timed_out then
+    local msg = ("timed out after %gs"):format(step.timeout)
+    self:emit { event = "timeout", step = step.name, item = index, attempt = att.n,
+                application_id = att.application_id }
+    if att.application_id and step.on_timeout ~= "leave" then
+      submit.stop_and_wait(self, att.application_id)
+      att.stopped = true
+      msg = msg .. "; application " .. att.application_id .. " stopped"
+    end
+    return false, msg
+  end
+  return ok, out, final
+end
+
+function _M.run_item(self, step, rec, index, item)
+  local irec = self.state:item(rec, index)
+  if irec.status == "succeeded" then return true, irec.outputs end
+  local scope = self:scope(item, index)
+  local last = irec.attempts[#irec.attempts]
+  local resume_att = last and last.result == nil and last or nil
+  local n = #irec.attempts
+  irec.status = "running"
+  while true do
+    local att = resume_att
+    if att then
+      resume_att = nil
+      att.resumed = true
+    else
+      n = n + 1
+      att = { n = n, started_at = core.time() }
+      irec.attempts[#irec.attempts + 1] = att
+    end
+    local ok, out, final = self:timed_attempt(step, scope, att, index)
+    att.finished_at = core.time()
+    if ok then
+      att.result = "succeeded"
+      irec.status, irec.outputs = "succeeded", out
+      self:save()
+      return true, out
+    end
+    att.result, att.error = "failed", out
+    if self.cancelled then
+      irec.status, irec.error = "cancelled", out
+      self:save()
+      return false, out
+    end
+    if final or att.n > step.retries then
+      irec.status, irec.error = "failed", out
+      self:save()
+      return false, out
+    end
+    local delay = step.retry_delay * 2 ^ (att.n - 1) * (0.5 + math.random() * 0.5)
+    self:emit { event = "retry", step = step.name, item = index, attempt = att.n, delay = delay, error = out }
+    self:save()
+    local slept, serr = self.sched:sleep(delay)
+    if slept == nil and serr then return false, "cancelled" end
+    if self.cancelled then
+      irec.status = "cancelled"
+      return false, "cancelled"
+    end
+  end
+end
+
+local function items_of(self, step)
+  if step.for_each == nil then return nil end
+  local v = step.for_each
+  if type(v) == "string" then
+    local expanded, err = template.expand(v, self:scope())
+    if err then return nil, err end
+    v = expanded
+    if type(v) == "string" then
+      local list = {}
+      for part in v:gmatch("[^,]+") do list[#list + 1] = part:match("^%s*(.-)%s*$") end
+      v = list
+    end
+  end
+  if type(v) ~= "table" then return nil, "for_each did not give a list" end
+  return v
+end
+
+function _M.run_step(self, step)
+  local rec = self.state:step(step.name, step.is_finally)
+  local t0 = core.monotime()
+  rec.status, rec.started_at = "running", rec.started_at or core.time()
+  self:emit { event = "step_start", step = step.name, action = step.action, finally = step.is_finally or nil }
+  self:save()
+  local ok, outputs, err = true, nil, nil
+  local list, lerr = items_of(self, step)
+  if lerr then
+    ok, err = false, lerr
+  elseif list then
+    local sem = step.max_parallel and self.sched:semaphore(step.max_parallel)
+    local tasks, results = {}, {}
+    for i, item in ipairs(list) do
+      tasks[i] = self.sched:spawn(step.name .. "[" .. i .. "]", function()
+        if sem then
+          local got = sem.acquire()
+          if not got then return false, "cancelled" end
+        end
+        local a, b = self:run_item(step, rec, i, item)
+        if sem then sem.release() end
+        return a, b
+      end)
+    end
+    for i, t in ipairs(tasks) do
+      local _, a, b = self.sched:join(t)
+      if t.error then a, b = false, t.error end
+      results[i] = a and b or { error = b }
+      if not a then ok, err = false, err or ("item " .. i .. ": " .. tostring(b)) end
+    end
+    outputs = util.array(results)
+  else
+    local a, b = self:run_item(step, rec, 1, nil)
+    if a then outputs = b else ok, err = false, b end
+  end
+  if ok then
+    rec.status = "succeeded"
+  elseif self.cancelled then
+    rec.status = "cancelled"
+  else
+    rec.status = "failed"
+  end
+  rec.outputs, rec.error, rec.finished_at = outputs, err, core.time()
+  self.outputs[step.name] = outputs
+  self:emit { event = "step_end", step = step.name, status = rec.status, error = err,
+              seconds = core.monotime() - t0, finally = step.is_finally or nil }
+  self:save()
+  return ok
+end
+
+-- Can `step` start? "yes", "no" (wait) or "skip" (an upstream failed).
+function _M.readiness(self, step)
+  for _, dep in ipairs(step.after) do
+    local d = self.state:step(dep, step.is_finally)
+    if not DONE[d.status] then return "no" end
+    local dstep = self.plan.by_name[dep]
+    if d.status ~= "succeeded" and not (d.status == "failed" and dstep.continue_on_failure) then
+      return "skip", dep
+    end
+  end
+  return "yes"
+end
+
+function _M.main(self)
+  local plan, sched = self.plan, self.sched
+  self:emit { event = "run_start", workflow = plan.name, resumed = self.opts.resume or nil,
+              file = plan.file, params = self.params }
+  self:save()
+  local changed = sched:condition()
+  local running = {}
+  -- Outputs of steps finished before a resume.
+  for name, rec in pairs(self.state.doc.steps) do
+    if rec.status == "succeeded" then self.outputs[name] = rec.outputs end
+  end
+  while true do
+    local pending = false
+    for _, name in ipairs(plan.order) do
+      local step = plan.by_name[name]
+      local rec = self.state:step(name)
+      if not DONE[rec.status] and not running[name] then
+        if rec.status == "running" then rec.status = "pending" end -- resumed mid-step
+        local ready, dep = self:readiness(step)
+        if self.cancelled then
+          rec.status = "cancelled"
+        elseif ready == "skip" then
+          rec.status, rec.error = "skipped", "upstream step '" .. dep .. "' did not succeed"
+          self:emit { event = "step_end", step = name, status = "skipped", error = rec.error }
+        elseif ready == "yes" then
+          running[name] = sched:spawn("step " .. name, function()
+            local ok, err = pcall(self.run_step, self, step)
+            if not ok then
+              rec.status, rec.error = "failed", tostring(err)
+              self:emit { event = "step_end", step = name, status = "failed", error = rec.error }
+            end
+            running[name] = nil
+            changed.signal()
+          end)
+        else
+          pending = true
+        end
+      end
+      if running[name] then pending = true end
+    end
+    if not pending then break end
+    changed.wait()
+  end
+  if self.cancelled and self.on_cancel == "stop" then submit.stop_started(self) end
+  -- finally steps: once per run, whatever happened, in declaration order.
+  for _, step in ipairs(plan.finally) do
+    local rec = self.state:step(step.name, true)
+    if rec.status ~= "succeeded" and rec.status ~= "failed" then
+      local ok, err = pcall(self.run_step, self, step)
+      if not ok then rec.status, rec.error = "failed", tostring(err) end
+    end
+  end
+  local status = "succeeded"
+  for _, name in ipairs(plan.order) do
+    local rec = self.state.doc.steps[name]
+    if rec.status == "failed" and not plan.by_name[name].continue_on_failure then status = "failed" end
+    if rec.status == "skipped" then status = "failed" end
+  end
+  for _, step in ipairs(plan.finally) do
+    if self.state.doc.finally[step.name].status == "failed" then status = "failed" end
+  end
+  if self.cancelled then status = "cancelled" end
+  self.state.doc.status = status
+  self.state.doc.finished_at = core.time()
+  self:save()
+  self.status = status
+end
+
+--- Run the plan to the end. Returns "succeeded" | "failed" | "cancelled".
+function _M.run(self)
+  local sched = scheduler.new { on_tick = function()
+    local sig = core.signal_pending and core.signal_pending()
+    if sig then self:cancel("signal " .. sig) end
+  end }
+  self.sched = sched
+  local transport = self.client.transport
+  local previous = transport.scheduler
+  transport.scheduler = sched
+  self.poller = poller_mod.new(sched, self.client, {
+    interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
+    on_state = function(id, state, app)
+      self:emit { event = "application", application_id = id, state = state, step = self.started_apps[id] }
+      if self.client.is_terminal(state) then self.started_apps[id] = nil end
+      local _ = app
+    end,
+  })
+  if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
+  local t0 = core.monotime()
+  local main = sched:spawn("main", function() self:main() end)
+  local ok, err = sched:loop(function() return main.done end)
+  transport.scheduler = previous
+  if main.error or not ok then
+    self.status = "failed"
+    self:emit { event = "error", message = tostring(main.error or err) }
+  end
+  self:emit { event = "run_end", status = self.status, seconds = core.monotime() - t0,
+              poll_rounds = self.poller.rounds, poll_requests = self.poller.requests }
+  return self.status
+end
+
+return _M

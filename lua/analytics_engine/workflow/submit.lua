@@ -1,0 +1,191 @@
+--- Submitting applications exactly once: the intent (with its token) is
+-- saved before the POST and the id after it; an ambiguous failure or a
+-- resume finds the application by its token before anything is sent again.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+
+local _M = {}
+
+local TOKEN_CONF = "ae.lua.submission.token"
+_M.TOKEN_CONF = TOKEN_CONF
+
+local function slug(s)
+  return (s:gsub("[^%w]+", "_"):sub(1, 24))
+end
+
+function _M.token(run_id, step_name, index, attempt)
+  return ("aeflow-%s-%s-%d-%d"):format(run_id, slug(step_name), index, attempt)
+end
+
+--- The token of the run that submitted an application, from a list entry.
+function _M.token_of(app)
+  local name = app.spark_application_name or app.name or ""
+  return name:match("#(aeflow%-[%w]+%-[%w_]+%-%d+%-%d+)$")
+end
+
+--- Find an application by its token with one list request.
+function _M.find(client, token)
+  local list, err = client:list_applications()
+  if not list then return nil, err end
+  for _, app in ipairs(list.applications or {}) do
+    if _M.token_of(app) == token then return app end
+  end
+  return false
+end
+
+-- Relative application paths are relative to the workflow file, when such a
+-- file exists (the local engine runs it); otherwise they are sent as written.
+local function resolve_application(self, path)
+  if type(path) ~= "string" or path:sub(1, 1) == "/" or path:find("^%a[%w+.-]*://") then return path end
+  local dir = self.plan.dir or "."
+  local real = core.realpath and core.realpath(dir .. "/" .. path)
+  return real or path
+end
+
+local function outputs_of(app, id, token)
+  return {
+    application_id = id, state = app.state, return_code = app.return_code,
+    spark_application_id = app.spark_application_id, start_time = app.start_time,
+    finish_time = app.finish_time, token = token,
+  }
+end
+
+-- Await via the shared poller, then read the details once (return code).
+local function await_one(self, id, token)
+  local summary, cerr = self.poller:await(id)
+  if summary == nil then return false, cerr and cerr.message or "cancelled" end
+  local details = self.client:get_application(id)
+  local app = type(details) == "table" and details or summary
+  app.state = app.state or summary.state
+  local out = outputs_of(app, id, token)
+  if (out.state or ""):upper() == "FINISHED" then return true, out end
+  local rc = out.return_code and (" (return code " .. out.return_code .. ")") or ""
+  return false, ("application %s ended %s%s"):format(id, tostring(out.state), rc), false, out
+end
+
+function _M.run(self, step, body, att, index)
+  local client = self.client
+  body = util.deepcopy(body)
+  body.application = resolve_application(self, body.application)
+  local token = att.token or _M.token(self.run_id, step.name, index, att.n)
+  att.token = token
+  local conf = body.conf or {}
+  conf["spark.app.name"] = (conf["spark.app.name"] or step.name) .. " #" .. token
+  conf[TOKEN_CONF] = token
+  body.conf = conf
+
+  if not att.application_id and att.intent_at then
+    -- A previous runner saved the intent and died before saving the id.
+    local found = _M.find(client, token)
+    if found then
+      att.application_id = found.application_id or found.id
+      self:emit { event = "application_adopted", step = step.name, item = index, attempt = att.n,
+                  application_id = att.application_id, token = token }
+      self:save()
+    end
+  end
+  -- --max-parallel: a slot from before the POST until the application ends.
+  local sem, holding = self.global_sem, false
+  local function release()
+    if holding then
+      holding = false
+      sem.release()
+    end
+  end
+  if not att.application_id then
+    if self.cancelled then return false, "cancelled" end
+    if sem then
+      if not sem.acquire() then return false, "cancelled" end
+      holding = true
+    end
+    att.intent_at = core.time()
+    if not self:save() then
+      release()
+      return false, "cannot record the submission intent; nothing was sent", true
+    end
+    local res, err = client:create_application(body)
+    if not res and err.ambiguous then
+      -- The server may have accepted it: look before anything is sent again.
+      for _ = 1, 3 do
+        local found = _M.find(client, token)
+        if found then
+          res = { application_id = found.application_id or found.id, state = found.state }
+          break
+        end
+        self.sched:sleep(1)
+      end
+    end
+    if not res then
+      release()
+      return false, tostring(err), err.status ~= nil and err.status >= 400 and err.status < 500 and err.status ~= 429
+    end
+    att.application_id = res.application_id or res.id
+    self.started_apps[att.application_id] = step.name
+    self:emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
+                application_id = att.application_id, token = token }
+    self:save()
+  else
+    self.started_apps[att.application_id] = step.name
+  end
+  local id = att.application_id
+  if step.wait == false then
+    release()
+    return true, { application_id = id, state = "SUBMITTED", token = token }
+  end
+  local ok, msg, final, out = await_one(self, id, token)
+  release()
+  if ok then
+    att.state, att.return_code = msg.state, msg.return_code
+    return true, msg
+  end
+  if out then att.state, att.return_code = out.state, out.return_code end
+  return false, msg, final
+end
+
+--- The await action: one id or a list of ids.
+function _M.await(self, step, ids)
+  if type(ids) == "string" then ids = { ids } end
+  local outs = {}
+  for i, id in ipairs(ids) do
+    if not util.is_uuid(id) then return false, ("await: '%s' is not an application id"):format(tostring(id)), true end
+    local ok, out = await_one(self, id)
+    if not ok then return false, out end
+    outs[i] = out
+  end
+  return true, #outs == 1 and outs[1] or util.array(outs)
+end
+
+--- Stop one application and wait until the service says it is terminal,
+-- so a retry never runs next to the attempt before it.
+function _M.stop_and_wait(self, id)
+  self:emit { event = "application_stop", application_id = id }
+  local _, err = self.client:delete_application(id)
+  if err and err.status ~= 404 then
+    self:emit { event = "error", message = "could not stop application " .. id .. ": " .. tostring(err) }
+  end
+  local sched = self.sched
+  -- Wait outside the cancelled task's own waits: poll directly.
+  for _ = 1, 60 do
+    local st = self.client:get_application_state(id)
+    if not st or self.client.is_terminal(st.state) then break end
+    sched:sleep(0.5)
+  end
+  self.started_apps[id] = nil
+end
+
+--- On cancel: stop every application this run started that still runs,
+-- including any accepted by a request the cancel interrupted.
+function _M.stop_started(self)
+  local list = self.client:list_applications()
+  for _, app in ipairs(list and list.applications or {}) do
+    local id = app.application_id or app.id
+    local tok = _M.token_of(app)
+    local ours = self.started_apps[id] or (tok and tok:find("aeflow-" .. self.run_id .. "-", 1, true) == 1)
+    if ours and not self.client.is_terminal(app.state) then
+      self:emit { event = "application_stop", application_id = id, reason = "cancel" }
+      self.client:delete_application(id)
+    end
+  end
+end
+
+return _M

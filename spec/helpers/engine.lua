@@ -1,0 +1,137 @@
+--- A real local engine for specs: started on 127.0.0.1, port 0, with a fresh
+-- data directory, and raw HTTP against it.
+--   local helper = require "helpers.engine"
+--   local e = helper.start{ "--token-ttl", "1" }     -- errors loudly if it cannot start
+--   local status, json, headers, raw = helper.request(e, "GET", helper.v4(e, "/default_runtime"))
+--   helper.stop(e)
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local launcher = require "analytics_engine.engine.launcher"
+
+local helper = {}
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- How to run `aeflow`: $AEFLOW_BIN, else build/aeflow (make build), else PATH.
+function helper.bin()
+  local env = os.getenv("AEFLOW_BIN")
+  if env and env ~= "" and exists(env) then return env end
+  if exists("build/aeflow") then return "build/aeflow" end
+  return "aeflow"
+end
+
+local session
+
+--- Start an engine with extra `aeflow serve` arguments; opts.data_dir reuses a directory.
+function helper.start(extra_args, opts)
+  opts = opts or {}
+  local e, err = launcher.start{ data_dir = opts.data_dir, args = extra_args, bin = opts.bin or helper.bin() }
+  if not e then error("cannot start the local engine: " .. tostring(err), 2) end
+  return e
+end
+
+function helper.stop(e)
+  if e then return e:stop() end
+end
+
+--- Remove an engine's data directory (after stop).
+function helper.cleanup(e)
+  if e and e.data_dir and e.data_dir:find("^/tmp/") then
+    os.execute("rm -rf '" .. e.data_dir .. "'")
+  end
+end
+
+--- The full path of an instance endpoint: helper.v4(e, "/spark_applications").
+function helper.v4(e, suffix, instance_id)
+  return "/v4/analytics_engines/" .. (instance_id or e.instance_id) .. (suffix or "")
+end
+
+function helper.zen(e, username, api_key)
+  return "ZenApiKey " .. util.b64encode((username or e.username) .. ":" .. (api_key or e.api_key))
+end
+
+--- A raw request. body: table (JSON-encoded) or string; headers: map that
+-- replaces the defaults (Authorization = false sends none).
+-- -> status, decoded JSON (or nil), headers (lowercased), raw body
+function helper.request(e, method, path, body, headers)
+  session = session or core.http_session()
+  local h = { Authorization = helper.zen(e), Accept = "application/json" }
+  if body ~= nil then h["Content-Type"] = "application/json" end
+  for k, v in pairs(headers or {}) do
+    if v == false then h[k] = nil else h[k] = v end
+  end
+  if type(body) == "table" then body = assert(util.json_encode(body)) end
+  local res, err = session:request{ method = method, url = e.url .. path, headers = h, body = body, timeout = 30 }
+  if not res then return nil, err end
+  local json
+  if res.body and res.body ~= "" and (res.headers["content-type"] or ""):find("json") then
+    json = util.json_decode(res.body)
+  end
+  return res.status, json, res.headers, res.body
+end
+
+--- Poll until fn() returns a truthy value or `timeout` seconds pass -> the value.
+function helper.eventually(fn, timeout)
+  local deadline = core.monotime() + (timeout or 10)
+  while true do
+    local v = fn()
+    if v then return v end
+    if core.monotime() > deadline then return nil end
+    core.sleep(0.05)
+  end
+end
+
+--- Wait until an application reaches a terminal state -> its get_application body.
+function helper.wait_app(e, id, timeout)
+  local body
+  helper.eventually(function()
+    local _, b = helper.request(e, "GET", helper.v4(e, "/spark_applications/" .. id))
+    body = b
+    local s = b and b.state
+    return s == "FINISHED" or s == "FAILED" or s == "STOPPED"
+  end, timeout or 20)
+  return body
+end
+
+--- Submit application_details -> application_id (asserts the 202).
+function helper.submit(e, details, extra)
+  local payload = { application_details = details }
+  for k, v in pairs(extra or {}) do payload[k] = v end
+  local status, body = helper.request(e, "POST", helper.v4(e, "/spark_applications"), payload)
+  assert(status == 202, "submit answered " .. tostring(status) .. ": " .. tostring(body and util.json_encode(body)))
+  return body.application_id
+end
+
+--- An application's stdout or stderr through the engine's log endpoint.
+function helper.logs(e, id, stream)
+  local status, _, _, raw = helper.request(e, "GET", "/engine/v1/applications/" .. id .. "/logs?stream="
+    .. (stream or "stdout"))
+  return raw, status
+end
+
+--- Is any live (non-zombie) process left in process group `pgid`? Zombies
+-- reparented to a container's init may linger unreaped; they run nothing.
+function helper.group_alive(pgid)
+  local p = assert(io.popen("ps -eo pgid=,stat="))
+  local alive = false
+  for line in p:lines() do
+    local g, stat = line:match("^%s*(%d+)%s+(%S+)")
+    if tonumber(g) == pgid and not stat:find("^Z") then alive = true end
+  end
+  p:close()
+  return alive
+end
+
+--- Write a file (for sample applications) -> path.
+function helper.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+return helper
