@@ -87,7 +87,7 @@ typedef struct {
   long connect_ms, timeout_ms, low_speed_time, low_speed_limit, http_version;
   int explicit_version;
   curl_off_t max_size;
-  int insecure, gzip;
+  int insecure, gzip, fresh;
   int lines, nlines; /* stack index and length of the "Name: value" lines table */
 } reqopts;
 
@@ -518,6 +518,7 @@ static void read_request(lua_State *L, int idx, reqopts *o) {
   o->max_size = (curl_off_t)opt_nonneg(L, idx, "max_response_size", DEFAULT_MAX_RESPONSE);
   o->insecure = opt_bool(L, idx, "insecure", 0);
   o->gzip = opt_bool(L, idx, "gzip", 1);
+  o->fresh = opt_bool(L, idx, "fresh_connect", 0);
   o->http_version = CURL_HTTP_VERSION_2TLS;
   hv = opt_cstr(L, idx, "http_version", NULL);
   if (hv != NULL) {
@@ -586,6 +587,10 @@ static CURLcode xfer_setopts(xfer *x, const reqopts *o) {
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
   }
   if (o->gzip) SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+  /* libcurl silently re-sends a request whose reused connection died before
+   * any answer; for a request that creates something that could create it
+   * twice, so such requests ask for a connection of their own. */
+  if (o->fresh) SETOPT(CURLOPT_FRESH_CONNECT, 1L);
   if (o->proxy) SETOPT(CURLOPT_PROXY, o->proxy);
   if (o->user_agent) SETOPT(CURLOPT_USERAGENT, o->user_agent);
   if (rc == CURLE_OK) {

@@ -77,7 +77,8 @@ describe("local engine", function()
       assert.truthy(b.creation_time:find(LONG_TIME))
       assert.truthy(b.state_change_time:find(LONG_TIME))
       assert.equal("Created", b.state)
-      for _, k in ipairs({ "cpu_quota", "memory_quota_gibibytes", "avail_cpu_quota", "avail_memory_quota_gibibytes" }) do
+      for _, k in ipairs({ "cpu_quota", "memory_quota_gibibytes", "avail_cpu_quota",
+                           "avail_memory_quota_gibibytes" }) do
         assert.is_number(b.resource_quota[k], k)
       end
     end)

@@ -97,12 +97,13 @@ describe("engine.main.parse", function()
     assert.is_nil((main.parse({ "--faults", "2" })))
   end)
 
-  it("serve returns 2 on a usage error", function()
-    local saved = io.stderr
-    io.stderr = { write = function() end }
-    local code = main.serve({ "--nope" })
-    io.stderr = saved
-    assert.equal(2, code)
+  it("aeflow serve exits 2 with a one-line message on a usage error", function()
+    local bin = require("helpers.engine").bin()
+    local p = assert(io.popen(bin .. " serve --nope 2>&1; echo \"rc=$?\""))
+    local out = p:read("a")
+    p:close()
+    assert.truthy(out:find("rc=2", 1, true))
+    assert.truthy(out:find("^[^\n]*%-%-nope[^\n]*\nrc=2"))
   end)
 end)
 

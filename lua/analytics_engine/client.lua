@@ -136,7 +136,10 @@ function _M.send(self, op, req)
       headers.Authorization = authz
       local started = tr:now()
       local terr
-      res, terr = tr:request { method = req.method, url = self.url .. req.path, headers = headers, body = req.body }
+      -- A fresh connection for requests that create: libcurl would otherwise
+      -- re-send one whose reused connection dropped, behind our back.
+      res, terr = tr:request { method = req.method, url = self.url .. req.path, headers = headers, body = req.body,
+                               fresh_connect = op.creates or nil }
       if self.on_request then
         self.on_request { operation = op.name, method = req.method, path = req.path, attempt = attempt,
                           status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started }

@@ -3,7 +3,7 @@
 --   local helper = require "helpers.engine"
 --   local e = helper.start{ "--token-ttl", "1" }     -- errors loudly if it cannot start
 --   local status, json, headers, raw = helper.request(e, "GET", helper.v4(e, "/default_runtime"))
---   helper.stop(e)
+--   helper.stop(e)                                  -- also removes the temporary data directory
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
@@ -31,11 +31,17 @@ function helper.start(extra_args, opts)
   opts = opts or {}
   local e, err = launcher.start{ data_dir = opts.data_dir, args = extra_args, bin = opts.bin or helper.bin() }
   if not e then error("cannot start the local engine: " .. tostring(err), 2) end
+  e.temp_data = opts.data_dir == nil
   return e
 end
 
-function helper.stop(e)
-  if e then return e:stop() end
+--- Stop the engine; a data directory that helper.start made is removed too
+-- (pass keep = true to restart on it: helper.start(args, { data_dir = e.data_dir })).
+function helper.stop(e, keep)
+  if not e then return end
+  local ok, how = e:stop()
+  if e.temp_data and not keep then helper.cleanup(e) end
+  return ok, how
 end
 
 --- Remove an engine's data directory (after stop).

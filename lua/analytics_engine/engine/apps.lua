@@ -10,6 +10,13 @@ local _M = {}
 
 local floor = math.floor
 
+-- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
+local function tointeger(v)
+  v = tonumber(v)
+  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
+  return nil
+end
+
 _M.TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true, OPS_TERMINATED = true,
                 ERROR = true, KILLED = true }
 _M.PENDING = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
@@ -25,7 +32,7 @@ local function is_array(t)
   if type(t) ~= "table" then return false end
   local n = #t
   for k in pairs(t) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then return false end
+    if type(k) ~= "number" or k ~= floor(k) or k < 1 or k > n then return false end
   end
   return true
 end
@@ -264,7 +271,8 @@ function _M.create(eng, details, extras)
     dir = eng.opts.data_dir .. "/apps/" .. id,
   }
   if extras.volumes and #extras.volumes > 0 then
-    add_detail(rec, "info", "volumes_not_mounted", "the local engine does not mount volumes; paths are used as they are")
+    add_detail(rec, "info", "volumes_not_mounted",
+      "the local engine does not mount volumes; paths are used as they are")
   end
   eng.store:put("applications", rec)
   eng.active[id] = rec
@@ -423,11 +431,11 @@ function H.list_applications(eng, ctx)
   end
   local limit, start = nil, 0
   if q.limit and q.limit ~= "" then
-    limit = math.tointeger(tonumber(q.limit))
+    limit = tointeger(q.limit)
     if not limit or limit < 1 then return reply.bad_request("limit must be a positive integer") end
   end
   if q.start and q.start ~= "" then
-    start = math.tointeger(tonumber(q.start))
+    start = tointeger(q.start)
     if not start or start < 0 then return reply.bad_request("start must be a non-negative integer") end
   end
   local out, seen = util.array(), 0

@@ -4,6 +4,13 @@
 local _M = {}
 local mt = { __index = _M }
 
+-- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
+local function tointeger(v)
+  v = tonumber(v)
+  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
+  return nil
+end
+
 _M.KINDS = { "429", "500", "503", "reset", "reset-after", "delay" }
 local KNOWN = {}
 for _, k in ipairs(_M.KINDS) do KNOWN[k] = true end
@@ -25,7 +32,7 @@ end
 
 --- new{ rate = 0..1, kinds = {...}, seed = integer }
 function _M.new(opts)
-  local seed = math.tointeger(opts.seed) or 0x2545F4914F6CDD1D
+  local seed = tointeger(opts.seed) or 0x2545F4914F6CDD1D
   if seed == 0 then seed = 0x9E3779B97F4A7C15 end
   return setmetatable({ rate = opts.rate or 0, kinds = opts.kinds or _M.KINDS, x = seed }, mt)
 end

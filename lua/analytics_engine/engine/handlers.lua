@@ -208,7 +208,7 @@ function H.start_spark_history_server(eng, ctx)
   local cores = b.cores ~= nil and b.cores ~= null and b.cores or defaults["ae.spark.history-server.cores"] or "1"
   local memory = b.memory ~= nil and b.memory ~= null and b.memory
     or defaults["ae.spark.history-server.memory"] or "4G"
-  if math.type(cores) == "integer" then cores = tostring(cores) end
+  if type(cores) == "number" and cores == floor(cores) then cores = ("%d"):format(cores) end
   if type(cores) ~= "string" or not apps.millicores(cores) then
     return reply.bad_request('cores must be a string with a number of cores, such as "1"')
   end

@@ -8,6 +8,13 @@ local _M = {}
 local mt = { __index = {} }
 local E = mt.__index
 
+-- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
+local function tointeger(v)
+  v = tonumber(v)
+  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
+  return nil
+end
+
 _M.START_TIMEOUT = 10
 _M.STOP_TIMEOUT = 5
 
@@ -57,7 +64,7 @@ end
 --- The engine serving `data_dir`, if its process is alive.
 function _M.find_running(data_dir)
   local eng = read_json(data_dir .. "/engine.json")
-  if not eng or not math.tointeger(eng.pid) then return nil end
+  if not eng or not tointeger(eng.pid) then return nil end
   core.wait(eng.pid) -- reaps it if it is our own child that died (else a no-op)
   if not core.kill(eng.pid, 0) then return nil end
   return info(data_dir, eng)

@@ -13,6 +13,13 @@ local server = require "analytics_engine.engine.server"
 
 local _M = {}
 
+-- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
+local function tointeger(v)
+  v = tonumber(v)
+  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
+  return nil
+end
+
 _M.USAGE = [[
 usage: aeflow serve [options]
   --host H            address to bind (default 127.0.0.1)
@@ -59,7 +66,7 @@ function _M.parse(args)
       end
       if kind ~= "string" then
         local n = tonumber(v)
-        if kind == "integer" then n = math.tointeger(n) end
+        if kind == "integer" then n = tointeger(n) end
         if not n then return nil, ("--%s must be %s, not '%s'"):format(name, kind == "integer"
           and "an integer" or "a number", v) end
         v = n
@@ -113,6 +120,12 @@ local function read_json(path)
   return util.json_decode(s)
 end
 
+local function random_seed()
+  local n = 0
+  for _, b in ipairs({ core.random_bytes(7):byte(1, 7) }) do n = n * 256 + b end
+  return n
+end
+
 local function fail(msg)
   io.stderr:write("aeflow serve: ", msg, "\n")
   return 1
@@ -126,7 +139,7 @@ function _M.setup(o)
   local ok2, err2 = mkdir(data_dir .. "/apps")
   if not ok2 then return nil, err2 end
   local running = read_json(data_dir .. "/engine.json")
-  if type(running) == "table" and math.tointeger(running.pid) and running.pid ~= core.getpid()
+  if type(running) == "table" and tointeger(running.pid) and running.pid ~= core.getpid()
      and core.kill(running.pid, 0) then
     return nil, ("another local engine (pid %d) already serves %s at %s; stop it or remove %s/engine.json")
       :format(running.pid, data_dir, tostring(running.url), data_dir)
@@ -159,7 +172,7 @@ function _M.setup(o)
   if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
   if o.faults and o.faults > 0 then
     eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"]
-      or (string.unpack("<i8", core.random_bytes(8))) }
+      or random_seed() }
   end
   for _, c in ipairs(store:list("clusters")) do
     if c.state == "ACCEPTED" then eng.clusters_pending[c.id] = c end

@@ -46,8 +46,9 @@ function _M.spark_submit()
   return _M.which("spark-submit")
 end
 
---- Where the stand-ins live: --examples-dir, $AE_EXAMPLES_DIR, or workflows/apps
--- found upward from this file (a source checkout), else nil.
+--- Where the stand-ins live: --examples-dir, $AE_EXAMPLES_DIR, workflows/apps
+-- found upward from this file (a source checkout), or analytics-engine/apps in
+-- a share directory above it (an install under PREFIX/share/lua/5.4), else nil.
 function _M.examples_dir(opt)
   if opt and opt ~= "" then return opt end
   local env = os.getenv("AE_EXAMPLES_DIR")
@@ -55,8 +56,9 @@ function _M.examples_dir(opt)
   local src = debug.getinfo(1, "S").source
   if src:sub(1, 1) ~= "@" then return nil end
   local dir = src:sub(2):match("^(.*)/[^/]*$") or "."
-  for _ = 1, 5 do
+  for _ = 1, 6 do
     if exists(dir .. "/workflows/apps/sparkpi.lua") then return dir .. "/workflows/apps" end
+    if exists(dir .. "/analytics-engine/apps/sparkpi.lua") then return dir .. "/analytics-engine/apps" end
     local up = dir:match("^(.*)/[^/]*$")
     if not up or up == "" then
       if exists(dir .. "/../workflows/apps/sparkpi.lua") then return dir .. "/../workflows/apps" end

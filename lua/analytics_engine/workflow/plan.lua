@@ -178,7 +178,7 @@ local function check_refs(p, step)
         if step.for_each == nil then
           return nil, located(step, fmt("uses ${%s} but has no for_each", path))
         end
-      else
+      elseif not schema.RESERVED[root] or root == "params" then
         local param = root
         if root == "params" then param = rest:match("^[^.]*") end
         if p.params[param] == nil then
@@ -303,7 +303,7 @@ end
 
 --- The text of `aeflow plan`: what would run, in which order, and which
 -- requests each step makes. `info` (optional) = { url, instance_id }.
--- Returns the text (ending in a newline) and its lines.
+-- Returns the text (lines joined by "\n", no final newline).
 function _M.describe(p, info)
   local lines = {}
   local function add(s) lines[#lines + 1] = s end
@@ -338,7 +338,7 @@ function _M.describe(p, info)
       for _, r in ipairs(_M.requests(step, info)) do add("       " .. r) end
     end
   end
-  return concat(lines, "\n") .. "\n", lines
+  return concat(lines, "\n")
 end
 
 -- graph ----------------------------------------------------------------------
@@ -349,7 +349,7 @@ local function sorted_names(steps)
   return t
 end
 
-local function edges_of(p, steps)
+local function edges_of(steps)
   local e = {}
   for _, s in ipairs(steps) do
     for _, dep in ipairs(s.after) do e[#e + 1] = { dep, s.name } end
@@ -405,11 +405,11 @@ local function dot(p)
     end
     out[#out + 1] = "  }"
   end
-  for _, e in ipairs(edges_of(p, p.steps)) do out[#out + 1] = fmt('  "%s" -> "%s";', e[1], e[2]) end
-  for _, e in ipairs(edges_of(p, p.finally)) do out[#out + 1] = fmt('  "%s" -> "%s";', e[1], e[2]) end
+  for _, e in ipairs(edges_of(p.steps)) do out[#out + 1] = fmt('  "%s" -> "%s";', e[1], e[2]) end
+  for _, e in ipairs(edges_of(p.finally)) do out[#out + 1] = fmt('  "%s" -> "%s";', e[1], e[2]) end
   for _, e in ipairs(handoff(p)) do out[#out + 1] = fmt('  "%s" -> "%s" [style=dashed];', e[1], e[2]) end
   out[#out + 1] = "}"
-  return concat(out, "\n") .. "\n"
+  return concat(out, "\n")
 end
 
 local function mermaid(p)
@@ -422,21 +422,22 @@ local function mermaid(p)
     out[#out + 1] = fmt('  %s["%s<br/>%s"]', ids[name], name, label(p.by_name[name]))
   end
   if #p.finally > 0 then
-    out[#out + 1] = "  subgraph finally"
+    out[#out + 1] = "  subgraph finally_steps [\"finally\"]"
     for _, name in ipairs(sorted_names(p.finally)) do
       out[#out + 1] = fmt('    %s["%s<br/>%s"]', ids[name], name, label(p.by_name[name]))
     end
     out[#out + 1] = "  end"
   end
-  for _, e in ipairs(edges_of(p, p.steps)) do out[#out + 1] = fmt("  %s --> %s", ids[e[1]], ids[e[2]]) end
-  for _, e in ipairs(edges_of(p, p.finally)) do out[#out + 1] = fmt("  %s --> %s", ids[e[1]], ids[e[2]]) end
+  for _, e in ipairs(edges_of(p.steps)) do out[#out + 1] = fmt("  %s --> %s", ids[e[1]], ids[e[2]]) end
+  for _, e in ipairs(edges_of(p.finally)) do out[#out + 1] = fmt("  %s --> %s", ids[e[1]], ids[e[2]]) end
   for _, e in ipairs(handoff(p)) do out[#out + 1] = fmt("  %s -.-> %s", ids[e[1]], ids[e[2]]) end
-  return concat(out, "\n") .. "\n"
+  return concat(out, "\n")
 end
 
 local FORMATS = { dot = dot, mermaid = mermaid }
 
---- The DAG as Graphviz ("dot") or Mermaid ("mermaid") text, deterministic.
+--- The DAG as Graphviz ("dot") or Mermaid ("mermaid") text, deterministic,
+-- without a final newline.
 function _M.graph(p, format)
   local f = FORMATS[format or "dot"]
   if not f then return nil, fmt("unknown graph format '%s' (expected dot or mermaid)", tostring(format)) end

@@ -18,8 +18,9 @@ local floor, huge = math.floor, math.huge
 
 _M.NAME_PATTERN = "^[%w][%w _.-]*$"
 _M.PARAM_PATTERN = "^[%a_][%w_]*$"
--- Names the runner puts in a step's template scope; a param may not shadow them.
-_M.RESERVED = { params = true, outputs = true, item = true, index = true }
+-- Names the runner puts in a step's template scope besides the params; a
+-- param may not shadow them.
+_M.RESERVED = { params = true, outputs = true, item = true, index = true, run_id = true }
 
 --- A value as messages show it: strings quoted, tables and functions by kind.
 function _M.show(v)
@@ -33,19 +34,24 @@ function _M.show(v)
 end
 local show = _M.show
 
+-- An integer-valued number (Lua 5.4 integer or integral float); `std = min`
+-- has no math.type.
+local function is_int(v)
+  return type(v) == "number" and v == floor(v) and v > -huge and v < huge
+end
+
 local function is_array(v)
   if type(v) ~= "table" then return false end
   local n = #v
   for k in pairs(v) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then return false end
+    if not is_int(k) or k < 1 or k > n then return false end
   end
   return true
 end
 _M.is_array = is_array
 
 local function as_integer(v)
-  if math.type(v) == "integer" then return v end
-  if type(v) == "number" and v == floor(v) and v > -huge and v < huge then return floor(v) end
+  if is_int(v) then return floor(v) end
   return nil
 end
 
@@ -466,11 +472,11 @@ function _M.workflow_body(body, is_step)
   end
   local options = {}
   for k, v in pairs(body) do
-    if math.type(k) ~= "integer" then options[k] = v end
+    if not is_int(k) then options[k] = v end
   end
   local n = #body
   for k in pairs(body) do
-    if math.type(k) == "integer" and (k < 1 or k > n) then
+    if is_int(k) and (k < 1 or k > n) then
       return nil, ("unexpected item %d (steps must be a plain list)"):format(k)
     end
   end

@@ -106,13 +106,21 @@ function _M.run(self, step, body, att, index)
     local res, err = client:create_application(body)
     if not res and err.ambiguous then
       -- The server may have accepted it: look before anything is sent again.
-      for _ = 1, 3 do
+      -- Only a list that answered counts as "not there".
+      local answered = 0
+      for _ = 1, 20 do
         local found = _M.find(client, token)
         if found then
           res = { application_id = found.application_id or found.id, state = found.state }
           break
         end
-        self.sched:sleep(1)
+        if found == false then answered = answered + 1 end
+        if answered >= 2 then break end
+        self.sched:sleep(0.5)
+      end
+      if not res and answered < 2 then
+        err.message = err.message .. "; could not confirm whether it was accepted"
+        return false, tostring(err), true
       end
     end
     if not res then

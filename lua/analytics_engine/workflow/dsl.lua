@@ -1,0 +1,213 @@
+--- Loading a workflow file.
+--
+-- The file runs in an environment of its own holding `workflow`, `step`,
+-- `finally`, `ae` (for ae.null) and the safe parts of the standard library;
+-- nothing is contacted. The three DSL functions only build tables, each
+-- stamped with the caller's `file:line`, and the file returns
+-- `workflow "name" { ... }`. That is validated (schema.lua), turned into a
+-- plan (plan.lua) and returned as plain data:
+--
+--   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
+local schema = require "analytics_engine.workflow.schema"
+local planner = require "analytics_engine.workflow.plan"
+
+local _M = {}
+
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local fmt, concat, sort = string.format, table.concat, table.sort
+local getinfo = debug.getinfo
+
+-- Objects the DSL functions return are recognised by these metatables.
+local STEP_MT = { __name = "analytics_engine.workflow.step" }
+local WORKFLOW_MT = { __name = "analytics_engine.workflow.workflow" }
+-- `step "x"` without its body is a function; remember what it was.
+local PENDING = setmetatable({}, { __mode = "k" })
+
+local function caller_where(level)
+  local info = getinfo(level + 1, "Sl")
+  if not info then return "?", "?" end
+  local src = info.source or "?"
+  local c = src:sub(1, 1)
+  if c == "@" or c == "=" then src = src:sub(2) end
+  return src .. ":" .. tostring(info.currentline)
+end
+
+local function maker(kind, mt, is_finally)
+  return function(name)
+    local where = caller_where(2)
+    local function body(b)
+      return setmetatable({ kind = kind, name = name, where = where, is_finally = is_finally, body = b }, mt)
+    end
+    PENDING[body] = { kind = kind, name = name, where = where }
+    return body
+  end
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local ae_module
+local function ae_table()
+  if ae_module == nil then
+    local ok, m = pcall(require, "analytics_engine")
+    if ok then
+      ae_module = m
+    else
+      ae_module = { null = require("analytics_engine.util").null }
+    end
+  end
+  return ae_module
+end
+
+--- A fresh environment for one workflow file.
+function _M.env()
+  local os_ = { date = os.date, time = os.time, getenv = os.getenv, clock = os.clock, difftime = os.difftime }
+  return {
+    workflow = maker("workflow", WORKFLOW_MT, false),
+    step = maker("step", STEP_MT, false),
+    finally = maker("finally", STEP_MT, true),
+    ae = ae_table(),
+    string = copy(string), table = copy(table), math = copy(math), os = os_,
+    tostring = tostring, tonumber = tonumber, ipairs = ipairs, pairs = pairs, next = next, select = select,
+    type = type, error = error, assert = assert, print = print, pcall = pcall, xpcall = xpcall,
+    _VERSION = _VERSION,
+  }
+end
+
+local function display(v)
+  if v == nil then return "nil" end
+  local p = type(v) == "function" and PENDING[v]
+  if p then return fmt('%s "%s" without its { ... }', p.kind, tostring(p.name)) end
+  if type(v) == "table" and getmetatable(v) == STEP_MT then return "a step" end
+  return "a " .. type(v)
+end
+
+-- A step item of the workflow body: ok, or false and a located message.
+local function is_step(v)
+  if type(v) == "table" and getmetatable(v) == STEP_MT then return true end
+  local p = type(v) == "function" and PENDING[v]
+  if p and p.kind ~= "workflow" then
+    return false, fmt('%s: %s "%s": has no body (write %s "%s" { ... })', p.where, p.kind, tostring(p.name),
+      p.kind, tostring(p.name))
+  end
+  return false
+end
+
+local function dirname(path)
+  local d = path:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
+-- Merge `--param k=v` overrides into the defaults, keeping the default's type.
+local function merge_params(defaults, overrides)
+  local params = copy(defaults)
+  if overrides == nil then return params end
+  local keys = {}
+  for k in pairs(overrides) do keys[#keys + 1] = tostring(k) end
+  sort(keys)
+  for _, k in ipairs(keys) do
+    local v = overrides[k]
+    local d = defaults[k]
+    if d == nil then
+      local declared = {}
+      for name in pairs(defaults) do declared[#declared + 1] = name end
+      sort(declared)
+      return nil, fmt("unknown parameter '%s' (%s)%s", k,
+        #declared > 0 and ("the workflow declares: " .. concat(declared, ", ")) or "the workflow declares none",
+        schema.did_you_mean(k, declared))
+    end
+    if type(d) == "number" and type(v) == "string" then
+      local n = tonumber(v)
+      if not n then return nil, fmt("parameter '%s': expected a number, got %q", k, v) end
+      v = n
+    elseif type(d) == "boolean" and type(v) == "string" then
+      local b = ({ ["true"] = true, yes = true, ["1"] = true, ["false"] = false, no = false, ["0"] = false })[v]
+      if b == nil then return nil, fmt("parameter '%s': expected true or false, got %q", k, v) end
+      v = b
+    end
+    local t = type(v)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      return nil, fmt("parameter '%s': expected a string, number or boolean, got %s", k, schema.show(v))
+    end
+    params[k] = v
+  end
+  return params
+end
+
+--- Turn what the file returned into a plan. `file` names it for messages.
+function _M.build(wf, file, overrides)
+  if type(wf) ~= "table" or getmetatable(wf) ~= WORKFLOW_MT then
+    return nil, fmt('%s: the file must return workflow "name" { ... } (it returned %s)', file, display(wf))
+  end
+  local function wf_err(msg)
+    return fmt('%s: workflow "%s": %s', wf.where, tostring(wf.name), msg)
+  end
+  local ok, err = schema.name(wf.name)
+  if not ok then return nil, wf_err(err) end
+  if type(wf.body) == "table" then
+    for _, item in ipairs(wf.body) do
+      local good, located = is_step(item)
+      if not good and located then return nil, located end
+    end
+  end
+  local opts
+  opts, err = schema.workflow_body(wf.body, is_step)
+  if not opts then return nil, wf_err(err) end
+
+  local p = {
+    name = wf.name, where = wf.where, file = file, dir = dirname(file),
+    max_parallel = opts.max_parallel, on_cancel = opts.on_cancel, description = opts.description,
+    steps = {}, finally = {}, by_name = {},
+  }
+  for _, item in ipairs(wf.body) do
+    local stub = { name = tostring(item.name), where = item.where, is_finally = item.is_finally }
+    ok, err = schema.name(item.name)
+    if not ok then return nil, planner.located(stub, err) end
+    local step, e = schema.step_body(item.body)
+    if not step then return nil, planner.located(stub, e) end
+    local first = p.by_name[item.name]
+    if first then
+      return nil, planner.located(stub, fmt("duplicate name (first declared at %s)", first.where))
+    end
+    step.name, step.where, step.is_finally = item.name, item.where, item.is_finally
+    p.by_name[step.name] = step
+    local list = item.is_finally and p.finally or p.steps
+    list[#list + 1] = step
+  end
+
+  local params, perr = merge_params(opts.params, overrides)
+  if not params then return nil, perr end
+  p.params = params
+  return planner.build(p)
+end
+
+--- Load a workflow from source text. `chunkname` is the file name used in
+-- messages ("workflow" when omitted).
+function _M.load_string(src, chunkname, overrides)
+  chunkname = chunkname or "workflow"
+  local file = chunkname:gsub("^[@=]", "")
+  local fn, err = load(src, "@" .. file, "t", _M.env())
+  if not fn then return nil, err end
+  local ok, wf = pcall(fn)
+  if not ok then return nil, tostring(wf) end
+  return _M.build(wf, file, overrides)
+end
+
+--- Load a workflow file. Returns the plan, or nil and a one-line message.
+function _M.load_file(path, overrides)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local src = f:read("a")
+  f:close()
+  if src == nil then return nil, path .. ": could not read the file" end
+  -- a #! line is allowed, as lua.c allows it
+  if src:sub(1, 2) == "#!" then src = "--" .. src end
+  return _M.load_string(src, path, overrides)
+end
+
+return _M
