@@ -66,14 +66,17 @@ $(CORE_SO): $(CORE_OBJ)
 $(AEFLOW): csrc/aeflow.c $(CORE_OBJ) $(HEADERS)
 	$(CC) $(ALL_CFLAGS) -DAE_LUADIR='"$(LUADIR)"' -o $@ csrc/aeflow.c $(CORE_OBJ) $(CORE_LIBS) $(LUA_LIBS) -lm -ldl
 
-test: deps build
+test: deps build lint
 	$(BUSTED) --lua=$(LUA) -o utfTerminal spec
 
+# The client in a plain script, then a real pipeline: runtime and configs set,
+# the history server around the seed's three sample applications.
 demo: deps build
-	$(AEFLOW) run workflows/quickstart.lua
+	$(AEFLOW) exec workflows/quickstart.lua
+	$(AEFLOW) run workflows/seed_samples.lua
 
 lint: deps
-	luacheck lua spec workflows
+	luacheck -q lua spec workflows
 
 # busted re-executes itself under --lua; --ignore-lua keeps the specs in the
 # process valgrind watches.

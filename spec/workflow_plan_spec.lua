@@ -136,7 +136,8 @@ describe("plan.describe", function()
   end)
 
   it("lists the steps in order with their dependencies", function()
-    assert.truthy(has_line(text, "  4. ingest (submit) after runtime, configs; retries 2 (backoff from 5s); timeout 30m"))
+    assert.truthy(has_line(text,
+      "  4. ingest (submit) after runtime, configs; retries 2 (backoff from 5s); timeout 30m"))
     assert.truthy(has_line(text, "  6. check (run) after reports"))
   end)
 
@@ -159,7 +160,8 @@ describe("plan.describe", function()
   end)
 
   it("lists the finally steps after the steps", function()
-    assert.matches("finally, after the steps whatever their outcome %(1%):\n  1%. stop history %(stop_history_server%)\n"
+    assert.matches("finally, after the steps whatever their outcome %(1%):\n"
+      .. "  1%. stop history %(stop_history_server%)\n"
       .. "       DELETE /v4/analytics_engines/{instance_id}/spark_history_server", text)
   end)
 
@@ -176,7 +178,8 @@ describe("plan.describe", function()
     assert.truthy(has_line(t, "       GET /v4/analytics_engines/{instance_id}/spark_applications/"
       .. "${outputs.ingest.application_id}"))
     assert.matches("does not await the application — load the day\n       POST [^\n]*\n  3%.", t)
-    assert.truthy(has_line(t, "       GET /v4/analytics_engines/{instance_id}/spark_applications (poll until terminal)"))
+    assert.truthy(has_line(t,
+      "       GET /v4/analytics_engines/{instance_id}/spark_applications (poll until terminal)"))
   end)
 
   it("formats durations", function()

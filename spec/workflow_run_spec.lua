@@ -216,7 +216,8 @@ for i = 1, 6 do items[i] = i end
 return workflow "resumable" {
   step "fan" { for_each = items, max_parallel = 2, submit = { application = "s1.sh" } },
 }]])
-    local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json", "--poll-interval", "0.1" }, { dir = dir, engine = e })
+    local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json", "--poll-interval", "0.1" },
+      { dir = dir, engine = e })
     engine.eventually(function() return #submitted_ids(dir .. "/s.json") >= 3 end, 30)
     core.kill(h.pid, "KILL")
     aeflow.wait(h)
@@ -295,11 +296,13 @@ describe("aeflow run against a faulty engine", function()
     assert.matches("adopted application " .. orphan_id, out, 1, true)
     assert.equals(1, #aeflow.applications(e))
     code, out = aeflow.run({ "orphans", "--state", "s.json" }, { dir = dir, engine = e })
+    assert.equals(0, code)
     assert.equals("", out)
   end)
 
   it("completes 100 applications under 20% injected faults with no duplicates", function()
-    local e = engine.start { "--faults", "0.2", "--fault-kinds", "429,500,503,reset,reset-after", "--fault-seed", "7" }
+    local e = engine.start { "--faults", "0.2", "--fault-kinds", "429,500,503,reset,reset-after",
+                             "--fault-seed", "7" }
     local dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-wf-"))
     finally(function() engine.stop(e); os.execute("rm -rf '" .. dir .. "'") end)
     aeflow.write(dir, "ok.sh", "exit 0\n")
@@ -307,7 +310,8 @@ describe("aeflow run against a faulty engine", function()
 local items = {}
 for i = 1, 100 do items[i] = i end
 return workflow "chaos" {
-  step "many" { for_each = items, max_parallel = 25, submit = { application = "ok.sh" }, retries = 6, retry_delay = 0.05 },
+  step "many" { for_each = items, max_parallel = 25, submit = { application = "ok.sh" },
+                retries = 6, retry_delay = 0.05 },
 }]])
     local code, out, err = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.2", "--quiet" },
       { dir = dir, engine = e, timeout = 300 })

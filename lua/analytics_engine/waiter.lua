@@ -20,7 +20,7 @@ end
 
 -- Sleep `delay` jittered by ±10% so many waiters do not poll in step,
 -- unless the deadline comes first. Returns false when the deadline passed.
-local function pause(tr, o, delay, deadline)
+local function pause(tr, delay, deadline)
   delay = delay * (0.9 + 0.2 * math.random())
   if deadline then
     local left = deadline - tr:now()
@@ -55,7 +55,7 @@ function _M.install(client)
         if o.on_poll then o.on_poll(st) end
         if is_terminal(st.state) then return self:get_application(id) end
       end
-      if not pause(tr, o, delay, deadline) then return nil, timeout_error("wait_for_application", o) end
+      if not pause(tr, delay, deadline) then return nil, timeout_error("wait_for_application", o) end
       delay = math.min(delay * o.factor, o.max_interval)
     end
   end
@@ -106,7 +106,7 @@ function _M.install(client)
         if o.on_poll then o.on_poll(done, left) end
       end
       if next(left) then
-        if not pause(tr, o, delay, deadline) then return nil, timeout_error("wait_for_applications", o) end
+        if not pause(tr, delay, deadline) then return nil, timeout_error("wait_for_applications", o) end
         delay = math.min(delay * o.factor, o.max_interval)
       end
     end

@@ -12,8 +12,12 @@ io.stdout:flush()
 local JSON = { ["Content-Type"] = "application/json" }
 local answers = {
   default_runtime = function() return 200, JSON, '{"spark_version": "3.' end,              -- truncated
-  default_configs = function() return 502, { ["Content-Type"] = "text/html" }, "<html><body>Bad Gateway</body></html>" end,
-  ["^/v4/analytics_engines/[%x-]+$"] = function() return 200, JSON, '"' .. string.rep("x", 4 * 1024 * 1024) .. '"' end,
+  default_configs = function()
+    return 502, { ["Content-Type"] = "text/html" }, "<html><body>Bad Gateway</body></html>"
+  end,
+  ["^/v4/analytics_engines/[%x-]+$"] = function()
+    return 200, JSON, '"' .. string.rep("x", 4 * 1024 * 1024) .. '"'
+  end,
   resource_consumption_limits = function() return 200, { ["Content-Type"] = "text/plain" }, "hello" end,
 }
 

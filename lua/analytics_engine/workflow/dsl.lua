@@ -25,7 +25,7 @@ local PENDING = setmetatable({}, { __mode = "k" })
 
 local function caller_where(level)
   local info = getinfo(level + 1, "Sl")
-  if not info then return "?", "?" end
+  if not info then return "?" end
   local src = info.source or "?"
   local c = src:sub(1, 1)
   if c == "@" or c == "=" then src = src:sub(2) end
@@ -62,19 +62,22 @@ local function ae_table()
   return ae_module
 end
 
+-- Everything else a `run` function may want (io, require, os.remove, …) is
+-- read from the real globals; the file's own assignments stay in its env.
+local ENV_MT = { __index = _G }
+
 --- A fresh environment for one workflow file.
 function _M.env()
-  local os_ = { date = os.date, time = os.time, getenv = os.getenv, clock = os.clock, difftime = os.difftime }
-  return {
+  return setmetatable({
     workflow = maker("workflow", WORKFLOW_MT, false),
     step = maker("step", STEP_MT, false),
     finally = maker("finally", STEP_MT, true),
-    ae = ae_table(),
-    string = copy(string), table = copy(table), math = copy(math), os = os_,
+    ae = copy(ae_table()),   -- a copy: the file cannot change the module
+    string = copy(string), table = copy(table), math = copy(math),
     tostring = tostring, tonumber = tonumber, ipairs = ipairs, pairs = pairs, next = next, select = select,
     type = type, error = error, assert = assert, print = print, pcall = pcall, xpcall = xpcall,
     _VERSION = _VERSION,
-  }
+  }, ENV_MT)
 end
 
 local function display(v)

@@ -140,6 +140,21 @@ local function output_target(p, rest)
   return best
 end
 
+-- `${outputs.X...}`: X is a step this one comes after (a finally step may
+-- use any step's outputs). Returns a message, or nil when fine.
+local function check_output(p, step, rest)
+  local target = output_target(p, rest)
+  if not target then
+    local x = rest:match("^[^.]*")
+    return located(step, fmt('uses outputs.%s but there is no step "%s"', x, x))
+  end
+  if step.is_finally and not p.by_name[target].is_finally then return nil end
+  if not _M.ancestors(p, step.name)[target] then
+    return located(step, fmt("uses outputs.%s but does not come after it", target))
+  end
+  return nil
+end
+
 -- Every `${...}` in the step's arguments and for_each names something the
 -- runner will have: a param, item/index under for_each, or the outputs of a
 -- step this one comes after.
@@ -147,7 +162,6 @@ local function check_refs(p, step)
   local sources = {}
   if type(step.args) ~= "function" then sources[#sources + 1] = { step.args, false } end
   if type(step.for_each) == "string" then sources[#sources + 1] = { step.for_each, true } end
-  local ancestors
   for _, src in ipairs(sources) do
     local refs, err = template.names(src[1])
     if not refs then return nil, located(step, (src[2] and "for_each: " or step.action .. ": ") .. err) end
@@ -155,22 +169,9 @@ local function check_refs(p, step)
       local root = template.root(path)
       local rest = path:sub(#root + 2)
       if root == "outputs" then
-        local target = output_target(p, rest)
-        if not target then
-          local x = rest:match("^[^.]*")
-          return nil, located(step, fmt('uses outputs.%s but there is no step "%s"', x, x))
-        end
-        local t = p.by_name[target]
-        local ok
-        if step.is_finally and not t.is_finally then
-          ok = true
-        else
-          ancestors = ancestors or _M.ancestors(p, step.name)
-          ok = ancestors[target] == true
-        end
-        if not ok then
-          return nil, located(step, fmt("uses outputs.%s but does not come after it", target))
-        end
+        -- `${outputs}` alone is the whole table: nothing to check
+        local e = rest ~= "" and check_output(p, step, rest)
+        if e then return nil, e end
       elseif root == "item" or root == "index" then
         if src[2] then
           return nil, located(step, fmt("for_each: uses ${%s}, which exists only inside the loop", path))

@@ -43,7 +43,8 @@ local LINES = {
     return ("application %s: %s"):format(short(ev.application_id), ev.state)
   end,
   application_stop = function(ev)
-    return ("application %s: stopping%s"):format(short(ev.application_id), ev.reason and (" (" .. ev.reason .. ")") or "")
+    local why = ev.reason and (" (" .. ev.reason .. ")") or ""
+    return ("application %s: stopping%s"):format(short(ev.application_id), why)
   end,
   retry = function(ev)
     return ("step %s: attempt %d failed (%s); retrying in %.1fs"):format(ev.step, ev.attempt, ev.error, ev.delay)

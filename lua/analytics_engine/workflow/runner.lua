@@ -99,7 +99,9 @@ function _M.attempt(self, step, scope, att, index)
   if step.action == "run" then
     local ctx = { client = self.client, params = self.params, outputs = self.outputs, item = scope.item,
                   index = index, run_id = self.run_id, step = step.name,
-                  log = function(...) self:emit { event = "log", step = step.name, message = table.concat({ ... }, " ") } end }
+                  log = function(...)
+                    self:emit { event = "log", step = step.name, message = table.concat({ ... }, " ") }
+                  end }
     local ok, res = pcall(step.args, ctx)
     if not ok then return false, tostring(res) end
     return true, res
@@ -107,7 +109,7 @@ function _M.attempt(self, step, scope, att, index)
   local args, terr = template.expand(step.args, scope)
   if terr then return false, terr, true end
   if step.action == "submit" then return submit.run(self, step, args, att, index) end
-  if step.action == "await" then return submit.await(self, step, args) end
+  if step.action == "await" then return submit.await(self, args) end
   local res, err = call_action(self, step, args)
   if res == nil then
     -- Already in the state the step asks for: done, not failed.
@@ -329,7 +331,8 @@ function _M.main(self)
   end
   if self.cancelled and self.on_cancel == "stop" then submit.stop_started(self) end
   -- finally steps: once per run, whatever happened, in declaration order.
-  for _, step in ipairs(plan.finally) do
+  for _, name in ipairs(plan.finally_order) do
+    local step = plan.by_name[name]
     local rec = self.state:step(step.name, true)
     if rec.status ~= "succeeded" and rec.status ~= "failed" then
       local ok, err = pcall(self.run_step, self, step)

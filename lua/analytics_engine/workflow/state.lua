@@ -49,7 +49,7 @@ function _M.step(self, name, is_finally)
 end
 
 --- The record of one item of a step (for_each index, or 1).
-function _M.item(self, step_rec, index)
+function _M.item(_, step_rec, index)
   local key = tostring(index)
   local it = step_rec.items[key]
   if not it then

@@ -151,7 +151,7 @@ function _M.run(self, step, body, att, index)
 end
 
 --- The await action: one id or a list of ids.
-function _M.await(self, step, ids)
+function _M.await(self, ids)
   if type(ids) == "string" then ids = { ids } end
   local outs = {}
   for i, id in ipairs(ids) do

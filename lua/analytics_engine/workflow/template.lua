@@ -181,12 +181,4 @@ function _M.root(path)
   return (path:match("^[^.]*"))
 end
 
---- True when `s` contains a `${...}` reference.
-function _M.has_refs(s)
-  if type(s) ~= "string" then return false end
-  local found = false
-  scan(s, function() end, function() found = true; return true end)
-  return found
-end
-
 return _M
