@@ -76,7 +76,7 @@ demo: deps build
 	$(AEFLOW) run workflows/seed_samples.lua
 
 lint: deps
-	luacheck -q lua spec workflows
+	luacheck -q lua spec workflows bin
 
 # busted re-executes itself under --lua; --ignore-lua keeps the specs in the
 # process valgrind watches.
