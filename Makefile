@@ -90,6 +90,8 @@ install: build
 	install -m 0755 $(AEFLOW) $(DESTDIR)$(BINDIR)/aeflow
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/analytics_engine/core.so
 	cd lua && find analytics_engine -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
+	install -d $(DESTDIR)$(PREFIX)/share/analytics-engine/apps
+	install -m 0644 workflows/apps/* $(DESTDIR)$(PREFIX)/share/analytics-engine/apps/
 
 rock: deps
 	luarocks --lua-version=5.4 make --deps-mode=none analytics-engine-scm-1.rockspec
