@@ -199,6 +199,18 @@ return workflow "timeout" {
     end
   end)
 
+  it("draws a live view on a terminal", function()
+    aeflow.write(dir, "wf.lua", [[return workflow "tty" { step "a" { submit = { application = "ok.sh" } } }]])
+    local bin = core.realpath(engine.bin())
+    local env = table.concat(aeflow.env(e, { "TERM=xterm" }), " ")
+    local cmd = ("cd '%s' && env -i %s script -qec '%s run wf.lua --poll-interval 0.1' /dev/null"):format(dir, env, bin)
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    p:close()
+    assert.truthy(out:find("\27%[%d+A\27%[J"), "no cursor movement in: " .. out)
+    assert.matches("%[%+%] a%s+succeeded", out)
+  end)
+
   it("rejects an invalid workflow with exit 2 and its file:line", function()
     aeflow.write(dir, "wf.lua", "return workflow \"bad\" {\n  step \"a\" { submit = { application = \"ok.sh\" } },\n"
       .. "  step \"b\" { after = { \"nope\" }, submit = { application = \"ok.sh\" } },\n}\n")

@@ -112,7 +112,14 @@ function _M.run(args, exe)
   local c, engine = run_client(exe, json or opt["--quiet"])
   if not c then return fail(1, "%s", engine) end
   local render = require "analytics_engine.workflow.render"
-  local emit = json and render.json(stdout) or (not opt["--quiet"] and render.lines(stdout) or nil)
+  local emit
+  if json then
+    emit = render.json(stdout)
+  elseif not opt["--quiet"] then
+    local term = os.getenv("TERM")
+    local tty = core.isatty and core.isatty(1) and term and term ~= "dumb"
+    emit = tty and render.live(stdout, core.monotime) or render.lines(stdout)
+  end
   local runner, rerr = require("analytics_engine.workflow.runner").new(plan, {
     client = c, state_path = state_path, resume = opt["--resume"], max_parallel = max_parallel,
     on_cancel = on_cancel, on_event = emit,

@@ -68,6 +68,84 @@ function _M.lines(out)
   end
 end
 
+local SYMBOL = { pending = " ", running = ">", succeeded = "+", failed = "x", skipped = "-", cancelled = "!" }
+
+local function elapsed(s)
+  if s < 60 then return ("%.0fs"):format(s) end
+  if s < 3600 then return ("%dm%02ds"):format(s // 60, math.floor(s % 60)) end
+  return ("%dh%02dm"):format(s // 3600, math.floor(s % 3600 / 60))
+end
+
+--- A live view for terminals: one row per step and per application in
+-- flight, redrawn in place at most ten times a second.
+function _M.live(out, now_fn)
+  out = out or io.stdout
+  local now_of = now_fn or os.time
+  local steps, order, apps, app_order = {}, {}, {}, {}
+  local run = { id = "", workflow = "", started = now_of() }
+  local drawn, last = 0, -1
+  local notes = {}
+
+  local function draw(force)
+    local now = now_of()
+    if not force and now - last < 0.1 then return end
+    last = now
+    local lines = { ("run %s of %s  %s"):format(run.id, run.workflow, elapsed(now - run.started)) }
+    for _, name in ipairs(order) do
+      local st = steps[name]
+      local row = ("  [%s] %-24s %-10s %s"):format(SYMBOL[st.status] or "?", name, st.status,
+        st.finished and elapsed(st.finished - st.started) or elapsed(now - st.started))
+      if st.error then row = row .. "  " .. st.error:gsub("\n.*", "") end
+      lines[#lines + 1] = row
+      for _, id in ipairs(app_order) do
+        local a = apps[id]
+        if a.step == name and not a.done then
+          lines[#lines + 1] = ("        %s  %-10s %s"):format(id, a.state, elapsed(now - a.since))
+        end
+      end
+    end
+    local buf = {}
+    if drawn > 0 then buf[#buf + 1] = ("\27[%dA\27[J"):format(drawn) end
+    for _, n in ipairs(notes) do buf[#buf + 1] = n .. "\n" end
+    notes = {}
+    for _, l in ipairs(lines) do buf[#buf + 1] = l .. "\n" end
+    out:write(table.concat(buf))
+    out:flush()
+    drawn = #lines
+  end
+
+  return function(ev)
+    local e = ev.event
+    if e == "run_start" then
+      run.id, run.workflow, run.started = ev.run_id, ev.workflow, now_of()
+    elseif e == "step_start" or e == "step_end" then
+      local st = steps[ev.step]
+      if not st then
+        st = { started = now_of() }
+        steps[ev.step] = st
+        order[#order + 1] = ev.step
+      end
+      st.status = e == "step_start" and "running" or ev.status
+      if e == "step_end" then st.finished, st.error = now_of(), ev.error end
+    elseif e == "application_submitted" or e == "application_adopted" then
+      if not apps[ev.application_id] then app_order[#app_order + 1] = ev.application_id end
+      apps[ev.application_id] = { step = ev.step, state = "SUBMITTED", since = now_of() }
+    elseif e == "application" then
+      local a = apps[ev.application_id]
+      if a then
+        if a.state ~= ev.state then a.since = now_of() end
+        a.state = ev.state
+        a.done = require("analytics_engine.client").is_terminal(ev.state)
+      end
+    elseif e == "retry" or e == "error" or e == "cancel" or e == "timeout" or e == "log" then
+      local f = LINES[e]
+      notes[#notes + 1] = os.date("%H:%M:%S") .. " " .. f(ev)
+    end
+    draw(e == "run_end" or e == "step_end" or #notes > 0)
+  end
+end
+
+
 --- The summary table: one row per step (and finally step).
 function _M.summary(plan, doc)
   local rows = { { "STEP", "STATUS", "ATTEMPTS", "SECONDS", "DETAIL" } }
