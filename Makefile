@@ -19,6 +19,11 @@ DEB_PACKAGES ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson lua
                 libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev lua-check valgrind python3 \
                 ca-certificates openssl procps
 
+# Each capability may add packages, sources, targets and extra test runs in
+# its own mk/<name>.mk (DEB_PACKAGES += ..., TEST_EXTRA += target).
+TEST_EXTRA ?=
+-include mk/*.mk
+
 WARN    ?= -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
@@ -68,6 +73,7 @@ $(AEFLOW): csrc/aeflow.c $(CORE_OBJ) $(HEADERS)
 
 test: deps build lint
 	$(BUSTED) --lua=$(LUA) -o utfTerminal spec
+	@for t in $(TEST_EXTRA); do $(MAKE) --no-print-directory $$t || exit 1; done
 
 # The client in a plain script, then a real pipeline: runtime and configs set,
 # the history server around the seed's three sample applications.
