@@ -16,22 +16,23 @@ BUILD      ?= build
 # Debian packages the build, the tests and the demo need. Installed by `make deps`
 # when missing (as root); nothing else is assumed to be on the machine.
 DEB_PACKAGES ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson lua-busted luarocks \
-                libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev lua-check valgrind python3 \
+                libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libwslay-dev lua-check valgrind python3 \
                 ca-certificates openssl procps
 
 # Each capability may add packages, sources, targets and extra test runs in
 # its own mk/<name>.mk (DEB_PACKAGES += ..., TEST_EXTRA += target).
 TEST_EXTRA ?=
+CORE_SRC  = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c csrc/websocket.c csrc/sqlite.c
+CORE_PKGS = libcurl libmicrohttpd libwslay sqlite3
 -include mk/*.mk
 
 WARN    ?= -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
-             $(shell $(PKG_CONFIG) --cflags $(LUA_PC) libcurl libmicrohttpd 2>/dev/null)
-CORE_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl libmicrohttpd 2>/dev/null)
+             $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CORE_PKGS) 2>/dev/null)
+CORE_LIBS  = $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
 LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
 
-CORE_SRC = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HEADERS  = $(wildcard csrc/*.h)
 

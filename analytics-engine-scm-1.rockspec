@@ -22,15 +22,18 @@ dependencies = {
 external_dependencies = {
   CURL = { library = "curl" },
   MICROHTTPD = { library = "microhttpd" },
+  WSLAY = { library = "wslay" },
+  SQLITE = { library = "sqlite3" },
 }
 build = {
   type = "builtin",
   modules = {
     ["analytics_engine.core"] = {
-      sources = { "csrc/core.c", "csrc/http.c", "csrc/server.c", "csrc/process.c", "csrc/fs.c" },
-      libraries = { "curl", "microhttpd" },
-      incdirs = { "$(CURL_INCDIR)", "$(MICROHTTPD_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(MICROHTTPD_LIBDIR)" },
+      sources = { "csrc/core.c", "csrc/http.c", "csrc/server.c", "csrc/process.c", "csrc/fs.c",
+                  "csrc/websocket.c", "csrc/sqlite.c" },
+      libraries = { "curl", "microhttpd", "wslay", "sqlite3" },
+      incdirs = { "$(CURL_INCDIR)", "$(MICROHTTPD_INCDIR)", "$(WSLAY_INCDIR)", "$(SQLITE_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(MICROHTTPD_LIBDIR)", "$(WSLAY_LIBDIR)", "$(SQLITE_LIBDIR)" },
       defines = { "_GNU_SOURCE" },
     },
     ["analytics_engine"] = "lua/analytics_engine/init.lua",

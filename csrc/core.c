@@ -9,5 +9,7 @@ int luaopen_analytics_engine_core(lua_State *L) {
   ae_open_server(L);
   ae_open_process(L);
   ae_open_fs(L);
+  ae_open_websocket(L);
+  ae_open_sqlite(L);
   return 1;
 }
