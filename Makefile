@@ -23,14 +23,15 @@ DEB_PACKAGES ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson lua
 # its own mk/<name>.mk (DEB_PACKAGES += ..., TEST_EXTRA += target).
 TEST_EXTRA ?=
 CORE_SRC  = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c csrc/websocket.c csrc/sqlite.c
-CORE_PKGS = libcurl libmicrohttpd libwslay sqlite3
+CORE_PKGS = libcurl libmicrohttpd sqlite3
+CORE_LDLIBS = -lwslay   # Debian's libwslay-dev ships no pkg-config file
 -include mk/*.mk
 
 WARN    ?= -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
              $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CORE_PKGS) 2>/dev/null)
-CORE_LIBS  = $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null)
+CORE_LIBS  = $(shell $(PKG_CONFIG) --libs $(CORE_PKGS) 2>/dev/null) $(CORE_LDLIBS)
 LUA_LIBS   = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
 
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
