@@ -26,7 +26,7 @@ local function compare(want, got, path, out)
   for k, wv in pairs(want) do
     local p = path .. (type(k) == "number" and ("[" .. k .. "]") or ("." .. k))
     local gv = got[k]
-    if type(k) == "number" and k > 1 then
+    if type(k) == "number" and k > 1 then -- luacheck: ignore 542
       -- arrays: the shape of the first element is enough
     elseif gv == nil then
       out[#out + 1] = p .. ": missing"
