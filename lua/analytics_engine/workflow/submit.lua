@@ -56,7 +56,11 @@ local function await_one(self, id, token)
   if summary == nil then return false, cerr and cerr.message or "cancelled" end
   local details = self.client:get_application(id)
   local app = type(details) == "table" and details or summary
-  app.state = app.state or summary.state
+  -- The vendor's page also shows details with the state inside
+  -- application_details; take it from wherever it is.
+  local inner = type(app.application_details) == "table" and app.application_details or {}
+  app.state = app.state or inner.state or summary.state
+  app.return_code = app.return_code or inner.return_code
   local out = outputs_of(app, id, token)
   if (out.state or ""):upper() == "FINISHED" then return true, out end
   local rc = out.return_code and (" (return code " .. out.return_code .. ")") or ""
