@@ -93,7 +93,7 @@ valgrind: deps build
 	  --show-leak-kinds=definite $(LUA) $$(command -v $(BUSTED)) --ignore-lua \
 	  $(wildcard spec/core_*_spec.lua)
 
-install: build
+install: build install-docs
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/analytics_engine $(DESTDIR)$(LUADIR)
 	install -m 0755 $(AEFLOW) $(DESTDIR)$(BINDIR)/aeflow
 	install -m 0755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/analytics_engine/core.so
@@ -105,4 +105,4 @@ rock: deps
 	luarocks --lua-version=5.4 make --deps-mode=none analytics-engine-scm-1.rockspec
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-jit build-asan build-fuzz

@@ -7,7 +7,11 @@
 
 #if LUA_VERSION_NUM < 502
 #define lua_rawlen(L, i) lua_objlen((L), (i))
+#ifndef luaL_newlib /* LuaJIT 2.1 has these 5.2 additions; plain 5.1 has not */
+#define AE_LUA51_AUX 1
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_register((L), NULL, (l)))
+#endif
+#ifdef AE_LUA51_AUX
 static inline void ae_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup, "too many upvalues");
   for (; l->name != NULL; l++) {
@@ -19,7 +23,6 @@ static inline void ae_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   lua_pop(L, nup);
 }
 #define luaL_setfuncs ae_setfuncs
-#define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
 static inline void *ae_testudata(lua_State *L, int ud, const char *tname) {
   void *p = lua_touserdata(L, ud);
   if (p != NULL && lua_getmetatable(L, ud)) {
@@ -31,8 +34,17 @@ static inline void *ae_testudata(lua_State *L, int ud, const char *tname) {
   return NULL;
 }
 #define luaL_testudata ae_testudata
+#endif
+#define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
 #define luaL_pushfail(L) lua_pushnil(L)
-#define lua_isinteger(L, i) 0
+/* 5.1 numbers are doubles: "integer" means a number with an integral value. */
+static inline int ae_isinteger(lua_State *L, int i) {
+  lua_Number n;
+  if (lua_type(L, i) != LUA_TNUMBER) return 0;
+  n = lua_tonumber(L, i);
+  return n >= -9007199254740992.0 && n <= 9007199254740992.0 && n == (lua_Number)(lua_Integer)n;
+}
+#define lua_isinteger ae_isinteger
 #elif LUA_VERSION_NUM < 504
 #define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
 #define luaL_pushfail(L) lua_pushnil(L)

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@
 #include <unistd.h>
 
 #include <microhttpd.h>
+
+#include "websocket.h"
 
 #define SERVER_MT "analytics_engine.HttpServer"
 
@@ -46,8 +49,11 @@ int ae_signal_count(void); /* process.c: changes when a core.signal_watch signal
 
 enum { RQ_COLLECTING, RQ_READY, RQ_PENDING, RQ_ANSWERED, RQ_DROPPED };
 
+struct wsent;
+
 typedef struct request {
   struct request *next;              /* ready queue or free list */
+  struct wsent *ent;                 /* a WebSocket upgrade answered on it */
   struct request *all_prev, *all_next; /* every live request, for close() */
   struct MHD_Connection *conn;
   const char *method, *path;         /* owned by MHD, valid until completion */
@@ -66,6 +72,20 @@ typedef struct {
   const char *k, *v;
   size_t kl, vl;
 } hdr_ref;
+
+/* An upgraded (or upgrading) WebSocket connection. The server holds the
+ * handle (a registry reference) until Lua closes it or the server closes;
+ * the entry itself lives until MHD is done with the connection, because the
+ * upgrade callback names it. */
+typedef struct wsent {
+  struct wsent *prev, *next;
+  struct server *s;
+  ae_ws *w;     /* NULL once Lua released the handle */
+  int ref;      /* registry reference to the handle */
+  request *r;   /* until MHD completes the request */
+  struct MHD_UpgradeResponseHandle *urh; /* set by the upgrade callback */
+  int news;     /* report to Lua on the next poll */
+} wsent;
 
 typedef struct server {
   struct MHD_Daemon *d;              /* NULL: closed */
@@ -89,6 +109,9 @@ typedef struct server {
   size_t nhdrs, hcap;
   int hdr_oom;
   char *tls_cert, *tls_key;
+  wsent *ws;                         /* WebSocket connections */
+  struct pollfd *pfds;               /* scratch for waiting on them */
+  size_t npfds;
 } server;
 
 /* ---------------------------------------------------------------- requests */
@@ -105,6 +128,7 @@ static request *req_new(server *s) {
     r->bcap = 0;
   }
   r->next = NULL;
+  r->ent = NULL;
   r->conn = NULL;
   r->method = r->path = NULL;
   r->query = r->qbuf;
@@ -356,12 +380,61 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
   }
 }
 
+static void ent_free(server *s, wsent *e) {
+  if (e->prev) e->prev->next = e->next;
+  else s->ws = e->next;
+  if (e->next) e->next->prev = e->prev;
+  if (e->r) e->r->ent = NULL;
+  free(e);
+}
+
+/* MHD hands over the socket (inside MHD_run: no Lua here). */
+static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra,
+                       size_t n, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh) {
+  wsent *e = cls;
+  e->urh = urh;
+  if (!e->w) { /* Lua closed the handle meanwhile */
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    ent_free(e->s, e);
+    return;
+  }
+  ae_ws_upgraded(e->w, sock, extra, n, urh);
+  e->news = 1;
+}
+
+/* The handle is released (ws:close or its __gc). */
+static void on_ws_release(lua_State *L, void *owner, ae_ws *w, void *urh) {
+  wsent *e = owner;
+  e->w = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+  e->ref = LUA_NOREF;
+  if (e->urh) {
+    MHD_upgrade_action(e->urh, MHD_UPGRADE_ACTION_CLOSE);
+    ent_free(e->s, e);
+  } else if (!e->r) {
+    ent_free(e->s, e);
+  } /* else: upgrading; on_upgrade or on_completed frees it */
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   server *s = cls;
   request *r = *con_cls;
   if (!r) return;
   *con_cls = NULL;
+  if (r->ent) {
+    wsent *e = r->ent;
+    r->ent = NULL;
+    e->r = NULL;
+    if (!e->urh && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) { /* no upgrade will come */
+      if (e->w) {
+        ae_ws_fail_upgrade(e->w, "the connection closed before the upgrade");
+        e->news = 1;
+      } else {
+        ent_free(s, e);
+      }
+    }
+  }
   if (r->suspended) {
     r->suspended = 0;
     s->nsuspended--;
@@ -383,9 +456,21 @@ static double now_mono(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void server_shutdown(server *s) {
+static void server_shutdown(lua_State *L, server *s) {
   request *r, *n;
   int i;
+  while (s->ws) { /* close every WebSocket first: MHD must not find them open */
+    wsent *e = s->ws;
+    if (e->w) {
+      ae_ws_orphan(e->w);
+      luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+    }
+    if (e->urh) MHD_upgrade_action(e->urh, MHD_UPGRADE_ACTION_CLOSE);
+    ent_free(s, e);
+  }
+  free(s->pfds);
+  s->pfds = NULL;
+  s->npfds = 0;
   if (s->d) {
     s->closing = 1;
     /* MHD_stop_daemon() must not find a suspended connection: resume every
@@ -557,11 +642,58 @@ static void push_request(lua_State *L, server *s, request *r, lua_Integer id) {
   lua_setfield(L, -2, "headers");
 }
 
+/* Pump every open WebSocket; 1 if any has news for Lua. */
+static int pump_ws(server *s) {
+  wsent *e;
+  int any = 0;
+  for (e = s->ws; e; e = e->next) {
+    if (e->w && ae_ws_pump(e->w)) e->news = 1;
+    any |= e->news;
+  }
+  return any;
+}
+
+/* Wait for the daemon and the WebSockets at once: poll() on MHD's epoll
+ * descriptor plus every upgraded socket, then run MHD and the sockets. */
+static int wait_all(server *s, int32_t ms) {
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
+  MHD_UNSIGNED_LONG_LONG mto;
+  size_t n = 1, cap = 1;
+  wsent *e;
+  for (e = s->ws; e; e = e->next) cap++;
+  if (cap > s->npfds) {
+    struct pollfd *p = realloc(s->pfds, cap * sizeof *p);
+    if (!p) return MHD_run_wait(s->d, ms > 10 ? 10 : ms) == MHD_YES;
+    s->pfds = p;
+    s->npfds = cap;
+  }
+  if (!di) return MHD_run_wait(s->d, ms > 10 ? 10 : ms) == MHD_YES; /* no epoll: short waits */
+  s->pfds[0].fd = di->epoll_fd;
+  s->pfds[0].events = POLLIN;
+  for (e = s->ws; e; e = e->next) {
+    int fd, r;
+    short ev;
+    if (!e->w) continue;
+    if (e->news) ms = 0;
+    r = ae_ws_waitfd(e->w, &fd, &ev);
+    if (r == 0) ms = 0; /* buffered bytes to process */
+    if (r != 1 || ev == 0) continue;
+    s->pfds[n].fd = fd;
+    s->pfds[n].events = ev;
+    n++;
+  }
+  if (MHD_get_timeout(s->d, &mto) == MHD_YES && (MHD_UNSIGNED_LONG_LONG)ms > mto) ms = (int32_t)mto;
+  poll(s->pfds, (nfds_t)n, ms);
+  if (MHD_run(s->d) != MHD_YES) return 0;
+  pump_ws(s);
+  return 1;
+}
+
 static int srv_poll(lua_State *L) {
   server *s = open_server(L);
   double timeout, deadline;
   lua_Integer n = 0;
-  int sigs;
+  int sigs, news = 0;
   if (!s) return 2;
   timeout = luaL_optnumber(L, 2, 0);
   if (!(timeout > 0)) timeout = 0; /* also NaN */
@@ -571,8 +703,13 @@ static int srv_poll(lua_State *L) {
   for (;;) {
     double rem = s->ready_head ? 0 : deadline - now_mono();
     int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
-    if (MHD_run_wait(s->d, ms) != MHD_YES) break;
-    if (s->ready_head || ms == 0 || now_mono() >= deadline) break;
+    if (s->ws) {
+      if (!wait_all(s, ms)) break;
+      news = pump_ws(s);
+    } else if (MHD_run_wait(s->d, ms) != MHD_YES) {
+      break;
+    }
+    if (s->ready_head || news || ms == 0 || now_mono() >= deadline) break;
     if (ae_signal_count() != sigs) break; /* let Lua see core.signal_pending() */
   }
   lua_newtable(L);
@@ -589,7 +726,118 @@ static int srv_poll(lua_State *L) {
     slot_take(s, r);
     s->pending++;
   }
+  if (s->ws) news = pump_ws(s);
+  if (news) { /* second result: the WebSockets with news (messages, or ended) */
+    wsent *e;
+    lua_Integer k = 0;
+    lua_newtable(L);
+    for (e = s->ws; e; e = e->next) {
+      if (!e->news || !e->w) continue;
+      e->news = 0;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
+      lua_rawseti(L, -2, (int)++k);
+    }
+    return 2;
+  }
   return 1;
+}
+
+/* server:accept_websocket(id [, opts]) -> ws | nil, err: answer request id
+ * with 101 Switching Protocols. opts: headers (extra response headers),
+ * max_message_size, control_frames. The handle is usable once the upgrade
+ * is done (its state turns "open" in a later poll); poll's second result
+ * lists handles with news. */
+static int srv_accept_websocket(lua_State *L) {
+  server *s = open_server(L);
+  const char *err, *key, *v;
+  char accept[29];
+  request *r;
+  struct MHD_Response *resp;
+  wsent *e;
+  ae_ws *w;
+  if (!s) return 2;
+  luaL_checkinteger(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (!lua_isnil(L, 3)) { /* check types first: nothing below may raise */
+    lua_getfield(L, 3, "headers");
+    if (!lua_isnil(L, -1)) {
+      luaL_argcheck(L, lua_istable(L, -1), 3, "headers must be a table");
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+          luaL_argerror(L, 3, "header names and values must be strings");
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  err = slot_lookup(s, lua_tointeger(L, 2), &r);
+  if (err) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+  v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
+  if (!key || !v || strcasecmp(v, "websocket") != 0 || strcmp(r->method, "GET") != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "not a WebSocket upgrade request");
+    return 2;
+  }
+  v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+  if (!v || strcmp(v, "13") != 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "unsupported Sec-WebSocket-Version (13 is required)");
+    return 2;
+  }
+  ae_ws_accept_key(key, strlen(key), accept);
+  w = ae_ws_new_server(L, lua_isnil(L, 3) ? 0 : 3); /* may raise: nothing acquired yet */
+  e = calloc(1, sizeof *e);
+  if (!e) return luaL_error(L, "out of memory");
+  resp = MHD_create_response_for_upgrade(on_upgrade, e);
+  if (!resp) {
+    free(e);
+    return luaL_error(L, "out of memory");
+  }
+  if (MHD_add_response_header(resp, "Upgrade", "websocket") != MHD_YES ||
+      MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept) != MHD_YES)
+    goto oom;
+  if (!lua_isnil(L, 3)) {
+    lua_getfield(L, 3, "headers");
+    if (!lua_isnil(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (MHD_add_response_header(resp, lua_tostring(L, -2), lua_tostring(L, -1)) != MHD_YES) {
+          lua_pop(L, 3);
+          goto oom;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  e->s = s;
+  e->w = w;
+  e->r = r;
+  lua_pushvalue(L, -1);
+  e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->next = s->ws;
+  if (s->ws) s->ws->prev = e;
+  s->ws = e;
+  r->ent = e;
+  ae_ws_set_owner(w, e, on_ws_release);
+  r->resp = resp;
+  r->status = 101;
+  r->state = RQ_ANSWERED;
+  slot_release(s, r, 0);
+  s->pending--;
+  MHD_resume_connection(r->conn);
+  return 1;
+oom:
+  MHD_destroy_response(resp);
+  free(e);
+  return luaL_error(L, "out of memory");
 }
 
 static int is_content_length(const char *k) {
@@ -694,13 +942,13 @@ static int srv_drop(lua_State *L) {
 }
 
 static int srv_close(lua_State *L) {
-  server_shutdown(check_server(L));
+  server_shutdown(L, check_server(L));
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int srv_gc(lua_State *L) {
-  server_shutdown(check_server(L));
+  server_shutdown(L, check_server(L));
   return 0;
 }
 
@@ -814,7 +1062,7 @@ static int l_http_server(lua_State *L) {
     s->tls_key = strdup(key);
     if (!s->tls_cert || !s->tls_key) {
       close(fd);
-      server_shutdown(s);
+      server_shutdown(L, s);
       luaL_pushfail(L);
       lua_pushliteral(L, "out of memory");
       return 2;
@@ -825,14 +1073,14 @@ static int l_http_server(lua_State *L) {
   }
   OPT(MHD_OPTION_END, 0, NULL);
 #undef OPT
-  flags |= MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+  flags |= MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_TURBO;
   if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES) flags |= MHD_USE_EPOLL;
 
   s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops,
                           MHD_OPTION_END);
   if (!s->d) {
     close(fd);
-    server_shutdown(s);
+    server_shutdown(L, s);
     return fail_msg(L, "start HTTP server on %s:%d: %s", hostport, s->port,
                     tls ? "libmicrohttpd refused (bad TLS certificate or key?)"
                         : "libmicrohttpd refused");
@@ -844,6 +1092,7 @@ void ae_open_server(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"port", srv_port},   {"poll", srv_poll}, {"respond", srv_respond},
       {"drop", srv_drop},   {"pending", srv_pending}, {"close", srv_close},
+      {"accept_websocket", srv_accept_websocket},
       {NULL, NULL}};
   ae_newclass(L, SERVER_MT, methods, srv_gc, srv_tostring);
   lua_pushcfunction(L, l_http_server);

@@ -153,8 +153,16 @@ describe("client against the local engine", function()
   end)
 
   describe("kernels without a Jupyter Server", function()
+    -- CI has Jupyter installed: this engine is told not to use it.
+    local ne, nc
+    lazy_setup(function()
+      ne = engine.start{ "--no-jupyter" }
+      nc = client_for(ne)
+    end)
+    lazy_teardown(function() engine.stop(ne) end)
+
     it("answer 503 with what to install", function()
-      local _, err = c:list_kernels()
+      local _, err = nc:list_kernels()
       assert.equals(503, err.status)
       assert.matches("python3%-jupyter%-server", err.message)
     end)

@@ -9,6 +9,12 @@ local function read(path)
   return s
 end
 
+-- os.execute's success: true on Lua 5.2+, 0 on 5.1/LuaJIT.
+local function sh(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
@@ -49,7 +55,7 @@ describe("core process helpers", function()
       local out = dir .. "/out.log"
       local pid = assert(core.spawn{ argv = { "sh", "-c", "echo hi; echo oops >&2; exit 3" },
                                      stdout = out })
-      assert.is_true(math.type(pid) == "integer" and pid > 0)
+      assert.is_true((math.type and math.type(pid) == "integer" or pid % 1 == 0) and pid > 0)
       local how, code = wait_exit(pid)
       assert.equal("exited", how)
       assert.equal(3, code)
@@ -178,7 +184,7 @@ describe("core process helpers", function()
       end
       assert.is_number(gpid)
       assert.is_true(alive(gpid))
-      assert.is_true(os.execute("kill -0 " .. gpid .. " 2>/dev/null"))
+      assert.is_true(sh("kill -0 " .. gpid .. " 2>/dev/null"))
       assert.is_true(core.kill(pid, "TERM"))
       assert.same({ "signaled", 15 }, { wait_exit(pid) })
       deadline = core.monotime() + 5
@@ -281,7 +287,7 @@ describe("core process helpers", function()
     it("records a watched signal until it is read", function()
       assert.is_true(core.signal_watch{ "USR1", "SIGUSR2" })
       assert.is_nil(core.signal_pending())
-      assert.is_true(os.execute("kill -USR2 " .. core.getpid()))
+      assert.is_true(sh("kill -USR2 " .. core.getpid()))
       local deadline = core.monotime() + 2
       local name
       while not name and core.monotime() < deadline do

@@ -332,12 +332,16 @@ describe("local engine", function()
     end)
   end)
 
-  describe("kernels", function()
+  describe("kernels without Jupyter (--no-jupyter)", function()
+    local nj
+    lazy_setup(function() nj = helper.start({ "--no-jupyter" }) end)
+    lazy_teardown(function() helper.stop(nj) end)
     for _, c in ipairs({ { "GET", "/jkg/api/kernelspecs" }, { "GET", "/jkg/api/kernels" },
                          { "POST", "/jkg/api/kernels" }, { "GET", "/jkg/api/kernels/" .. MISSING },
                          { "GET", "/jkg/api/kernels/" .. MISSING .. "/channels" } }) do
       it(c[1] .. " " .. c[2] .. " answers 503 naming what kernels need", function()
-        local status, b, h = req(c[1], c[2], c[1] == "POST" and { name = "python310" } or nil)
+        local status, b, h = helper.request(nj, c[1], helper.v4(nj, c[2]),
+          c[1] == "POST" and { name = "python310" } or nil)
         assert_error(status, b, h, 503)
         assert.truthy(b.errors[1].message:find("Jupyter Server", 1, true))
       end)

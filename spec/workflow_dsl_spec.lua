@@ -139,7 +139,7 @@ describe("invalid workflow files", function()
   local cases = {
     { "unknown_key", 3, [[step "ingest": unknown key 'retires' (did you mean 'retries'?)]] },
     { "no_action", 2, [[step "nothing": needs an action: one of await, create_cluster, create_kernel, ]]
-      .. [[delete_cluster, delete_kernel, delete_limits, set_configs, set_limits, set_runtime, ]]
+      .. [[delete_cluster, delete_kernel, delete_limits, kernel, set_configs, set_limits, set_runtime, ]]
       .. [[start_history_server, stop_application, stop_history_server, submit, update_configs, call, run]] },
     { "two_actions", 3, [[step "both": has two actions: submit and run]] },
     { "bad_type", 2, [[step "ingest": retries: expected a non-negative integer, got "two"]] },

@@ -302,14 +302,37 @@ describe("aeflow run against a faulty engine", function()
     assert.equals(0, code)
     local orphan_id = aeflow.applications(e)[1].application_id
     assert.matches(orphan_id, out, 1, true)
-    code, out = aeflow.run({ "run", "wf.lua", "--state", "s.json", "--resume", "--poll-interval", "0.2" },
-      { dir = dir, engine = e })
+    code, out = aeflow.run({ "run", "wf.lua", "--state", "s.json", "--resume", "--poll-interval", "0.2",
+                             "--submit-grace", "5" }, { dir = dir, engine = e })
     assert.equals(0, code, out)
     assert.matches("adopted application " .. orphan_id, out, 1, true)
     assert.equals(1, #aeflow.applications(e))
     code, out = aeflow.run({ "orphans", "--state", "s.json" }, { dir = dir, engine = e })
     assert.equals(0, code)
     assert.equals("", out)
+  end)
+
+  it("waits for a stalled submission after a crash instead of sending it again", function()
+    local e = engine.start { "--faults", "1", "--fault-kinds", "delay", "--fault-ops", "create_application",
+                             "--fault-delay", "4" }
+    local dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-wf-"))
+    finally(function() engine.stop(e); os.execute("rm -rf '" .. dir .. "'") end)
+    aeflow.write(dir, "ok.sh", "exit 0\n")
+    aeflow.write(dir, "wf.lua", [[return workflow "stall" { step "a" { submit = { application = "ok.sh" } } }]])
+    local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json" }, { dir = dir, engine = e })
+    engine.eventually(function()
+      local st = state_of(dir .. "/s.json")
+      local it = st and st.steps.a and st.steps.a.items["1"]
+      return it and it.attempts[1] and it.attempts[1].intent_at
+    end, 30)
+    core.kill(h.pid, "KILL")
+    aeflow.wait(h)
+    -- Resume at once, while the engine still holds the first POST.
+    local code, out = aeflow.run({ "run", "wf.lua", "--state", "s.json", "--resume", "--poll-interval", "0.2",
+                                   "--submit-grace", "8" }, { dir = dir, engine = e })
+    assert.equals(0, code, out)
+    assert.matches("adopted application", out)
+    assert.equals(1, #aeflow.applications(e))
   end)
 
   it("completes 100 applications under 20% injected faults with no duplicates", function()
@@ -325,7 +348,7 @@ return workflow "chaos" {
   step "many" { for_each = items, max_parallel = 25, submit = { application = "ok.sh" },
                 retries = 6, retry_delay = 0.05 },
 }]])
-    local code, out, err = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.2", "--quiet" },
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.2", "--submit-grace", "3", "--quiet" },
       { dir = dir, engine = e, timeout = 300 })
     assert.equals(0, code, out .. err)
     local apps = aeflow.applications(e)

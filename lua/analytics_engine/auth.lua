@@ -56,11 +56,15 @@ end
 mt.__tostring = function(self) return "auth(" .. self.kind .. ")" end
 
 --- The Authorization header value, exchanging for a token when needed.
--- `fetch(req)` is the client's raw transport call.
+-- `fetch(req)` is the client's raw transport call; `now` is the transport's
+-- clock reading, or a function returning it (read only for exchanged tokens,
+-- so a fixed header costs no clock call).
 function _M.header_value(self, fetch, base_url, now)
-  if self.kind == "none" then return nil end
-  if self.header and self.kind ~= "exchange" then return self.header end
-  if self.header and now < self.refresh_at then return self.header end
+  local kind, header = self.kind, self.header
+  if kind == "none" then return nil end
+  if header and kind ~= "exchange" then return header end
+  if type(now) == "function" then now = now() end
+  if header and now < self.refresh_at then return header end
   return self:exchange(fetch, base_url, now)
 end
 

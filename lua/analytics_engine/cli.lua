@@ -17,7 +17,10 @@ commands:
                                is configured)
   validate FILE                check a workflow without contacting anything
   plan FILE                    the DAG and every request it would make
-  graph FILE [--format dot|mermaid]
+  graph FILE [--format dot|mermaid|svg|png] [-o FILE]
+                               the step graph (svg and png need Graphviz)
+  report STATE_FILE [-o FILE] [--format html|md]
+                               a run's report: graph, time line, outputs
   orphans [--state F]... [--stop]
                                applications with a run token no state file knows
   exec FILE                    run a plain Lua script with `client` ready
@@ -27,6 +30,8 @@ commands:
   serve [--port N] [--data DIR] [--host H] [--faults RATE] ...
                                run the local engine (the v4 API on this machine)
   serve --stop [--data DIR]    stop a local engine started in the background
+  logs APP_ID [--stream stderr] [--follow]
+                               an application's output on the local engine
   help [COMMAND]               this text, or one command's
   --version                    print the version
 
@@ -47,13 +52,19 @@ Exit status: 0 success, 1 the call failed (the error on stderr), 2 usage.
 Run `aeflow operations` for the list.]],
   run = [[
 usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
-                  [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S] [--quiet]
+                  [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S]
+                  [--max-poll-interval S] [--submit-grace S] [--quiet] [--report FILE]
 
 Runs the workflow FILE returns. The state file (default .aeflow/NAME.state.json)
 records every submission before it is sent; --resume continues a run that
 crashed or was killed, adopting applications already accepted. SIGINT/SIGTERM
 cancel: stop the applications this run started (unless --on-cancel leave), run
-the finally steps, exit 130. --json prints NDJSON events.
+the finally steps, exit 130. --submit-grace S (default 120): how long after a
+submission whose answer was lost the service may still act on it; the runner
+looks for it by its token that long before sending it again. --json prints
+NDJSON events. --report FILE writes
+the run's report at the end, also of a failed or cancelled run (FILE.md:
+Markdown, anything else: HTML; see `aeflow help report`).
 Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancelled.]],
   exec = [[
 usage: aeflow exec FILE [ARGS...]
@@ -70,23 +81,38 @@ usage: aeflow plan FILE [--param k=v]...
 
 Prints the order of the steps and every request each would make; nothing is sent.]],
   graph = [[
-usage: aeflow graph FILE [--format dot|mermaid]
+usage: aeflow graph FILE [--format dot|mermaid|svg|png] [-o FILE] [--param k=v]...
 
-Prints the step graph as Graphviz dot (default) or a Mermaid flowchart.]],
+Prints the step graph as Graphviz dot (default) or a Mermaid flowchart, or
+renders it as SVG or PNG with Graphviz's `dot` (Debian package graphviz).
+-o writes to FILE instead of standard output.]],
+  report = [[
+usage: aeflow report STATE_FILE [-o FILE] [--format html|md]
+
+Writes the report of a run from its state file (default .aeflow/NAME.state.json):
+one self-contained HTML page (no scripts, no network) with the step graph, a
+time line of steps and applications (submitted, queued, running, finished;
+retries, timeouts and cancels marked), durations, outputs, errors and, for a
+local engine, links to each application's logs. --format md writes a Markdown
+summary for CI job summaries. Default FILE: report.html (report.md); -o - writes
+to standard output; the format follows FILE's extension when not given.
+Exit status: 0 written, 1 the state file could not be read or the report written,
+2 usage.]],
+  operations = [[
+usage: aeflow operations
+
+Lists every API operation `aeflow call` knows: name, HTTP method and path.]],
+  help = [[
+usage: aeflow help [COMMAND]
+
+Prints the overview, or one command's usage. `aeflow COMMAND --help` does the same.]],
   orphans = [[
 usage: aeflow orphans [--state FILE]... [--stop] [--json]
 
 Lists applications on the instance that carry an aeflow run token which no
 state file (default: .aeflow/*.state.json) records with that application id:
 submissions whose runner died before saving the id. --stop stops them.]],
-  serve = [[
-usage: aeflow serve [--host 127.0.0.1] [--port 0] [--data DIR] [--app-root DIR]
-                    [--faults RATE] [--fault-kinds 429,500,503,reset,reset-after,delay]
-                    [--fault-seed N] [--token-ttl SECONDS] [--users FILE] [--quiet]
-       aeflow serve --stop [--data DIR]
-
-Serves the Analytics Engine v4 API on this machine. It prints its URL and
-instance id; the API key of its local user is in DIR/credentials.json (0600).]],
+  serve = require "analytics_engine.engine.usage",
 }
 
 local function fail(code, fmt, ...)
@@ -174,8 +200,9 @@ local function cmd_call(args, exe)
   if args[#op.ids + 3] then return fail(2, "call %s: too many arguments", name) end
   local c, cerr = _M.connect(exe)
   if not c then return fail(1, "%s", cerr) end
-  local res, err = c:call(name, table.unpack(call_args, 1, #op.ids + 1))
-  if res == nil then return fail(1, "%s", tostring(err)) end
+  local res, err = c:call(name, table.unpack(call_args))
+  -- Bad input found before anything was sent is a usage error.
+  if res == nil then return fail(err.code == "invalid_argument" and 2 or 1, "%s", tostring(err)) end
   stdout:write(res == true and "{}" or util.json_pretty(res), "\n")
   return 0
 end
@@ -207,6 +234,10 @@ local wf = require "analytics_engine.workflow.cli"
 local COMMANDS = { call = cmd_call, serve = cmd_serve, operations = cmd_operations,
                    run = wf.run, validate = wf.validate, plan = wf.plan, graph = wf.graph,
                    orphans = wf.orphans, exec = wf.exec }
+COMMANDS.report = wf.report
+local logs_cli = require "analytics_engine.logs_cli"
+COMMANDS.logs, HELP.logs = logs_cli.main, logs_cli.HELP
+_M.COMMANDS, _M.HELP = COMMANDS, HELP -- for the spec that every verb has help
 
 function _M.main(argv, exe)
   local verb = argv[1]

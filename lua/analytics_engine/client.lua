@@ -1,4 +1,6 @@
 --- The client: one method per row of api.lua, plus waiting helpers.
+-- The generated methods are listed in the analytics_engine.operations page.
+-- @classmod analytics_engine.client
 -- Policy lives here (validation, auth, retries, errors); the transport only
 -- moves bytes.
 local api = require "analytics_engine.api"
@@ -13,7 +15,9 @@ local VERSION = "0.1.0"
 local _M = { VERSION = VERSION }
 local mt = { __index = _M }
 
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
+-- cjson.safe directly: util.json_decode only adds a call.
+local json_decode = require("cjson.safe").decode
 
 local function describe(v)
   if type(v) == "string" then
@@ -26,9 +30,12 @@ end
 local function load_transport(name, opts)
   if type(name) == "table" then return name end
   if name == nil then
-    -- Inside a yieldable nginx phase the curl transport would block the worker.
+    -- Under nginx the curl transport would block the worker in a request
+    -- handler: cosockets where the phase can yield, curl elsewhere, decided
+    -- per call (a client made in init_by_lua also serves handlers).
     local ngx = rawget(_G, "ngx")
-    name = (ngx and ngx.get_phase and pcall(require, "analytics_engine.transport.ngx")) and "ngx" or "curl"
+    if ngx and ngx.get_phase and ngx.socket then return require("analytics_engine.transport.ngx").auto(opts) end
+    name = "curl"
   end
   if name ~= "curl" and name ~= "ngx" then
     error("bad argument: transport must be 'curl', 'ngx' or a transport object, got " .. describe(name), 3)
@@ -39,6 +46,14 @@ end
 --- Make a client. Settings not given come from AE_* variables and the
 -- profile file. Returns the client, or nil and an error for a configuration
 -- that cannot work (missing url, malformed instance id, unreadable profile).
+-- @tparam[opt] table opts url, instance_id, auth = { token | username + api_key | username + password
+-- [, exchange] }, cafile, capath, insecure, proxy, connect_timeout, timeout, retries (a policy table or
+-- false), transport ("curl", "ngx" or an object), user_agent, on_request (a function called per request)
+-- @treturn analytics_engine.client the client
+-- @return nil and an error object (code "invalid") for a configuration that cannot work
+-- @raise a non-table `opts` or an unknown transport name (programmer mistakes)
+-- @usage local c = assert(ae.client { url = "https://cpd.example.com", instance_id = "…uuid…",
+--                                  auth = { username = "admin", api_key = os.getenv("AE_API_KEY") } })
 function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'client' (table expected, got " .. type(opts) .. ")", 2)
@@ -65,11 +80,18 @@ function _M.new(opts)
     policy = cfg.retries == false and retry.new { max_attempts = 1 } or retry.new(cfg.retries),
     user_agent = cfg.user_agent or ("analytics-engine-lua/" .. VERSION),
     on_request = cfg.on_request,
+    header_cache = {}, -- see request_headers
+    targets = {},      -- see fixed_target
   }, mt)
+  -- Made once: the auth exchange's raw transport call and its clock.
+  self.fetch = function(r) return self.transport:request(r) end
+  self.clock = function() return self.transport:now() end
   self.transport = load_transport(cfg.transport, {
     connect_timeout = cfg.connect_timeout or 10, timeout = cfg.timeout or 120,
     cafile = cfg.cafile, capath = cfg.capath, insecure = cfg.insecure == true,
     max_response_size = cfg.max_response_size, proxy = cfg.proxy,
+    -- ngx transport only: its connection pool.
+    pool = cfg.pool, pool_size = cfg.pool_size, keepalive_timeout = cfg.keepalive_timeout,
   })
   return self
 end
@@ -101,15 +123,23 @@ local function wrap_body(op, body)
   return out
 end
 
+-- What an error names: the request and its operation (made only on failure).
+local function context(op, method, path)
+  return { method = method, path = path, operation = op.name }
+end
+
+local function blank(s) return not s:find("%S") end
+
 -- Decode a success answer: a table, or true when there is no body.
-local function decode_success(res, ctx)
+local function decode_success(res, op, path)
   local body = res.body
-  if res.status == 204 or body == nil or body:find("^%s*$") then return true end
-  local doc, derr = util.json_decode(body)
+  if res.status == 204 or body == nil or body == "" then return true end
+  local doc, derr = json_decode(body)
   if doc == nil then
+    if blank(body) then return true end
     return nil, errors.new {
-      status = res.status, code = "bad_response", method = ctx.method, path = ctx.path,
-      operation = ctx.operation,
+      status = res.status, code = "bad_response", method = op.method, path = path,
+      operation = op.name,
       message = ("the server answered %d with a body that is not valid JSON (%s)"):format(res.status,
         tostring(derr)):gsub("[\r\n]", " "),
       body = body:sub(1, 4096), retryable = false,
@@ -118,38 +148,50 @@ local function decode_success(res, ctx)
   return doc
 end
 
---- Send one prepared request with auth and the retry policy.
--- req: { method, path (with query), body (string) , content_type }
-function _M.send(self, op, req)
+-- The request headers for one Authorization value and content type, kept
+-- per client and never changed once made (a queued request may still hold
+-- them), so the common call builds none; a transport that can check and
+-- format them once (`prepare_headers`) gets them in that form.
+local function request_headers(self, tr, authz, content_type)
+  local key = content_type or false
+  local c = self.header_cache[key]
+  local ua = self.user_agent
+  if c and c.authz == authz and c.ua == ua and c.tr == tr then return c.headers end
+  local h = { Accept = "application/json", ["User-Agent"] = ua, Authorization = authz, ["Content-Type"] = content_type }
+  if tr.prepare_headers then h = tr:prepare_headers(h) end
+  self.header_cache[key] = { authz = authz, ua = ua, tr = tr, headers = h }
+  return h
+end
+
+-- One operation's request with auth and the retry policy. `path` includes
+-- the query; `url` is self.url .. path.
+local function perform(self, op, method, path, url, body, content_type)
   local tr = self.transport
-  local ctx = { method = req.method, path = req.path, operation = op.name }
   local policy = self.policy
-  local fetch = function(r) return tr:request(r) end
   local attempt, reauthed = 0, false
+  if body then content_type = content_type or "application/json" end
   while true do
     attempt = attempt + 1
-    local headers = { Accept = "application/json", ["User-Agent"] = self.user_agent }
-    if req.body then headers["Content-Type"] = req.content_type or "application/json" end
-    local authz, err = self.auth:header_value(fetch, self.url, tr:now())
+    local authz, err = self.auth:header_value(self.fetch, self.url, self.clock)
     local res
     if authz or not err then
-      headers.Authorization = authz
-      local started = tr:now()
+      local on_request = self.on_request
+      local started = on_request and tr:now()
       local terr
       -- A fresh connection for requests that create: libcurl would otherwise
       -- re-send one whose reused connection dropped, behind our back.
-      res, terr = tr:request { method = req.method, url = self.url .. req.path, headers = headers, body = req.body,
-                               fresh_connect = op.creates or nil }
-      if self.on_request then
-        self.on_request { operation = op.name, method = req.method, path = req.path, attempt = attempt,
-                          status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started }
+      res, terr = tr:request { method = method, url = url, headers = request_headers(self, tr, authz, content_type),
+                               body = body, fresh_connect = op.creates or nil }
+      if on_request then
+        on_request { operation = op.name, method = method, path = path, attempt = attempt,
+                     status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started }
       end
       if not res then
-        err = errors.from_transport(terr, ctx)
+        err = errors.from_transport(terr, context(op, method, path))
       elseif op.ok_set[res.status] then
-        return decode_success(res, ctx)
+        return decode_success(res, op, path)
       else
-        err = errors.from_response(res, ctx)
+        err = errors.from_response(res, context(op, method, path))
       end
     end
     -- A rejected token is refreshed once; that attempt does not count.
@@ -171,23 +213,61 @@ function _M.send(self, op, req)
   end
 end
 
---- Call an operation by name: ids first, then the body or query table.
-function _M.call(self, name, ...)
-  local op = api.by_name[name]
-  if not op then error("bad argument #1 to 'call' (unknown operation " .. describe(name) .. ")", 2) end
-  local values = { instance_id = self.instance_id }
-  local n = select("#", ...)
-  local args = { ... }
-  for i, id in ipairs(op.ids) do
-    local v = args[i]
-    if not util.is_uuid(v) then
-      return nil, errors.invalid(name, ("%s %s is not a valid id (expected a lower-case UUID such as "
-        .. "e64c907a-e82f-46fd-addc-ccfafbd28b09); nothing was sent"):format(id, describe(v)))
-    end
-    values[id] = v
+--- Send one prepared request with auth and the retry policy.
+-- req: { method, path (with query), body (string), content_type }
+-- Every operation goes through here unless a client instance leaves it alone
+-- (kernel.jupyter_client replaces it to map paths): then calls skip the table.
+function _M.send(self, op, req)
+  return perform(self, op, req.method or op.method, req.path, self.url .. req.path, req.body, req.content_type)
+end
+local class_send = _M.send
+
+-- Through an instance's own `send` when it has one, else straight on.
+local function dispatch(self, op, path, url, body, content_type)
+  local send = self.send
+  if send ~= class_send then
+    return send(self, op, { method = op.method, path = path, body = body, content_type = content_type })
   end
-  local rest = args[#op.ids + 1]
-  local req = { method = op.method, path = api.expand(op, values) }
+  return perform(self, op, op.method, path, url or (self.url .. path), body, content_type)
+end
+
+-- The path and URL of an operation without ids, made once per client.
+local function fixed_target(self, op)
+  local cache = self.targets
+  if cache.instance_id ~= self.instance_id or cache.url ~= self.url then
+    cache = { instance_id = self.instance_id, url = self.url }
+    self.targets = cache
+  end
+  local t = cache[op]
+  if not t then
+    local path = api.expand(op, { instance_id = self.instance_id })
+    t = { path = path, url = self.url .. path }
+    cache[op] = t
+  end
+  return t
+end
+
+local function call(self, op, ...)
+  local name, ids = op.name, op.ids
+  local nids = #ids
+  local path, url
+  if nids == 0 then
+    local t = fixed_target(self, op)
+    path, url = t.path, t.url
+  else
+    local values = { instance_id = self.instance_id }
+    for i = 1, nids do
+      local v = (select(i, ...))
+      if not util.is_uuid(v) then
+        return nil, errors.invalid(name, ("%s %s is not a valid id (expected a lower-case UUID such as "
+          .. "e64c907a-e82f-46fd-addc-ccfafbd28b09); nothing was sent"):format(ids[i], describe(v)))
+      end
+      values[ids[i]] = v
+    end
+    path = api.expand(op, values)
+  end
+  local rest = (select(nids + 1, ...))
+  local body, content_type
   if op.body then
     if rest == nil and op.optional_body then rest = {} end
     if type(rest) ~= "table" then
@@ -198,22 +278,45 @@ function _M.call(self, name, ...)
     if not encoded then
       return nil, errors.invalid(name, "the request body cannot be encoded as JSON: " .. tostring(jerr))
     end
-    req.body = encoded
-    req.content_type = op.body == "merge-patch" and "application/merge-patch+json" or "application/json"
+    body = encoded
+    content_type = op.body == "merge-patch" and "application/merge-patch+json" or "application/json"
   elseif op.query then
     if rest ~= nil and type(rest) ~= "table" then
       return nil, errors.invalid(name, ("the query must be a table, got %s"):format(describe(rest)))
     end
-    req.path = req.path .. query_string(op, rest)
-  elseif n > #op.ids then
-    return nil, errors.invalid(name, ("takes %d argument(s), got %d"):format(#op.ids, n))
+    local q = query_string(op, rest)
+    if q ~= "" then path, url = path .. q, nil end
+  elseif select("#", ...) > nids then
+    return nil, errors.invalid(name, ("takes %d argument(s), got %d"):format(nids, select("#", ...)))
   end
-  return self:send(op, req)
+  return dispatch(self, op, path, url, body, content_type)
+end
+
+--- Call an operation by name: ids first, then the body or query table.
+-- @param self the client
+-- @string name an operation of api.lua (see analytics_engine.operations)
+-- @param ... the operation's ids in path order, then its body or query table
+-- @treturn table|boolean the decoded answer (true for an answer without a body)
+-- @return nil and an error object
+-- @raise an unknown operation name
+-- @usage local apps = assert(c:call("list_applications", { state = "RUNNING" }))
+function _M.call(self, name, ...)
+  local op = api.by_name[name]
+  if not op then error("bad argument #1 to 'call' (unknown operation " .. describe(name) .. ")", 2) end
+  return call(self, op, ...)
 end
 
 for _, op in ipairs(api.operations) do
-  local name = op.name
-  _M[name] = function(self, ...) return self:call(name, ...) end
+  if #op.ids == 0 and not op.body and not op.query then
+    -- No ids, body or query: the path is fixed, nothing to check but the count.
+    _M[op.name] = function(self, ...)
+      if select("#", ...) > 0 then return call(self, op, ...) end
+      local t = fixed_target(self, op)
+      return dispatch(self, op, t.path, t.url)
+    end
+  else
+    _M[op.name] = function(self, ...) return call(self, op, ...) end
+  end
 end
 
 local TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true,
@@ -221,10 +324,15 @@ local TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINAT
 _M.TERMINAL_STATES = TERMINAL
 
 --- True for a state no application leaves (case-insensitive; unknown → false).
+-- @string state an application state
+-- @treturn boolean
+-- @usage if c.is_terminal(app.state) then ... end
 function _M.is_terminal(state)
   return type(state) == "string" and TERMINAL[state:upper()] == true
 end
 
 require("analytics_engine.waiter").install(_M)
+require("analytics_engine.connect").install(_M)
+require("analytics_engine.kernel").install(_M)
 
 return _M

@@ -26,12 +26,12 @@ function _M.load_profile(path, name, file_mode)
   if not path then return {} end
   local f = io.open(path, "rb")
   if not f then return {} end
-  local src = f:read("a")
+  local src = f:read("*a")
   f:close()
   if file_mode then
     local mode = file_mode(path)
-    if mode and mode & 0x3f ~= 0 then -- any group/other permission bit
-      return nil, ("%s is readable by others (mode %o); run: chmod 600 %s"):format(path, mode & 0x1ff, path)
+    if mode and mode % 64 ~= 0 then -- any group/other permission bit (mode & 0x3f, as arithmetic for 5.1)
+      return nil, ("%s is readable by others (mode %o); run: chmod 600 %s"):format(path, mode % 512, path)
     end
   end
   local doc, err = util.json_decode(src)

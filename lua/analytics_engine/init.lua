@@ -15,6 +15,13 @@ local _M = {
 }
 
 --- Make a client (see client.new).
+-- @tparam[opt] table opts settings; those not given come from AE_* variables, then the profile file
+-- @treturn analytics_engine.client the client, whose methods are the API operations
+-- @return nil and an error object when the configuration cannot work (no URL, bad instance id)
+-- @usage local ae = require "analytics_engine"
+-- local c = assert(ae.client())          -- AE_URL, AE_INSTANCE_ID, AE_API_KEY ...
+-- local app = assert(c:create_application { application = "/jobs/etl.py" })
+-- local done = assert(c:wait_for_application(app.application_id, { timeout = 3600 }))
 function _M.client(opts)
   return client.new(opts)
 end

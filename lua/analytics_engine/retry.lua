@@ -32,8 +32,10 @@ function _M.parse_retry_after(v, now)
   local m = months[mon]
   if not m then return nil end
   -- os.time reads a local-time table; correct by the zone offset of the epoch.
-  local t = os.time { year = tonumber(y), month = m, day = tonumber(d), hour = tonumber(h),
-                      min = tonumber(mi), sec = tonumber(s) }
+  -- A server may send any year; os.time raises for one it cannot represent.
+  local ok, t = pcall(os.time, { year = tonumber(y), month = m, day = tonumber(d), hour = tonumber(h),
+                                 min = tonumber(mi), sec = tonumber(s) })
+  if not ok or not t then return nil end
   local offset = os.time(os.date("!*t", 0)) - os.time(os.date("*t", 0))
   local at = t - offset
   local delta = at - (now or os.time())

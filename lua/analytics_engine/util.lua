@@ -17,8 +17,9 @@ end
 --- A random version-4 UUID from the core's getrandom().
 function _M.uuid4(random_bytes)
   local b = { byte(random_bytes(16), 1, 16) }
-  b[7] = (b[7] & 0x0f) | 0x40
-  b[9] = (b[9] & 0x3f) | 0x80
+  -- Bit operations as arithmetic so the file also loads on Lua 5.1/LuaJIT.
+  b[7] = b[7] % 16 + 0x40 -- version 4
+  b[9] = b[9] % 64 + 0x80 -- variant 10xx
   local hex = {}
   for i = 1, 16 do hex[i] = ("%02x"):format(b[i]) end
   local s = concat(hex)
@@ -32,12 +33,13 @@ local function b64encode(s, alphabet, pad)
   local out = {}
   for i = 1, #s, 3 do
     local a, b, c = byte(s, i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local i1, i2, i3, i4 = floor(n / 262144) + 1, floor(n / 4096) % 64 + 1, floor(n / 64) % 64 + 1, n % 64 + 1
     local q = {
-      alphabet:sub((n >> 18) + 1, (n >> 18) + 1),
-      alphabet:sub(((n >> 12) & 63) + 1, ((n >> 12) & 63) + 1),
-      b and alphabet:sub(((n >> 6) & 63) + 1, ((n >> 6) & 63) + 1) or (pad and "=" or ""),
-      c and alphabet:sub((n & 63) + 1, (n & 63) + 1) or (pad and "=" or ""),
+      alphabet:sub(i1, i1),
+      alphabet:sub(i2, i2),
+      b and alphabet:sub(i3, i3) or (pad and "=" or ""),
+      c and alphabet:sub(i4, i4) or (pad and "=" or ""),
     }
     out[#out + 1] = concat(q)
   end
@@ -52,11 +54,15 @@ local function b64decode(s, alphabet)
   for i = 1, #s do
     local v = rev[byte(s, i)]
     if not v then return nil, "invalid base64 character at position " .. i end
-    n = (n << 6) | v
+    -- n holds the `bits` pending bits, so it stays below 2^14.
+    n = n * 64 + v
     bits = bits + 6
     if bits >= 8 then
       bits = bits - 8
-      out[#out + 1] = char((n >> bits) & 0xff)
+      local scale = 2 ^ bits
+      local o = floor(n / scale)
+      out[#out + 1] = char(o)
+      n = n - o * scale
     end
   end
   return concat(out)

@@ -22,6 +22,7 @@ _M.TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED 
 _M.PENDING = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
 _M.STRING_FIELDS = { "class", "name", "jars", "packages", "repositories", "files", "archives" }
 _M.KILL_GRACE = 5
+_M.LOG_CHUNK = 8 * 1024 * 1024 -- the most one logs answer carries
 
 local null = util.null
 
@@ -151,14 +152,14 @@ function _M.demand(rec)
   return dc + ec * n, dm + em * n
 end
 
-function _M.consumption(store)
+--- Running and pending use over the live applications -> view, running millicores, MiB.
+function _M.consumption(eng)
   local run_c, run_m, pend_c, pend_m = 0, 0, 0, 0
-  for _, rec in ipairs(store:list("applications")) do
+  for _, rec in pairs(eng.active) do
+    local c, m = _M.demand(rec)
     if rec.state == "RUNNING" then
-      local c, m = _M.demand(rec)
       run_c, run_m = run_c + c, run_m + m
     elseif _M.PENDING[rec.state] then
-      local c, m = _M.demand(rec)
       pend_c, pend_m = pend_c + c, pend_m + m
     end
   end
@@ -236,23 +237,73 @@ function _M.status(rec)
 end
 
 ---------------------------------------------------------------------------
--- lifecycle (eng: the engine: store, opts, stats, procs, reaping)
+-- lifecycle (eng: the engine: store, opts, stats, procs, reaping, queue)
+--
+-- ACCEPTED --(fits the quota)--> RUNNING --> FINISHED | FAILED | AUTO_TERMINATED
+--     \--(does not fit)--> QUEUED --(capacity frees, first come first served)--/
+-- DELETE of a live one --> STOPPED. Every change is recorded in rec.transitions.
 
 local function add_detail(rec, kind, code, message)
   rec.state_details = rec.state_details or {}
+  for _, d in ipairs(rec.state_details) do
+    if d.code == code and d.message == message then return end
+  end
   rec.state_details[#rec.state_details + 1] = { type = kind, code = code, message = message }
 end
 _M.add_detail = add_detail
 
-local function finish(eng, rec, state, now)
+local function set_state(eng, rec, state, now)
   rec.state = state
-  rec.finish_ts = now or core.time()
-  rec.pid = nil
-  eng.active[rec.id] = nil
-  eng.store:touch()
+  rec.transitions = rec.transitions or {}
+  rec.transitions[#rec.transitions + 1] = { state = state, time = now or core.time() }
+  eng.store:touch("applications", rec)
 end
 
---- Create the record for a validated submission; the next tick launches it.
+local function unqueue(eng, rec)
+  for i, r in ipairs(eng.queue) do
+    if r == rec then table.remove(eng.queue, i) return end
+  end
+end
+
+local function finish(eng, rec, state, now)
+  now = now or core.time()
+  set_state(eng, rec, state, now)
+  rec.finish_ts = now
+  rec.pid = nil
+  rec.deadline = nil
+  eng.active[rec.id] = nil
+  unqueue(eng, rec)
+end
+
+--- Seconds from "90", "90s", "15m", "2h", or nil.
+function _M.seconds(v)
+  if type(v) == "number" then return v > 0 and v or nil end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^%s*(%d+%.?%d*)%s*([smh]?)%s*$")
+  n = tonumber(n)
+  if not n or n <= 0 then return nil end
+  return n * (({ m = 60, h = 3600 })[unit] or 1)
+end
+
+-- The conf key that sets one application's time limit (over --app-timeout).
+_M.TIMEOUT_KEY = "ae.local-engine.timeout"
+
+--- The effective quota: the instance's (--quota-cores/--quota-memory) capped
+-- by resource_consumption_limits when they are set -> millicores, MiB.
+function _M.capacity(eng)
+  local q = eng.opts.quota or {}
+  local cores, mem = q.millicores or math.huge, q.mib or math.huge
+  local lim = eng.store:settings().limits
+  if type(lim) == "table" then
+    cores = math.min(cores, _M.millicores(lim.max_cores) or cores)
+    mem = math.min(mem, _M.memory_mib(lim.max_memory) or mem)
+  end
+  return cores, mem
+end
+
+--- Create the record for a validated submission; the next tick schedules it.
+-- -> rec | nil, status, code, message (a submission that can never run, or
+-- one that may not wait when there is no room now)
 function _M.create(eng, details, extras)
   local s = eng.store:settings()
   local now = core.time()
@@ -269,23 +320,34 @@ function _M.create(eng, details, extras)
       or details.application:match("([^/]+)$"),
     creation_ts = now, start_ts = now,
     dir = eng.opts.data_dir .. "/apps/" .. id,
+    transitions = { { state = "ACCEPTED", time = now } },
   }
+  local c, m = _M.demand(rec)
+  local q = eng.opts.quota or {}
+  if (q.millicores and c > q.millicores) or (q.mib and m > q.mib) then
+    return nil, 400, "exceeds_instance_quota", ("the application asks for %dm cores and %dMi memory, more "
+      .. "than the instance's quota of %dm cores and %dMi"):format(floor(c), floor(m), floor(q.millicores or 0),
+      floor(q.mib or 0))
+  end
+  if extras.queuing_enabled == false then
+    local cap_c, cap_m = _M.capacity(eng)
+    local _, run_c, run_m = _M.consumption(eng)
+    if #eng.queue > 0 or run_c + c > cap_c or run_m + m > cap_m then
+      return nil, 503, "instance_quota_exhausted", "the instance has no room for the application now "
+        .. "and queuing_enabled is false"
+    end
+  end
+  local timeout = _M.seconds((rec.instance_defaults or {})[_M.TIMEOUT_KEY])
+  timeout = _M.seconds(conf[_M.TIMEOUT_KEY]) or timeout or eng.opts.app_timeout
+  rec.timeout = timeout
   if extras.volumes and #extras.volumes > 0 then
     add_detail(rec, "info", "volumes_not_mounted",
       "the local engine does not mount volumes; paths are used as they are")
   end
   eng.store:put("applications", rec)
   eng.active[id] = rec
-  -- The per-application directory: core.mkdir_p when the core has it, else a
-  -- child process, so the loop never waits on one.
-  if core.mkdir_p then
-    local procs = {}
-    if not core.mkdir_p(rec.dir, 448) then procs.mkdir = false end
-    eng.procs[id] = procs
-  else
-    local pid = core.spawn{ argv = { "/bin/mkdir", "-p", rec.dir }, stdout = "/dev/null", stderr = "/dev/null" }
-    eng.procs[id] = { mkdir = pid or false }
-  end
+  eng.queue[#eng.queue + 1] = rec
+  if not core.mkdir_p(rec.dir, 448) then eng.procs[id] = { mkdir = false } end
   eng.stats.applications_created = eng.stats.applications_created + 1
   return rec
 end
@@ -299,24 +361,68 @@ local function spark_app_id(eng)
   local s = eng.store:settings()
   local seq = (s.app_seq or 0)
   s.app_seq = seq + 1
+  eng.store:touch("settings")
   return ("app-%s-%04d"):format(os.date("!%Y%m%d%H%M%S"), seq % 10000)
 end
 
 local function launch(eng, rec)
   local plan, code, message = runner.plan(rec.details, {
-    app_root = eng.opts.app_root, examples_dir = eng.opts.examples_dir, name = rec.spark_application_name })
+    app_root = eng.opts.app_root, examples_dir = eng.opts.examples_dir, name = rec.spark_application_name,
+    spark_submit = eng.opts.spark_submit, master = eng.opts.spark_master, deploy_mode = eng.opts.deploy_mode,
+    event_log_dir = eng.opts.event_log_dir, instance_defaults = rec.instance_defaults })
   if not plan then return fail(eng, rec, code, message) end
   if plan.note then add_detail(rec, "info", "local_stand_in", plan.note) end
   local env = runner.env(rec.details.env, { AE_APPLICATION_ID = rec.id, AE_INSTANCE_ID = eng.instance_id })
   local pid, err = core.spawn{ argv = plan.argv, env = env, cwd = eng.opts.app_root,
                                stdout = rec.dir .. "/stdout", stderr = rec.dir .. "/stderr" }
   if not pid then return fail(eng, rec, "launch_failed", "could not start the application: " .. tostring(err)) end
+  local now = core.time()
   rec.pid = pid
-  rec.state = "RUNNING"
-  rec.start_ts = core.time()
+  rec.start_ts = now
+  rec.stdout_path, rec.stderr_path = rec.dir .. "/stdout", rec.dir .. "/stderr"
+  rec.submitted_with = plan.submit and "spark-submit" or "local"
+  if rec.timeout then rec.deadline = now + rec.timeout end
   rec.spark_application_id = spark_app_id(eng)
   eng.procs[rec.id] = { pid = pid }
-  eng.store:touch()
+  set_state(eng, rec, "RUNNING", now)
+end
+
+-- Kill a process group: TERM now, KILL after the grace period (see tick).
+local function terminate(eng, pid)
+  core.kill(pid, "TERM")
+  eng.reaping[pid] = { deadline = core.time() + _M.KILL_GRACE }
+end
+
+-- Start queued applications in submission order while they fit; the first
+-- that does not fit waits (QUEUED) and so does everything behind it.
+local function schedule(eng, now)
+  if #eng.queue == 0 then return end
+  local cap_c, cap_m = _M.capacity(eng)
+  local _, run_c, run_m = _M.consumption(eng)
+  local i = 1
+  while i <= #eng.queue do
+    local rec = eng.queue[i]
+    local p = eng.procs[rec.id]
+    if p and p.mkdir == false then
+      fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
+    else
+      local c, m = _M.demand(rec)
+      if run_c + c > cap_c or run_m + m > cap_m then
+        for j = i, #eng.queue do
+          local q = eng.queue[j]
+          if q.state ~= "QUEUED" then
+            add_detail(q, "info", "instance_quota_exhausted", "the application waits for the instance's "
+              .. "cores and memory (resource_consumption_limits) to free")
+            set_state(eng, q, "QUEUED", now)
+          end
+        end
+        return
+      end
+      table.remove(eng.queue, i)
+      launch(eng, rec)
+      if rec.state == "RUNNING" then run_c, run_m = run_c + c, run_m + m end
+    end
+  end
 end
 
 --- Advance every live application one step; never blocks.
@@ -324,17 +430,7 @@ function _M.tick(eng)
   local now = core.time()
   for id, rec in pairs(eng.active) do
     local p = eng.procs[id] or {}
-    if rec.state == "ACCEPTED" then
-      if p.mkdir == false then
-        fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
-      elseif p.mkdir then
-        local st, c = core.wait(p.mkdir)
-        if st == "exited" and c == 0 then launch(eng, rec)
-        elseif st ~= nil then fail(eng, rec, "launch_failed", "could not create " .. rec.dir) end
-      else
-        launch(eng, rec)
-      end
-    elseif rec.state == "RUNNING" and p.pid then
+    if rec.state == "RUNNING" and p.pid then
       local st, c = core.wait(p.pid)
       if st == "exited" then
         rec.return_code = tostring(c)
@@ -353,9 +449,16 @@ function _M.tick(eng)
         eng.procs[id] = nil
         add_detail(rec, "error", "application_lost", "the engine lost track of the application's process: " .. c)
         finish(eng, rec, "FAILED", now)
+      elseif rec.deadline and now >= rec.deadline then
+        eng.procs[id] = nil
+        terminate(eng, p.pid)
+        add_detail(rec, "error", "application_timeout", ("the application ran longer than its limit of %gs "
+          .. "(%s or --app-timeout) and was stopped"):format(rec.timeout, _M.TIMEOUT_KEY))
+        finish(eng, rec, "AUTO_TERMINATED", now)
       end
     end
   end
+  schedule(eng, now)
   -- Stopped process groups: reap them; KILL what outlives the grace period.
   for pid, r in pairs(eng.reaping) do
     if core.wait(pid) ~= nil then
@@ -371,31 +474,41 @@ end
 function _M.stop(eng, rec, code, message)
   if _M.TERMINAL[rec.state] then return false end
   local p = eng.procs[rec.id] or {}
-  local pid = p.pid or p.mkdir
-  if pid then
-    if p.pid then core.kill(pid, "TERM") end
-    eng.reaping[pid] = { deadline = core.time() + _M.KILL_GRACE }
-  end
+  if p.pid then terminate(eng, p.pid) end
   eng.procs[rec.id] = nil
   add_detail(rec, "info", code, message)
   finish(eng, rec, "STOPPED")
   return true
 end
 
+-- Is `pid` still the process the engine started for application `id`? Its
+-- environment carries AE_APPLICATION_ID, which a reused pid would not.
+local function still_ours(pid, id)
+  pid = tointeger(pid) -- JSON gives back 1234.0
+  if not pid or pid <= 1 then return false end
+  local f = io.open(("/proc/%d/environ"):format(pid), "rb")
+  if not f then return false end
+  local env = f:read("a") or ""
+  f:close()
+  return env:find("AE_APPLICATION_ID=" .. id, 1, true) ~= nil
+end
+
 --- After a restart: what was live when the engine died did not finish.
+-- Running ones are FAILED with engine_restarted (their process group, if it
+-- outlived the engine, is killed); accepted or queued ones never started and
+-- are FAILED the same way, so no client waits on them forever.
 function _M.recover(eng)
-  local changed = false
+  local now = core.time()
   for _, rec in ipairs(eng.store:list("applications")) do
     if not _M.TERMINAL[rec.state] then
+      if rec.pid and still_ours(rec.pid, rec.id) then core.kill(tointeger(rec.pid), "KILL") end
       add_detail(rec, "error", "engine_restarted",
         "the local engine stopped while the application was " .. rec.state:lower())
-      rec.state = "FAILED"
-      rec.finish_ts = core.time()
-      rec.pid = nil
-      changed = true
+      rec.pid, rec.deadline = nil, nil
+      rec.finish_ts = now
+      set_state(eng, rec, "FAILED", now)
     end
   end
-  if changed then eng.store:touch() end
 end
 
 ---------------------------------------------------------------------------
@@ -418,7 +531,8 @@ _M.handlers = H
 function H.create_application(eng, ctx)
   local details, extras = _M.validate(ctx.body, eng.versions)
   if not details then return reply.bad_request(extras) end
-  local rec = _M.create(eng, details, extras)
+  local rec, status, code, message = _M.create(eng, details, extras)
+  if not rec then return reply.error(status, code, message) end
   return 202, { application_id = rec.id, state = rec.state, start_time = util.long_time(rec.start_ts) }
 end
 
@@ -467,16 +581,30 @@ function H.delete_application(eng, ctx)
   return 204
 end
 
+--- GET /engine/v1/applications/{id}/logs?stream=stdout|stderr[&offset=N][&format=json]
+-- Plain text by default; format=json answers {stream, offset, next_offset,
+-- text, state, terminal} so `aeflow logs --follow` can poll from an offset.
 function H.engine_application_logs(eng, ctx)
   local rec, s, b, h = find(eng, ctx.params.application_id)
   if not rec then return s, b, h end
-  local stream = ctx.query.stream or "stdout"
+  local q = ctx.query
+  local stream = q.stream or "stdout"
   if stream ~= "stdout" and stream ~= "stderr" then return reply.bad_request("stream must be stdout or stderr") end
+  local offset = 0
+  if q.offset and q.offset ~= "" then
+    offset = tointeger(q.offset)
+    if not offset or offset < 0 then return reply.bad_request("offset must be a non-negative integer") end
+  end
   local f = io.open(rec.dir .. "/" .. stream, "rb")
   local text = ""
   if f then
-    text = f:read("a") or ""
+    if offset > 0 then f:seek("set", offset) end
+    text = f:read(_M.LOG_CHUNK) or ""
     f:close()
+  end
+  if q.format == "json" then
+    return 200, { stream = stream, offset = offset, next_offset = offset + #text, text = text,
+                  state = rec.state, terminal = _M.TERMINAL[rec.state] or false }
   end
   return 200, text, { ["Content-Type"] = "text/plain; charset=utf-8" }
 end

@@ -142,18 +142,40 @@ function _M:verify_token(token, now)
   if (now or core.time()) >= claims.exp then return nil, "the bearer token has expired" end
   local u = self.users[claims.username]
   if not u then return nil, "the bearer token's user no longer exists" end
-  return u
+  return u, nil, claims.exp
 end
 
+_M.CACHE_SIZE = 4096
+
 --- authenticate(authorization_header_value) -> user | nil, message
+-- Headers that passed are remembered (user, and a token's expiry), so the
+-- polls that make most of the load skip the base64, SHA-256 and HMAC work.
+-- Only successes are kept, the set of users is fixed for the engine's life,
+-- and the cache is dropped whole when it fills.
 function _M:authenticate(header)
+  local hit = self.cache and self.cache[header]
+  if hit then
+    if not hit.exp or core.time() < hit.exp then return hit.user end
+    self.cache[header] = nil
+  end
+  local user, err, exp = self:check(header)
+  if user then
+    if not self.cache or self.cached >= _M.CACHE_SIZE then self.cache, self.cached = {}, 0 end
+    self.cache[header] = { user = user, exp = exp }
+    self.cached = self.cached + 1
+  end
+  return user, err
+end
+
+function _M:check(header)
   if type(header) ~= "string" or header == "" then
     return nil, "authorization required: send 'Authorization: ZenApiKey <base64(user:key)>' or 'Bearer <token>'"
   end
   local scheme, cred = header:match("^(%S+)%s+(%S+)%s*$")
   scheme = scheme and scheme:lower()
   if scheme == "bearer" then
-    return self:verify_token(cred)
+    local u, err, exp = self:verify_token(cred)
+    return u, err, exp
   elseif scheme == "zenapikey" then
     local plain = util.b64decode(cred)
     local name, key = (plain or ""):match("^([^:]+):(.+)$")
@@ -166,10 +188,25 @@ function _M:authenticate(header)
   return nil, "unsupported authorization scheme: use ZenApiKey or Bearer"
 end
 
---- May `user` call `method`? -> true | nil, message
-function _M.permits(user, method)
-  if user.role == "viewer" and method ~= "GET" and method ~= "HEAD" then
+-- Operations that change the instance itself: admin and editor only.
+_M.INSTANCE_OPERATIONS = {
+  replace_instance_default_runtime = true, replace_instance_default_configs = true,
+  update_instance_default_configs = true, replace_resource_consumption_limits = true,
+  delete_resource_consumption_limits = true, start_spark_history_server = true,
+  stop_spark_history_server = true,
+}
+
+--- May `user` call operation `op_name` with `method`? -> true | nil, message
+-- viewer: reads only; user: reads, and applications, kernels and clusters;
+-- editor and admin: everything, including the instance's settings.
+function _M.permits(user, method, op_name)
+  local read = method == "GET" or method == "HEAD"
+  if user.role == "viewer" and not read then
     return nil, ("user '%s' has the viewer role and may only read"):format(user.username)
+  end
+  if user.role == "user" and not read and op_name and _M.INSTANCE_OPERATIONS[op_name] then
+    return nil, ("user '%s' has the user role and may not change the instance's settings (%s needs editor "
+      .. "or admin)"):format(user.username, op_name)
   end
   return true
 end

@@ -30,11 +30,25 @@ function _M.parse_kinds(s)
   return kinds
 end
 
---- new{ rate = 0..1, kinds = {...}, seed = integer }
+--- Parse "create_application,list_applications" into a set of operation
+-- names from api.lua; nil, message on an unknown one.
+function _M.parse_ops(s)
+  local api = require "analytics_engine.api"
+  local ops, any = {}, false
+  for name in tostring(s):gmatch("[^,%s]+") do
+    if not api.by_name[name] then return nil, ("unknown operation '%s'"):format(name) end
+    ops[name], any = true, true
+  end
+  if not any then return nil, "no operations given" end
+  return ops
+end
+
+--- new{ rate = 0..1, kinds = {...}, seed = integer, ops = set or nil, delay = seconds }
 function _M.new(opts)
   local seed = tointeger(opts.seed) or 0x2545F4914F6CDD1D
   if seed == 0 then seed = 0x9E3779B97F4A7C15 end
-  return setmetatable({ rate = opts.rate or 0, kinds = opts.kinds or _M.KINDS, x = seed }, mt)
+  return setmetatable({ rate = opts.rate or 0, kinds = opts.kinds or _M.KINDS, x = seed, ops = opts.ops,
+                        delay = opts.delay or _M.DELAY_SECONDS }, mt)
 end
 
 --- A float in [0, 1).
@@ -48,9 +62,10 @@ function _M:random()
   return (r >> 11) * (1.0 / 9007199254740992.0)
 end
 
---- The fault kind for this request, or nil for none.
-function _M:decide()
+--- The fault kind for a request to operation `op`, or nil for none.
+function _M:decide(op)
   if self.rate <= 0 then return nil end
+  if self.ops and not (op and self.ops[op]) then return nil end
   if self.rate < 1 and self:random() >= self.rate then return nil end
   local n = #self.kinds
   if n == 1 then return self.kinds[1] end

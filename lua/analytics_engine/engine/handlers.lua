@@ -7,6 +7,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local apps = require "analytics_engine.engine.apps"
+local history = require "analytics_engine.engine.history"
 
 local _M = {}
 local H = {}
@@ -18,8 +19,7 @@ local null = util.null
 
 _M.SPARK_VERSIONS = { "3.3", "3.4", "3.5" }
 _M.DEFAULT_SPARK_VERSION = "3.4"
-_M.HISTORY_NOTE = "The local engine's history server is state-only: it records start and stop but serves no UI."
-_M.KERNELS_MESSAGE = "kernels need a Jupyter Server: install python3-jupyter-server and python3-ipykernel"
+_M.HISTORY_NOTE = history.STATE_ONLY_NOTE
 
 --- {set = {["3.4"] = true, ...}, text = "3.3, 3.4, 3.5"}
 function _M.versions()
@@ -46,15 +46,18 @@ local function machine()
   return cpus > 0 and cpus or 4, (mem_gib and mem_gib > 0) and mem_gib or 16
 end
 
---- Fill in the settings a fresh (or older) state lacks.
-function _M.init_settings(s, instance_id)
+_M.QUOTA_CORES, _M.QUOTA_MEMORY = "16", "64Gi"
+
+--- Fill in the settings a fresh (or older) state lacks. quota: the instance
+-- quota ({cores, memory} strings), the fresh limits' values.
+function _M.init_settings(s, instance_id, quota)
   local now = core.time()
   s.instance = s.instance or { instance_id = instance_id, creation_ts = now, state_change_ts = now }
   s.default_runtime = s.default_runtime or { spark_version = _M.DEFAULT_SPARK_VERSION }
   s.default_configs = s.default_configs or {}
   if s.limits == nil then
-    local cpus, mem = machine()
-    s.limits = { max_cores = tostring(cpus), max_memory = mem .. "Gi" }
+    s.limits = { max_cores = quota and quota.cores or _M.QUOTA_CORES,
+                 max_memory = quota and quota.memory or _M.QUOTA_MEMORY }
   end
   s.history = s.history or { state = "stopped" }
   return s
@@ -66,13 +69,16 @@ end
 function H.get_instance(eng)
   local s = eng.store:settings()
   local i = s.instance
-  local cpu, mem = machine()
-  local lim = s.limits
-  if lim then
-    cpu = floor((apps.millicores(lim.max_cores) or cpu * 1000) / 1000)
-    mem = floor((apps.memory_mib(lim.max_memory) or mem * 1024) / 1024)
-  end
-  local _, used_c, used_m = apps.consumption(eng.store)
+  -- The quota is the instance's (--quota-cores/--quota-memory); what is
+  -- available is under the limits when they are lower.
+  local q = eng.opts.quota or {}
+  local cpu_n, mem_n = machine()
+  local cpu = q.millicores and floor(q.millicores / 1000) or cpu_n
+  local mem = q.mib and floor(q.mib / 1024) or mem_n
+  local cap_c, cap_m = apps.capacity(eng)
+  if cap_c == math.huge then cap_c = cpu * 1000 end
+  if cap_m == math.huge then cap_m = mem * 1024 end
+  local _, used_c, used_m = apps.consumption(eng)
   return 200, {
     instance_id = i.instance_id,
     context_type = "space_instance",
@@ -84,8 +90,8 @@ function H.get_instance(eng)
     resource_quota = {
       cpu_quota = cpu,
       memory_quota_gibibytes = mem,
-      avail_cpu_quota = math.max(0, floor(cpu - used_c / 1000)),
-      avail_memory_quota_gibibytes = math.max(0, floor(mem - used_m / 1024)),
+      avail_cpu_quota = math.max(0, floor((cap_c - used_c) / 1000)),
+      avail_memory_quota_gibibytes = math.max(0, floor((cap_m - used_m) / 1024)),
     },
     state = "Created",
     state_change_time = util.long_time(i.state_change_ts),
@@ -104,7 +110,7 @@ function H.replace_instance_default_runtime(eng, ctx)
   end
   local s = eng.store:settings()
   s.default_runtime = { spark_version = v }
-  eng.store:touch()
+  eng.store:touch("settings")
   return 200, { spark_version = v }
 end
 
@@ -117,7 +123,7 @@ function H.replace_instance_default_configs(eng, ctx)
   if not ok then return reply.bad_request(err) end
   local s = eng.store:settings()
   s.default_configs = util.copy(ctx.body)
-  eng.store:touch()
+  eng.store:touch("settings")
   return 200, util.copy(s.default_configs)
 end
 
@@ -138,7 +144,7 @@ function H.update_instance_default_configs(eng, ctx)
   for k, v in pairs(ctx.body) do
     if v == null then s.default_configs[k] = nil else s.default_configs[k] = v end
   end
-  eng.store:touch()
+  eng.store:touch("settings")
   return 200, util.copy(s.default_configs)
 end
 
@@ -172,7 +178,7 @@ function H.replace_resource_consumption_limits(eng, ctx)
   end
   local s = eng.store:settings()
   s.limits = { max_cores = b.max_cores, max_memory = b.max_memory }
-  eng.store:touch()
+  eng.store:touch("settings")
   return 200, { max_cores = b.max_cores, max_memory = b.max_memory }
 end
 
@@ -182,20 +188,21 @@ function H.delete_resource_consumption_limits(eng)
     return reply.error(404, "resource_quota_not_found", "no resource consumption limits are set for this instance")
   end
   s.limits = false
-  eng.store:touch()
+  eng.store:touch("settings")
   return 204
 end
 
 function H.get_current_resource_consumption(eng)
-  return 200, (apps.consumption(eng.store))
+  return 200, (apps.consumption(eng))
 end
 
 ---------------------------------------------------------------------------
--- history server (state only)
+-- history server (history.lua: Spark's when installed, else state-only)
 
-local function history_view(h)
-  return { state = h.state, cores = h.cores, memory = h.memory, start_time = util.iso_time(h.start_ts),
-           local_engine_note = _M.HISTORY_NOTE }
+local function history_view(eng, h)
+  local v = history.describe(eng, h)
+  v.state, v.cores, v.memory, v.start_time = h.state, h.cores, h.memory, util.iso_time(h.start_ts)
+  return v
 end
 
 function H.start_spark_history_server(eng, ctx)
@@ -215,9 +222,12 @@ function H.start_spark_history_server(eng, ctx)
   if type(memory) ~= "string" or not apps.memory_mib(memory) then
     return reply.bad_request('memory must be a string with a memory size, such as "4G"')
   end
-  s.history = { state = "started", cores = cores, memory = memory, start_ts = core.time() }
-  eng.store:touch()
-  return 200, history_view(s.history)
+  local h = { state = "started", cores = cores, memory = memory, start_ts = core.time() }
+  local ok, err = history.start(eng, h)
+  if not ok then return reply.error(500, "history_server_failed", err) end
+  s.history = h
+  eng.store:touch("settings")
+  return 200, history_view(eng, h)
 end
 
 function H.get_spark_history_server(eng)
@@ -225,7 +235,7 @@ function H.get_spark_history_server(eng)
   if h.state ~= "started" then
     return reply.error(404, "history_server_not_found", "History server already stopped")
   end
-  return 200, history_view(h)
+  return 200, history_view(eng, h)
 end
 
 function H.stop_spark_history_server(eng)
@@ -233,8 +243,9 @@ function H.stop_spark_history_server(eng)
   if s.history.state ~= "started" then
     return reply.error(409, "history_server_already_stopped", "History server already stopped")
   end
+  history.stop(eng, s.history)
   s.history = { state = "stopped" }
-  eng.store:touch()
+  eng.store:touch("settings")
   return 204
 end
 
@@ -328,16 +339,9 @@ function _M.tick_clusters(eng)
 end
 
 ---------------------------------------------------------------------------
--- kernels (a later issue proxies these to a Jupyter Server)
+-- kernels: forwarded to a Jupyter Server (engine/kernels.lua)
 
-local function kernels_unavailable()
-  return reply.error(503, "kernels_unavailable", _M.KERNELS_MESSAGE)
-end
-_M.kernels_unavailable = kernels_unavailable
-for _, name in ipairs({ "list_kernelspecs", "list_kernels", "create_kernel", "get_kernel", "delete_kernel",
-                         "interrupt_kernel", "restart_kernel" }) do
-  H[name] = kernels_unavailable
-end
+require("analytics_engine.engine.kernels").install(H)
 
 ---------------------------------------------------------------------------
 -- token exchange and the engine's own endpoints

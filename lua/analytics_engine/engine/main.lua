@@ -20,28 +20,16 @@ local function tointeger(v)
   return nil
 end
 
-_M.USAGE = [[
-usage: aeflow serve [options]
-  --host H            address to bind (default 127.0.0.1)
-  --port N            port (default 0: any free port)
-  --data DIR          state, credentials and logs (default $XDG_DATA_HOME/analytics-engine/engine)
-  --app-root DIR      where relative application paths resolve (default: the current directory)
-  --examples-dir DIR  the stand-ins for the vendor's sample applications (default: workflows/apps)
-  --users FILE        extra users: [{username, role, api_key_sha256 | password_sha256}]
-  --token-ttl S       lifetime of issued tokens in seconds (default 3600)
-  --faults RATE       inject faults into this fraction of /v4 requests (0..1)
-  --fault-kinds K,..  429,500,503,reset,reset-after,delay (default: all)
-  --fault-seed N      seed for the fault generator
-  --max-body BYTES    largest accepted request body (default 1048576)
-  --tls-cert FILE --tls-key FILE   serve HTTPS
-  --quiet             no per-request log lines
-]]
+_M.USAGE = require "analytics_engine.engine.usage"
 
 local OPTIONS = {
   host = "string", port = "integer", data = "string", ["app-root"] = "string", ["examples-dir"] = "string",
   users = "string", ["token-ttl"] = "integer", faults = "number", ["fault-kinds"] = "string",
-  ["fault-seed"] = "integer", ["max-body"] = "integer", ["tls-cert"] = "string", ["tls-key"] = "string",
-  quiet = "flag", help = "flag",
+  ["fault-seed"] = "integer", ["fault-ops"] = "string", ["fault-delay"] = "number", ["max-body"] = "integer",
+  ["tls-cert"] = "string", ["tls-key"] = "string",
+  ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
+  ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
+  quiet = "flag", help = "flag", ["no-jupyter"] = "flag",
 }
 
 --- parse(args) -> opts | nil, message
@@ -79,6 +67,25 @@ function _M.parse(args)
   if o.faults and (o.faults < 0 or o.faults > 1) then return nil, "--faults must be between 0 and 1" end
   if o["token-ttl"] and o["token-ttl"] < 1 then return nil, "--token-ttl must be at least 1" end
   if (o["tls-cert"] == nil) ~= (o["tls-key"] == nil) then return nil, "--tls-cert and --tls-key go together" end
+  if o["quota-cores"] and not apps.millicores(o["quota-cores"]) then
+    return nil, "--quota-cores must be a number of cores, such as 16"
+  end
+  if o["quota-memory"] and not apps.memory_mib(o["quota-memory"]) then
+    return nil, "--quota-memory must be a memory size, such as 64Gi"
+  end
+  if o["app-timeout"] and not apps.seconds(o["app-timeout"]) then
+    return nil, "--app-timeout must be a duration such as 600, 90s, 15m or 2h"
+  end
+  if o["deploy-mode"] and o["deploy-mode"] ~= "client" and o["deploy-mode"] ~= "cluster" then
+    return nil, "--deploy-mode must be client or cluster"
+  end
+  if o["max-body"] and o["max-body"] < 0 then return nil, "--max-body must be at least 0" end
+  if o["fault-ops"] then
+    local ops, err = faults.parse_ops(o["fault-ops"])
+    if not ops then return nil, "--fault-ops: " .. err end
+    o.ops = ops
+  end
+  if o["fault-delay"] and o["fault-delay"] < 0 then return nil, "--fault-delay must be at least 0" end
   if o["fault-kinds"] then
     local kinds, err = faults.parse_kinds(o["fault-kinds"])
     if not kinds then return nil, "--fault-kinds: " .. err end
@@ -110,6 +117,14 @@ local function mkdir(dir)
   local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' && chmod 700 '" .. dir:gsub("'", "'\\''") .. "'")
   if not ok then return nil, "cannot create " .. dir end
   return true
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
 end
 
 local function read_json(path)
@@ -145,7 +160,9 @@ function _M.setup(o)
       :format(running.pid, data_dir, tostring(running.url), data_dir)
   end
 
-  local store, serr = state.open(data_dir .. "/state.json")
+  local ok3, err3 = mkdir(data_dir .. "/spark-events")
+  if not ok3 then return nil, err3 end
+  local store, serr = state.open(data_dir .. "/state.db", { json = data_dir .. "/state.json" })
   if not store then return nil, serr end
   local s = store:settings()
   local iid = s.instance and s.instance.instance_id
@@ -155,8 +172,10 @@ function _M.setup(o)
       or util.uuid4(core.random_bytes)
     s.instance = nil
   end
-  handlers.init_settings(s, iid)
-  store:touch()
+  local quota = { cores = o["quota-cores"] or handlers.QUOTA_CORES,
+                  memory = o["quota-memory"] or handlers.QUOTA_MEMORY }
+  handlers.init_settings(s, iid, quota)
+  store:touch("settings")
 
   local a, aerr = auth.open{ data_dir = data_dir, token_ttl = o["token-ttl"], users_file = o.users }
   if not a then return nil, aerr end
@@ -164,15 +183,20 @@ function _M.setup(o)
   local eng = {
     opts = { data_dir = data_dir, app_root = absolute(o["app-root"] or "."),
              examples_dir = runner.examples_dir(o["examples-dir"]), quiet = o.quiet,
-             max_body = o["max-body"] or 1048576 },
+             max_body = o["max-body"] or 1048576, jupyter = not o["no-jupyter"],
+             quota = { millicores = apps.millicores(quota.cores), mib = apps.memory_mib(quota.memory) },
+             app_timeout = o["app-timeout"] and apps.seconds(o["app-timeout"]) or nil,
+             spark_master = o["spark-master"], deploy_mode = o["deploy-mode"],
+             spark_submit = o["spark-submit"] and absolute(o["spark-submit"]),
+             event_log_dir = data_dir .. "/spark-events" },
     store = store, auth = a, instance_id = iid, router = router.new(), versions = handlers.versions(),
     stats = { requests = {}, faults = {}, applications_created = 0 },
-    active = {}, procs = {}, reaping = {}, clusters_pending = {}, timers = {},
+    active = {}, queue = {}, procs = {}, reaping = {}, clusters_pending = {}, timers = {},
   }
   if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
   if o.faults and o.faults > 0 then
-    eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"]
-      or random_seed() }
+    eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"] or random_seed(),
+                             ops = o.ops, delay = o["fault-delay"] }
   end
   for _, c in ipairs(store:list("clusters")) do
     if c.state == "ACCEPTED" then eng.clusters_pending[c.id] = c end
@@ -197,9 +221,18 @@ function _M.serve(args)
   if not eng then return fail(err) end
 
   local host = o.host or "127.0.0.1"
+  local cert, key
+  if o["tls-cert"] then
+    cert, key = read_file(o["tls-cert"]), read_file(o["tls-key"])
+    if not cert then eng.store:close() return fail("cannot read --tls-cert " .. o["tls-cert"]) end
+    if not key then eng.store:close() return fail("cannot read --tls-key " .. o["tls-key"]) end
+  end
   local srv, berr = core.http_server{ host = host, port = o.port or 0, max_body = eng.opts.max_body,
-                                      tls_cert = o["tls-cert"], tls_key = o["tls-key"] }
-  if not srv then return fail(("cannot listen on %s:%d: %s"):format(host, o.port or 0, tostring(berr))) end
+                                      tls_cert = cert, tls_key = key }
+  if not srv then
+    eng.store:close()
+    return fail(("cannot listen on %s:%d: %s"):format(host, o.port or 0, tostring(berr)))
+  end
   eng.server = srv
   local port = srv:port()
   local url = ("%s://%s:%d"):format(o["tls-cert"] and "https" or "http",
@@ -231,6 +264,7 @@ function _M.serve(args)
   if not o.quiet then io.stdout:write("local engine: ", sig, " received, stopping\n") end
   server.shutdown(eng)
   srv:close()
+  eng.store:close()
   os.remove(dir .. "/engine.json")
   io.stdout:flush()
   return 0

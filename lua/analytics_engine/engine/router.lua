@@ -15,14 +15,21 @@ _M.ENGINE_OPERATIONS = {
 }
 for _, op in ipairs(_M.ENGINE_OPERATIONS) do op.full_path = op.path end
 
+-- A route is its path's segments: literal strings, or false where a
+-- {parameter} goes (names kept apart). Matching splits the request path once
+-- and compares segments, far cheaper than a pattern per row on every request.
 local function compile(op)
-  local names = {}
-  local pattern = op.full_path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
-  pattern = pattern:gsub("{([%w_]+)}", function(name)
-    names[#names + 1] = name
-    return "([^/]+)"
-  end)
-  return { op = op, pattern = "^" .. pattern .. "$", names = names }
+  local segs, names = {}, {}
+  for seg in op.full_path:gmatch("[^/]+") do
+    local name = seg:match("^{([%w_]+)}$")
+    if name then
+      segs[#segs + 1] = false
+      names[#segs] = name
+    else
+      segs[#segs + 1] = seg
+    end
+  end
+  return { op = op, segs = segs, names = names }
 end
 
 --- A router over `ops` (default: api.operations, api.authorize and the engine rows).
@@ -33,21 +40,40 @@ function _M.new(ops)
     ops[#ops + 1] = api.authorize
     for _, op in ipairs(_M.ENGINE_OPERATIONS) do ops[#ops + 1] = op end
   end
-  local routes = {}
-  for i, op in ipairs(ops) do routes[i] = compile(op) end
-  return setmetatable({ routes = routes }, mt)
+  local by_len = {}
+  for _, op in ipairs(ops) do
+    local r = compile(op)
+    local n = #r.segs
+    by_len[n] = by_len[n] or {}
+    by_len[n][#by_len[n] + 1] = r
+  end
+  return setmetatable({ by_len = by_len }, mt)
+end
+
+local function matches(r, parts)
+  local segs = r.segs
+  for i = 1, #segs do
+    local s = segs[i]
+    if s and s ~= parts[i] then return false end
+  end
+  return true
 end
 
 --- match(method, path) -> op, params | nil, 404 | nil, 405, allowed_methods
 function _M:match(method, path)
-  if #path > 1 and path:sub(-1) == "/" then path = path:sub(1, -2) end
+  local parts, n = {}, 0
+  for seg in path:gmatch("[^/]+") do
+    n = n + 1
+    parts[n] = seg
+  end
+  -- "//" or a path not starting with "/" would split like a clean one: refuse them.
+  if path:sub(1, 1) ~= "/" or path:find("//", 1, true) then return nil, 404 end
   local allowed
-  for _, r in ipairs(self.routes) do
-    local caps = { path:match(r.pattern) }
-    if caps[1] ~= nil then
+  for _, r in ipairs(self.by_len[n] or {}) do
+    if matches(r, parts) then
       if r.op.method == method then
         local params = {}
-        for i, name in ipairs(r.names) do params[name] = caps[i] end
+        for i, name in pairs(r.names) do params[name] = parts[i] end
         return r.op, params
       end
       allowed = allowed or {}

@@ -40,10 +40,11 @@ function _M.which(name, path_var)
   return nil
 end
 
-function _M.spark_submit()
-  local home = os.getenv("SPARK_HOME")
+--- spark-submit from $SPARK_HOME/bin, else PATH, else nil.
+function _M.spark_submit(home, path_var)
+  home = home or os.getenv("SPARK_HOME")
   if home and home ~= "" and exists(home .. "/bin/spark-submit") then return home .. "/bin/spark-submit" end
-  return _M.which("spark-submit")
+  return _M.which("spark-submit", path_var)
 end
 
 --- Where the stand-ins live: --examples-dir, $AE_EXAMPLES_DIR, workflows/apps
@@ -75,8 +76,60 @@ local function split_list(s)
   return out
 end
 
---- plan(details, opts) -> { argv = {...}, note = string|nil } | nil, code, message
--- details: application_details; opts: { app_root, examples_dir, name }
+-- Conf keys that become spark-submit flags (or are the engine's own) rather than --conf.
+local NOT_CONF = { ["spark.master"] = true, ["spark.submit.deployMode"] = true, ["spark.submit.pyFiles"] = true }
+
+--- The spark-submit command line for `app` (without its arguments):
+--   spark-submit --master M [--deploy-mode D] --name N [--class C]
+--     [--conf k=v]... (instance defaults under the application's conf, sorted)
+--     [--jars ..] [--packages ..] [--repositories ..] [--files ..] [--archives ..] [--py-files ..] APP
+-- M: the engine's --spark-master, else the conf's spark.master, else local[*];
+-- D: the engine's --deploy-mode, else the conf's spark.submit.deployMode.
+-- py-files come from the conf's spark.submit.pyFiles. Keys starting with "ae."
+-- are the service's and the engine's own and are not passed to Spark. With a
+-- driver on this machine (client mode) and no spark.eventLog.dir, the event
+-- log goes to the engine's event-log directory, where its history server looks.
+function _M.submit_argv(submit, app, details, opts)
+  local conf = {}
+  for k, v in pairs(opts.instance_defaults or {}) do conf[k] = v end
+  for k, v in pairs(details.conf or {}) do conf[k] = v end
+  local master = opts.master or conf["spark.master"] or "local[*]"
+  local deploy = opts.deploy_mode or conf["spark.submit.deployMode"]
+  local argv = { submit, "--master", master }
+  if deploy then argv[#argv + 1] = "--deploy-mode"; argv[#argv + 1] = deploy end
+  argv[#argv + 1] = "--name"; argv[#argv + 1] = opts.name
+  if details.class then argv[#argv + 1] = "--class"; argv[#argv + 1] = details.class end
+  if opts.event_log_dir and deploy ~= "cluster" and conf["spark.eventLog.dir"] == nil then
+    if conf["spark.eventLog.enabled"] == nil then conf["spark.eventLog.enabled"] = "true" end
+    conf["spark.eventLog.dir"] = "file:" .. opts.event_log_dir
+  end
+  if deploy == "cluster" and master:find("^spark://") and conf["spark.standalone.submit.waitAppCompletion"] == nil then
+    -- Otherwise spark-submit returns once the driver is launched, not when it ends.
+    conf["spark.standalone.submit.waitAppCompletion"] = "true"
+  end
+  local keys = {}
+  for k in pairs(conf) do
+    if not NOT_CONF[k] and not k:find("^ae%.") then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do argv[#argv + 1] = "--conf"; argv[#argv + 1] = k .. "=" .. conf[k] end
+  local lists = { jars = details.jars, packages = details.packages, repositories = details.repositories,
+                  files = details.files, archives = details.archives, ["py-files"] = conf["spark.submit.pyFiles"] }
+  for _, f in ipairs({ "jars", "packages", "repositories", "files", "archives", "py-files" }) do
+    local items = split_list(lists[f])
+    for i, item in ipairs(items) do items[i] = item:match("^%s*(.-)%s*$") end
+    if #items > 0 then
+      argv[#argv + 1] = "--" .. f
+      argv[#argv + 1] = table.concat(items, ",")
+    end
+  end
+  argv[#argv + 1] = app
+  return argv
+end
+
+--- plan(details, opts) -> { argv = {...}, note = string|nil, submit = true|nil } | nil, code, message
+-- details: application_details; opts: { app_root, examples_dir, name, spark_submit (path),
+-- master, deploy_mode, event_log_dir, instance_defaults }
 function _M.plan(details, opts)
   local app = details.application
   local args = {}
@@ -106,6 +159,13 @@ function _M.plan(details, opts)
     end
   end
 
+  -- A URI (hdfs://, s3a://, local:, file:) is for Spark to fetch: no local check.
+  local remote = not note and app:find("^%a[%w+.%-]*:") and (opts.spark_submit or _M.spark_submit())
+  if remote then
+    local argv = _M.submit_argv(remote, app, details, opts)
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    return { argv = argv, submit = true }
+  end
   if not note and app:sub(1, 1) ~= "/" then app = (opts.app_root or ".") .. "/" .. app end
   if not exists(app) then
     return nil, "application_not_found", ("application file %s does not exist"):format(details.application)
@@ -113,23 +173,9 @@ function _M.plan(details, opts)
 
   local ext = app:match("%.([%w]+)$")
   local argv
-  local submit = not note and ext and SUBMITTABLE[ext] and _M.spark_submit()
+  local submit = not note and ext and SUBMITTABLE[ext] and (opts.spark_submit or _M.spark_submit())
   if submit then
-    argv = { submit, "--name", opts.name }
-    local conf = details.conf or {}
-    if not conf["spark.master"] then argv[#argv + 1] = "--master"; argv[#argv + 1] = "local[*]" end
-    if details.class then argv[#argv + 1] = "--class"; argv[#argv + 1] = details.class end
-    local keys = {}
-    for k in pairs(conf) do keys[#keys + 1] = k end
-    table.sort(keys)
-    for _, k in ipairs(keys) do argv[#argv + 1] = "--conf"; argv[#argv + 1] = k .. "=" .. conf[k] end
-    for _, f in ipairs({ "jars", "packages", "repositories", "files", "archives" }) do
-      if details[f] and details[f] ~= "" then
-        argv[#argv + 1] = "--" .. f
-        argv[#argv + 1] = table.concat(split_list(details[f]), ",")
-      end
-    end
-    argv[#argv + 1] = app
+    argv = _M.submit_argv(submit, app, details, opts)
   elseif ext == "jar" then
     return nil, "spark_submit_not_found", ("%s is a jar: running it needs spark-submit "
       .. "(install Apache Spark or set SPARK_HOME)"):format(details.application)
@@ -144,7 +190,7 @@ function _M.plan(details, opts)
     argv = { app }
   end
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return { argv = argv, note = note }
+  return { argv = argv, note = note, submit = submit and true or nil }
 end
 
 local inherited

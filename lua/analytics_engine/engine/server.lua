@@ -4,18 +4,19 @@
 -- promptly. Nothing here blocks.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
 local reply = require "analytics_engine.engine.reply"
 local handlers = require "analytics_engine.engine.handlers"
 local apps = require "analytics_engine.engine.apps"
-local faults = require "analytics_engine.engine.faults"
+local clusters = require "analytics_engine.engine.clusters"
+local kernels = require "analytics_engine.engine.kernels"
+local page = require "analytics_engine.engine.page"
 
 local _M = {}
 
 local H = handlers.handlers
 local monotime = core.monotime
 local IDLE_WAIT, BUSY_WAIT = 0.2, 0.05
-local KERNEL_PREFIX = "^" .. api.BASE:gsub("%p", "%%%0") .. "/[^/]+/jkg/api/"
+local KERNEL_PREFIX = kernels.PREFIX
 
 local function log(eng, req, status, t0, note)
   if eng.opts.quiet then return end
@@ -29,6 +30,10 @@ local function count(map, key)
 end
 
 local function send(eng, req, t0, status, body, headers, note)
+  -- A handler that answers later returns a function; it gets `respond`.
+  if type(status) == "function" then
+    return status(function(...) send(eng, req, t0, ...) end)
+  end
   local st, h, b = reply.encode(status, body, headers)
   eng.server:respond(req.id, st, h, b)
   log(eng, req, st, t0, note)
@@ -56,7 +61,7 @@ local function process(eng, req, op, params)
     local err
     user, err = eng.auth:authenticate(req.headers.authorization)
     if not user then return reply.error(401, "unauthorized", err) end
-    local ok, perr = eng.auth.permits(user, req.method)
+    local ok, perr = eng.auth.permits(user, req.method, op.name)
     if not ok then return reply.error(403, "forbidden", perr) end
   end
   local iid = params.instance_id
@@ -79,7 +84,7 @@ local function process(eng, req, op, params)
     return reply.error(501, "not_implemented", op.name .. " is not implemented by the local engine")
   end
   local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
-                headers = req.headers, user = user }
+                headers = req.headers, user = user, req = req }
   local ok, status, rbody, rheaders = xpcall(handler, debug.traceback, eng, ctx)
   if not ok then
     io.stderr:write("engine: ", op.name, " failed: ", tostring(status), "\n")
@@ -101,11 +106,13 @@ local function handle(eng, req)
     return send(eng, req, t0, reply.error(413, "request_too_large",
       ("request body is larger than %d bytes"):format(eng.opts.max_body)))
   end
+  -- The engine's own read-only page (/ and /login), with its cookie login.
+  if page.handles(req.path) then return send(eng, req, t0, page.handle(eng, req)) end
   local op, params, allowed = eng.router:match(req.method, req.path)
   count(eng.stats.requests, op and op.name or "unrouted")
   local is_v4 = req.path:sub(1, 4) == "/v4/"
 
-  local kind = is_v4 and eng.faults and eng.faults:decide()
+  local kind = is_v4 and eng.faults and eng.faults:decide(op and op.name)
   if kind then
     count(eng.stats.faults, kind)
     if kind == "reset" then
@@ -126,8 +133,10 @@ local function handle(eng, req)
       if params == 405 then
         return reply.error(405, "method_not_allowed", ("%s is not allowed on %s"):format(req.method, req.path),
           { Allow = allowed })
+      elseif req.path:find(clusters.CONNECT_PATTERN) then -- a WebSocket (clusters.lua)
+        return clusters.connect(eng, req, req.path:match(clusters.CONNECT_PATTERN))
       elseif req.path:find(KERNEL_PREFIX) then
-        return handlers.kernels_unavailable()
+        return process(eng, req, kernels.OPERATION, { instance_id = req.path:match("^/v4/[^/]+/([^/]+)/") })
       end
       return reply.error(404, "not_found", ("no such endpoint: %s %s"):format(req.method, req.path))
     end
@@ -135,7 +144,7 @@ local function handle(eng, req)
   end
 
   if kind == "delay" then
-    eng.timers[#eng.timers + 1] = { at = monotime() + faults.DELAY_SECONDS, fn = function()
+    eng.timers[#eng.timers + 1] = { at = monotime() + eng.faults.delay, fn = function()
       send(eng, req, t0, run())
     end }
     return
@@ -177,6 +186,8 @@ function _M.run(eng)
     local sig = core.signal_pending()
     if sig then return sig end
     local timeout = busy(eng) and BUSY_WAIT or IDLE_WAIT
+    local kwait = kernels.tick(eng)
+    if kwait and kwait < timeout then timeout = kwait end
     local now = monotime()
     for _, t in ipairs(eng.timers) do
       if t.at - now < timeout then timeout = math.max(0, t.at - now) end
@@ -187,6 +198,8 @@ function _M.run(eng)
       core.sleep(timeout)
     else
       for _, req in ipairs(reqs) do handle(eng, req) end
+      -- on success the second result lists WebSockets with news (eng.sockets[ws] handles them)
+      if err then clusters.dispatch(eng, err) end
     end
     fire_timers(eng)
     tick(eng)
@@ -195,6 +208,7 @@ end
 
 --- Stop what runs, give it a moment to go, save.
 function _M.shutdown(eng)
+  kernels.shutdown(eng)
   for _, rec in pairs(eng.active) do
     apps.stop(eng, rec, "engine_stopped", "the local engine shut down while the application was live")
   end

@@ -4,48 +4,54 @@
 -- coroutine yields until the answer arrives.
 local core = require "analytics_engine.core"
 
+local running = coroutine.running
+
 local _M = { name = "curl" }
 local mt = { __index = _M }
 
 function _M.new(opts)
   opts = opts or {}
+  local defaults = {
+    connect_timeout = opts.connect_timeout,
+    timeout = opts.timeout,
+    cafile = opts.cafile, capath = opts.capath,
+    insecure = opts.insecure,
+    max_response_size = opts.max_response_size,
+    proxy = opts.proxy,
+  }
   return setmetatable({
-    session = core.http_session { max_idle = opts.max_idle or 16 },
+    -- The session holds the options every request gets (a request's own
+    -- fields still win), so a request table carries only what changes.
+    session = core.http_session { max_idle = opts.max_idle or 16, defaults = defaults },
     scheduler = opts.scheduler,
-    defaults = {
-      connect_timeout = opts.connect_timeout,
-      timeout = opts.timeout,
-      cafile = opts.cafile, capath = opts.capath,
-      insecure = opts.insecure,
-      max_response_size = opts.max_response_size,
-      proxy = opts.proxy,
-    },
+    defaults = defaults, -- read by the WebSocket connectors (kernel.lua, connect.lua)
   }, mt)
 end
 
 --- req: { method, url, headers, body, timeout? } → res | nil, { kind, message }
 function _M.request(self, req)
-  for k, v in pairs(self.defaults) do
-    if req[k] == nil then req[k] = v end
-  end
   local sched = self.scheduler
-  if sched and sched:owns(coroutine.running()) then
+  if sched and sched:owns(running()) then
     return sched:http(self.session, req)
   end
   return self.session:request(req)
 end
 
+--- Header lines checked and formatted once (core.http_headers), for headers
+-- sent unchanged on many requests; usable as a request's `headers`.
+function _M.prepare_headers(_, headers)
+  return core.http_headers(headers)
+end
+
 function _M.sleep(self, seconds)
   local sched = self.scheduler
-  if sched and sched:owns(coroutine.running()) then
+  if sched and sched:owns(running()) then
     return sched:sleep(seconds)
   end
   core.sleep(seconds)
 end
 
-function _M.now()
-  return core.monotime()
-end
+_M.now = core.monotime
 
 function _M.close(self)
   self.session:close()

@@ -36,6 +36,8 @@ _M.list = {
   delete_cluster = { operation = "delete_cluster", arg = "id", doc = "delete a Spark cluster" },
   create_kernel = { operation = "create_kernel", arg = "body", doc = "start a kernel" },
   delete_kernel = { operation = "delete_kernel", arg = "id", doc = "delete a kernel" },
+  kernel = { operation = "create_kernel", arg = "body",
+             doc = "start a kernel, execute its cells in order (their outputs are the step's), always delete it" },
   call = { arg = "call", doc = "call any operation: { operation = name, ids = {...}, body = {...} }" },
   run = { arg = "func", doc = "a Lua function(ctx) for what no built-in covers" },
 }

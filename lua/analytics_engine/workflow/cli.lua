@@ -1,4 +1,4 @@
---- aeflow's workflow verbs: run, validate, plan, graph, orphans, exec.
+--- aeflow's workflow verbs: run, validate, plan, graph, orphans, exec, report.
 local ae = require "analytics_engine"
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
@@ -22,7 +22,7 @@ local function parse(args, spec)
     local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
     name = name or a
     local kind = spec[name]
-    if a:sub(1, 2) == "--" then
+    if a:sub(1, 2) == "--" or (kind and a:sub(1, 1) == "-") then
       if not kind then return nil, ("unknown option '%s'"):format(name) end
       if kind == "flag" then
         opt[name] = true
@@ -88,7 +88,13 @@ end
 
 local RUN_OPTS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "flag", ["--json"] = "flag",
                    ["--max-parallel"] = "value", ["--on-cancel"] = "value", ["--poll-interval"] = "value",
-                   ["--max-poll-interval"] = "value", ["--quiet"] = "flag" }
+                   ["--max-poll-interval"] = "value", ["--submit-grace"] = "value", ["--quiet"] = "flag",
+                   ["--report"] = "value" }
+
+-- The report format a file name asks for: .md is Markdown, anything else HTML.
+local function report_format(path)
+  return path:lower():find("%.md$") and "md" or "html"
+end
 
 function _M.run(args, exe)
   local pos, opt = parse(args, RUN_OPTS)
@@ -122,8 +128,9 @@ function _M.run(args, exe)
   end
   local runner, rerr = require("analytics_engine.workflow.runner").new(plan, {
     client = c, state_path = state_path, resume = opt["--resume"], max_parallel = max_parallel,
-    on_cancel = on_cancel, on_event = emit,
+    on_cancel = on_cancel, on_event = emit, engine_local = engine ~= nil,
     poll_interval = tonumber(opt["--poll-interval"]), max_poll_interval = tonumber(opt["--max-poll-interval"]),
+    submit_grace = tonumber(opt["--submit-grace"]),
   })
   if not runner then
     if engine then engine:stop() end
@@ -135,6 +142,16 @@ function _M.run(args, exe)
   if not json and not opt["--quiet"] then
     stdout:write("\n", render.summary(plan, runner.state.doc))
     stdout:write(("state: %s\n"):format(state_path))
+  end
+  if opt["--report"] then
+    -- Written whatever the outcome: a failed or cancelled run is the one to look at.
+    local ok, rerr2 = require("analytics_engine.report").write(runner.state.doc, opt["--report"],
+      report_format(opt["--report"]))
+    if not ok then
+      stderr:write("aeflow: run: ", rerr2, "\n")
+    elseif not json and not opt["--quiet"] then
+      stdout:write(("report: %s\n"):format(opt["--report"]))
+    end
   end
   if status == "succeeded" then return 0 end
   if status == "cancelled" then return 130 end
@@ -169,14 +186,53 @@ function _M.graph(args)
   local pos, opt = parse(args, { ["--format"] = "value", ["--param"] = "multi", ["-o"] = "value" })
   if not pos then return fail(2, "graph: %s", opt) end
   local format = opt["--format"] or "dot"
-  if format ~= "dot" and format ~= "mermaid" then
-    return fail(2, "graph: --format wants dot or mermaid, got '%s'", format)
+  local rendered = format == "svg" or format == "png"
+  if format ~= "dot" and format ~= "mermaid" and not rendered then
+    return fail(2, "graph: --format wants dot, mermaid, svg or png, got '%s'", format)
   end
   local params, perr = params_of(opt["--param"])
   if not params then return fail(2, "graph: %s", perr) end
   local plan, err = load_plan(pos[1], params)
   if not plan then return fail(2, "%s", err) end
-  stdout:write(require("analytics_engine.workflow.plan").graph(plan, format), "\n")
+  local text = require("analytics_engine.workflow.plan").graph(plan, rendered and "dot" or format)
+  if rendered then
+    local ok, gerr = require("analytics_engine.report.graphviz").render(text, format, opt["-o"])
+    if not ok then return fail(1, "graph: %s", gerr) end
+    return 0
+  end
+  if opt["-o"] then
+    local f, ferr = io.open(opt["-o"], "wb")
+    if not f then return fail(1, "graph: %s", ferr) end
+    f:write(text, "\n")
+    f:close()
+    return 0
+  end
+  stdout:write(text, "\n")
+  return 0
+end
+
+--- report STATE_FILE [-o FILE] [--format html|md]: "-o -" writes to stdout.
+function _M.report(args)
+  local pos, opt = parse(args, { ["-o"] = "value", ["--output"] = "value", ["--format"] = "value" })
+  if not pos then return fail(2, "report: %s", opt) end
+  if not pos[1] then return fail(2, "report: which state file? (.aeflow/NAME.state.json)") end
+  if pos[2] then return fail(2, "report: unexpected argument '%s'", pos[2]) end
+  local out = opt["-o"] or opt["--output"]
+  local format = opt["--format"] or (out and out ~= "-" and report_format(out)) or "html"
+  if format ~= "html" and format ~= "md" then
+    return fail(2, "report: --format wants html or md, got '%s'", format)
+  end
+  out = out or ("report." .. format)
+  local report = require "analytics_engine.report"
+  local doc, err = report.load(pos[1])
+  if not doc then return fail(1, "report: %s", err) end
+  if out == "-" then
+    stdout:write(report.render(doc, format))
+    return 0
+  end
+  local ok, werr = report.write(doc, out, format)
+  if not ok then return fail(1, "report: %s", werr) end
+  stdout:write(("report: %s\n"):format(out))
   return 0
 end
 

@@ -10,6 +10,7 @@ local state_mod = require "analytics_engine.workflow.state"
 local actions = require "analytics_engine.workflow.actions"
 local submit = require "analytics_engine.workflow.submit"
 local template = require "analytics_engine.workflow.template"
+local record = require "analytics_engine.report.record"
 
 local _M = {}
 local mt = { __index = _M }
@@ -44,6 +45,10 @@ function _M.new(plan, opts)
     self.state = state_mod.new(opts.state_path, { run_id = run_id, workflow = plan.name, file = plan.file,
                                                   params = plan.params })
   end
+  -- What `aeflow report` draws from the state file alone (no secrets).
+  self.state.doc.graph = record.graph(plan)
+  self.state.doc.engine = record.engine(opts.client, opts.engine_local)
+  self.app_attempts = {}
   return self
 end
 
@@ -53,10 +58,62 @@ function _M.emit(self, ev)
   self.emit_fn(ev)
 end
 
-function _M.save(self)
+-- State writes are coalesced: rewriting the whole file (with fsync) on every
+-- change made 1,000 applications cost O(n^2) bytes. A change that must be on
+-- disk before the next request (a submission intent) waits for one group
+-- commit shared by every task that asks in the same scheduler turn; any other
+-- change is written at most FLUSH_DELAY seconds later, and the run's end
+-- writes synchronously.
+local FLUSH_DELAY = 0.1
+
+local function in_task(self)
+  return self.sched ~= nil and self.sched:current() ~= nil
+end
+
+--- Write the state file now; wakes the tasks waiting for a durable save.
+function _M.flush(self)
+  self.dirty = false
   local ok, err = self.state:save()
   if not ok then self:emit { event = "error", message = err } end
-  return ok
+  local waiters = self.save_waiters or {}
+  self.save_waiters = {}
+  for _, t in ipairs(waiters) do self.sched:wake(t, ok or false, err) end
+  return ok, err
+end
+
+--- Record a change: written within FLUSH_DELAY (at once outside a task).
+function _M.save(self)
+  if not in_task(self) then return self:flush() end
+  self.dirty = true
+  if not self.flusher then
+    self.flusher = self.sched:spawn("state flush", function()
+      self.sched:sleep(FLUSH_DELAY)
+      self.flusher = nil
+      if self.dirty then self:flush() end
+    end)
+  end
+  return true
+end
+
+--- Record a change and return once it is on disk: true, or nil/false, err.
+function _M.save_durable(self)
+  if not in_task(self) then return self:flush() end
+  self.dirty = true
+  local sched, me = self.sched, self.sched:current()
+  self.save_waiters = self.save_waiters or {}
+  table.insert(self.save_waiters, me)
+  if not self.committer then
+    -- Runs after every task already runnable this turn: one write for all.
+    self.committer = sched:spawn("state commit", function()
+      self.committer = nil
+      self:flush()
+    end)
+  end
+  return sched:suspend(function()
+    for i, t in ipairs(self.save_waiters) do
+      if t == me then table.remove(self.save_waiters, i) break end
+    end
+  end)
 end
 
 function _M.scope(self, item, index)
@@ -110,6 +167,7 @@ function _M.attempt(self, step, scope, att, index)
   if terr then return false, terr, true end
   if step.action == "submit" then return submit.run(self, step, args, att, index) end
   if step.action == "await" then return submit.await(self, args) end
+  if step.action == "kernel" then return require("analytics_engine.workflow.kernel_action").run(self, step, args) end
   local res, err = call_action(self, step, args)
   if res == nil then
     -- Already in the state the step asks for: done, not failed.
@@ -125,6 +183,18 @@ end
 -- application it made (unless on_timeout = "leave") before anything retries.
 function _M.timed_attempt(self, step, scope, att, index)
   local sched = self.sched
+  if not step.timeout and not step.is_finally then
+    -- No timeout to enforce: the attempt runs in this task (a step's or a
+    -- for_each item's own), which the run's cancel cancels instead of a
+    -- child. One coroutine per item rather than two: a 1,000-item fan-out
+    -- keeps about 4 MB less alive while it waits.
+    local me = sched:current()
+    self.attempt_tasks[me] = true
+    local okx, ok, out, final = xpcall(self.attempt, debug.traceback, self, step, scope, att, index)
+    self.attempt_tasks[me] = nil
+    if not okx then return false, "the step raised an error: " .. tostring(ok), true end
+    return ok, out, final
+  end
   local child = sched:spawn(step.name .. ":" .. att.n, function() return self:attempt(step, scope, att, index) end)
   self.attempt_tasks[child] = true
   local timer, timed_out
@@ -351,7 +421,7 @@ function _M.main(self)
   if self.cancelled then status = "cancelled" end
   self.state.doc.status = status
   self.state.doc.finished_at = core.time()
-  self:save()
+  self:flush()
   self.status = status
 end
 
@@ -370,13 +440,21 @@ function _M.run(self)
     on_state = function(id, state, app)
       self:emit { event = "application", application_id = id, state = state, step = self.started_apps[id] }
       if self.client.is_terminal(state) then self.started_apps[id] = nil end
+      record.state_change(self.app_attempts[id], state)
       local _ = app
     end,
   })
   if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
   local t0 = core.monotime()
+  -- A collection cycle once the heap is 1.5x (not Lua's default 2x) what
+  -- was alive after the last one: a 1,000-application run makes megabytes of
+  -- short-lived strings (responses, state snapshots), and the runner's
+  -- peak RSS follows the pause (about 34 MB at 2x, 31 MB at 1.5x).
+  collectgarbage("incremental", 150, 0, 0)
   local main = sched:spawn("main", function() self:main() end)
   local ok, err = sched:loop(function() return main.done end)
+  collectgarbage("incremental", 200, 0, 0) -- Lua's default pause again
+  if self.dirty then self:flush() end
   transport.scheduler = previous
   if main.error or not ok then
     self.status = "failed"

@@ -21,9 +21,16 @@ function _M.new(opts)
     head = 1, tail = 0,
     timers = {},         -- sorted by `at`
     transfers = {},      -- session → { id → task }
+    sockets = {},        -- WebSocket handle → task waiting for it (wait_ws)
     live = 0,
     on_tick = opts.on_tick,        -- called once per loop turn (signals, flushes)
     max_wait = opts.max_wait or 0.25,
+    -- Transfers in flight at once; the rest queue in order. 1,000 concurrent
+    -- POSTs would hold 1,000 easy handles and connections (tens of MB) and
+    -- finish no sooner against one server.
+    max_transfers = opts.max_transfers or 64,
+    in_flight = 0,
+    slot_queue = {}, slot_head = 1,
   }, mt)
 end
 
@@ -89,9 +96,37 @@ function _M.sleep(self, seconds)
   return self:suspend(function() remove_timer(self.timers, t) end)
 end
 
---- Start an HTTP transfer on `session` and suspend until it completes.
--- Returns res, or nil and the core's { kind, message } error.
-function _M.http(self, session, req)
+-- A transfer slot: true at once when one is free, else after a FIFO wait
+-- (nil, CANCELLED when cancelled while queued).
+local function acquire_slot(self)
+  if self.in_flight < self.max_transfers then
+    self.in_flight = self.in_flight + 1
+    return true
+  end
+  local entry = { task = self.tasks[running()] }
+  self.slot_queue[#self.slot_queue + 1] = entry
+  local ok, err = self:suspend(function() entry.cancelled = true end)
+  if ok == nil then return nil, err end
+  return true
+end
+
+-- Hand the slot to the next queued task, or free it.
+local function release_slot(self)
+  local q = self.slot_queue
+  while self.slot_head <= #q do
+    local entry = q[self.slot_head]
+    q[self.slot_head] = false
+    self.slot_head = self.slot_head + 1
+    if not entry.cancelled and not entry.task.done then
+      self:wake(entry.task, true)
+      return
+    end
+  end
+  self.slot_queue, self.slot_head = {}, 1
+  self.in_flight = self.in_flight - 1
+end
+
+local function start_transfer(self, session, req)
   local id, err = session:start(req)
   if not id then return nil, type(err) == "table" and err or { kind = "other", message = tostring(err) } end
   local task = self.tasks[running()]
@@ -108,6 +143,41 @@ function _M.http(self, session, req)
   if done == nil then return nil, r end
   if r.res then return r.res end
   return nil, r.err
+end
+
+--- Start an HTTP transfer on `session` and suspend until it completes.
+-- Returns res, or nil and the core's { kind, message } error.
+function _M.http(self, session, req)
+  local got, cerr = acquire_slot(self)
+  if not got then return nil, cerr end
+  -- pcall (yieldable in 5.4) so a bad request table cannot leak the slot.
+  local ok, res, err = pcall(start_transfer, self, session, req)
+  release_slot(self)
+  if not ok then error(res, 0) end
+  return res, err
+end
+
+--- Suspend until the core WebSocket handle `ws` is ready (its `ws:fd()`),
+-- or `timeout` seconds pass (nil: no limit). Returns true either way (the
+-- caller retries its non-blocking call), or nil, CANCELLED.
+function _M.wait_ws(self, ws, timeout)
+  local task = self.tasks[running()]
+  assert(task, "wait_ws called outside a scheduler task")
+  assert(self.sockets[ws] == nil, "another task already waits on this WebSocket")
+  self.sockets[ws] = task
+  local t
+  if timeout then
+    t = { at = monotime() + math.max(timeout, 0), task = task }
+    insert_timer(self.timers, t)
+  end
+  local ok, err = self:suspend(function()
+    self.sockets[ws] = nil
+    if t then remove_timer(self.timers, t) end
+  end)
+  self.sockets[ws] = nil
+  if t then remove_timer(self.timers, t) end
+  if ok == nil then return nil, err end
+  return true
 end
 
 --- Wait for another task to finish; returns its ok, results...
@@ -219,11 +289,18 @@ local function wait_for_events(self)
   local timeout = self.max_wait
   local first = self.timers[1]
   if first then timeout = math.max(0, math.min(timeout, first.at - now)) end
+  -- WebSockets join the one wait: passed as extra fds to the first poll.
+  local socks
+  if next(self.sockets) then
+    socks = {}
+    for ws in pairs(self.sockets) do socks[#socks + 1] = ws end
+  end
+  if self.head <= self.tail then timeout = 0 end
   if pending_transfers(self) then
     local waited = false
     for session, waits in pairs(self.transfers) do
       if next(waits) then
-        for _, r in ipairs(session:poll(waited and 0 or timeout)) do
+        for _, r in ipairs(session:poll(waited and 0 or timeout, not waited and socks or nil)) do
           local task = waits[r.id]
           if task then
             waits[r.id] = nil
@@ -233,8 +310,19 @@ local function wait_for_events(self)
         waited = true
       end
     end
+  elseif socks then
+    core.wait_fds(socks, timeout)
   elseif timeout > 0 and self.head > self.tail then
     core.sleep(timeout)
+  end
+  if socks then -- each waiter retries its non-blocking call (and waits again if need be)
+    for _, ws in ipairs(socks) do
+      local task = self.sockets[ws]
+      if task then
+        self.sockets[ws] = nil
+        self:wake(task, true)
+      end
+    end
   end
   now = monotime()
   local timers = self.timers
@@ -252,7 +340,8 @@ function _M.loop(self, stop)
     if self.on_tick then self.on_tick(self) end
     run_ready(self)
     if self.live == 0 or (stop and stop()) then return true end
-    if self.head > self.tail and not self.timers[1] and not pending_transfers(self) then
+    if self.head > self.tail and not self.timers[1] and not pending_transfers(self)
+      and not next(self.sockets) then
       return false, "deadlock: tasks wait on nothing that can wake them"
     end
     wait_for_events(self)

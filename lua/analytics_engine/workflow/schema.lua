@@ -177,6 +177,14 @@ _M.submit = {
   queuing_enabled = { type = "boolean" },
 }
 
+-- The `kernel` action (workflow/kernel_action.lua): the create_kernel body
+-- (name, engine) plus the cells to execute.
+_M.kernel = {
+  name = { type = "string" },
+  engine = { type = "table" },
+  cells = { type = "strings", required = true },
+}
+
 -- The `call` action: any operation.
 _M.call = {
   operation = { type = "operation", required = true },
@@ -195,7 +203,7 @@ _M.arg_kinds = {
 }
 
 -- Bodies checked field by field (the others are sent as written).
-_M.bodies = { submit = _M.submit }
+_M.bodies = { submit = _M.submit, kernel = _M.kernel }
 
 --- Step options besides the action key.
 _M.step = {

@@ -7,6 +7,9 @@ local util = require "analytics_engine.util"
 local _M = {}
 
 local TOKEN_CONF = "ae.lua.submission.token"
+
+-- How long after sending a submission the service may still act on it.
+_M.SUBMIT_GRACE = 120
 _M.TOKEN_CONF = TOKEN_CONF
 
 local function slug(s)
@@ -31,6 +34,37 @@ function _M.find(client, token)
     if _M.token_of(app) == token then return app end
   end
   return false
+end
+
+--- Find out whether a submission whose answer was lost was accepted. A POST
+-- may still be acted on after its client gave up (a gateway's queue, a
+-- stalled server), so "not there" counts only from a list that answered
+-- after `sent_at + submit_grace`; until then the token is looked up once a
+-- second. Returns the application, false (surely not accepted), or nil and
+-- "cancelled" / "unanswered".
+function _M.settle(self, step, token, sent_at)
+  local grace = self.opts.submit_grace or _M.SUBMIT_GRACE
+  local deadline = sent_at + grace
+  if core.time() < deadline then
+    self:emit { event = "log", step = step.name,
+                message = ("submission %s lost its answer; looking for it for up to %.0fs before sending again")
+                  :format(token, deadline - core.time()) }
+  end
+  local unanswered = 0
+  while true do
+    local found = _M.find(self.client, token)
+    if found then return found end
+    local now = core.time()
+    if found == false then
+      unanswered = 0
+      if now >= deadline then return false end
+    else
+      unanswered = unanswered + 1
+      if unanswered >= 20 and now >= deadline then return nil, "unanswered" end
+    end
+    local slept = self.sched:sleep(math.max(0.2, math.min(1, deadline - now)))
+    if slept == nil or self.cancelled then return nil, "cancelled" end
+  end
 end
 
 -- Relative application paths are relative to the workflow file, when such a
@@ -79,8 +113,13 @@ function _M.run(self, step, body, att, index)
   body.conf = conf
 
   if not att.application_id and att.intent_at then
-    -- A previous runner saved the intent and died before saving the id.
-    local found = _M.find(client, token)
+    -- A previous runner saved the intent and died before saving the id: the
+    -- POST may be accepted, refused, or still on its way.
+    local found, why = _M.settle(self, step, token, att.intent_at)
+    if found == nil then
+      if why == "cancelled" then return false, "cancelled" end
+      return false, "could not confirm whether submission " .. token .. " was accepted; not sent again", true
+    end
     if found then
       att.application_id = found.application_id or found.id
       self:emit { event = "application_adopted", step = step.name, item = index, attempt = att.n,
@@ -103,26 +142,21 @@ function _M.run(self, step, body, att, index)
       holding = true
     end
     att.intent_at = core.time()
-    if not self:save() then
+    local saved, serr = self:save_durable()
+    if not saved then
       release()
+      if serr == self.sched.CANCELLED then return false, "cancelled" end
       return false, "cannot record the submission intent; nothing was sent", true
     end
     local res, err = client:create_application(body)
     if not res and err.ambiguous then
       -- The server may have accepted it: look before anything is sent again.
-      -- Only a list that answered counts as "not there".
-      local answered = 0
-      for _ = 1, 20 do
-        local found = _M.find(client, token)
-        if found then
-          res = { application_id = found.application_id or found.id, state = found.state }
-          break
-        end
-        if found == false then answered = answered + 1 end
-        if answered >= 2 then break end
-        self.sched:sleep(0.5)
-      end
-      if not res and answered < 2 then
+      local found, why = _M.settle(self, step, token, att.intent_at)
+      if found then
+        res = { application_id = found.application_id or found.id, state = found.state }
+      elseif found == nil then
+        release()
+        if why == "cancelled" then return false, "cancelled" end
         err.message = err.message .. "; could not confirm whether it was accepted"
         return false, tostring(err), true
       end
@@ -132,6 +166,7 @@ function _M.run(self, step, body, att, index)
       return false, tostring(err), err.status ~= nil and err.status >= 400 and err.status < 500 and err.status ~= 429
     end
     att.application_id = res.application_id or res.id
+    require("analytics_engine.report.record").submitted(att, res.state)
     self.started_apps[att.application_id] = step.name
     self:emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
                 application_id = att.application_id, token = token }
@@ -140,6 +175,7 @@ function _M.run(self, step, body, att, index)
     self.started_apps[att.application_id] = step.name
   end
   local id = att.application_id
+  if self.app_attempts then self.app_attempts[id] = att end -- state times for the report
   if step.wait == false then
     release()
     return true, { application_id = id, state = "SUBMITTED", token = token }

@@ -1,0 +1,53 @@
+# bash completion for aeflow: verbs, their options, workflow (.lua) and
+# state (.json) files, operation names for `call`.
+_aeflow() {
+  local cur prev verb
+  cur=${COMP_WORDS[COMP_CWORD]}
+  prev=${COMP_WORDS[COMP_CWORD-1]}
+  verb=${COMP_WORDS[1]}
+  local verbs="run validate plan graph report orphans exec call operations serve logs help --version --help"
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
+    return
+  fi
+  case $prev in
+    --format)
+      case $verb in
+        graph) COMPREPLY=($(compgen -W "dot mermaid svg png" -- "$cur")) ;;
+        report) COMPREPLY=($(compgen -W "html md" -- "$cur")) ;;
+      esac
+      return ;;
+    --on-cancel) COMPREPLY=($(compgen -W "stop leave" -- "$cur")); return ;;
+    --state|--users|--tls-cert|--tls-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    -o|--output|--report) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --data|--app-root|--examples-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    --param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body)
+      return ;;
+  esac
+  local opts=""
+  case $verb in
+    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report --help" ;;
+    validate|plan) opts="--param --help" ;;
+    graph) opts="--format --param -o --help" ;;
+    report) opts="-o --format --help" ;;
+    orphans) opts="--state --stop --json --help" ;;
+    serve) opts="--host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --max-body --tls-cert --tls-key --quiet --stop --help" ;;
+    help) COMPREPLY=($(compgen -W "run validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
+    call)
+      if [ "$COMP_CWORD" -eq 2 ]; then
+        COMPREPLY=($(compgen -W "$(aeflow operations 2>/dev/null | awk '{print $1}')" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -f -- "$cur"))
+      fi
+      return ;;
+  esac
+  if [[ $cur == -* ]]; then
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    return
+  fi
+  case $verb in
+    run|validate|plan|graph|exec) COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -d -- "$cur")) ;;
+    report) COMPREPLY=($(compgen -f -X '!*.json' -- "$cur") $(compgen -d -- "$cur")) ;;
+  esac
+}
+complete -o filenames -F _aeflow aeflow

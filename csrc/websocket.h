@@ -1,0 +1,23 @@
+/* The WebSocket handle (websocket.c) as server.c and http.c use it. */
+#ifndef AE_WEBSOCKET_H
+#define AE_WEBSOCKET_H
+#include <poll.h>
+#include <stddef.h>
+#include "compat.h"
+
+typedef struct ae_ws ae_ws;
+/* Called once when a server-side handle is released: the owner closes the
+ * upgraded socket (MHD_upgrade_action) and drops its reference. */
+typedef void (*ae_ws_release_fn)(lua_State *L, void *owner, ae_ws *w, void *urh);
+
+void ae_ws_accept_key(const char *key, size_t klen, char out[29]);
+ae_ws *ae_ws_new_server(lua_State *L, int opts); /* pushes the handle (may raise) */
+void ae_ws_set_owner(ae_ws *w, void *owner, ae_ws_release_fn fn);
+void ae_ws_upgraded(ae_ws *w, int fd, const char *extra, size_t n, void *urh);
+void ae_ws_fail_upgrade(ae_ws *w, const char *why);
+int ae_ws_pump(ae_ws *w);
+void ae_ws_orphan(ae_ws *w);
+int ae_ws_waitfd(ae_ws *w, int *fd, short *events);
+int ae_ws_is_ws(lua_State *L, int idx, ae_ws **out);
+int ae_waitfd_item(lua_State *L, int idx, struct pollfd *p);
+#endif

@@ -1,0 +1,209 @@
+-- Bad input, end to end through the real aeflow: malformed workflow files,
+-- malformed ids, hostile servers (not JSON, truncated, 100 MB, slow loris),
+-- expired tokens, wrong credentials and a TLS mismatch. Each must end in one
+-- clear line on stderr and exit code 2 (usage) or 1 (the run failed).
+local core = require "analytics_engine.core"
+local engine = require "helpers.engine"
+local aeflow = require "helpers.aeflow"
+
+local FIXTURES = "spec/fixtures/workflows/"
+
+-- stderr is exactly one "aeflow: ..." line (and stdout has no answer).
+local function assert_one_line(err, out)
+  assert.is_truthy(err:find("^aeflow: "), "stderr does not start with 'aeflow: ': " .. err)
+  assert.equals(1, select(2, err:gsub("\n", "\n")), "not exactly one line: " .. err)
+  assert.equals("\n", err:sub(-1), "not newline-terminated: " .. err)
+  assert.is_falsy(err:find("traceback", 1, true), "a traceback leaked: " .. err)
+  if out then assert.equals("", out) end
+end
+
+local function start_hostile()
+  local p = assert(io.popen("exec python3 spec/helpers/hostile_server.py"))
+  local line = p:read("l") or ""
+  local port, pid = line:match("^PORT (%d+) PID (%d+)$")
+  assert(port, "the hostile server did not start: " .. line)
+  return p, "http://127.0.0.1:" .. port, tonumber(pid)
+end
+
+describe("bad input", function()
+  local dir
+  setup(function()
+    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-bad-"))
+  end)
+  teardown(function()
+    if dir then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  describe("a malformed workflow file", function()
+    local cases = {
+      { "a syntax error", FIXTURES .. "syntax_error.lua", "syntax_error%.lua:3: '}' expected" },
+      { "a wrong type", FIXTURES .. "bad_type.lua", "bad_type%.lua:2: step \"ingest\": retries: expected" },
+      { "a cycle", FIXTURES .. "cycle.lua", "cycle%.lua:3: cycle: a %-> b %-> c %-> a" },
+      { "no action", FIXTURES .. "no_action.lua", "no_action%.lua:2: step \"nothing\": needs an action" },
+      { "a runtime error", FIXTURES .. "runtime_error.lua", "runtime_error%.lua:3: attempt to index" },
+      { "no workflow returned", FIXTURES .. "returns_nil.lua", "must return workflow" },
+    }
+    for _, c in ipairs(cases) do
+      for _, verb in ipairs { "validate", "run", "plan" } do
+        it(("with %s: %s exits 2 naming file and line"):format(c[1], verb), function()
+          local code, out, err = aeflow.run({ verb, core.realpath(c[2]) }, { dir = dir, env = aeflow.env(nil) })
+          assert.equals(2, code, err)
+          assert_one_line(err, out)
+          assert.matches(c[3], err)
+        end)
+      end
+    end
+
+    it("with an unknown action: exits 2 naming it", function()
+      aeflow.write(dir, "unknown.lua", 'return workflow "u" {\n  step "a" { frobnicate = { x = 1 } },\n}\n')
+      local code, out, err = aeflow.run({ "validate", "unknown.lua" }, { dir = dir, env = aeflow.env(nil) })
+      assert.equals(2, code)
+      assert_one_line(err, out)
+      assert.matches("unknown%.lua:2: step \"a\": unknown key 'frobnicate'", err)
+    end)
+
+    it("that does not exist: exits 2", function()
+      local code, out, err = aeflow.run({ "run", "no-such-file.lua" }, { dir = dir, env = aeflow.env(nil) })
+      assert.equals(2, code)
+      assert_one_line(err, out)
+      assert.matches("no%-such%-file%.lua", err)
+    end)
+
+    it("made of binary garbage: exits 2", function()
+      local bytes = {}
+      for i = 1, 512 do bytes[i] = string.char((i * 7919) % 256) end
+      aeflow.write(dir, "garbage.lua", table.concat(bytes))
+      local code, out, err = aeflow.run({ "validate", "garbage.lua" }, { dir = dir, env = aeflow.env(nil) })
+      assert.equals(2, code)
+      assert_one_line(err, out)
+    end)
+  end)
+
+  describe("against the local engine", function()
+    local e
+    setup(function() e = engine.start { "--token-ttl", "1" } end)
+    teardown(function() engine.stop(e) end)
+
+    local function env_with(extra)
+      return aeflow.env(nil, { "AE_URL=" .. e.url, "AE_INSTANCE_ID=" .. e.instance_id, table.unpack(extra) })
+    end
+
+    it("a malformed id is refused before anything is sent, as a usage error (exit 2)", function()
+      local code, out, err = aeflow.run({ "call", "get_application", "not-a-uuid" }, { dir = dir, engine = e })
+      assert_one_line(err, out)
+      assert.matches("'not%-a%-uuid' is not a valid id", err)
+      assert.equals(2, code, err)
+    end)
+
+    it("a malformed JSON argument is a usage error (exit 2)", function()
+      local code, out, err = aeflow.run({ "call", "replace_instance_default_runtime", "{nope" },
+        { dir = dir, engine = e })
+      assert.equals(2, code)
+      assert_one_line(err, out)
+      assert.matches("not valid JSON", err)
+    end)
+
+    it("an unknown operation is a usage error (exit 2)", function()
+      local code, out, err = aeflow.run({ "call", "frobnicate" }, { dir = dir, engine = e })
+      assert.equals(2, code)
+      assert_one_line(err, out)
+    end)
+
+    it("an expired token fails the call with a 401 (exit 1)", function()
+      local status, doc = engine.request(e, "POST", "/icp4d-api/v1/authorize",
+        { username = e.username, api_key = e.api_key }, { Authorization = false })
+      assert.equals(200, status)
+      core.sleep(2.5) -- --token-ttl 1
+      local code, out, err = aeflow.run({ "call", "list_applications" },
+        { dir = dir, env = env_with { "AE_TOKEN=" .. doc.token } })
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("401", err)
+      assert.is_falsy(err:find(doc.token, 1, true))
+    end)
+
+    it("a wrong password fails the token exchange (exit 1) without echoing it", function()
+      local code, out, err = aeflow.run({ "call", "list_applications" },
+        { dir = dir, env = env_with { "AE_USERNAME=" .. e.username, "AE_PASSWORD=wrong-pw-8c1f" } })
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("40[13]", err)
+      assert.is_falsy(err:find("wrong-pw-8c1f", 1, true))
+    end)
+
+    it("a wrong API key fails the call (exit 1) without echoing it", function()
+      local code, out, err = aeflow.run({ "call", "list_applications" },
+        { dir = dir, env = env_with { "AE_USERNAME=" .. e.username, "AE_API_KEY=wrong-key-77a2" } })
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("40[13]", err)
+      assert.is_falsy(err:find("wrong-key-77a2", 1, true))
+    end)
+
+    it("https:// to a plain-HTTP server is a TLS error (exit 1)", function()
+      local code, out, err = aeflow.run({ "call", "list_applications" }, { dir = dir, env = aeflow.env(nil, {
+        "AE_URL=" .. e.url:gsub("^http:", "https:"), "AE_INSTANCE_ID=" .. e.instance_id, "AE_TOKEN=tls-token-1" }) })
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("tls", err:lower())
+    end)
+  end)
+
+  describe("a hostile server", function()
+    local proc, base, pid
+    setup(function() proc, base, pid = start_hostile() end)
+    teardown(function()
+      if pid then core.kill(pid, "TERM") end
+      if proc then proc:close() end
+    end)
+
+    local function call(mode)
+      local env = aeflow.env(nil, { "AE_URL=" .. base .. "/" .. mode,
+        "AE_INSTANCE_ID=8d8ecf1a-2826-49c1-88a6-9388bd1debd5", "AE_TOKEN=hostile-token-1" })
+      return aeflow.run({ "call", "list_applications" }, { dir = dir, env = env, timeout = 120 })
+    end
+
+    it("answering 200 with a body that is not JSON: exit 1", function()
+      local code, out, err = call("nonjson")
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("JSON", err)
+    end)
+
+    it("answering 200 with truncated JSON: exit 1", function()
+      local code, out, err = call("truncated")
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("JSON", err)
+    end)
+
+    it("closing the connection before the promised body: exit 1", function()
+      local code, out, err = call("cut")
+      assert.equals(1, code)
+      assert_one_line(err, out)
+    end)
+
+    it("answering 100 MB: refused past the response size limit, exit 1", function()
+      local code, out, err = call("huge")
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("too_large", err)
+    end)
+
+    it("sending its headers one byte at a time: the client's timeout ends it (exit 1)", function()
+      aeflow.write(dir, "slow.lua", [[
+local c = assert(ae.client { timeout = 2, retries = false })
+local res, err = c:list_applications()
+if not res then io.stderr:write("aeflow: ", tostring(err), "\n") return false end
+]])
+      local env = aeflow.env(nil, { "AE_URL=" .. base .. "/slow",
+        "AE_INSTANCE_ID=8d8ecf1a-2826-49c1-88a6-9388bd1debd5", "AE_TOKEN=hostile-token-1" })
+      local t0 = core.monotime()
+      local code, out, err = aeflow.run({ "exec", "slow.lua" }, { dir = dir, env = env, timeout = 60 })
+      assert.equals(1, code)
+      assert_one_line(err, out)
+      assert.matches("timeout", err)
+      assert.is_true(core.monotime() - t0 < 30, "the slow server was not cut off")
+    end)
+  end)
+end)

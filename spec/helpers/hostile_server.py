@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A hostile HTTP server for the bad-input specs (stdlib only, raw sockets).
+
+Binds 127.0.0.1 on an ephemeral port, prints "PORT <n> PID <pid>" (flushed)
+and serves until killed, or until its parent goes away. The answer depends on the first
+segment of the path, so a client pointed at http://127.0.0.1:PORT/<mode> gets
+that behaviour for every operation:
+    /nonjson/...     200, Content-Type JSON, a body that is not JSON
+    /truncated/...   200, a JSON body cut short (complete per HTTP)
+    /cut/...         200, Content-Length promises more, then the connection closes
+    /huge/...        200, a 100 MB JSON string body
+    /slow/...        slow loris: the status line, then one header byte per 0.5 s
+    anything else    404 JSON
+"""
+import os
+import socket
+import sys
+import threading
+import time
+
+HUGE = 100 * 1024 * 1024
+
+
+def answer(conn, path):
+    def send(status, body, ctype="application/json", length=None):
+        head = "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
+            status, ctype, len(body) if length is None else length)
+        conn.sendall(head.encode() + body)
+
+    mode = path.split("/")[1] if path.count("/") >= 1 else ""
+    if mode == "nonjson":
+        send("200 OK", b"hello, this is not JSON")
+    elif mode == "truncated":
+        send("200 OK", b'{"applications": [{"id": "8')
+    elif mode == "cut":
+        send("200 OK", b'{"applications": [', length=4096)
+    elif mode == "huge":
+        conn.sendall(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                      "Connection: close\r\n\r\n" % (HUGE + 2)).encode())
+        conn.sendall(b'"')
+        chunk = b"x" * 65536
+        for _ in range(HUGE // len(chunk)):
+            conn.sendall(chunk)
+        conn.sendall(b'"')
+    elif mode == "slow":
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for b in b"X-Slow: " + b"z" * 10000:
+            conn.sendall(bytes([b]))
+            time.sleep(0.5)
+    else:
+        send("404 Not Found", b'{"message": "no such thing"}')
+
+
+def serve(conn):
+    try:
+        conn.settimeout(30)
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            part = conn.recv(4096)
+            if not part:
+                return
+            data += part
+        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ")
+        path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
+        answer(conn, path)
+    except OSError:
+        pass  # the client gave up: that is what these answers are for
+    finally:
+        conn.close()
+
+
+def watch_parent(ppid):
+    while True:
+        if os.getppid() != ppid:
+            os._exit(0)
+        time.sleep(0.5)
+
+
+def main():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
+    sys.stdout.flush()
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

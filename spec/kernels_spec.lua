@@ -1,0 +1,247 @@
+-- Kernels against a real Jupyter Server: directly at its /api (kernel.jupyter_client)
+-- and through the local engine's /jkg/api, which forwards to the Jupyter Server it
+-- starts. Real kernels run real Python; nothing is mocked. Fails when Jupyter
+-- cannot be started (Debian: python3-jupyter-server, python3-ipykernel).
+local ae = require "analytics_engine"
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local kernel = require "analytics_engine.kernel"
+local scheduler = require "analytics_engine.workflow.scheduler"
+local engine = require "helpers.engine"
+local jh = require "helpers.jupyter"
+
+local EXEC = { timeout = 60 }
+
+local function temp_dir()
+  local p = assert(io.popen("mktemp -d /tmp/ae-kernels-spec.XXXXXX"))
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- Run fn(sched) as tasks on one scheduler with the client's transport attached.
+local function with_scheduler(c, fn)
+  local sched = scheduler.new()
+  local previous = c.transport.scheduler
+  c.transport.scheduler = sched
+  fn(sched)
+  local ok, err = sched:loop()
+  c.transport.scheduler = previous
+  assert(ok, err)
+end
+
+-- Cell that marks `mine` and waits (up to 30 s) for `theirs`: two of them can
+-- only both finish when they run at the same time.
+local function rendezvous(dir, mine, theirs)
+  return ([[
+import os, time
+open(%q, "w").close()
+t = time.time()
+while not os.path.exists(%q):
+    assert time.time() - t < 30, "the other cell never ran"
+    time.sleep(0.02)
+"met"]]):format(dir .. "/" .. mine, dir .. "/" .. theirs)
+end
+
+-- The shared facts, for a client `c` that reaches some Jupyter Server.
+local function kernel_facts(get_client)
+  local c, id, s
+  lazy_setup(function()
+    c = get_client()
+    id = assert(c:create_kernel { name = "python3" }).id
+    s = assert(c:connect_kernel(id))
+  end)
+  lazy_teardown(function()
+    if s then s:close() end
+    if id then c:delete_kernel(id) end
+  end)
+
+  it("executes 1+1 and gets 2 with an execution count", function()
+    local r = assert(s:execute("1+1", EXEC))
+    assert.equals("2", r.result)
+    assert.is_number(r.execution_count)
+    assert.equals("execute_result", r.outputs[#r.outputs].output_type)
+  end)
+
+  it("gathers what a cell prints as stream outputs", function()
+    local r = assert(s:execute("print('hello')\nimport sys\nprint('oops', file=sys.stderr)", EXEC))
+    assert.equals("hello\n", r.stdout)
+    assert.equals("oops\n", r.stderr)
+    assert.equals("stream", r.outputs[1].output_type)
+    assert.is_nil(r.result)
+  end)
+
+  it("returns an error with ename, evalue and the traceback when a cell raises", function()
+    local r, err = s:execute("raise ValueError('boom')", EXEC)
+    assert.is_nil(r)
+    assert.equals("kernel_error", err.code)
+    assert.equals("ValueError", err.ename)
+    assert.equals("boom", err.evalue)
+    assert.is_true(#err.traceback > 0)
+    assert.matches("ValueError: boom", tostring(err), 1, true)
+    assert.is_nil(err.traceback[#err.traceback]:find("\27", 1, true))
+  end)
+
+  it("completes code", function()
+    local r = assert(s:complete("import o"))
+    local found = false
+    for _, m in ipairs(r.matches) do found = found or m == "os" end
+    assert.is_true(found)
+  end)
+
+  it("never mixes replies of an abandoned execute into the next one", function()
+    local _, err = s:execute("import time\nprint('late')\ntime.sleep(2)\nprint('later')\n'old'", { timeout = 0.5 })
+    assert.equals("timeout", err.code)
+    local r = assert(s:execute("'new'", EXEC))
+    assert.equals("'new'", r.result)
+    assert.equals("", r.stdout)
+  end)
+
+  it("interrupts a `while True: pass` cell from another task of the same scheduler", function()
+    local dir = temp_dir()
+    local flag = dir .. "/running"
+    local r, err, interrupted
+    with_scheduler(c, function(sched)
+      sched:spawn("loop", function()
+        r, err = s:execute(("open(%q, 'w').close()\nwhile True: pass"):format(flag), EXEC)
+      end)
+      sched:spawn("interrupt", function()
+        local deadline = core.monotime() + 30
+        while not exists(flag) and core.monotime() < deadline do sched:sleep(0.05) end
+        interrupted = s:interrupt()
+      end)
+    end)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.is_true(interrupted)
+    assert.is_nil(r)
+    assert.equals("KeyboardInterrupt", err.ename)
+    assert.equals("2", assert(s:execute("1+1", EXEC)).result)
+  end)
+
+  it("restarts the kernel: its variables are gone, the session still works", function()
+    assert(s:execute("x = 41", EXEC))
+    assert(s:restart())
+    local r, err = s:execute("x + 1", EXEC)
+    assert.is_nil(r)
+    assert.equals("NameError", err.ename)
+    assert.equals("3", assert(s:execute("1+2", EXEC)).result)
+  end)
+
+  it("runs two executes at once on two kernels from one scheduler", function()
+    local id2 = assert(c:create_kernel { name = "python3" }).id
+    local s2 = assert(c:connect_kernel(id2))
+    local dir = temp_dir()
+    local r1, e1, r2, e2
+    with_scheduler(c, function(sched)
+      sched:spawn("one", function() r1, e1 = s:execute(rendezvous(dir, "a", "b"), EXEC) end)
+      sched:spawn("two", function() r2, e2 = s2:execute(rendezvous(dir, "b", "a"), EXEC) end)
+    end)
+    s2:close()
+    c:delete_kernel(id2)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.is_nil(e1)
+    assert.is_nil(e2)
+    assert.equals("'met'", r1.result)
+    assert.equals("'met'", r2.result)
+  end)
+
+  it("deletes the kernel", function()
+    local id3 = assert(c:create_kernel { name = "python3" }).id
+    assert.is_true(c:delete_kernel(id3))
+    local _, err = c:get_kernel(id3)
+    assert.equals(404, err.status)
+  end)
+end
+
+describe("kernels at a Jupyter Server's /api", function()
+  local j
+  lazy_setup(function() j = jh.start() end)
+  lazy_teardown(function() jh.stop(j) end)
+
+  kernel_facts(function()
+    return assert(kernel.jupyter_client { url = j.url, token = j.token, retries = false })
+  end)
+
+  it("refuses a wrong token", function()
+    local c = assert(kernel.jupyter_client { url = j.url, token = "wrong", retries = false })
+    local _, err = c:list_kernels()
+    assert.equals(403, err.status)
+  end)
+
+  it("refuses operations a Jupyter Server does not have", function()
+    local c = assert(kernel.jupyter_client { url = j.url, token = j.token })
+    local _, err = c:list_applications()
+    assert.equals("invalid_argument", err.code)
+  end)
+end)
+
+describe("kernels through the local engine's /jkg/api", function()
+  local e, c
+  lazy_setup(function()
+    e = engine.start()
+    c = assert(ae.client { url = e.url, instance_id = e.instance_id,
+                           auth = { username = e.username, api_key = e.api_key }, retries = false })
+  end)
+  lazy_teardown(function() engine.stop(e) end)
+
+  it("lists Jupyter's kernelspecs", function()
+    local specs = assert(c:list_kernelspecs())
+    assert.is_table(specs.kernelspecs.python3)
+  end)
+
+  it("creates a kernel from the seed's body: the name maps to a kernelspec, engine is kept", function()
+    local conf = { ["spark.eventLog.enabled"] = "true" }
+    local k = assert(c:create_kernel { name = "python310", engine = { conf = conf } })
+    assert.is_true(util.is_uuid(k.id))
+    assert.equals("python3", k.name)
+    assert.equals("true", k.engine.conf["spark.eventLog.enabled"])
+    assert.equals("true", assert(c:get_kernel(k.id)).engine.conf["spark.eventLog.enabled"])
+    assert.is_true(c:delete_kernel(k.id))
+  end)
+
+  it("answers 400 for a name no kernelspec matches", function()
+    local _, err = c:create_kernel { name = "cobol85" }
+    assert.equals(400, err.status)
+    assert.matches("cobol85", err.message, 1, true)
+  end)
+
+  it("answers 404 for an unknown kernel, in the service's error shape", function()
+    local _, err = c:get_kernel("00000000-0000-4000-8000-000000000000")
+    assert.equals(404, err.status)
+    assert.equals("kernel_not_found", err.code)
+    assert.is_string(err.trace)
+  end)
+
+  it("needs the engine's credentials", function()
+    local status = engine.request(e, "GET", engine.v4(e, "/jkg/api/kernels"), nil, { Authorization = false })
+    assert.equals(401, status)
+  end)
+
+  kernel_facts(function() return c end)
+
+  it("stops its Jupyter Server and the kernels when the engine stops", function()
+    local k = assert(c:create_kernel { name = "python3" })
+    local p = assert(io.popen("ls " .. e.data_dir .. "/jupyter/runtime"))
+    local pid
+    for name in p:lines() do pid = pid or tonumber(name:match("^jpserver%-(%d+)%.json$")) end
+    p:close()
+    assert.is_number(pid)
+    engine.stop(e, true)
+    local gone = engine.eventually(function() return not core.kill(pid, 0) end, 10)
+    assert.is_true(gone)
+    local ps = assert(io.popen("ps -eo stat=,args="))
+    local kernel_alive = false
+    for line in ps:lines() do
+      if line:find("kernel-" .. k.id, 1, true) and not line:find("^Z") then kernel_alive = true end
+    end
+    ps:close()
+    assert.is_false(kernel_alive)
+    engine.cleanup(e)
+  end)
+end)

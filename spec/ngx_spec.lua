@@ -1,0 +1,220 @@
+-- The client inside a real nginx (Debian's nginx + lua module, OpenResty's
+-- LuaJIT): handlers call real local engines through the ngx transport.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local engine = require "helpers.engine"
+local nginx = require "helpers.nginx"
+local launcher = require "analytics_engine.engine.launcher"
+
+-- A Lua literal for plain data (strings, numbers, booleans, tables).
+local function literal(v)
+  if type(v) == "table" then
+    local parts = {}
+    for k, x in pairs(v) do parts[#parts + 1] = "[" .. literal(k) .. "]=" .. literal(x) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif type(v) == "string" then
+    return ("%q"):format(v)
+  end
+  return tostring(v)
+end
+
+local function target(e, extra)
+  local t = { url = e.url, instance_id = e.instance_id, auth = { username = e.username, api_key = e.api_key },
+              retries = { max_attempts = 2, base_delay = 0.01, max_delay = 0.05 } }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+local function self_signed(dir, name)
+  local cert, key = dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
+  local ok = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+    .. "-addext subjectAltName=IP:127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1"):format(key, cert))
+  assert(ok == true or ok == 0, "openssl could not make a test certificate")
+  return cert, key
+end
+
+describe("the client in nginx (ngx transport)", function()
+  local fast, slow, n, session, dir
+
+  local function get(path, timeout)
+    local res, err = session:request { url = n.url .. path, timeout = timeout or 30 }
+    assert(res, err and err.message)
+    assert.equals(200, res.status, res.body)
+    return assert(util.json_decode(res.body))
+  end
+
+  lazy_setup(function()
+    dir = assert(launcher.temp_dir("ae-ngx-spec-"))
+    local cert, key = self_signed(dir, "engine")
+    local other = self_signed(dir, "other")
+    fast = engine.start()
+    slow = engine.start { "--faults", "1", "--fault-kinds", "delay" }
+    -- TLS from nginx itself, in front of the fast engine.
+    local tls_port = nginx.free_port()
+    local tls_url = "https://127.0.0.1:" .. tls_port
+    local targets = {
+      fast = target(fast),
+      fast_ngx = target(fast, { transport = "ngx" }),
+      slow = target(slow),
+      slow_timeout = target(slow, { timeout = 0.5, retries = false }),
+      bad_key = target(fast, { auth = { username = fast.username, api_key = "wrong-key" } }),
+      refused = target(fast, { url = "http://127.0.0.1:" .. nginx.free_port() }),
+      tls = target(fast, { url = tls_url }),
+      -- Own pools: a connection verified under one trust store is not
+      -- handed to a location with another.
+      tls_untrusted = target(fast, { url = tls_url, pool = "untrusted" }),
+      tls_insecure = target(fast, { url = tls_url, insecure = true, pool = "untrusted" }),
+    }
+    n = nginx.start {
+      http = ([[
+        lua_ssl_trusted_certificate %s;
+        lua_ssl_verify_depth 2;
+        init_by_lua_block { package.loaded.ae_spec_targets = %s }
+        init_worker_by_lua_block { require("helpers.ngx_handlers").init_worker() }
+        server {
+          listen 127.0.0.1:%d ssl;
+          ssl_certificate %s;
+          ssl_certificate_key %s;
+          location / { proxy_pass %s; }
+        }
+      ]]):format(cert, literal(targets), tls_port, cert, key, fast.url),
+      server = ([[
+        location /call { content_by_lua_block { require("helpers.ngx_handlers").call() } }
+        location /untrusted {
+          lua_ssl_trusted_certificate %s;
+          content_by_lua_block { require("helpers.ngx_handlers").call() }
+        }
+        location /set_phase {
+          set_by_lua_block $tr { return require("helpers.ngx_handlers").transport_name() }
+          return 200 '{"transport":"$tr"}';
+        }
+      ]]):format(other),
+    }
+    session = core.http_session()
+  end)
+
+  lazy_teardown(function()
+    if session then session:close() end
+    nginx.stop(n)
+    engine.stop(fast)
+    engine.stop(slow)
+    if dir then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  describe("transport choice", function()
+    it("uses cosockets in a content handler", function()
+      local r = get("/call?target=fast")
+      assert.is_true(r.ok, r.error and r.error.message)
+      assert.equals("ngx", r.transport)
+    end)
+
+    it("uses the curl transport in set_by_lua, where cosockets do not exist", function()
+      local r = get("/set_phase")
+      assert.equals("curl", r.transport, "is build-jit/analytics_engine/core.so built (make build-jit)?")
+    end)
+
+    it("uses cosockets when forced with transport = 'ngx'", function()
+      local r = get("/call?target=fast_ngx")
+      assert.is_true(r.ok)
+      assert.equals("ngx", r.transport)
+    end)
+  end)
+
+  describe("requests", function()
+    it("returns the decoded body of a success", function()
+      local r = get("/call?target=fast&op=get_instance")
+      assert.is_true(r.ok)
+      assert.equals(fast.instance_id, r.result.instance_id)
+    end)
+
+    it("reuses pooled connections for sequential requests", function()
+      local before = get("/call?target=fast").stats
+      for _ = 1, 5 do assert.is_true(get("/call?target=fast").ok) end
+      local after = get("/call?target=fast").stats
+      assert.equals(before.connects, after.connects)
+      assert.equals(before.reused + 6, after.reused)
+    end)
+
+    it("opens a new connection for a request that creates", function()
+      local before = get("/call?target=fast").stats
+      local r = get("/call?target=fast&op=start_spark_history_server")
+      assert.is_true(r.ok, r.error and r.error.message)
+      assert.equals(before.connects + 1, r.stats.connects)
+      assert.equals(before.reused, r.stats.reused)
+    end)
+  end)
+
+  describe("errors", function()
+    it("reports the engine's 401 with the client's error object", function()
+      local r = get("/call?target=bad_key")
+      assert.is_false(r.ok)
+      assert.equals(401, r.error.status, r.error.message)
+      assert.is_false(r.error.retryable)
+    end)
+
+    it("reports a refused connection as kind 'connect', retried by the policy", function()
+      local r = get("/call?target=refused")
+      assert.is_false(r.ok)
+      assert.equals("connect", r.error.code)
+      assert.equals(2, r.error.attempts)
+      assert.matches("refused", r.error.message)
+    end)
+
+    it("reports a response slower than the timeout as kind 'timeout'", function()
+      local r = get("/call?target=slow_timeout")
+      assert.is_false(r.ok)
+      assert.equals("timeout", r.error.code, r.error.message)
+      assert.is_true(r.seconds < 1.9)
+    end)
+  end)
+
+  describe("TLS", function()
+    it("verifies the server's certificate against lua_ssl_trusted_certificate", function()
+      local r = get("/call?target=tls")
+      assert.is_true(r.ok, r.error and r.error.message)
+      assert.equals(fast.instance_id, (get("/call?target=tls&op=get_instance").result or {}).instance_id)
+    end)
+
+    it("fails with kind 'tls' when the certificate is not trusted", function()
+      local r = get("/untrusted?target=tls_untrusted")
+      assert.is_false(r.ok)
+      assert.equals("tls", r.error.code, r.error.message)
+    end)
+
+    it("skips verification only when insecure is set", function()
+      local r = get("/untrusted?target=tls_insecure")
+      assert.is_true(r.ok, r.error and r.error.message)
+    end)
+  end)
+
+  describe("a slow engine", function()
+    -- Every /v4 request stalls 2 s in the engine. One nginx worker serves all
+    -- requests: if a handler blocked it, N requests would take N x 2 s.
+    it("does not block the worker: 20 concurrent handlers finish in about one stall", function()
+      local N = 20
+      local multi = core.http_session()
+      local t0 = core.monotime()
+      local ids = {}
+      for _ = 1, N do ids[assert(multi:start { url = n.url .. "/call?target=slow", timeout = 60 })] = true end
+      local oks, got, last = 0, 0, nil
+      while got < N and core.monotime() - t0 < 60 do
+        for _, item in ipairs(multi:poll(1)) do
+          assert.is_true(ids[item.id])
+          got = got + 1
+          local doc = item.res and item.res.status == 200 and util.json_decode(item.res.body)
+          if doc and doc.ok and doc.transport == "ngx" then
+            oks = oks + 1
+          else
+            last = item.res and item.res.body or item.err.message
+          end
+        end
+      end
+      local elapsed = core.monotime() - t0
+      multi:close()
+      assert.equals(N, oks, last)
+      assert.is_true(elapsed >= 1.9, ("the engine did not stall (%.2fs)"):format(elapsed))
+      -- Serial handling would take 40 s; allow a loaded machine plenty of room.
+      assert.is_true(elapsed < 12, ("%d requests took %.2fs"):format(N, elapsed))
+    end)
+  end)
+end)
