@@ -150,6 +150,22 @@ function _M.parse_query(q)
   return t
 end
 
+--- A whole file, or nil and the io error.
+function _M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- A file holding a JSON object, decoded; nil when missing or not an object.
+function _M.read_json_file(path)
+  local s = _M.read_file(path)
+  local v = s and _M.json_decode(s)
+  return type(v) == "table" and v or nil
+end
+
 --- Shallow copy.
 function _M.copy(t)
   local c = {}

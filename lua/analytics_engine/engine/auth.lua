@@ -15,19 +15,7 @@ local ROLES = { admin = true, editor = true, user = true, viewer = true }
 local function sha256_hex(s) return util.hex(core.sha256(s)) end
 _M.sha256_hex = sha256_hex
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function read_json(path)
-  local s = read_file(path)
-  if not s then return nil end
-  return util.json_decode(s)
-end
+local read_file, read_json = util.read_file, util.read_json_file
 
 -- Equal-time comparison of two strings.
 local function same(a, b)

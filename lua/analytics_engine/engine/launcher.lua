@@ -18,14 +18,7 @@ end
 _M.START_TIMEOUT = 10
 _M.STOP_TIMEOUT = 5
 
-local function read_json(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  local v = util.json_decode(s)
-  return type(v) == "table" and v or nil
-end
+local read_json = util.read_json_file
 
 local function tail(path, n)
   local f = io.open(path, "rb")

@@ -119,21 +119,7 @@ local function mkdir(dir)
   return true
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function read_json(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return util.json_decode(s)
-end
+local read_file, read_json = util.read_file, util.read_json_file
 
 local function random_seed()
   local n = 0

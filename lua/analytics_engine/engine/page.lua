@@ -71,14 +71,8 @@ local function user_of(eng, req)
   if req.headers.authorization then return (eng.auth:authenticate(req.headers.authorization)) end
 end
 
-local function form_decode(body)
-  local t = {}
-  for pair in (body or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    t[util.url_decode(k)] = util.url_decode(v)
-  end
-  return t
-end
+-- application/x-www-form-urlencoded is a query string's syntax.
+local form_decode = util.parse_query
 
 local HEADERS = {
   ["Content-Type"] = "text/html; charset=utf-8",

@@ -48,13 +48,7 @@ local MIGRATIONS = {
 }
 _M.SCHEMA_VERSION = #MIGRATIONS
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = util.read_file
 
 local function rollback(db, err)
   if db:in_transaction() then db:exec("ROLLBACK") end

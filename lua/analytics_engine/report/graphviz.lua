@@ -20,11 +20,7 @@ end
 _M.find_dot = find_dot
 
 local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+  return require("analytics_engine.util").read_file(path) or ""
 end
 
 --- Render `text` (dot) as `format` ("svg" | "png") into `out` (a path; nil
