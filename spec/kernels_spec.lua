@@ -10,7 +10,8 @@ local scheduler = require "analytics_engine.workflow.scheduler"
 local engine = require "helpers.engine"
 local jh = require "helpers.jupyter"
 
-local EXEC = { timeout = 60 }
+-- Generous: kernels start and restart slowly on a loaded machine (sanitizer runs).
+local EXEC = { timeout = 180 }
 
 local function temp_dir()
   local p = assert(io.popen("mktemp -d /tmp/ae-kernels-spec.XXXXXX"))
@@ -36,7 +37,7 @@ local function with_scheduler(c, fn)
   assert(ok, err)
 end
 
--- Cell that marks `mine` and waits (up to 30 s) for `theirs`: two of them can
+-- Cell that marks `mine` and waits (up to 120 s) for `theirs`: two of them can
 -- only both finish when they run at the same time.
 local function rendezvous(dir, mine, theirs)
   return ([[
@@ -44,7 +45,7 @@ import os, time
 open(%q, "w").close()
 t = time.time()
 while not os.path.exists(%q):
-    assert time.time() - t < 30, "the other cell never ran"
+    assert time.time() - t < 120, "the other cell never ran"
     time.sleep(0.02)
 "met"]]):format(dir .. "/" .. mine, dir .. "/" .. theirs)
 end

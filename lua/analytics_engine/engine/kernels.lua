@@ -62,7 +62,7 @@ end
 
 -- Start one request to Jupyter; cb(res) or cb(nil, err) from a later tick.
 local function jupyter_request(k, method, jpath, body, content_type, cb)
-  k.session = k.session or core.http_session{ max_idle = 4 }
+  k.session = k.session or core.http_session()
   local j = k.jupyter
   local headers = { Authorization = j:authorization(), Accept = "application/json" }
   if body then headers["Content-Type"] = content_type or "application/json" end

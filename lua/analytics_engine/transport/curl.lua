@@ -22,7 +22,8 @@ function _M.new(opts)
   return setmetatable({
     -- The session holds the options every request gets (a request's own
     -- fields still win), so a request table carries only what changes.
-    session = core.http_session { max_idle = opts.max_idle or 16, defaults = defaults },
+    -- max_idle: the core chooses (no easy-handle reuse on libcurls that mishandle it)
+    session = core.http_session { max_idle = opts.max_idle, defaults = defaults },
     scheduler = opts.scheduler,
     defaults = defaults, -- read by the WebSocket connectors (kernel.lua, connect.lua)
   }, mt)
