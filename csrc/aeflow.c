@@ -49,8 +49,9 @@ static void set_paths(lua_State *L, const char *dir) {
     luaL_addstring(&b, env);
     luaL_addchar(&b, ';');
   }
-  lua_pushfstring(L, "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;"
-                     "%s/../share/lua/5.4/?/init.lua;" AE_LUADIR "/?.lua;" AE_LUADIR "/?/init.lua;",
+  lua_pushfstring(L,
+                  "%s/../lua/?.lua;%s/../lua/?/init.lua;%s/../share/lua/5.4/?.lua;"
+                  "%s/../share/lua/5.4/?/init.lua;" AE_LUADIR "/?.lua;" AE_LUADIR "/?/init.lua;",
                   dir, dir, dir, dir);
   luaL_addvalue(&b);
   lua_getfield(L, -2, "path");

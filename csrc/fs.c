@@ -64,11 +64,8 @@ static int l_isatty(lua_State *L) {
 }
 
 static const luaL_Reg fs_funcs[] = {
-  {"file_mode", l_file_mode},
-  {"mkdir_p", l_mkdir_p},
-  {"isatty", l_isatty},
-  {"realpath", l_realpath},
-  {NULL, NULL},
+    {"file_mode", l_file_mode}, {"mkdir_p", l_mkdir_p}, {"isatty", l_isatty},
+    {"realpath", l_realpath},   {NULL, NULL},
 };
 
 void ae_open_fs(lua_State *L) {

@@ -81,8 +81,8 @@ typedef struct {
  * of header lines is neither rebuilt nor set again. */
 typedef struct {
   CURL *e;
-  int tuned;                  /* 1: x, method and has_body describe the handle's options */
-  xopts x;                    /* string fields: copies owned here (when tuned) */
+  int tuned; /* 1: x, method and has_body describe the handle's options */
+  xopts x;   /* string fields: copies owned here (when tuned) */
   char method[16];
   int has_body;
   struct curl_slist *headers; /* set as CURLOPT_HTTPHEADER (when tuned) */
@@ -93,28 +93,28 @@ typedef struct {
 typedef struct xfer {
   struct xfer *next;
   lua_Integer id;
-  ehandle *easy;              /* NULL once finished */
-  ae_buf body;                /* response body */
-  ae_buf head;                /* header lines of the last response */
-  curl_off_t max_size;        /* 0 = unlimited */
-  int too_large; /* 1: body past max_size, 2: headers past MAX_HEADER_BYTES */
+  ehandle *easy;       /* NULL once finished */
+  ae_buf body;         /* response body */
+  ae_buf head;         /* header lines of the last response */
+  curl_off_t max_size; /* 0 = unlimited */
+  int too_large;       /* 1: body past max_size, 2: headers past MAX_HEADER_BYTES */
   int oom, done;
   CURLcode result;
   long status, version;
   double total_time;
-  char *url; /* effective URL, copied at completion */
+  char *url;   /* effective URL, copied at completion */
   int url_idx; /* request() only: stack index of the request's url string */
   char errbuf[CURL_ERROR_SIZE];
 } xfer;
 
 typedef struct {
-  CURLM *multi;          /* NULL when closed */
-  xfer *active;          /* in flight */
+  CURLM *multi;           /* NULL when closed */
+  xfer *active;           /* in flight */
   xfer *done, *done_last; /* finished, not yet returned (FIFO) */
-  ehandle **idle;        /* easy handles kept for reuse, options intact */
+  ehandle **idle;         /* easy handles kept for reuse, options intact */
   int nidle, max_idle;
   lua_Integer next_id;
-  xopts defaults;        /* http_session{ defaults = ... }; strings owned here */
+  xopts defaults; /* http_session{ defaults = ... }; strings owned here */
 } session;
 
 /* Everything read from a request table, before any C resource exists. The
@@ -127,7 +127,7 @@ typedef struct {
   xopts x;
   const char *hblock; /* header lines, each ending in NUL; hlen 0: none */
   size_t hlen;
-  int url_idx;        /* stack index of the url string */
+  int url_idx; /* stack index of the url string */
 } reqopts;
 
 static void list_remove(xfer **head, xfer **last, xfer *x) {
@@ -170,8 +170,8 @@ static int xopts_copy(xopts *dst, const xopts *src) {
   dst->capath = src->capath ? strdup(src->capath) : NULL;
   dst->proxy = src->proxy ? strdup(src->proxy) : NULL;
   dst->user_agent = src->user_agent ? strdup(src->user_agent) : NULL;
-  if ((src->cafile && !dst->cafile) || (src->capath && !dst->capath) || (src->proxy && !dst->proxy) ||
-      (src->user_agent && !dst->user_agent)) {
+  if ((src->cafile && !dst->cafile) || (src->capath && !dst->capath) ||
+      (src->proxy && !dst->proxy) || (src->user_agent && !dst->user_agent)) {
     xopts_free(dst);
     return -1;
   }
@@ -187,8 +187,8 @@ static int xopts_equal(const xopts *a, const xopts *b) {
          a->low_speed_time == b->low_speed_time && a->low_speed_limit == b->low_speed_limit &&
          a->http_version == b->http_version && a->explicit_version == b->explicit_version &&
          a->insecure == b->insecure && a->gzip == b->gzip && a->max_size == b->max_size &&
-         str_eq(a->cafile, b->cafile) && str_eq(a->capath, b->capath) && str_eq(a->proxy, b->proxy) &&
-         str_eq(a->user_agent, b->user_agent);
+         str_eq(a->cafile, b->cafile) && str_eq(a->capath, b->capath) &&
+         str_eq(a->proxy, b->proxy) && str_eq(a->user_agent, b->user_agent);
 }
 
 /* Forget what the handle was set up with; the next use resets it. */
@@ -395,17 +395,14 @@ static void push_transfer_error(lua_State *L, xfer *x) {
   const char *kind = error_kind(x);
   size_t n = strlen(x->errbuf);
   while (n > 0 && (x->errbuf[n - 1] == '\n' || x->errbuf[n - 1] == '\r')) x->errbuf[--n] = '\0';
-  if (x->oom)
-    snprintf(msg, sizeof msg, "out of memory while receiving the response");
+  if (x->oom) snprintf(msg, sizeof msg, "out of memory while receiving the response");
   else if (x->too_large == 2)
     snprintf(msg, sizeof msg, "response headers exceed %d bytes", MAX_HEADER_BYTES);
   else if (strcmp(kind, "too_large") == 0)
     snprintf(msg, sizeof msg, "response body exceeds max_response_size (%lld bytes): %s",
              (long long)x->max_size, curl_easy_strerror(x->result));
-  else if (n > 0)
-    snprintf(msg, sizeof msg, "%s: %s", curl_easy_strerror(x->result), x->errbuf);
-  else
-    snprintf(msg, sizeof msg, "%s", curl_easy_strerror(x->result));
+  else if (n > 0) snprintf(msg, sizeof msg, "%s: %s", curl_easy_strerror(x->result), x->errbuf);
+  else snprintf(msg, sizeof msg, "%s", curl_easy_strerror(x->result));
   push_error(L, kind, msg, (lua_Integer)x->result);
 }
 
@@ -492,7 +489,8 @@ static void push_response(lua_State *L, xfer *x) {
   ae_setstr(L, "http_version", version_name(x->version));
   /* without redirects the effective URL is, in practice, the one asked for:
    * then the request's own string serves, and no new one is made */
-  if (x->url_idx && x->url && strcmp(x->url, lua_tostring(L, x->url_idx)) == 0) lua_pushvalue(L, x->url_idx);
+  if (x->url_idx && x->url && strcmp(x->url, lua_tostring(L, x->url_idx)) == 0)
+    lua_pushvalue(L, x->url_idx);
   else lua_pushstring(L, x->url ? x->url : "");
   lua_setfield(L, -2, "url");
 }
@@ -540,17 +538,45 @@ static int push_multi_error(lua_State *L, CURLMcode mc) {
 /* The fields of a request table. Options (F_CAFILE on) can also be session
  * defaults; the others are per request. */
 enum {
-  F_METHOD, F_URL, F_BODY, F_HEADERS, F_FRESH,
-  F_CAFILE, F_CAPATH, F_PROXY, F_USER_AGENT, F_CONNECT_TIMEOUT, F_TIMEOUT, F_LOW_SPEED_TIME,
-  F_LOW_SPEED_LIMIT, F_MAX_SIZE, F_INSECURE, F_GZIP, F_HTTP_VERSION,
+  F_METHOD,
+  F_URL,
+  F_BODY,
+  F_HEADERS,
+  F_FRESH,
+  F_CAFILE,
+  F_CAPATH,
+  F_PROXY,
+  F_USER_AGENT,
+  F_CONNECT_TIMEOUT,
+  F_TIMEOUT,
+  F_LOW_SPEED_TIME,
+  F_LOW_SPEED_LIMIT,
+  F_MAX_SIZE,
+  F_INSECURE,
+  F_GZIP,
+  F_HTTP_VERSION,
   NFIELDS
 };
 #define F_FIRST_OPTION F_CAFILE
 
 static const char *const field_names[NFIELDS] = {
-  "method", "url", "body", "headers", "fresh_connect",
-  "cafile", "capath", "proxy", "user_agent", "connect_timeout", "timeout", "low_speed_time",
-  "low_speed_limit", "max_response_size", "insecure", "gzip", "http_version",
+    "method",
+    "url",
+    "body",
+    "headers",
+    "fresh_connect",
+    "cafile",
+    "capath",
+    "proxy",
+    "user_agent",
+    "connect_timeout",
+    "timeout",
+    "low_speed_time",
+    "low_speed_limit",
+    "max_response_size",
+    "insecure",
+    "gzip",
+    "http_version",
 };
 
 static int field_id(const char *k, size_t len) {
@@ -667,14 +693,17 @@ static void read_options(lua_State *L, int b, xopts *x) {
   if (!lua_isnil(L, b + F_CAFILE)) x->cafile = cstr_at(L, b + F_CAFILE, "cafile", NULL);
   if (!lua_isnil(L, b + F_CAPATH)) x->capath = cstr_at(L, b + F_CAPATH, "capath", NULL);
   if (!lua_isnil(L, b + F_PROXY)) x->proxy = cstr_at(L, b + F_PROXY, "proxy", NULL);
-  if (!lua_isnil(L, b + F_USER_AGENT)) x->user_agent = cstr_at(L, b + F_USER_AGENT, "user_agent", NULL);
-  if (!lua_isnil(L, b + F_CONNECT_TIMEOUT)) x->connect_ms = ms_at(L, b + F_CONNECT_TIMEOUT, "connect_timeout");
+  if (!lua_isnil(L, b + F_USER_AGENT))
+    x->user_agent = cstr_at(L, b + F_USER_AGENT, "user_agent", NULL);
+  if (!lua_isnil(L, b + F_CONNECT_TIMEOUT))
+    x->connect_ms = ms_at(L, b + F_CONNECT_TIMEOUT, "connect_timeout");
   if (!lua_isnil(L, b + F_TIMEOUT)) x->timeout_ms = ms_at(L, b + F_TIMEOUT, "timeout");
   if (!lua_isnil(L, b + F_LOW_SPEED_TIME))
     x->low_speed_time = (ms_at(L, b + F_LOW_SPEED_TIME, "low_speed_time") + 999) / 1000;
   if (!lua_isnil(L, b + F_LOW_SPEED_LIMIT))
     x->low_speed_limit = (long)nonneg_at(L, b + F_LOW_SPEED_LIMIT, "low_speed_limit");
-  if (!lua_isnil(L, b + F_MAX_SIZE)) x->max_size = (curl_off_t)nonneg_at(L, b + F_MAX_SIZE, "max_response_size");
+  if (!lua_isnil(L, b + F_MAX_SIZE))
+    x->max_size = (curl_off_t)nonneg_at(L, b + F_MAX_SIZE, "max_response_size");
   if (!lua_isnil(L, b + F_INSECURE)) x->insecure = bool_at(L, b + F_INSECURE, "insecure");
   if (!lua_isnil(L, b + F_GZIP)) x->gzip = bool_at(L, b + F_GZIP, "gzip");
   hv = cstr_at(L, b + F_HTTP_VERSION, "http_version", NULL);
@@ -698,14 +727,16 @@ static size_t header_line(lua_State *L, char *dst) {
   const char *k, *v;
   int vt = lua_type(L, -1), copied = 0;
   if (lua_type(L, -2) == LUA_TNUMBER) {
-    if (vt != LUA_TSTRING) luaL_error(L, "field 'headers' array entries must be \"Name: value\" strings");
+    if (vt != LUA_TSTRING)
+      luaL_error(L, "field 'headers' array entries must be \"Name: value\" strings");
     v = lua_tolstring(L, -1, &vlen);
     if (vlen == 0 || has_ctl(v, vlen))
       luaL_error(L, "field 'headers' entry must be a non-empty line without CR, LF or NUL");
     if (dst) memcpy(dst, v, vlen + 1);
     return vlen + 1;
   }
-  if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "field 'headers' keys must be header names or array indices");
+  if (lua_type(L, -2) != LUA_TSTRING)
+    luaL_error(L, "field 'headers' keys must be header names or array indices");
   k = lua_tolstring(L, -2, &klen);
   if (!is_token(k, klen)) luaL_error(L, "field 'headers' has an invalid header name '%s'", k);
   if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
@@ -803,9 +834,9 @@ static void read_request(lua_State *L, session *s, int idx, reqopts *o, char *hb
 
 /* ---- starting a transfer (no Lua errors from here on) -------------------- */
 
-#define SETOPT(opt, val)                                   \
-  do {                                                     \
-    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val); \
+#define SETOPT(opt, val)                                                                           \
+  do {                                                                                             \
+    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                        \
   } while (0)
 
 /* The options that stay with a handle from one request to the next. */
@@ -875,7 +906,8 @@ static CURLcode set_headers(ehandle *h, const reqopts *o) {
   /* hlen 0 means no lines (hblock may then be NULL: no arithmetic on it) */
   const char *p = o->hblock, *end = o->hlen > 0 ? o->hblock + o->hlen : o->hblock;
   CURLcode rc;
-  if (o->hlen > 0 && h->hblock != NULL && h->hlen == o->hlen && memcmp(h->hblock, o->hblock, o->hlen) == 0)
+  if (o->hlen > 0 && h->hblock != NULL && h->hlen == o->hlen &&
+      memcmp(h->hblock, o->hblock, o->hlen) == 0)
     return CURLE_OK;
   if (h->hblock == NULL && h->hlen == 1 && o->hlen == 0) return CURLE_OK; /* none, already */
   for (; p < end; p += strlen(p) + 1) {
@@ -912,7 +944,8 @@ static CURLcode xfer_setopts(xfer *x, const reqopts *o) {
   CURLcode rc = CURLE_OK;
   size_t mlen = strlen(o->method);
   int has_body = o->body != NULL;
-  if (h->tuned && h->has_body == has_body && strcmp(h->method, o->method) == 0 && xopts_equal(&h->x, &o->x)) {
+  if (h->tuned && h->has_body == has_body && strcmp(h->method, o->method) == 0 &&
+      xopts_equal(&h->x, &o->x)) {
     rc = set_method(e, o, 0);
   } else {
     ehandle_untune(h);
@@ -1180,7 +1213,8 @@ static int l_http_session(lua_State *L) {
       b = collect_fields(L, lua_gettop(L));
       for (f = 0; f < F_FIRST_OPTION; f++)
         if (!lua_isnil(L, b + f))
-          luaL_error(L, "field 'defaults' cannot hold '%s' (it belongs to each request)", field_names[f]);
+          luaL_error(L, "field 'defaults' cannot hold '%s' (it belongs to each request)",
+                     field_names[f]);
       read_options(L, b, &d); /* its strings stay on the stack until copied */
     }
   }
@@ -1205,8 +1239,8 @@ fail:
 }
 
 static const luaL_Reg session_methods[] = {
-  {"request", s_request}, {"start", s_start},   {"poll", s_poll},   {"pending", s_pending},
-  {"cancel", s_cancel},   {"close", s_close},   {NULL, NULL},
+    {"request", s_request}, {"start", s_start}, {"poll", s_poll}, {"pending", s_pending},
+    {"cancel", s_cancel},   {"close", s_close}, {NULL, NULL},
 };
 
 void ae_open_http(lua_State *L) {

@@ -52,12 +52,12 @@ enum { RQ_COLLECTING, RQ_READY, RQ_PENDING, RQ_ANSWERED, RQ_DROPPED };
 struct wsent;
 
 typedef struct request {
-  struct request *next;              /* ready queue or free list */
-  struct wsent *ent;                 /* a WebSocket upgrade answered on it */
+  struct request *next;                /* ready queue or free list */
+  struct wsent *ent;                   /* a WebSocket upgrade answered on it */
   struct request *all_prev, *all_next; /* every live request, for close() */
   struct MHD_Connection *conn;
-  const char *method, *path;         /* owned by MHD, valid until completion */
-  char *query;                       /* raw query string (qbuf or malloc) */
+  const char *method, *path; /* owned by MHD, valid until completion */
+  char *query;               /* raw query string (qbuf or malloc) */
   size_t qlen;
   char *body;
   size_t blen, bcap;
@@ -80,15 +80,15 @@ typedef struct {
 typedef struct wsent {
   struct wsent *prev, *next;
   struct server *s;
-  ae_ws *w;     /* NULL once Lua released the handle */
-  int ref;      /* registry reference to the handle */
-  request *r;   /* until MHD completes the request */
+  ae_ws *w;                              /* NULL once Lua released the handle */
+  int ref;                               /* registry reference to the handle */
+  request *r;                            /* until MHD completes the request */
   struct MHD_UpgradeResponseHandle *urh; /* set by the upgrade callback */
-  int news;     /* report to Lua on the next poll */
+  int news;                              /* report to Lua on the next poll */
 } wsent;
 
 typedef struct server {
-  struct MHD_Daemon *d;              /* NULL: closed */
+  struct MHD_Daemon *d; /* NULL: closed */
   int port;
   char host[64];
   size_t max_body;
@@ -97,7 +97,7 @@ typedef struct server {
   request *all;
   request *free_list;
   int nfree;
-  size_t pending;                    /* handed to Lua, not answered yet */
+  size_t pending; /* handed to Lua, not answered yet */
   size_t nsuspended;
   /* requests handed to Lua, by id: slot index in the low bits, generation above */
   request **slot_req;
@@ -109,8 +109,8 @@ typedef struct server {
   size_t nhdrs, hcap;
   int hdr_oom;
   char *tls_cert, *tls_key;
-  wsent *ws;                         /* WebSocket connections */
-  struct pollfd *pfds;               /* scratch for waiting on them */
+  wsent *ws;           /* WebSocket connections */
+  struct pollfd *pfds; /* scratch for waiting on them */
   size_t npfds;
 } server;
 
@@ -309,9 +309,8 @@ static int body_reserve(request *r, size_t need) {
 }
 
 static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                const char *method, const char *version,
-                                const char *upload_data, size_t *upload_data_size,
-                                void **con_cls) {
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls) {
   server *s = cls;
   request *r = *con_cls;
   if (r && r->suspended) { /* called again after a resume */
@@ -375,8 +374,7 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       return ret;
     }
     return MHD_NO;
-  default: /* RQ_DROPPED, or anything unexpected: close the connection */
-    return MHD_NO;
+  default: /* RQ_DROPPED, or anything unexpected: close the connection */ return MHD_NO;
   }
 }
 
@@ -552,8 +550,8 @@ static int srv_pending(lua_State *L) {
   return 1;
 }
 
-static AE_MHD_RESULT collect_header(void *cls, enum MHD_ValueKind kind, const char *k,
-                                    size_t kl, const char *v, size_t vl) {
+static AE_MHD_RESULT collect_header(void *cls, enum MHD_ValueKind kind, const char *k, size_t kl,
+                                    const char *v, size_t vl) {
   server *s = cls;
   if (s->nhdrs == s->hcap) {
     size_t n = s->hcap ? s->hcap * 2 : 32;
@@ -614,7 +612,8 @@ static void push_request(lua_State *L, server *s, request *r, lua_Integer id) {
     char buf[INET6_ADDRSTRLEN] = "";
     const struct sockaddr *sa = ci->client_addr;
     if (sa->sa_family == AF_INET)
-      inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, sizeof buf);
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                sizeof buf);
     else if (sa->sa_family == AF_INET6)
       inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
                 sizeof buf);
@@ -1050,7 +1049,8 @@ static int l_http_server(lua_State *L) {
     else if (ss.ss_family == AF_INET6) s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }
 
-#define OPT(o, v, p) (ops[nops].option = (o), ops[nops].value = (intptr_t)(v), ops[nops].ptr_value = (p), nops++)
+#define OPT(o, v, p)                                                                               \
+  (ops[nops].option = (o), ops[nops].value = (intptr_t)(v), ops[nops].ptr_value = (p), nops++)
   OPT(MHD_OPTION_LISTEN_SOCKET, fd, NULL);
   OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s);
   OPT(MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, s);
@@ -1076,8 +1076,8 @@ static int l_http_server(lua_State *L) {
   flags |= MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_TURBO;
   if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES) flags |= MHD_USE_EPOLL;
 
-  s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops,
-                          MHD_OPTION_END);
+  s->d =
+      MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
   if (!s->d) {
     close(fd);
     server_shutdown(L, s);
@@ -1089,11 +1089,14 @@ static int l_http_server(lua_State *L) {
 }
 
 void ae_open_server(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"port", srv_port},   {"poll", srv_poll}, {"respond", srv_respond},
-      {"drop", srv_drop},   {"pending", srv_pending}, {"close", srv_close},
-      {"accept_websocket", srv_accept_websocket},
-      {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"port", srv_port},
+                                     {"poll", srv_poll},
+                                     {"respond", srv_respond},
+                                     {"drop", srv_drop},
+                                     {"pending", srv_pending},
+                                     {"close", srv_close},
+                                     {"accept_websocket", srv_accept_websocket},
+                                     {NULL, NULL}};
   ae_newclass(L, SERVER_MT, methods, srv_gc, srv_tostring);
   lua_pushcfunction(L, l_http_server);
   lua_setfield(L, -2, "http_server");

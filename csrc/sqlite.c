@@ -48,7 +48,9 @@ static int fail_closed(lua_State *L) {
   return 2;
 }
 
-static db_t *check_db(lua_State *L) { return luaL_checkudata(L, 1, DB_MT); }
+static db_t *check_db(lua_State *L) {
+  return luaL_checkudata(L, 1, DB_MT);
+}
 
 /* Pop the value on top and make it the uservalue of the userdata at idx
  * (relative to the stack before the pop). */
@@ -67,17 +69,18 @@ static void set_uservalue(lua_State *L, int idx) {
 
 static int push_value(lua_State *L, sqlite3_stmt *st, int i) {
   switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER: lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, i)); break;
-    case SQLITE_FLOAT: lua_pushnumber(L, sqlite3_column_double(st, i)); break;
-    case SQLITE_TEXT:
-      lua_pushlstring(L, (const char *)sqlite3_column_text(st, i), (size_t)sqlite3_column_bytes(st, i));
-      break;
-    case SQLITE_BLOB: {
-      const void *p = sqlite3_column_blob(st, i);
-      lua_pushlstring(L, p ? p : "", (size_t)sqlite3_column_bytes(st, i));
-      break;
-    }
-    default: lua_pushnil(L);
+  case SQLITE_INTEGER: lua_pushinteger(L, (lua_Integer)sqlite3_column_int64(st, i)); break;
+  case SQLITE_FLOAT: lua_pushnumber(L, sqlite3_column_double(st, i)); break;
+  case SQLITE_TEXT:
+    lua_pushlstring(L, (const char *)sqlite3_column_text(st, i),
+                    (size_t)sqlite3_column_bytes(st, i));
+    break;
+  case SQLITE_BLOB: {
+    const void *p = sqlite3_column_blob(st, i);
+    lua_pushlstring(L, p ? p : "", (size_t)sqlite3_column_bytes(st, i));
+    break;
+  }
+  default: lua_pushnil(L);
   }
   return 1;
 }
@@ -94,20 +97,21 @@ static int bind_args(lua_State *L, sqlite3_stmt *st, int first, int last) {
   for (i = 0; i < n && rc == SQLITE_OK; i++) {
     int idx = first + i;
     switch (lua_type(L, idx)) {
-      case LUA_TNIL: rc = sqlite3_bind_null(st, i + 1); break;
-      case LUA_TBOOLEAN: rc = sqlite3_bind_int(st, i + 1, lua_toboolean(L, idx)); break;
-      case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) rc = sqlite3_bind_int64(st, i + 1, (sqlite3_int64)lua_tointeger(L, idx));
-        else rc = sqlite3_bind_double(st, i + 1, lua_tonumber(L, idx));
-        break;
-      case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        rc = sqlite3_bind_text64(st, i + 1, s, len, SQLITE_TRANSIENT, SQLITE_UTF8);
-        break;
-      }
-      default:
-        return luaL_argerror(L, idx, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
+    case LUA_TNIL: rc = sqlite3_bind_null(st, i + 1); break;
+    case LUA_TBOOLEAN: rc = sqlite3_bind_int(st, i + 1, lua_toboolean(L, idx)); break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        rc = sqlite3_bind_int64(st, i + 1, (sqlite3_int64)lua_tointeger(L, idx));
+      else rc = sqlite3_bind_double(st, i + 1, lua_tonumber(L, idx));
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      rc = sqlite3_bind_text64(st, i + 1, s, len, SQLITE_TRANSIENT, SQLITE_UTF8);
+      break;
+    }
+    default:
+      return luaL_argerror(L, idx, lua_pushfstring(L, "cannot bind a %s", luaL_typename(L, idx)));
     }
   }
   return rc;
@@ -335,7 +339,9 @@ static int db_is_open(lua_State *L) {
 
 /* ---------------------------------------------------------------- Stmt */
 
-static stmt_t *check_stmt(lua_State *L) { return luaL_checkudata(L, 1, STMT_MT); }
+static stmt_t *check_stmt(lua_State *L) {
+  return luaL_checkudata(L, 1, STMT_MT);
+}
 
 static int stmt_gc(lua_State *L) {
   stmt_t *s = check_stmt(L);
@@ -360,7 +366,9 @@ static int stmt_tostring(lua_State *L) {
 }
 
 /* A statement is usable while it is prepared and its database is open. */
-static int stmt_live(stmt_t *s) { return s->st != NULL && s->owner != NULL && s->owner->db != NULL; }
+static int stmt_live(stmt_t *s) {
+  return s->st != NULL && s->owner != NULL && s->owner->db != NULL;
+}
 
 static int stmt_bind(lua_State *L) {
   stmt_t *s = check_stmt(L);
@@ -425,9 +433,9 @@ static int l_sqlite_open(lua_State *L) {
   d->db = NULL;
   luaL_getmetatable(L, DB_MT);
   lua_setmetatable(L, -2);
-  rc = sqlite3_open_v2(path, &d->db,
-                       readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE),
-                       NULL);
+  rc = sqlite3_open_v2(
+      path, &d->db, readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE),
+      NULL);
   if (rc != SQLITE_OK) {
     const char *m = d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc);
     luaL_pushfail(L);
@@ -447,18 +455,20 @@ static int l_sqlite_version(lua_State *L) {
 }
 
 void ae_open_sqlite(lua_State *L) {
-  static const luaL_Reg db_methods[] = {
-      {"exec", db_exec},       {"run", db_run},
-      {"query", db_query},     {"rows", db_rows},
-      {"prepare", db_prepare}, {"changes", db_changes},
-      {"last_insert_rowid", db_last_insert_rowid},
-      {"in_transaction", db_in_transaction},
-      {"is_open", db_is_open}, {"close", db_close},
-      {NULL, NULL}};
-  static const luaL_Reg stmt_methods[] = {
-      {"bind", stmt_bind},   {"step", stmt_step}, {"values", stmt_values},
-      {"reset", stmt_reset}, {"close", stmt_close},
-      {NULL, NULL}};
+  static const luaL_Reg db_methods[] = {{"exec", db_exec},
+                                        {"run", db_run},
+                                        {"query", db_query},
+                                        {"rows", db_rows},
+                                        {"prepare", db_prepare},
+                                        {"changes", db_changes},
+                                        {"last_insert_rowid", db_last_insert_rowid},
+                                        {"in_transaction", db_in_transaction},
+                                        {"is_open", db_is_open},
+                                        {"close", db_close},
+                                        {NULL, NULL}};
+  static const luaL_Reg stmt_methods[] = {{"bind", stmt_bind},     {"step", stmt_step},
+                                          {"values", stmt_values}, {"reset", stmt_reset},
+                                          {"close", stmt_close},   {NULL, NULL}};
   ae_newclass(L, DB_MT, db_methods, db_gc, db_tostring);
   ae_newclass(L, STMT_MT, stmt_methods, stmt_gc, stmt_tostring);
   lua_pushcfunction(L, l_sqlite_open);

@@ -44,9 +44,18 @@
 #define LIMIT_SECONDS 1e8
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-enum { WS_CLOSED, WS_CONNECTING, WS_HS_SEND, WS_HS_RECV, WS_UPGRADING, WS_OPEN, WS_ENDED, WS_FAILED };
-static const char *const STATE_NAMES[] = {"closed", "connecting", "connecting", "connecting",
-                                          "connecting", "open", "ended", "failed"};
+enum {
+  WS_CLOSED,
+  WS_CONNECTING,
+  WS_HS_SEND,
+  WS_HS_RECV,
+  WS_UPGRADING,
+  WS_OPEN,
+  WS_ENDED,
+  WS_FAILED
+};
+static const char *const STATE_NAMES[] = {"closed",     "connecting", "connecting", "connecting",
+                                          "connecting", "open",       "ended",      "failed"};
 
 typedef struct wsmsg {
   struct wsmsg *next;
@@ -212,7 +221,8 @@ static void ws_fail(ae_ws *w, const char *kind, const char *fmt, ...) {
   w->err_kind = kind;
   va_start(ap, fmt);
   /* the analyzer loses va_start across the early return above */
-  vsnprintf(w->err_msg, sizeof w->err_msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
+  /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized) */
+  vsnprintf(w->err_msg, sizeof w->err_msg, fmt, ap);
   va_end(ap);
   if (w->state != WS_CLOSED) w->state = WS_FAILED;
 }
@@ -547,7 +557,8 @@ static void check_response(ae_ws *w, char *head, size_t hlen) {
     return;
   }
   if (find_header(head, e, "sec-websocket-extensions", &vl) && vl > 0) {
-    ws_fail(w, "handshake", "websocket handshake: the server chose an extension that was not offered");
+    ws_fail(w, "handshake",
+            "websocket handshake: the server chose an extension that was not offered");
     return;
   }
   if (make_ctx(w) != 0) {
@@ -615,10 +626,12 @@ static void finish_io(ae_ws *w) {
   if (wslay_event_get_close_received(w->ctx)) { /* NOLINT(bugprone-branch-clone) */
     w->state = WS_ENDED;
   } else if (sent == WSLAY_CODE_MESSAGE_TOO_BIG) {
-    ws_fail(w, "too_large", "websocket: a message exceeds max_message_size (%llu bytes); closed with 1009",
+    ws_fail(w, "too_large",
+            "websocket: a message exceeds max_message_size (%llu bytes); closed with 1009",
             (unsigned long long)w->max_msg);
   } else if (sent == WSLAY_CODE_PROTOCOL_ERROR || sent == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA) {
-    ws_fail(w, "protocol", "websocket: the peer broke the protocol; closed with %u", (unsigned)sent);
+    ws_fail(w, "protocol", "websocket: the peer broke the protocol; closed with %u",
+            (unsigned)sent);
   } else if (w->eof) {
     ws_fail(w, "closed", "websocket: the connection closed without a close frame");
     w->close_code = 1006;
@@ -752,9 +765,15 @@ static int ws_run(ae_ws *w, double deadline, int (*done)(ae_ws *)) {
   }
 }
 
-static int is_open(ae_ws *w) { return w->state == WS_OPEN; }
-static int has_msg(ae_ws *w) { return w->head != NULL; }
-static int flushed(ae_ws *w) { return w->state == WS_OPEN && !wslay_event_want_write(w->ctx); }
+static int is_open(ae_ws *w) {
+  return w->state == WS_OPEN;
+}
+static int has_msg(ae_ws *w) {
+  return w->head != NULL;
+}
+static int flushed(ae_ws *w) {
+  return w->state == WS_OPEN && !wslay_event_want_write(w->ctx);
+}
 
 /* ---- results --------------------------------------------------------------------- */
 
@@ -776,8 +795,8 @@ static void push_err(lua_State *L, ae_ws *w) {
     reason[i] = '\0';
     ae_setstr(L, "kind", "closed");
     lua_pushfstring(L, "websocket: closed by %s with code %d%s%s",
-                    w->shutdown_called ? "us" : "the peer", w->close_code,
-                    reason[0] ? ": " : "", reason);
+                    w->shutdown_called ? "us" : "the peer", w->close_code, reason[0] ? ": " : "",
+                    reason);
     lua_setfield(L, -2, "message");
   } else {
     ae_setstr(L, "kind", w->err_kind ? w->err_kind : "other");
@@ -821,7 +840,9 @@ static const char *opcode_name(int op) {
 
 /* ---- methods ---------------------------------------------------------------------- */
 
-static ae_ws *check_ws(lua_State *L) { return (ae_ws *)luaL_checkudata(L, 1, WS_MT); }
+static ae_ws *check_ws(lua_State *L) {
+  return (ae_ws *)luaL_checkudata(L, 1, WS_MT);
+}
 
 static double opt_deadline(lua_State *L, int idx) {
   lua_Number t;
@@ -845,7 +866,8 @@ static int w_connect(lua_State *L) {
    * the connect itself succeeded, and receive() hands out what they held
    * before it reports the end (found by fuzz/fuzz_ws_client). */
   if (w->hs_done && w->state != WS_CLOSED) return lua_pushboolean(L, 1), 1;
-  if (w->state == WS_FAILED || w->state == WS_CLOSED || w->state == WS_ENDED) return fail_result(L, w);
+  if (w->state == WS_FAILED || w->state == WS_CLOSED || w->state == WS_ENDED)
+    return fail_result(L, w);
   return timeout_result(L, "connecting");
 }
 
@@ -969,8 +991,9 @@ static int w_shutdown(lua_State *L) {
   lua_Integer code = luaL_optinteger(L, 2, 1000);
   size_t rl;
   const char *reason = luaL_optlstring(L, 3, "", &rl);
-  luaL_argcheck(L, code == 0 || (code >= 1000 && code <= 4999 && code != 1004 && code != 1005 &&
-                                 code != 1006 && code != 1015),
+  luaL_argcheck(L,
+                code == 0 || (code >= 1000 && code <= 4999 && code != 1004 && code != 1005 &&
+                              code != 1006 && code != 1015),
                 2, "close code must be 0 (none) or a valid code in 1000..4999");
   luaL_argcheck(L, rl <= 123, 3, "a close reason has at most 123 bytes");
   if (w->state != WS_OPEN && w->state != WS_UPGRADING) {
@@ -986,7 +1009,9 @@ static int w_shutdown(lua_State *L) {
   return 1;
 }
 
-static int ended(ae_ws *w) { return w->state != WS_OPEN; }
+static int ended(ae_ws *w) {
+  return w->state != WS_OPEN;
+}
 
 /* ws:close([code [, reason [, timeout]]]) -> true: close handshake (if still
  * open, up to timeout, default 1 s), then release. Safe to call again. */
@@ -1083,8 +1108,9 @@ static void build_request(lua_State *L, int opts, const char *path, const char *
   int parts, n = 0, t, i;
   lua_newtable(L);
   parts = lua_gettop(L);
-  lua_pushfstring(L, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
+  lua_pushfstring(L,
+                  "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
                   path, hostport, key);
   lua_rawseti(L, parts, ++n);
   lua_getfield(L, opts, "headers");
@@ -1155,7 +1181,8 @@ static int l_ws_connect(lua_State *L) {
   else return luaL_argerror(L, 1, "URL must start with ws://, wss://, http:// or https://");
   scheme_end = strstr(url, "://");
   rest = scheme_end + 3;
-  if (has_ctl(url, strlen(url)) || strchr(url, ' ')) return luaL_argerror(L, 1, "URL has spaces or controls");
+  if (has_ctl(url, strlen(url)) || strchr(url, ' '))
+    return luaL_argerror(L, 1, "URL has spaces or controls");
   cafile = ae_optstrfield(L, 2, "cafile", NULL);
   capath = ae_optstrfield(L, 2, "capath", NULL);
   proxy = ae_optstrfield(L, 2, "proxy", NULL);
@@ -1211,7 +1238,7 @@ static int l_ws_connect(lua_State *L) {
   }
   memcpy(w->out, head, head_len);
   w->out_len = head_len;
-#define SET(o, v) \
+#define SET(o, v)                                                                                  \
   if (rc == CURLE_OK) rc = curl_easy_setopt(w->easy, o, v)
   SET(CURLOPT_URL, lua_tostring(L, 4));
   SET(CURLOPT_CONNECT_ONLY, 1L);
@@ -1326,7 +1353,8 @@ int ae_waitfd_item(lua_State *L, int idx, struct pollfd *p) {
     p->revents = 0;
     return 1;
   }
-  if (!ae_ws_is_ws(L, idx, &w)) luaL_error(L, "wait list entries must be file descriptors or WebSockets");
+  if (!ae_ws_is_ws(L, idx, &w))
+    luaL_error(L, "wait list entries must be file descriptors or WebSockets");
   if (ae_ws_waitfd(w, &fd, &ev) != 1 || ev == 0) return 0;
   p->fd = fd;
   p->events = ev;
@@ -1371,11 +1399,17 @@ static int l_wait_fds(lua_State *L) {
 }
 
 void ae_open_websocket(lua_State *L) {
-  static const luaL_Reg methods[] = {
-      {"connect", w_connect},   {"send", w_send},         {"receive", w_receive},
-      {"ping", w_ping},         {"flush", w_flush},       {"shutdown", w_shutdown},
-      {"close", w_close},       {"fd", w_fd},             {"state", w_state},
-      {"close_info", w_close_info}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"connect", w_connect},
+                                     {"send", w_send},
+                                     {"receive", w_receive},
+                                     {"ping", w_ping},
+                                     {"flush", w_flush},
+                                     {"shutdown", w_shutdown},
+                                     {"close", w_close},
+                                     {"fd", w_fd},
+                                     {"state", w_state},
+                                     {"close_info", w_close_info},
+                                     {NULL, NULL}};
   luaL_getmetatable(L, WS_MT);
   if (lua_isnil(L, -1)) ae_newclass(L, WS_MT, methods, w_gc, w_tostring);
   lua_pop(L, 1);

@@ -21,7 +21,8 @@ lua_State *fuzz_lua_state(void) {
   luaL_openlibs(L);
   luaL_requiref(L, "analytics_engine.core", luaopen_analytics_engine_core, 0);
   lua_pop(L, 1);
-  fuzz_lua_do(L, "package.path = '" AE_SRCDIR "/lua/?.lua;" AE_SRCDIR "/lua/?/init.lua;' .. package.path");
+  fuzz_lua_do(L, "package.path = '" AE_SRCDIR "/lua/?.lua;" AE_SRCDIR
+                 "/lua/?/init.lua;' .. package.path");
   return L;
 }
 

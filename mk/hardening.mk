@@ -2,7 +2,7 @@
 #   make check-asan    the core and aeflow built with clang ASan+UBSan into build-asan/,
 #                      then the whole busted suite against that build
 #   make lint-c        cppcheck and clang-tidy (.clang-tidy) on csrc/*.c
-#   make format-check  which csrc files differ from .clang-format, and by how many lines (report only)
+#   make format-check  fails when a C file differs from .clang-format (prints how many lines, per file)
 #   make fuzz-short    every libFuzzer target in fuzz/ for FUZZ_SECONDS (default 30) each
 #   make fuzz          the same, FUZZ_LONG_SECONDS (default 600) each; see docs/hardening.md
 #   make ci-hardening  lint-c, check-asan and fuzz-short: what CI runs
@@ -34,7 +34,7 @@ ASAN_ENV = ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:verify_asan_l
 
 .PHONY: check-asan asan-build lint-c cppcheck clang-tidy format-check fuzz-build fuzz-short fuzz ci-hardening
 
-ci-hardening: lint-c check-asan fuzz-short
+ci-hardening: format-check lint-c check-asan fuzz-short
 
 # ---------------------------------------------------------------- sanitizers
 
@@ -90,12 +90,13 @@ clang-tidy: deps
 # Report only: how many lines of each file clang-format would change. Nothing
 # is rewritten and the target does not fail (the code predates .clang-format).
 format-check: deps
-	@total=0; for f in csrc/*.c csrc/*.h fuzz/*.c hardening/*.c; do \
+	@total=0; for f in csrc/*.c csrc/*.h fuzz/*.c fuzz/*.h hardening/*.c; do \
 	  [ -f "$$f" ] || continue; \
 	  n=$$($(CLANG_FORMAT) --style=file "$$f" | diff "$$f" - | grep -c '^<'); \
 	  total=$$((total + n)); \
 	  [ "$$n" = 0 ] || printf '%6d  %s\n' "$$n" "$$f"; \
-	done; echo "format-check: $$total lines differ from .clang-format"
+	done; echo "format-check: $$total lines differ from .clang-format"; \
+	[ "$$total" = 0 ] || { echo "format-check: run clang-format -i --style=file on the files above" >&2; exit 1; }
 
 # ------------------------------------------------------------------- fuzzing
 
