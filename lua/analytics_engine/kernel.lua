@@ -182,13 +182,29 @@ local function dispatch(self, data, opcode)
   if col then col:add(msg) end
 end
 
+-- Jupyter drops iopub messages while a kernel's subscription reconnects
+-- (after a restart, under load): once the shell reply is in, the idle status
+-- is awaited this long, then the request counts as complete and the result
+-- says `incomplete` (outputs published in that gap may be missing).
+_M.IDLE_GRACE = 5
+
+local function effective_deadline(col, deadline)
+  if col.reply_at and not col.done then
+    local grace = col.reply_at + _M.IDLE_GRACE
+    if not deadline or grace < deadline then return grace, true end
+  end
+  return deadline, false
+end
+
 -- Read until `col.done`, the deadline, or a failure; one reader at a time.
 local function wait_for(self, col, deadline)
+  local final_deadline = deadline
   local ws = self.ws
   -- The transport's scheduler now (the runner attaches one for a run).
   local tsched = self.client.transport.scheduler
   local sched = active(tsched)
   while not col.done do
+    deadline = effective_deadline(col, final_deadline)
     if self.closed then return nil, kernel_error { code = "closed", message = "the kernel session is closed" } end
     if self.reading and sched then
       -- Another task reads for us; it wakes us after each message.
@@ -230,7 +246,12 @@ local function wait_for(self, col, deadline)
             .. tostring(type(err) == "table" and err.message or err) }
       end
     end
+    deadline = effective_deadline(col, final_deadline)
     if deadline and core().monotime() >= deadline and not col.done then break end
+  end
+  local _, by_grace = effective_deadline(col, final_deadline)
+  if not col.done and by_grace and core().monotime() >= col.reply_at + _M.IDLE_GRACE then
+    col.done, col.incomplete = true, true
   end
   if col.done then return true end
   return nil, kernel_error { code = "timeout", message = ("no reply from kernel %s in time"):format(self.id),
@@ -284,6 +305,7 @@ function Exec.add(col, msg)
     col.error = c
   elseif t == "execute_reply" then
     col.reply = c
+    col.reply_at = col.reply_at or core().monotime()
     if type(c.execution_count) == "number" then col.execution_count = math.floor(c.execution_count) end
   end
   -- Complete once the kernel is idle for this request and the shell reply is in.
@@ -354,7 +376,7 @@ function Session.execute(self, code, opts)
   self.failed_at = nil
   local out = { outputs = col.outputs, execution_count = col.execution_count,
                 stdout = concat(col.stdout), stderr = concat(col.stderr), result = col.result,
-                status = col.reply.status }
+                status = col.reply.status, incomplete = col.incomplete }
   local e = col.error or (col.reply.status == "error" and col.reply) or nil
   if e then
     self.failed_at = core().monotime()

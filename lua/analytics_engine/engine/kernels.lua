@@ -258,8 +258,18 @@ local function tick_channels(eng, k)
     k.opening = keep
   end
   for h, up in pairs(k.links) do
-    local ok, code, reason = relay(up, h)
-    if not ok then unlink(eng, k, h, code, reason) end
+    -- Both directions every turn: a message that came in with the upgrade
+    -- (or between a poll's news and the handler's registration) would
+    -- otherwise wait in the handle for news that never comes.
+    local ok, code, reason = relay(h, up)
+    if ok then ok, code, reason = relay(up, h) end
+    if not ok then
+      unlink(eng, k, h, code, reason)
+    else
+      -- finish writes the sockets did not take at once
+      up:flush(0)
+      h:flush(0)
+    end
   end
 end
 
