@@ -158,42 +158,44 @@ function _M.run(args, exe)
   return 1
 end
 
-function _M.validate(args)
-  local pos, opt = parse(args, { ["--param"] = "multi" })
-  if not pos then return fail(2, "validate: %s", opt) end
+-- The offline verbs' common start: options, --param values, the plan.
+-- Returns plan, options, positional or nil and the exit code (after saying why).
+local function offline_plan(verb, args, spec)
+  spec = spec or {}
+  spec["--param"] = "multi"
+  local pos, opt = parse(args, spec)
+  if not pos then return nil, fail(2, "%s: %s", verb, opt) end
   local params, perr = params_of(opt["--param"])
-  if not params then return fail(2, "validate: %s", perr) end
+  if not params then return nil, fail(2, "%s: %s", verb, perr) end
   local plan, err = load_plan(pos[1], params)
-  if not plan then return fail(2, "%s", err) end
+  if not plan then return nil, fail(2, "%s", err) end
+  return plan, opt, pos
+end
+
+function _M.validate(args)
+  local plan, opt, pos = offline_plan("validate", args)
+  if not plan then return opt end
   stdout:write(("%s: workflow '%s' is valid: %d steps, %d finally\n"):format(pos[1], plan.name, #plan.steps,
     #plan.finally))
   return 0
 end
 
 function _M.plan(args)
-  local pos, opt = parse(args, { ["--param"] = "multi" })
-  if not pos then return fail(2, "plan: %s", opt) end
-  local params, perr = params_of(opt["--param"])
-  if not params then return fail(2, "plan: %s", perr) end
-  local plan, err = load_plan(pos[1], params)
-  if not plan then return fail(2, "%s", err) end
+  local plan, code = offline_plan("plan", args)
+  if not plan then return code end
   local text = require("analytics_engine.workflow.plan").describe(plan)
   stdout:write(type(text) == "table" and table.concat(text, "\n") or text, "\n")
   return 0
 end
 
 function _M.graph(args)
-  local pos, opt = parse(args, { ["--format"] = "value", ["--param"] = "multi", ["-o"] = "value" })
-  if not pos then return fail(2, "graph: %s", opt) end
+  local plan, opt = offline_plan("graph", args, { ["--format"] = "value", ["-o"] = "value" })
+  if not plan then return opt end
   local format = opt["--format"] or "dot"
   local rendered = format == "svg" or format == "png"
   if format ~= "dot" and format ~= "mermaid" and not rendered then
     return fail(2, "graph: --format wants dot, mermaid, svg or png, got '%s'", format)
   end
-  local params, perr = params_of(opt["--param"])
-  if not params then return fail(2, "graph: %s", perr) end
-  local plan, err = load_plan(pos[1], params)
-  if not plan then return fail(2, "%s", err) end
   local text = require("analytics_engine.workflow.plan").graph(plan, rendered and "dot" or format)
   if rendered then
     local ok, gerr = require("analytics_engine.report.graphviz").render(text, format, opt["-o"])
