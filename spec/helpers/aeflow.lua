@@ -6,11 +6,7 @@ local engine = require "helpers.engine"
 local helper = {}
 
 local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+  return require("analytics_engine.util").read_file(path) or ""
 end
 helper.read = read
 

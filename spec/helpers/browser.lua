@@ -7,11 +7,7 @@ local launcher = require "analytics_engine.engine.launcher"
 local helper = {}
 
 local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+  return require("analytics_engine.util").read_file(path) or ""
 end
 helper.read = read
 
