@@ -22,7 +22,7 @@ DEB_PACKAGES ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson lua
 # Each capability may add packages, sources, targets and extra test runs in
 # its own mk/<name>.mk (DEB_PACKAGES += ..., TEST_EXTRA += target).
 TEST_EXTRA ?=
-CORE_SRC  = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c csrc/websocket.c csrc/sqlite.c
+CORE_SRC  = csrc/core.c csrc/http.c csrc/server.c csrc/process.c csrc/fs.c csrc/digest.c csrc/ws.c csrc/ws_frame.c csrc/ws_client.c csrc/ws_server.c csrc/sqlite.c
 CORE_PKGS = libcurl libmicrohttpd sqlite3
 CORE_LDLIBS = -lwslay   # Debian's libwslay-dev ships no pkg-config file
 -include mk/*.mk

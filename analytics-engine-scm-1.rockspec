@@ -30,7 +30,8 @@ build = {
   modules = {
     ["analytics_engine.core"] = {
       sources = { "csrc/core.c", "csrc/http.c", "csrc/server.c", "csrc/process.c", "csrc/fs.c",
-                  "csrc/websocket.c", "csrc/sqlite.c" },
+                  "csrc/digest.c", "csrc/ws.c", "csrc/ws_frame.c", "csrc/ws_client.c",
+                  "csrc/ws_server.c", "csrc/sqlite.c" },
       libraries = { "curl", "microhttpd", "wslay", "sqlite3" },
       incdirs = { "$(CURL_INCDIR)", "$(MICROHTTPD_INCDIR)", "$(WSLAY_INCDIR)", "$(SQLITE_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(MICROHTTPD_LIBDIR)", "$(WSLAY_LIBDIR)", "$(SQLITE_LIBDIR)" },

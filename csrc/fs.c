@@ -1,7 +1,9 @@
 /* Small file-system helpers the Lua side cannot do portably: a file's
  * permission bits (profile files must not be readable by others), mkdir -p,
- * and whether a descriptor is a terminal (the runner's live view). */
+ * whether a descriptor is a terminal (the runner's live view), and atomic
+ * file replacement. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,10 +64,91 @@ static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
 }
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* write_file_atomic(path, data [, mode]) -> true | nil, err: a temporary file
+ * beside path, fsync'd and renamed over it, so a reader sees the old or the
+ * new content, never a torn one (state files, the engine's records). */
+static int l_write_file_atomic(lua_State *L) {
+  size_t plen, dlen;
+  const char *path = luaL_checklstring(L, 1, &plen);
+  const char *data = luaL_checklstring(L, 2, &dlen);
+  lua_Integer mode = luaL_optinteger(L, 3, 0600);
+  const char *tmp, *slash, *what;
+  int fd, e;
+  luaL_argcheck(L, mode >= 0 && mode <= 07777, 3, "bad mode");
+  luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "bad path");
+  tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
+  what = "open";
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+  if (fd < 0) goto fail_tmp;
+  what = "chmod";
+  if (fchmod(fd, (mode_t)mode) != 0) goto fail_fd;
+  what = "write";
+  if (write_all(fd, data, dlen) != 0) goto fail_fd;
+  what = "fsync";
+  if (fsync(fd) != 0) goto fail_fd;
+  what = "close";
+  if (close(fd) != 0) {
+    fd = -1;
+    goto fail_fd;
+  }
+  what = "rename";
+  if (rename(tmp, path) != 0) {
+    e = errno;
+    unlink(tmp);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "rename %s: %s", path, strerror(e));
+    return 2;
+  }
+  /* Make the rename itself durable. */
+  slash = strrchr(path, '/');
+  {
+    const char *dir = ".";
+    int dfd;
+    if (slash == path) dir = "/";
+    else if (slash) {
+      lua_pushlstring(L, path, (size_t)(slash - path));
+      dir = lua_tostring(L, -1);
+    }
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+fail_fd:
+  e = errno;
+  if (fd >= 0) close(fd);
+  unlink(tmp);
+  errno = e;
+fail_tmp:
+  e = errno;
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s %s: %s", what, tmp, strerror(e));
+  return 2;
+}
 
 static const luaL_Reg fs_funcs[] = {
-    {"file_mode", l_file_mode}, {"mkdir_p", l_mkdir_p}, {"isatty", l_isatty},
-    {"realpath", l_realpath},   {NULL, NULL},
+    {"file_mode", l_file_mode},
+    {"mkdir_p", l_mkdir_p},
+    {"isatty", l_isatty},
+    {"realpath", l_realpath},
+    {"write_file_atomic", l_write_file_atomic},
+    {NULL, NULL},
 };
 
 void ae_open_fs(lua_State *L) {

@@ -16,8 +16,9 @@
 
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "core.h"
-#include "websocket.h"
+#include "ws.h"
 
 #define SESSION_MT "analytics_engine.HttpSession"
 #define RESPONSE_MT "analytics_engine.HttpResponse"
@@ -34,7 +35,6 @@ typedef struct {
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_RESPONSE (64.0 * 1024 * 1024)
 #define MAX_HEADER_BYTES (1024 * 1024) /* all header lines of one response */
-#define LIMIT_SECONDS 1e8              /* longer timeouts are clamped (about 3 years) */
 
 /* ---- growable byte buffer ----------------------------------------------- */
 
@@ -641,13 +641,13 @@ static lua_Number nonneg_at(lua_State *L, int i, const char *k) {
   if (!lua_isnumber(L, i)) luaL_error(L, "field '%s' must be a number", k);
   v = lua_tonumber(L, i);
   if (!(v >= 0)) luaL_error(L, "field '%s' must be a non-negative number", k);
-  return v > LIMIT_SECONDS * 1e6 ? LIMIT_SECONDS * 1e6 : v;
+  return v > AE_LIMIT_SECONDS * 1e6 ? AE_LIMIT_SECONDS * 1e6 : v;
 }
 
 static long ms_at(lua_State *L, int i, const char *k) {
   lua_Number v = nonneg_at(L, i, k);
   long ms;
-  if (v > LIMIT_SECONDS) v = LIMIT_SECONDS;
+  if (v > AE_LIMIT_SECONDS) v = AE_LIMIT_SECONDS;
   ms = (long)(v * 1000 + 0.5);
   return (v > 0 && ms == 0) ? 1 : ms;
 }
@@ -668,13 +668,6 @@ static int is_token(const char *s, size_t len) {
   for (i = 0; i < len; i++)
     if (!is_tchar((unsigned char)s[i])) return 0;
   return 1;
-}
-
-static int has_ctl(const char *s, size_t len) {
-  size_t i;
-  for (i = 0; i < len; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
-  return 0;
 }
 
 /* libcurl's and this module's defaults, before any session defaults. */
@@ -730,7 +723,7 @@ static size_t header_line(lua_State *L, char *dst) {
     if (vt != LUA_TSTRING)
       luaL_error(L, "field 'headers' array entries must be \"Name: value\" strings");
     v = lua_tolstring(L, -1, &vlen);
-    if (vlen == 0 || has_ctl(v, vlen))
+    if (vlen == 0 || ae_has_ctl(v, vlen))
       luaL_error(L, "field 'headers' entry must be a non-empty line without CR, LF or NUL");
     if (dst) memcpy(dst, v, vlen + 1);
     return vlen + 1;
@@ -746,7 +739,7 @@ static size_t header_line(lua_State *L, char *dst) {
     copied = 1;
   }
   v = lua_tolstring(L, -1, &vlen);
-  if (has_ctl(v, vlen)) luaL_error(L, "field 'headers' value of '%s' contains CR, LF or NUL", k);
+  if (ae_has_ctl(v, vlen)) luaL_error(L, "field 'headers' value of '%s' contains CR, LF or NUL", k);
   need = klen + (vlen ? 2 + vlen : 1) + 1; /* "Name: value" or "Name;" (libcurl's empty header) */
   if (dst) {
     memcpy(dst, k, klen);
@@ -1007,12 +1000,6 @@ fail:
 
 /* ---- driving the multi handle -------------------------------------------- */
 
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Perform, collect, and wait for activity until the deadline, a completion
  * (when `until` is NULL) or the completion of `until`. */
 static CURLMcode drive(session *s, double deadline, xfer *until, struct curl_waitfd *extra,
@@ -1025,7 +1012,7 @@ static CURLMcode drive(session *s, double deadline, xfer *until, struct curl_wai
     collect(s);
     if (until ? until->done : (s->done != NULL)) return CURLM_OK;
     if (s->active == NULL && nextra == 0 && !short_wait) return CURLM_OK;
-    left = deadline - now_seconds();
+    left = deadline - ae_clock_mono();
     if (left <= 0) return CURLM_OK;
     left = left * 1000 + 1;
     if (short_wait && left > 10) left = 10; /* a WebSocket with no socket to name yet */
@@ -1079,7 +1066,7 @@ static int s_request(lua_State *L) {
   if (x == NULL) return 2;
   x->url_idx = o.url_idx;
   do {
-    mc = drive(s, now_seconds() + 3600, x, NULL, 0, 0);
+    mc = drive(s, ae_clock_mono() + 3600, x, NULL, 0, 0);
   } while (mc == CURLM_OK && !x->done);
   if (mc != CURLM_OK) {
     xfer_detach(s, x);
@@ -1119,8 +1106,8 @@ static int s_poll(lua_State *L) {
     }
   }
   if (s->multi == NULL) return push_closed(L);
-  mc = drive(s, now_seconds() + (t > LIMIT_SECONDS ? LIMIT_SECONDS : t), NULL, extra, nextra,
-             short_wait);
+  mc = drive(s, ae_clock_mono() + (t > AE_LIMIT_SECONDS ? AE_LIMIT_SECONDS : t), NULL, extra,
+             nextra, short_wait);
   if (mc != CURLM_OK) return push_multi_error(L, mc);
   lua_newtable(L);
   while (s->done != NULL) {

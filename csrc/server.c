@@ -27,11 +27,10 @@
 
 #include <microhttpd.h>
 
-#include "websocket.h"
+#include "clock.h"
+#include "ws.h"
 
 #define SERVER_MT "analytics_engine.HttpServer"
-
-int ae_signal_count(void); /* process.c: changes when a core.signal_watch signal arrives */
 
 #if MHD_VERSION >= 0x00097002
 #define AE_MHD_RESULT enum MHD_Result
@@ -448,12 +447,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ----------------------------------------------------------------- helpers */
 
-static double now_mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void server_shutdown(lua_State *L, server *s) {
   request *r, *n;
   int i;
@@ -697,10 +690,10 @@ static int srv_poll(lua_State *L) {
   timeout = luaL_optnumber(L, 2, 0);
   if (!(timeout > 0)) timeout = 0; /* also NaN */
   if (timeout > 86400.0 * 365) timeout = 86400.0 * 365;
-  deadline = now_mono() + timeout;
+  deadline = ae_clock_mono() + timeout;
   sigs = ae_signal_count();
   for (;;) {
-    double rem = s->ready_head ? 0 : deadline - now_mono();
+    double rem = s->ready_head ? 0 : deadline - ae_clock_mono();
     int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
     if (s->ws) {
       if (!wait_all(s, ms)) break;
@@ -708,7 +701,7 @@ static int srv_poll(lua_State *L) {
     } else if (MHD_run_wait(s->d, ms) != MHD_YES) {
       break;
     }
-    if (s->ready_head || news || ms == 0 || now_mono() >= deadline) break;
+    if (s->ready_head || news || ms == 0 || ae_clock_mono() >= deadline) break;
     if (ae_signal_count() != sigs) break; /* let Lua see core.signal_pending() */
   }
   lua_newtable(L);

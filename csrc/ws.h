@@ -1,6 +1,6 @@
-/* The WebSocket handle (websocket.c) as server.c and http.c use it. */
-#ifndef AE_WEBSOCKET_H
-#define AE_WEBSOCKET_H
+/* The WebSocket handle (ws*.c) as server.c and http.c use it. */
+#ifndef AE_WS_H
+#define AE_WS_H
 #include <poll.h>
 #include <stddef.h>
 #include "compat.h"
