@@ -1,8 +1,17 @@
 /* See fuzz_common.h. */
 #include "fuzz_common.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -44,4 +53,103 @@ void fuzz_lua_call(lua_State *L, const char *fn, const char *arg, size_t len) {
     abort();
   }
   lua_pop(L, 1);
+}
+
+/* ---- the listener ---------------------------------------------------------- */
+
+static int listen_fd, conn_timeout;
+static fuzz_conn_fn conn_fn;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static unsigned char *answer;
+static size_t answer_len;
+static unsigned long served, want;
+
+static void *serve(void *arg) {
+  for (;;) {
+    size_t len;
+    unsigned char *copy;
+    struct timeval tv = {conn_timeout, 0};
+    int fd = accept(listen_fd, NULL, NULL);
+    if (fd < 0) continue;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&mu);
+    len = answer_len;
+    copy = malloc(len ? len : 1);
+    if (copy && len) memcpy(copy, answer, len);
+    pthread_mutex_unlock(&mu);
+    if (copy) conn_fn(fd, copy, len);
+    free(copy);
+    close(fd);
+    pthread_mutex_lock(&mu);
+    served++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+  }
+  return arg;
+}
+
+int fuzz_listener_start(fuzz_conn_fn fn, int timeout_s) {
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof sa;
+  pthread_t th;
+  int one = 1;
+  conn_fn = fn;
+  conn_timeout = timeout_s;
+  listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd < 0) abort();
+  setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 64) != 0 ||
+      getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0)
+    abort();
+  if (pthread_create(&th, NULL, serve, NULL) != 0) abort();
+  pthread_detach(th);
+  return ntohs(sa.sin_port);
+}
+
+void fuzz_listener_set(const unsigned char *data, size_t size) {
+  pthread_mutex_lock(&mu);
+  free(answer);
+  answer = malloc(size ? size : 1);
+  if (!answer) abort();
+  if (size) memcpy(answer, data, size);
+  answer_len = size;
+  want = served + 1;
+  pthread_mutex_unlock(&mu);
+}
+
+void fuzz_listener_wait(void) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 3;
+  pthread_mutex_lock(&mu);
+  while (served < want)
+    if (pthread_cond_timedwait(&cv, &mu, &until) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&mu);
+}
+
+int fuzz_read_head(int fd, char *req, size_t cap) {
+  size_t got = 0;
+  while (got < cap - 1) {
+    ssize_t n = recv(fd, req + got, cap - 1 - got, 0);
+    if (n <= 0) return -1;
+    got += (size_t)n;
+    req[got] = '\0';
+    if (strstr(req, "\r\n\r\n")) return 0;
+  }
+  return -1;
+}
+
+int fuzz_send_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n <= 0) return -1;
+    p += n, len -= (size_t)n;
+  }
+  return 0;
 }

@@ -16,4 +16,21 @@ void fuzz_lua_do(lua_State *L, const char *chunk);
 /* Call global function `fn` with one string argument under pcall; aborts on a
  * Lua error (every error the core may raise on network input is a bug). */
 void fuzz_lua_call(lua_State *L, const char *fn, const char *arg, size_t len);
+
+/* A loopback listener on its own thread, for targets whose input is what a
+ * peer sends. For each connection it calls `fn` with the socket (send and
+ * receive timeouts of `timeout_s` seconds) and a private copy of the current
+ * answer, then closes the socket and counts the connection as served. */
+typedef void (*fuzz_conn_fn)(int fd, const unsigned char *answer, size_t len);
+int fuzz_listener_start(fuzz_conn_fn fn, int timeout_s); /* the port; aborts on failure */
+/* The answer for the next connection (copied). */
+void fuzz_listener_set(const unsigned char *data, size_t size);
+/* Wait (up to 3 s) until the connection after the last fuzz_listener_set was
+ * served, so the next input is not answered with this one's leftovers. */
+void fuzz_listener_wait(void);
+/* Socket helpers for the answer functions: read a request head (up to the
+ * blank line, NUL-terminated) into req, 0 when complete; write everything,
+ * 0 when done. */
+int fuzz_read_head(int fd, char *req, size_t cap);
+int fuzz_send_all(int fd, const void *buf, size_t len);
 #endif

@@ -5,28 +5,14 @@
  * A thread listens on 127.0.0.1 and answers every connection with the fuzz
  * input as the raw response, then closes. The main thread makes a request
  * with Session:request on a fresh connection and checks the result's shape. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "fuzz_common.h"
 
 static lua_State *L;
-static int listen_fd, port;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static unsigned char *answer;
-static size_t answer_len;
-static unsigned long served;
+static int port;
 
 static const char *SETUP =
     "core = require 'analytics_engine.core'\n"
@@ -56,86 +42,26 @@ static const char *SETUP =
     "  end\n"
     "end\n";
 
-static void *serve(void *arg) {
-  for (;;) {
-    char req[8192];
-    size_t got = 0, len, off = 0;
-    unsigned char *copy;
-    struct timeval tv = {2, 0};
-    int fd = accept(listen_fd, NULL, NULL);
-    if (fd < 0) continue;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    while (got < sizeof req - 1) { /* the request head: up to the blank line */
-      ssize_t n = recv(fd, req + got, sizeof req - 1 - got, 0);
-      if (n <= 0) break;
-      got += (size_t)n;
-      req[got] = '\0';
-      if (strstr(req, "\r\n\r\n")) break;
-    }
-    pthread_mutex_lock(&mu);
-    len = answer_len;
-    copy = malloc(len ? len : 1);
-    if (copy && len) memcpy(copy, answer, len);
-    pthread_mutex_unlock(&mu);
-    while (copy && off < len) {
-      ssize_t n = send(fd, copy + off, len - off, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      off += (size_t)n;
-    }
-    free(copy);
-    shutdown(fd, SHUT_WR);
-    close(fd);
-    pthread_mutex_lock(&mu);
-    served++;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
-  }
-  return arg;
+/* Read the request head (whatever it holds), answer with the input, close. */
+static void answer_raw(int fd, const unsigned char *answer, size_t len) {
+  char req[8192];
+  fuzz_read_head(fd, req, sizeof req);
+  fuzz_send_all(fd, answer, len);
+  shutdown(fd, SHUT_WR);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  struct sockaddr_in sa;
-  socklen_t sl = sizeof sa;
-  pthread_t th;
-  int one = 1;
   L = fuzz_lua_state();
   fuzz_lua_do(L, SETUP);
-  listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) abort();
-  setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 64) != 0 ||
-      getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0)
-    abort();
-  port = ntohs(sa.sin_port);
-  if (pthread_create(&th, NULL, serve, NULL) != 0) abort();
-  pthread_detach(th);
+  port = fuzz_listener_start(answer_raw, 2);
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char p[16];
-  unsigned long want;
-  struct timespec until;
   int n = snprintf(p, sizeof p, "%d", port);
-  pthread_mutex_lock(&mu);
-  free(answer);
-  answer = malloc(size ? size : 1);
-  if (!answer) abort();
-  if (size) memcpy(answer, data, size);
-  answer_len = size;
-  want = served + 1;
-  pthread_mutex_unlock(&mu);
+  fuzz_listener_set(data, size);
   fuzz_lua_call(L, "fetch", p, (size_t)n);
-  /* The next input must not be answered with this one's leftovers. */
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 3;
-  pthread_mutex_lock(&mu);
-  while (served < want)
-    if (pthread_cond_timedwait(&cv, &mu, &until) == ETIMEDOUT) break;
-  pthread_mutex_unlock(&mu);
+  fuzz_listener_wait();
   return 0;
 }

@@ -1,4 +1,4 @@
-/* libFuzzer target: the WebSocket client's frame reader (csrc/websocket.c on
+/* libFuzzer target: the WebSocket client's frame reader (csrc/ws_frame.c and ws_client.c on
  * wslay: frame parsing, fragmentation, control frames, the close handshake,
  * max_message_size, and the bytes that arrive together with the 101 head).
  *
@@ -10,30 +10,19 @@
  * receive() until it returns nil, checking only the documented shapes.
  * control_frames is on for inputs of odd length, so ping/pong delivery is
  * covered too without spending input bytes on an option. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fuzz_common.h"
-#include "websocket.h"
+#include "ws.h"
 
 static lua_State *L;
-static int listen_fd, port;
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static unsigned char *answer;
-static size_t answer_len;
-static unsigned long served;
+static int port;
 
 static const char *SETUP =
     "core = require 'analytics_engine.core'\n"
@@ -111,19 +100,6 @@ static const char *SETUP =
     "  collectgarbage()\n"
     "end\n";
 
-/* Read the request head into req (NUL-terminated); 0 when complete. */
-static int read_head(int fd, char *req, size_t cap) {
-  size_t got = 0;
-  while (got < cap - 1) {
-    ssize_t n = recv(fd, req + got, cap - 1 - got, 0);
-    if (n <= 0) return -1;
-    got += (size_t)n;
-    req[got] = '\0';
-    if (strstr(req, "\r\n\r\n")) return 0;
-  }
-  return -1;
-}
-
 /* The Sec-WebSocket-Key value of the head, or NULL; *len its length. */
 static const char *find_key(const char *req, size_t *len) {
   const char *p = req;
@@ -141,112 +117,53 @@ static const char *find_key(const char *req, size_t *len) {
   return NULL;
 }
 
-static int send_all(int fd, const void *buf, size_t len) {
-  const char *p = buf;
-  while (len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-    if (n <= 0) return -1;
-    p += n, len -= (size_t)n;
-  }
-  return 0;
-}
-
-static void *serve(void *arg) {
-  for (;;) {
-    char req[8192], head[256], acc[29], sink[4096];
-    const char *key;
-    size_t klen = 0, len;
-    unsigned char *copy;
-    struct timeval tv = {3, 0};
-    int fd = accept(listen_fd, NULL, NULL);
-    if (fd < 0) continue;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    pthread_mutex_lock(&mu);
-    len = answer_len;
-    copy = malloc(len ? len : 1);
-    if (copy && len) memcpy(copy, answer, len);
-    pthread_mutex_unlock(&mu);
-    if (copy && read_head(fd, req, sizeof req) == 0 && (key = find_key(req, &klen)) != NULL) {
-      int n;
-      ae_ws_accept_key(key, klen, acc);
-      n = snprintf(head, sizeof head,
-                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                   acc);
-      /* The head and the frames go in one write half the time, so the frames
-       * that arrive together with the 101 (in_off < in_len) are covered too. */
-      if (len % 4 < 2) {
-        unsigned char *both = malloc((size_t)n + len);
-        if (both) {
-          memcpy(both, head, (size_t)n);
-          if (len) memcpy(both + n, copy, len);
-          send_all(fd, both, (size_t)n + len);
-          free(both);
-        }
-      } else if (send_all(fd, head, (size_t)n) == 0) {
-        usleep(1000); /* let the client read the head alone */
-        send_all(fd, copy, len);
+/* A valid 101 for the client's key, then the input as raw frames; then
+ * drain until the client closes (pongs, its close frame), so it never sees a
+ * reset caused by unread data. */
+static void answer_frames(int fd, const unsigned char *copy, size_t len) {
+  char req[8192], head[256], acc[29], sink[4096];
+  const char *key;
+  size_t klen = 0;
+  if (fuzz_read_head(fd, req, sizeof req) == 0 && (key = find_key(req, &klen)) != NULL) {
+    int n;
+    ae_ws_accept_key(key, klen, acc);
+    n = snprintf(head, sizeof head,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                 acc);
+    /* The head and the frames go in one write half the time, so the frames
+     * that arrive together with the 101 (in_off < in_len) are covered too. */
+    if (len % 4 < 2) {
+      unsigned char *both = malloc((size_t)n + len);
+      if (both) {
+        memcpy(both, head, (size_t)n);
+        if (len) memcpy(both + n, copy, len);
+        fuzz_send_all(fd, both, (size_t)n + len);
+        free(both);
       }
+    } else if (fuzz_send_all(fd, head, (size_t)n) == 0) {
+      usleep(1000); /* let the client read the head alone */
+      fuzz_send_all(fd, copy, len);
     }
-    free(copy);
-    shutdown(fd, SHUT_WR);
-    /* Drain until the client closes (pongs, its close frame), so it never
-     * sees a reset caused by unread data. */
-    while (recv(fd, sink, sizeof sink, 0) > 0) {
-    }
-    close(fd);
-    pthread_mutex_lock(&mu);
-    served++;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
   }
-  return arg;
+  shutdown(fd, SHUT_WR);
+  while (recv(fd, sink, sizeof sink, 0) > 0) {
+  }
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  struct sockaddr_in sa;
-  socklen_t sl = sizeof sa;
-  pthread_t th;
-  int one = 1;
   (void)argc, (void)argv;
   L = fuzz_lua_state();
   fuzz_lua_do(L, SETUP);
-  listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) abort();
-  setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 64) != 0 ||
-      getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0)
-    abort();
-  port = ntohs(sa.sin_port);
-  if (pthread_create(&th, NULL, serve, NULL) != 0) abort();
-  pthread_detach(th);
+  port = fuzz_listener_start(answer_frames, 3);
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char p[32];
-  unsigned long want;
-  struct timespec until;
   int n = snprintf(p, sizeof p, "%d %d", port, (int)(size % 2));
-  pthread_mutex_lock(&mu);
-  free(answer);
-  answer = malloc(size ? size : 1);
-  if (!answer) abort();
-  if (size) memcpy(answer, data, size);
-  answer_len = size;
-  want = served + 1;
-  pthread_mutex_unlock(&mu);
+  fuzz_listener_set(data, size);
   fuzz_lua_call(L, "run_and_collect", p, (size_t)n);
-  /* The next connection must not meet this one's listener still draining. */
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 3;
-  pthread_mutex_lock(&mu);
-  while (served < want)
-    if (pthread_cond_timedwait(&cv, &mu, &until) == ETIMEDOUT) break;
-  pthread_mutex_unlock(&mu);
+  fuzz_listener_wait();
   return 0;
 }
