@@ -11,6 +11,7 @@
 local util = require "analytics_engine.util"
 local api = require "analytics_engine.api"
 local reply = require "analytics_engine.engine.reply"
+local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
 
@@ -19,6 +20,7 @@ _M.CONNECT_PATTERN = "^" .. api.BASE:gsub("%p", "%%%0") .. "/([^/]+)/spark_clust
 
 local function on_news(eng, h)
   while true do
+    guard.fail_point("ws_message")
     local data, op = h:receive(0)
     if data == nil then
       if op.kind ~= "timeout" then -- closed or failed: forget it
@@ -34,8 +36,9 @@ local function on_news(eng, h)
     elseif op == "text" and data:sub(1, 1) == "!" then
       local cmd, rest = data:match("^!(%a+)%s*(.*)$")
       if cmd == "close" then
+        -- codes that must not be sent (1005, 1006, 1015, out of range) become 1000/1011
         local code, reason = rest:match("^(%d+)%s*(.*)$")
-        h:shutdown(tonumber(code) or 1000, reason or "")
+        h:shutdown(guard.close_code(code), guard.close_reason(reason))
       elseif cmd == "ping" then
         h:ping(rest:sub(1, 125))
       elseif cmd == "fragment" then
@@ -87,7 +90,11 @@ function _M.dispatch(eng, socks)
   if not map then return end
   for _, h in ipairs(socks) do
     local fn = map[h]
-    if fn then fn(eng, h) end
+    -- A callback that fails ends its own socket (1011), not the engine.
+    if fn and not guard.call("a WebSocket callback", fn, eng, h) then
+      map[h] = nil
+      pcall(h.close, h, 1011, "internal error", 0)
+    end
   end
 end
 

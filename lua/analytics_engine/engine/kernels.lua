@@ -11,6 +11,7 @@ local util = require "analytics_engine.util"
 local api = require "analytics_engine.api"
 local reply = require "analytics_engine.engine.reply"
 local jupyter = require "analytics_engine.engine.jupyter"
+local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
 _M.MESSAGE = jupyter.MISSING
@@ -60,8 +61,18 @@ local function translate_error(res, jpath)
   return reply.error(res.status, code, msg)
 end
 
+-- A callback that answers `respond` 500 when it fails (the request must
+-- still get an answer; the engine goes on).
+local function guarded(respond, fn)
+  return function(...)
+    local ok, err = xpcall(fn, debug.traceback, ...)
+    if not ok then respond(guard.internal_error("a kernel request", err)) end
+  end
+end
+
 -- Start one request to Jupyter; cb(res) or cb(nil, err) from a later tick.
-local function jupyter_request(k, method, jpath, body, content_type, cb)
+local function jupyter_request(k, method, jpath, body, content_type, respond, cb)
+  cb = guarded(respond, cb)
   k.session = k.session or core.http_session()
   local j = k.jupyter
   local headers = { Authorization = j:authorization(), Accept = "application/json" }
@@ -142,7 +153,7 @@ local function create(k, ctx, respond)
   local function post(kname)
     local jbody = { name = kname }
     if type(body.path) == "string" then jbody.path = body.path end
-    jupyter_request(k, "POST", "/api/kernels", util.json_encode(jbody), nil, function(res, err)
+    jupyter_request(k, "POST", "/api/kernels", util.json_encode(jbody), nil, respond, function(res, err)
       if not res then return respond(unavailable("the Jupyter Server did not answer: " .. tostring(err.message))) end
       if res.status >= 300 then return respond(translate_error(res, "/api/kernels")) end
       local ok, model = pcall(util.json_decode, res.body or "")
@@ -161,7 +172,7 @@ local function create(k, ctx, respond)
     return post(kname)
   end
   if k.specs and k.specs_pid == k.jupyter.pid then return mapped(k.specs) end
-  jupyter_request(k, "GET", "/api/kernelspecs", nil, nil, function(res, err)
+  jupyter_request(k, "GET", "/api/kernelspecs", nil, nil, respond, function(res, err)
     if not res then return respond(unavailable("the Jupyter Server did not answer: " .. tostring(err.message))) end
     if res.status ~= 200 then return respond(translate_error(res, "/api/kernelspecs")) end
     local ok, specs = pcall(util.json_decode, res.body or "")
@@ -178,12 +189,15 @@ end
 -- unknown kernel is a 404, not a 101 and a close), then accepts the client's
 -- upgrade and relays messages both ways, opcodes kept.
 
+-- The close one side sent is relayed to the other, except the codes that
+-- must never be sent (1005 "no code", 1006, 1015): guard.close_code maps them.
 local function unlink(eng, k, h, code, reason)
   local up = k.links[h]
   k.links[h] = nil
   if eng.sockets then eng.sockets[h] = nil end
-  if up then up:close(code or 1000, reason or "", 0) end
-  h:close(code or 1000, reason or "", 0)
+  code, reason = guard.close_code(code), guard.close_reason(reason)
+  if up then up:close(code, reason, 0) end
+  h:close(code, reason, 0)
 end
 
 -- Relay what is waiting on `from` to `to`; false once `from` has ended.
@@ -241,35 +255,45 @@ local function tick_channels(eng, k)
   if #k.opening > 0 then
     local keep = {}
     for _, o in ipairs(k.opening) do
-      local ok, err = o.up:connect(0)
-      if ok then
-        upgrade(eng, k, o)
-      elseif err.kind == "timeout" and core.monotime() < o.deadline then
-        keep[#keep + 1] = o
-      else
-        o.up:close(1000, "", 0)
-        if err.status then
-          o.respond(translate_error({ status = err.status, body = err.body or "", headers = {} }, o.jpath))
+      guarded(o.respond, function()
+        local ok, err = o.up:connect(0)
+        if ok then
+          upgrade(eng, k, o)
+        elseif err.kind == "timeout" and core.monotime() < o.deadline then
+          keep[#keep + 1] = o
         else
-          o.respond(unavailable("cannot connect to the Jupyter Server: " .. tostring(err.message)))
+          o.up:close(1000, "", 0)
+          if err.status then
+            o.respond(translate_error({ status = err.status, body = err.body or "", headers = {} }, o.jpath))
+          else
+            o.respond(unavailable("cannot connect to the Jupyter Server: " .. tostring(err.message)))
+          end
         end
-      end
+      end)()
     end
     k.opening = keep
   end
-  for h, up in pairs(k.links) do
+  local links = {}
+  for h, up in pairs(k.links) do links[#links + 1] = { h, up } end
+  for _, l in ipairs(links) do
+    local h, up = l[1], l[2]
     -- Both directions every turn: a message that came in with the upgrade
     -- (or between a poll's news and the handler's registration) would
     -- otherwise wait in the handle for news that never comes.
-    local ok, code, reason = relay(h, up)
-    if ok then ok, code, reason = relay(up, h) end
-    if not ok then
-      unlink(eng, k, h, code, reason)
-    else
-      -- finish writes the sockets did not take at once
-      up:flush(0)
-      h:flush(0)
-    end
+    local done = guard.call("a kernel channel", function()
+      local ok, code, reason = relay(h, up)
+      if ok then ok, code, reason = relay(up, h) end
+      if not ok then
+        unlink(eng, k, h, code, reason)
+      else
+        -- finish writes the sockets did not take at once
+        up:flush(0)
+        h:flush(0)
+      end
+      return true
+    end)
+    -- a failure ends this channel (1011), not the others nor the engine
+    if not done then guard.call("closing a failed kernel channel", unlink, eng, k, h, 1011, "internal error") end
   end
 end
 
@@ -286,7 +310,7 @@ local function forward(eng, ctx, name)
     return reply.error(400, "invalid_kernel_id", ("kernel_id '%s' is not a valid id"):format(kid))
   end
   return function(respond)
-    k.jupyter:want(function(ok, err)
+    k.jupyter:want(guarded(respond, function(ok, err)
       if not ok then return respond(unavailable(err)) end
       if name == "create_kernel" then return create(k, ctx, respond) end
       if ctx.method == "GET" and jpath:find("^/api/kernels/[^/]+/channels$") then
@@ -295,7 +319,7 @@ local function forward(eng, ctx, name)
       local path = jpath
       if req.query and req.query ~= "" then path = path .. "?" .. req.query end
       local body = req.body ~= "" and req.body or nil
-      jupyter_request(k, ctx.method, path, body, ctx.headers["content-type"], function(res, terr)
+      jupyter_request(k, ctx.method, path, body, ctx.headers["content-type"], respond, function(res, terr)
         if not res then
           return respond(unavailable("the Jupyter Server did not answer: " .. tostring(terr.message)))
         end
@@ -303,7 +327,7 @@ local function forward(eng, ctx, name)
         if name == "delete_kernel" and kid then k.meta[kid] = nil end
         return respond(pass(k, res, DECORATE[name]))
       end)
-    end)
+    end))
   end
 end
 
@@ -325,7 +349,7 @@ function _M.tick(eng)
     for _, r in ipairs(k.session:poll(0)) do
       local cb = k.waits[r.id]
       k.waits[r.id] = nil
-      if cb then cb(r.res, r.err) end
+      if cb then guard.call("a Jupyter answer", cb, r.res, r.err) end
     end
     waiting = next(k.waits) ~= nil
   end

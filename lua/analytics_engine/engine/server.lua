@@ -10,6 +10,7 @@ local apps = require "analytics_engine.engine.apps"
 local clusters = require "analytics_engine.engine.clusters"
 local kernels = require "analytics_engine.engine.kernels"
 local page = require "analytics_engine.engine.page"
+local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
 
@@ -25,15 +26,27 @@ local function log(eng, req, status, t0, note)
   io.stdout:flush()
 end
 
+local function where(req)
+  return req.method .. " " .. req.path
+end
+
 local function count(map, key)
   map[key] = (map[key] or 0) + 1
 end
 
+-- Answer a request once: a second answer (a handler that answered and then
+-- failed) is dropped. A handler that answers later returns a function; it
+-- gets `respond`, and an error it raises is that request's 500.
 local function send(eng, req, t0, status, body, headers, note)
-  -- A handler that answers later returns a function; it gets `respond`.
   if type(status) == "function" then
-    return status(function(...) send(eng, req, t0, ...) end)
+    local later = status
+    local function respond(...) return send(eng, req, t0, ...) end
+    local ok, err = xpcall(later, debug.traceback, respond)
+    if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
+    return
   end
+  if req.answered then return end
+  req.answered = true
   local st, h, b = reply.encode(status, body, headers)
   eng.server:respond(req.id, st, h, b)
   log(eng, req, st, t0, note)
@@ -85,11 +98,8 @@ local function process(eng, req, op, params)
   end
   local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
                 headers = req.headers, user = user, req = req }
-  local ok, status, rbody, rheaders = xpcall(handler, debug.traceback, eng, ctx)
-  if not ok then
-    io.stderr:write("engine: ", op.name, " failed: ", tostring(status), "\n")
-    return reply.error(500, "internal_error", "the local engine failed to handle " .. op.name)
-  end
+  guard.fail_point(op.name)
+  local status, rbody, rheaders = handler(eng, ctx)
   if eng.store.dirty then
     local cok, cerr = eng.store:commit()
     if not cok then
@@ -100,8 +110,7 @@ local function process(eng, req, op, params)
   return status, rbody, rheaders
 end
 
-local function handle(eng, req)
-  local t0 = monotime()
+local function dispatch(eng, req, t0)
   if req.too_large then
     return send(eng, req, t0, reply.error(413, "request_too_large",
       ("request body is larger than %d bytes"):format(eng.opts.max_body)))
@@ -145,7 +154,8 @@ local function handle(eng, req)
 
   if kind == "delay" then
     eng.timers[#eng.timers + 1] = { at = monotime() + eng.faults.delay, fn = function()
-      send(eng, req, t0, run())
+      local ok, err = xpcall(function() send(eng, req, t0, run()) end, debug.traceback)
+      if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
     end }
     return
   elseif kind == "reset-after" then
@@ -154,6 +164,22 @@ local function handle(eng, req)
     return log(eng, req, status, t0, "fault=reset-after")
   end
   return send(eng, req, t0, run())
+end
+
+--- Handle one request. Whatever fails inside is this request's 500; the
+-- engine goes on serving.
+local function handle(eng, req)
+  local t0 = monotime()
+  local ok, err = xpcall(dispatch, debug.traceback, eng, req, t0)
+  if not ok and not req.answered then
+    local sok, serr = pcall(send, eng, req, t0, guard.internal_error(where(req), err))
+    if not sok then
+      guard.log("answering a failed request", serr)
+      pcall(eng.server.drop, eng.server, req.id)
+    end
+  elseif not ok then
+    guard.log(where(req) .. " (after its answer)", err)
+  end
 end
 _M.handle = handle
 
@@ -164,7 +190,12 @@ local function fire_timers(eng)
   end
   if #due == 0 then return end
   eng.timers = keep
-  for _, t in ipairs(due) do t.fn() end
+  for _, t in ipairs(due) do
+    guard.call("a timer", function()
+      guard.fail_point("timer")
+      t.fn()
+    end)
+  end
 end
 
 local function busy(eng)
@@ -172,8 +203,11 @@ local function busy(eng)
 end
 
 local function tick(eng)
-  apps.tick(eng)
-  handlers.tick_clusters(eng)
+  guard.call("the applications' tick", function()
+    guard.fail_point("tick")
+    apps.tick(eng)
+  end)
+  guard.call("the clusters' tick", handlers.tick_clusters, eng)
   if eng.store.dirty then
     local ok, err = eng.store:commit()
     if not ok then io.stderr:write("engine: ", err, "\n") end
@@ -186,7 +220,7 @@ function _M.run(eng)
     local sig = core.signal_pending()
     if sig then return sig end
     local timeout = busy(eng) and BUSY_WAIT or IDLE_WAIT
-    local kwait = kernels.tick(eng)
+    local _, kwait = guard.call("the kernels' tick", kernels.tick, eng)
     if kwait and kwait < timeout then timeout = kwait end
     local now = monotime()
     for _, t in ipairs(eng.timers) do
@@ -199,7 +233,7 @@ function _M.run(eng)
     else
       for _, req in ipairs(reqs) do handle(eng, req) end
       -- on success the second result lists WebSockets with news (eng.sockets[ws] handles them)
-      if err then clusters.dispatch(eng, err) end
+      if err then guard.call("the WebSocket dispatch", clusters.dispatch, eng, err) end
     end
     fire_timers(eng)
     tick(eng)
