@@ -321,3 +321,28 @@ describe("client against a broken server", function()
     assert.equals(2, err.attempts)
   end)
 end)
+
+-- Under nginx the client runs on cosockets and must not load the C core
+-- (libcurl and libmicrohttpd in a worker): `require "analytics_engine"`, a
+-- client on another transport and its calls leave `analytics_engine.core`
+-- unloaded. A fresh Lua process, so nothing loaded by other specs counts.
+describe("the client without the C core", function()
+  it("loads no analytics_engine.core for a client on a transport of its own", function()
+    local script = [[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+local ae = require "analytics_engine"
+local tr = { request = function() return { status = 200, headers = {}, body = '{"ok":true}' } end,
+             now = function() return 0 end, sleep = function() end }
+local c = assert(ae.client { url = "http://127.0.0.1:1", instance_id = "e64c907a-e82f-46fd-addc-ccfafbd28b09",
+                             auth = { token = "t" }, transport = tr, getenv = function() return nil end })
+assert(c:get_instance().ok)
+assert(c:with { timeout = 5 }:get_instance().ok)
+io.write(package.loaded["analytics_engine.core"] and "loaded" or "not loaded")
+]]
+    local p = assert(io.popen("lua5.4 -e '" .. script:gsub("'", "'\\''") .. "' 2>&1"))
+    local out = p:read("a")
+    p:close()
+    assert.equals("not loaded", out)
+  end)
+end)

@@ -2,7 +2,7 @@
 -- engine's own line protocol on the cluster `connect` WebSocket (docs/websocket.md).
 local helper = require "helpers.engine"
 local ae = require "analytics_engine"
-local scheduler = require "analytics_engine.workflow.scheduler"
+local loop = require "analytics_engine.loop"
 
 describe("cluster connect", function()
   local e, c, cid
@@ -88,11 +88,10 @@ describe("cluster connect", function()
     assert.equals(401, err.status)
   end)
 
-  it("runs two sockets from one scheduler without blocking either", function()
-    local sched = scheduler.new()
-    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id, scheduler = sched,
+  it("runs two sockets from one loop without blocking either", function()
+    local sched = loop.new()
+    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id, loop = sched,
                                   auth = { username = e.username, api_key = e.api_key } })
-    sc.transport.scheduler = sched
     local got, tasks = {}, {}
     for i = 1, 2 do
       tasks[i] = sched:spawn("ws" .. i, function()
@@ -112,11 +111,10 @@ describe("cluster connect", function()
     assert.same({ "t1-1", "t1-2", "t1-3", "t2-1", "t2-2", "t2-3" }, got)
   end)
 
-  it("waits on a socket and HTTP transfers in the same scheduler wait", function()
-    local sched = scheduler.new()
-    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id,
+  it("waits on a socket and HTTP transfers in the same loop wait", function()
+    local sched = loop.new()
+    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id, loop = sched,
                                   auth = { username = e.username, api_key = e.api_key } })
-    sc.transport.scheduler = sched
     local calls, answer = 0, nil
     local t1 = sched:spawn("ws", function()
       local ws = assert(sc:connect_cluster(cid))

@@ -1,12 +1,11 @@
--- Kernels against a real Jupyter Server: directly at its /api (kernel.jupyter_client)
+-- Kernels against a real Jupyter Server: directly at its /api (ae.jupyter_client)
 -- and through the local engine's /jkg/api, which forwards to the Jupyter Server it
 -- starts. Real kernels run real Python; nothing is mocked. Fails when Jupyter
 -- cannot be started (Debian: python3-jupyter-server, python3-ipykernel).
 local ae = require "analytics_engine"
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
-local kernel = require "analytics_engine.kernel"
-local scheduler = require "analytics_engine.workflow.scheduler"
+local loop = require "analytics_engine.loop"
 local engine = require "helpers.engine"
 local jh = require "helpers.jupyter"
 
@@ -26,14 +25,12 @@ local function exists(path)
   return false
 end
 
--- Run fn(sched) as tasks on one scheduler with the client's transport attached.
-local function with_scheduler(c, fn)
-  local sched = scheduler.new()
-  local previous = c.transport.scheduler
-  c.transport.scheduler = sched
-  fn(sched)
+-- Run fn(sched, lc) as tasks on one loop; lc is `c` with that loop as its option.
+local function with_loop(c, fn)
+  local sched = loop.new()
+  local lc = assert(c:with { loop = sched })
+  fn(sched, lc)
   local ok, err = sched:loop()
-  c.transport.scheduler = previous
   assert(ok, err)
 end
 
@@ -104,25 +101,29 @@ local function kernel_facts(get_client)
     assert.equals("", r.stdout)
   end)
 
-  it("interrupts a `while True: pass` cell from another task of the same scheduler", function()
+  it("interrupts a `while True: pass` cell from another task of the same loop", function()
     local dir = temp_dir()
     local flag = dir .. "/running"
-    local r, err, interrupted
-    with_scheduler(c, function(sched)
+    local r, err, interrupted, ls
+    with_loop(c, function(sched, lc)
+      -- A second channels connection to the kernel, from the client with the loop.
+      ls = assert(lc:connect_kernel(id))
       sched:spawn("loop", function()
-        r, err = s:execute(("open(%q, 'w').close()\nwhile True: pass"):format(flag), EXEC)
+        r, err = ls:execute(("open(%q, 'w').close()\nwhile True: pass"):format(flag), EXEC)
       end)
       sched:spawn("interrupt", function()
         local deadline = core.monotime() + 30
         while not exists(flag) and core.monotime() < deadline do sched:sleep(0.05) end
-        interrupted = s:interrupt()
+        interrupted = ls:interrupt()
       end)
     end)
     os.execute("rm -rf '" .. dir .. "'")
     assert.is_true(interrupted)
     assert.is_nil(r)
     assert.equals("KeyboardInterrupt", err.ename)
-    assert.equals("2", assert(s:execute("1+1", EXEC)).result)
+    -- Outside the loop the same session blocks, as a client without one.
+    assert.equals("2", assert(ls:execute("1+1", EXEC)).result)
+    ls:close()
   end)
 
   it("restarts the kernel: its variables are gone, the session still works", function()
@@ -134,15 +135,16 @@ local function kernel_facts(get_client)
     assert.equals("3", assert(s:execute("1+2", EXEC)).result)
   end)
 
-  it("runs two executes at once on two kernels from one scheduler", function()
+  it("runs two executes at once on two kernels from one loop", function()
     local id2 = assert(c:create_kernel { name = "python3" }).id
-    local s2 = assert(c:connect_kernel(id2))
     local dir = temp_dir()
-    local r1, e1, r2, e2
-    with_scheduler(c, function(sched)
-      sched:spawn("one", function() r1, e1 = s:execute(rendezvous(dir, "a", "b"), EXEC) end)
+    local r1, e1, r2, e2, s1, s2
+    with_loop(c, function(sched, lc)
+      s1, s2 = assert(lc:connect_kernel(id)), assert(lc:connect_kernel(id2))
+      sched:spawn("one", function() r1, e1 = s1:execute(rendezvous(dir, "a", "b"), EXEC) end)
       sched:spawn("two", function() r2, e2 = s2:execute(rendezvous(dir, "b", "a"), EXEC) end)
     end)
+    s1:close()
     s2:close()
     c:delete_kernel(id2)
     os.execute("rm -rf '" .. dir .. "'")
@@ -166,17 +168,17 @@ describe("kernels at a Jupyter Server's /api", function()
   lazy_teardown(function() jh.stop(j) end)
 
   kernel_facts(function()
-    return assert(kernel.jupyter_client { url = j.url, token = j.token, retries = false })
+    return assert(ae.jupyter_client { url = j.url, token = j.token, retries = false })
   end)
 
   it("refuses a wrong token", function()
-    local c = assert(kernel.jupyter_client { url = j.url, token = "wrong", retries = false })
+    local c = assert(ae.jupyter_client { url = j.url, token = "wrong", retries = false })
     local _, err = c:list_kernels()
     assert.equals(403, err.status)
   end)
 
   it("refuses operations a Jupyter Server does not have", function()
-    local c = assert(kernel.jupyter_client { url = j.url, token = j.token })
+    local c = assert(ae.jupyter_client { url = j.url, token = j.token })
     local _, err = c:list_applications()
     assert.equals("invalid_argument", err.code)
   end)

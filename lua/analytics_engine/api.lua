@@ -15,10 +15,25 @@
 --   ok        statuses that mean success
 --   creates   true when a blind retry could create a second resource
 --   auth      false for the token exchange itself
+--   websocket true for an endpoint the client opens as a WebSocket
+--             (c:connect_kernel, c:connect_cluster): no REST method
+-- Derived by compile: ids, full_path, ok_set, and jupyter_path (a kernel
+-- operation's path under a Jupyter Server's base URL, for a client with
+-- `base_path`).
 local _M = {}
 
 _M.BASE = "/v4/analytics_engines"
 _M.AUTHORIZE_PATH = "/icp4d-api/v1/authorize"
+
+--- The application states no application leaves (the vendor's list). The
+-- client, the engine and the reports all read this one set.
+_M.TERMINAL_STATES = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true,
+                       OPS_TERMINATED = true, ERROR = true, KILLED = true }
+
+--- True for a state no application leaves (case-insensitive; unknown → false).
+function _M.is_terminal(state)
+  return type(state) == "string" and _M.TERMINAL_STATES[state:upper()] == true
+end
 
 -- The vendor's pattern for every id in the API.
 _M.UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
@@ -71,6 +86,15 @@ _M.operations = {
   { name = "delete_cluster", method = "DELETE", path = CLUSTERS .. "/{cluster_id}", ok = { 204 } },
 }
 
+-- The WebSocket endpoints: the client opens them as sessions (kernel.lua,
+-- connect.lua); the engine serves them beside its router.
+_M.websockets = {
+  { name = "connect_kernel", method = "GET", path = KERNELS .. "/{kernel_id}/channels", websocket = true,
+    ok = { 101 } },
+  { name = "connect_cluster", method = "GET", path = CLUSTERS .. "/{cluster_id}/connect", websocket = true,
+    ok = { 101 } },
+}
+
 -- The token exchange is not under the instance; only the engine routes it.
 _M.authorize = { name = "authorize", method = "POST", path = _M.AUTHORIZE_PATH, absolute = true,
                  body = "json", ok = { 200 }, auth = false }
@@ -82,6 +106,7 @@ local function compile(op)
   end
   op.ids = ids
   op.full_path = op.absolute and op.path or (_M.BASE .. op.path)
+  op.jupyter_path = op.path:match("^/{instance_id}/jkg/(.+)$")
   local ok = {}
   for _, s in ipairs(op.ok) do ok[s] = true end
   op.ok_set = ok
@@ -94,11 +119,24 @@ for _, op in ipairs(_M.operations) do
   compile(op)
   _M.by_name[op.name] = op
 end
+-- Apart from by_name: `call` and the workflow's call steps take REST operations only.
+_M.websocket = {}
+for _, op in ipairs(_M.websockets) do
+  compile(op)
+  _M.websocket[op.name] = op
+end
 compile(_M.authorize)
 
 --- Fill a path template. `values` maps id names to strings.
 function _M.expand(op, values)
   return (op.full_path:gsub("{([%w_]+)}", values))
+end
+
+--- The path of a kernel operation at a Jupyter Server whose base URL is
+-- `base` ("/" or "/x/"), or nil for an operation a Jupyter Server has not.
+function _M.expand_jupyter(op, values, base)
+  local p = op.jupyter_path
+  return p and base .. p:gsub("{([%w_]+)}", values)
 end
 
 return _M

@@ -28,17 +28,23 @@ local function check_string(cfg, k, where)
   end
 end
 
---- cfg: { token } | { username, api_key [, exchange] } | { username, password }
+--- cfg: { token [, scheme] } | { username, api_key [, exchange] } | { username, password }
 function _M.new(cfg, where)
   where = where or "auth"
   if cfg == nil then return setmetatable({ kind = "none" }, mt) end
   if type(cfg) ~= "table" then
     error(("bad argument: %s must be a table"):format(where), 3)
   end
+  -- An auth object already (client:with shares one, with its token cache).
+  if getmetatable(cfg) == mt then return cfg end
   for _, k in ipairs { "token", "username", "api_key", "password" } do check_string(cfg, k, where) end
   local self = setmetatable({}, mt)
+  if cfg.scheme ~= nil and cfg.scheme ~= "Bearer" and cfg.scheme ~= "token" then
+    error(("bad argument: %s.scheme must be 'Bearer' or 'token'"):format(where), 3)
+  end
   if cfg.token then
-    self.kind, self.header = "bearer", "Bearer " .. cfg.token
+    -- scheme "token": a Jupyter Server's "Authorization: token …".
+    self.kind, self.header = "bearer", (cfg.scheme or "Bearer") .. " " .. cfg.token
   elseif cfg.username and cfg.password then
     self.kind, self.username, self.secret = "exchange", cfg.username, { password = cfg.password }
   elseif cfg.username and cfg.api_key and cfg.exchange then

@@ -9,6 +9,9 @@ local errors = require "analytics_engine.errors"
 local retry = require "analytics_engine.retry"
 local auth_mod = require "analytics_engine.auth"
 local config = require "analytics_engine.config"
+local waiter = require "analytics_engine.waiter"
+local kernel = require "analytics_engine.kernel"
+local connect = require "analytics_engine.connect"
 
 local VERSION = "0.1.0"
 
@@ -25,6 +28,14 @@ local function describe(v)
     return ("'%s'"):format(s:gsub("[%c]", "?"))
   end
   return "(a " .. type(v) .. ")"
+end
+
+-- The profile file's permission check, with the C core loaded only when a
+-- profile is read: a client under nginx (cosockets) must not load the core.
+local function file_mode(path)
+  local ok, core = pcall(require, "analytics_engine.core")
+  if ok and core.file_mode then return core.file_mode(path) end
+  return nil
 end
 
 local function load_transport(name, opts)
@@ -48,7 +59,8 @@ end
 -- that cannot work (missing url, malformed instance id, unreadable profile).
 -- @tparam[opt] table opts url, instance_id, auth = { token | username + api_key | username + password
 -- [, exchange] }, cafile, capath, insecure, proxy, connect_timeout, timeout, retries (a policy table or
--- false), transport ("curl", "ngx" or an object), user_agent, on_request (a function called per request)
+-- false), transport ("curl", "ngx" or an object), user_agent, on_request (a function called per request),
+-- loop (an analytics_engine.loop: calls made from its tasks suspend the task instead of blocking)
 -- @treturn analytics_engine.client the client
 -- @return nil and an error object (code "invalid") for a configuration that cannot work
 -- @raise a non-table `opts` or an unknown transport name (programmer mistakes)
@@ -58,9 +70,6 @@ function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'client' (table expected, got " .. type(opts) .. ")", 2)
   end
-  local file_mode
-  local ok, core = pcall(require, "analytics_engine.core")
-  if ok and core.file_mode then file_mode = core.file_mode end
   local cfg, cerr = config.resolve(opts or {}, opts and opts.getenv, file_mode)
   if not cfg then return nil, errors.invalid("client", cerr) end
   if type(cfg.url) ~= "string" or not cfg.url:find("^https?://[^/]") then
@@ -68,7 +77,15 @@ function _M.new(opts)
       and "no service URL: pass url, set AE_URL or add it to the profile file"
       or "url " .. describe(cfg.url) .. " is not an http(s) URL")
   end
-  if not util.is_uuid(cfg.instance_id) then
+  local base_path = cfg.base_path
+  if base_path ~= nil then
+    -- A Jupyter Server at its base URL: the kernel operations, no instance.
+    if type(base_path) ~= "string" then
+      return nil, errors.invalid("client", "base_path " .. describe(base_path) .. " is not a string")
+    end
+    if base_path:sub(1, 1) ~= "/" then base_path = "/" .. base_path end
+    if base_path:sub(-1) ~= "/" then base_path = base_path .. "/" end
+  elseif not util.is_uuid(cfg.instance_id) then
     return nil, errors.invalid("client", cfg.instance_id == nil
       and "no instance id: pass instance_id, set AE_INSTANCE_ID or add it to the profile file"
       or "instance_id " .. describe(cfg.instance_id) .. " is not a valid id (expected a lower-case UUID)")
@@ -76,10 +93,12 @@ function _M.new(opts)
   local self = setmetatable({
     url = cfg.url:gsub("/+$", ""),
     instance_id = cfg.instance_id,
+    base_path = base_path,
     auth = auth_mod.new(cfg.auth, "auth"),
     policy = cfg.retries == false and retry.new { max_attempts = 1 } or retry.new(cfg.retries),
     user_agent = cfg.user_agent or ("analytics-engine-lua/" .. VERSION),
     on_request = cfg.on_request,
+    loop = cfg.loop,
     header_cache = {}, -- see request_headers
     targets = {},      -- see fixed_target
   }, mt)
@@ -89,14 +108,63 @@ function _M.new(opts)
   self.transport = load_transport(cfg.transport, {
     connect_timeout = cfg.connect_timeout or 10, timeout = cfg.timeout or 120,
     cafile = cfg.cafile, capath = cfg.capath, insecure = cfg.insecure == true,
-    max_response_size = cfg.max_response_size, proxy = cfg.proxy,
+    max_response_size = cfg.max_response_size, proxy = cfg.proxy, loop = cfg.loop,
     -- ngx transport only: its connection pool.
     pool = cfg.pool, pool_size = cfg.pool_size, keepalive_timeout = cfg.keepalive_timeout,
   })
+  -- What `with` starts from (the credentials live in self.auth only).
+  cfg.auth, cfg.getenv = nil, nil
+  self.options = cfg
   return self
 end
 
-mt.__tostring = function(self) return ("analytics_engine.client(%s, %s)"):format(self.url, self.instance_id) end
+--- A client like this one with some options changed, for example the loop
+-- a workflow run makes; it shares this client's credentials and token cache.
+-- @tparam table changes options as for new (not auth)
+-- @treturn analytics_engine.client the new client
+-- @return nil and an error object (as new)
+-- @usage local lc = assert(c:with { loop = loop.new() })
+function _M.with(self, changes)
+  if type(changes) ~= "table" then
+    error("bad argument #1 to 'with' (table expected, got " .. type(changes) .. ")", 2)
+  end
+  local opts = util.copy(self.options)
+  for k, v in pairs(changes) do opts[k] = v end
+  opts.auth = self.auth
+  -- Settled already: the environment and the profile file are not read again.
+  opts.getenv = function() return nil end
+  return _M.new(opts)
+end
+
+--- A client for a Jupyter Server's own `/api`: the kernel operations
+-- (list_kernelspecs, list_kernels, create_kernel, get_kernel, delete_kernel,
+-- interrupt_kernel, restart_kernel, connect_kernel) go to `<base_path>api/…`
+-- rather than the service's `/v4/analytics_engines/{id}/jkg/api/…`; the
+-- others answer an "invalid" error. The same as new with `base_path` and
+-- `auth = { token = …, scheme = "token" }` (Jupyter's header form).
+-- @tparam table opts url, token, base_path (the server's base_url, "/"), and any option of new
+-- @usage local j = assert(ae.jupyter_client { url = "http://127.0.0.1:8888", token = "…" })
+function _M.jupyter(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'jupyter_client' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  if type(opts.token) ~= "string" or opts.token == "" then
+    error("bad argument #1 to 'jupyter_client' (token must be a non-empty string)", 2)
+  end
+  local copts = {}
+  for k, v in pairs(opts) do
+    if k ~= "token" then copts[k] = v end
+  end
+  copts.base_path = opts.base_path or "/"
+  copts.auth = { token = opts.token, scheme = "token" }
+  -- Not the service: its AE_* variables and profile do not apply.
+  copts.getenv = copts.getenv or function() return nil end
+  return _M.new(copts)
+end
+
+mt.__tostring = function(self)
+  return ("analytics_engine.client(%s, %s)"):format(self.url, self.base_path or self.instance_id)
+end
 
 local function query_string(op, q)
   if q == nil then return "" end
@@ -215,34 +283,32 @@ end
 
 --- Send one prepared request with auth and the retry policy.
 -- req: { method, path (with query), body (string), content_type }
--- Every operation goes through here unless a client instance leaves it alone
--- (kernel.jupyter_client replaces it to map paths): then calls skip the table.
 function _M.send(self, op, req)
   return perform(self, op, req.method or op.method, req.path, self.url .. req.path, req.body, req.content_type)
 end
-local class_send = _M.send
 
--- Through an instance's own `send` when it has one, else straight on.
-local function dispatch(self, op, path, url, body, content_type)
-  local send = self.send
-  if send ~= class_send then
-    return send(self, op, { method = op.method, path = path, body = body, content_type = content_type })
+-- An operation's path for this client: under the service's instance, or
+-- under a Jupyter Server's base_path. nil and an error for an operation a
+-- Jupyter Server does not have.
+local function expand(self, op, values)
+  local base = self.base_path
+  if not base then
+    values.instance_id = self.instance_id
+    return api.expand(op, values)
   end
-  return perform(self, op, op.method, path, url or (self.url .. path), body, content_type)
+  local path = api.expand_jupyter(op, values, base)
+  if not path then return nil, errors.invalid(op.name, op.name .. " is not a Jupyter Server operation") end
+  return path
 end
 
 -- The path and URL of an operation without ids, made once per client.
 local function fixed_target(self, op)
-  local cache = self.targets
-  if cache.instance_id ~= self.instance_id or cache.url ~= self.url then
-    cache = { instance_id = self.instance_id, url = self.url }
-    self.targets = cache
-  end
-  local t = cache[op]
+  local t = self.targets[op]
   if not t then
-    local path = api.expand(op, { instance_id = self.instance_id })
+    local path, err = expand(self, op, {})
+    if not path then return nil, err end
     t = { path = path, url = self.url .. path }
-    cache[op] = t
+    self.targets[op] = t
   end
   return t
 end
@@ -252,10 +318,11 @@ local function call(self, op, ...)
   local nids = #ids
   local path, url
   if nids == 0 then
-    local t = fixed_target(self, op)
+    local t, err = fixed_target(self, op)
+    if not t then return nil, err end
     path, url = t.path, t.url
   else
-    local values = { instance_id = self.instance_id }
+    local values = {}
     for i = 1, nids do
       local v = (select(i, ...))
       if not util.is_uuid(v) then
@@ -264,7 +331,9 @@ local function call(self, op, ...)
       end
       values[ids[i]] = v
     end
-    path = api.expand(op, values)
+    local err
+    path, err = expand(self, op, values)
+    if not path then return nil, err end
   end
   local rest = (select(nids + 1, ...))
   local body, content_type
@@ -289,7 +358,7 @@ local function call(self, op, ...)
   elseif select("#", ...) > nids then
     return nil, errors.invalid(name, ("takes %d argument(s), got %d"):format(nids, select("#", ...)))
   end
-  return dispatch(self, op, path, url, body, content_type)
+  return perform(self, op, op.method, path, url or (self.url .. path), body, content_type)
 end
 
 --- Call an operation by name: ids first, then the body or query table.
@@ -311,28 +380,58 @@ for _, op in ipairs(api.operations) do
     -- No ids, body or query: the path is fixed, nothing to check but the count.
     _M[op.name] = function(self, ...)
       if select("#", ...) > 0 then return call(self, op, ...) end
-      local t = fixed_target(self, op)
-      return dispatch(self, op, t.path, t.url)
+      local t, err = fixed_target(self, op)
+      if not t then return nil, err end
+      return perform(self, op, op.method, t.path, t.url)
     end
   else
     _M[op.name] = function(self, ...) return call(self, op, ...) end
   end
 end
 
-local TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true,
-                   OPS_TERMINATED = true, ERROR = true, KILLED = true }
-_M.TERMINAL_STATES = TERMINAL
+-- The WebSocket endpoints: a session object each (kernel.lua, connect.lua),
+-- opened at the row's path with the client's auth, TLS options and loop.
+local SESSIONS = { connect_kernel = kernel.connect, connect_cluster = connect.connect }
+
+local function websocket_method(op)
+  local open = SESSIONS[op.name]
+  local id_name = op.ids[1]
+  return function(self, id, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+      error("bad argument #2 to '" .. op.name .. "' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    if not util.is_uuid(id) then
+      return nil, errors.invalid(op.name, ("%s %s is not a valid id; nothing was sent"):format(id_name, describe(id)))
+    end
+    local path, perr = expand(self, op, { [id_name] = id })
+    if not path then return nil, perr end
+    local tr = self.transport
+    local authz, aerr = self.auth:header_value(self.fetch, self.url, self.clock)
+    if aerr then return nil, aerr end
+    local d = tr.defaults or {}
+    return open(self, {
+      id = id, path = path, url = self.url:gsub("^http", "ws") .. path, loop = self.loop,
+      context = { method = "GET", path = path, operation = op.name },
+      headers = { Authorization = authz, ["User-Agent"] = self.user_agent },
+      connect_timeout = d.connect_timeout, cafile = d.cafile, capath = d.capath, insecure = d.insecure,
+      proxy = d.proxy,
+    }, opts or {})
+  end
+end
+
+for _, op in ipairs(api.websockets) do _M[op.name] = websocket_method(op) end
+
+_M.TERMINAL_STATES = api.TERMINAL_STATES
 
 --- True for a state no application leaves (case-insensitive; unknown → false).
 -- @string state an application state
 -- @treturn boolean
 -- @usage if c.is_terminal(app.state) then ... end
-function _M.is_terminal(state)
-  return type(state) == "string" and TERMINAL[state:upper()] == true
-end
+_M.is_terminal = api.is_terminal
 
-require("analytics_engine.waiter").install(_M)
-require("analytics_engine.connect").install(_M)
-require("analytics_engine.kernel").install(_M)
+--- Wait until one application is terminal (see analytics_engine.waiter).
+_M.wait_for_application = waiter.wait_for_application
+--- Wait for many applications with one list request per round (see analytics_engine.waiter).
+_M.wait_for_applications = waiter.wait_for_applications
 
 return _M

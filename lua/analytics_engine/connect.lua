@@ -1,39 +1,32 @@
 --- c:connect_cluster(id [, opts]) -> a WebSocket (analytics_engine.ws) to the
--- cluster's `connect` endpoint, authenticated like every other call.
-local util = require "analytics_engine.util"
+-- cluster's `connect` endpoint, authenticated like every other call. The
+-- client makes the method from api.lua's row and hands this module the
+-- target (URL, headers, TLS options, loop); the session is the socket.
 local errors = require "analytics_engine.errors"
-local api = require "analytics_engine.api"
 local ws = require "analytics_engine.ws"
 
 local _M = {}
 
-function _M.install(client)
-  --- opts: timeout (handshake seconds), max_message_size, control_frames.
-  function client.connect_cluster(self, id, opts)
-    opts = opts or {}
-    if type(opts) ~= "table" then error("bad argument #2 to 'connect_cluster' (table expected)", 2) end
-    if not util.is_uuid(id) then
-      return nil, errors.invalid("connect_cluster", ("cluster_id %s is not a valid id; nothing was sent")
-        :format(type(id) == "string" and ("'" .. id:sub(1, 40) .. "'") or ("(a " .. type(id) .. ")")))
-    end
-    local path = ("%s/%s/spark_clusters/%s/connect"):format(api.BASE, self.instance_id, id)
-    local ctx = { method = "GET", path = path, operation = "connect_cluster" }
-    local tr = self.transport
-    local authz, aerr = self.auth:header_value(function(r) return tr:request(r) end, self.url, tr:now())
-    if aerr then return nil, aerr end
-    local d = tr.defaults or {}
-    local sock, err = ws.connect(self.url:gsub("^http", "ws") .. path, {
-      headers = { Authorization = authz, ["User-Agent"] = self.user_agent },
-      timeout = opts.timeout, connect_timeout = d.connect_timeout, max_message_size = opts.max_message_size,
-      control_frames = opts.control_frames, cafile = d.cafile, capath = d.capath, insecure = d.insecure,
-      proxy = d.proxy, scheduler = tr.scheduler,
-    })
-    if sock then return sock end
-    if type(err) == "table" and err.status then
-      return nil, errors.from_response({ status = err.status, body = err.body or "", headers = {} }, ctx)
-    end
-    return nil, errors.from_transport(type(err) == "table" and err or { kind = "other", message = tostring(err) }, ctx)
+-- The error of a failed WebSocket open: the server's answer, or the transport's.
+function _M.error(err, ctx)
+  if type(err) == "table" and err.status then
+    return errors.from_response({ status = err.status, body = err.body or "", headers = {} }, ctx)
   end
+  return errors.from_transport(type(err) == "table" and err or { kind = "other", message = tostring(err) }, ctx)
+end
+
+--- Open the socket. target: url, headers, context, loop and the TLS options
+-- (from the client); opts: timeout (handshake seconds), max_message_size,
+-- control_frames.
+function _M.connect(_, target, opts)
+  local sock, err = ws.connect(target.url, {
+    headers = target.headers, timeout = opts.timeout, connect_timeout = target.connect_timeout,
+    max_message_size = opts.max_message_size, control_frames = opts.control_frames,
+    cafile = target.cafile, capath = target.capath, insecure = target.insecure, proxy = target.proxy,
+    loop = target.loop,
+  })
+  if sock then return sock end
+  return nil, _M.error(err, target.context)
 end
 
 return _M

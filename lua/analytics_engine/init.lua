@@ -26,4 +26,12 @@ function _M.client(opts)
   return client.new(opts)
 end
 
+--- Make a client for a Jupyter Server's own /api (see client.jupyter): the
+-- kernel operations and sessions, with Jupyter's token.
+-- @tparam table opts url, token, base_path (the server's base_url, default "/"), any client option
+-- @usage local j = assert(ae.jupyter_client { url = "http://127.0.0.1:8888", token = "…" })
+function _M.jupyter_client(opts)
+  return client.jupyter(opts)
+end
+
 return _M

@@ -1,7 +1,8 @@
 --- Kernel sessions: Jupyter messaging v5 over the Jupyter Server's single
 -- multiplexed `/channels` WebSocket (JSON text messages with a `channel`
 -- field), for kernels of the service, of the local engine, or of a Jupyter
--- Server the client points at directly (`kernel.jupyter_client`).
+-- Server the client points at directly (`ae.jupyter_client`). The client
+-- makes c:connect_kernel from api.lua's row and hands `connect` the target.
 --
 --   local k = assert(c:connect_kernel(kernel_id))
 --   local r, err = k:execute("1+1")      -- r.result == "2", r.execution_count, r.outputs, r.stdout
@@ -10,11 +11,12 @@
 --
 -- Replies are gathered by `parent_header.msg_id`: whatever belongs to
 -- another request (or to none this session made) is never mixed in. Under
--- the workflow scheduler a session waits without blocking other tasks; one
--- task at a time reads the socket and hands messages to whoever asked.
+-- the client's loop a session waits without blocking other tasks; one task
+-- at a time reads the socket and hands messages to whoever asked.
 local util = require "analytics_engine.util"
 local errors = require "analytics_engine.errors"
-local api = require "analytics_engine.api"
+local connect = require "analytics_engine.connect"
+local loop_mod = require "analytics_engine.loop"
 
 local _M = {}
 local Session = {}
@@ -27,6 +29,8 @@ _M.CONNECT_TIMEOUT = 30
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local concat = table.concat
 
+-- Loaded at first use, not at the top: the client requires this module, and
+-- a client under nginx (cosockets) must not load the C core.
 local function core()
   return require "analytics_engine.core"
 end
@@ -45,39 +49,18 @@ local function iso_now()
   return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t)) .. ("%.6fZ"):format(t % 1):sub(2)
 end
 
--- The path of a kernel endpoint for this client (engine: /v4/…/jkg/api/…;
--- a client made by jupyter_client: <base>api/…).
-local function kernel_path(c, suffix)
-  if c.jupyter_base then return c.jupyter_base .. "api/kernels" .. suffix end
-  return api.BASE .. "/" .. c.instance_id .. "/jkg/api/kernels" .. suffix
-end
-_M.kernel_path = kernel_path
-
 local function kernel_error(fields)
   fields.code = fields.code or "kernel_error"
   return errors.new(fields)
 end
 
 ---------------------------------------------------------------------------
--- the WebSocket underneath (the C core's client). Outside a scheduler the
--- calls block up to their timeout; inside one they step without blocking and
--- the task waits until the socket is ready, so other tasks run meanwhile.
+-- the WebSocket underneath (the C core's client). Outside a loop the calls
+-- block up to their timeout; inside one they step without blocking and the
+-- task waits until the socket is ready, so other tasks run meanwhile.
 
-local running = coroutine.running
-
--- The scheduler when the calling coroutine is one of its tasks.
-local function active(sched)
-  if sched and sched:owns(running()) then return sched end
-  return nil
-end
-
--- Wait until `ws` may make progress, at most `left` seconds (nil: no limit).
--- Returns nil, CANCELLED when the task was cancelled.
-local function sched_wait(sched, ws, left)
-  if sched.wait_ws then return sched:wait_ws(ws, left) end
-  -- A scheduler without socket waits: look again soon.
-  return sched:sleep(left and math.min(left, 0.01) or 0.01)
-end
+-- The loop when the calling coroutine is one of its tasks.
+local active = loop_mod.active
 
 -- Repeat `step(0)` (a ws method) until it stops answering "timeout" or the deadline.
 local function stepped(sched, ws, deadline, step)
@@ -86,7 +69,7 @@ local function stepped(sched, ws, deadline, step)
     if a ~= nil or type(b) ~= "table" or b.kind ~= "timeout" then return a, b end
     local left = deadline and (deadline - core().monotime()) or nil
     if left and left <= 0 then return a, b end
-    local ok, cerr = sched_wait(sched, ws, left)
+    local ok, cerr = sched:wait_ws(ws, left)
     if ok == nil and cerr then return nil, cerr end
   end
 end
@@ -106,47 +89,30 @@ end
 local function ws_send(ws, sched, text)
   local ok, err = ws:send(text)
   if not ok then return nil, err end
-  -- Outside a scheduler, make sure it is written; inside, later steps write the rest.
+  -- Outside a loop, make sure it is written; inside, later steps write the rest.
   if not active(sched) then return ws:flush(30) end
   return true
 end
 
 --- c:connect_kernel(id [, opts]) -> session | nil, err
 -- opts: { timeout = connect seconds (30), max_message_size = bytes }
-function _M.connect(c, id, opts)
-  opts = opts or {}
-  if not util.is_uuid(id) then
-    return nil, errors.invalid("connect_kernel", ("kernel_id %s is not a valid id; nothing was sent")
-      :format(type(id) == "string" and ("'" .. id:sub(1, 40) .. "'") or ("(a " .. type(id) .. ")")))
-  end
-  local path = kernel_path(c, "/" .. id .. "/channels")
-  local ctx = { method = "GET", path = path, operation = "connect_kernel" }
-  local tr = c.transport
-  local authz, aerr = c.auth:header_value(function(r) return tr:request(r) end, c.url, tr:now())
-  if aerr then return nil, aerr end
-  local sched = tr.scheduler
-  local d = tr.defaults or {}
-  local ws, err = core().ws_connect(c.url:gsub("^http", "ws") .. path, {
-    headers = { Authorization = authz, ["User-Agent"] = c.user_agent },
-    connect_timeout = d.connect_timeout, max_message_size = opts.max_message_size,
-    cafile = d.cafile, capath = d.capath, insecure = d.insecure, proxy = d.proxy,
+-- target (from the client): id, path, url, headers, context, loop, TLS options.
+function _M.connect(c, target, opts)
+  local ws, err = core().ws_connect(target.url, {
+    headers = target.headers, connect_timeout = target.connect_timeout, max_message_size = opts.max_message_size,
+    cafile = target.cafile, capath = target.capath, insecure = target.insecure, proxy = target.proxy,
   })
   if ws then
-    local ok, cerr = ws_connect(ws, sched, opts.timeout or _M.CONNECT_TIMEOUT)
+    local ok, cerr = ws_connect(ws, target.loop, opts.timeout or _M.CONNECT_TIMEOUT)
     if not ok then
       ws:close()
       ws, err = nil, cerr
     end
   end
-  if not ws then
-    if type(err) == "table" and err.status then
-      return nil, errors.from_response({ status = err.status, body = err.body or "", headers = {} }, ctx)
-    end
-    return nil, errors.from_transport(type(err) == "table" and err or { kind = "other", message = tostring(err) },
-      ctx)
-  end
+  if not ws then return nil, connect.error(err, target.context) end
   return setmetatable({
-    client = c, id = id, ws = ws, path = path,
+    client = c, id = target.id, ws = ws, path = target.path,
+    loop = target.loop,
     session_id = new_id(),
     collectors = {},   -- msg_id → collector of that request's replies
     reading = false,   -- a task is reading the socket for everybody
@@ -200,8 +166,7 @@ end
 local function wait_for(self, col, deadline)
   local final_deadline = deadline
   local ws = self.ws
-  -- The transport's scheduler now (the runner attaches one for a run).
-  local tsched = self.client.transport.scheduler
+  local tsched = self.loop
   local sched = active(tsched)
   while not col.done do
     deadline = effective_deadline(col, final_deadline)
@@ -266,7 +231,7 @@ local function request(self, channel, msg_type, content, col)
   if not text then return nil, errors.invalid(msg_type, "cannot encode the request: " .. tostring(jerr)) end
   col.msg_id = msg_id
   self.collectors[msg_id] = col
-  local ok, err = ws_send(self.ws, self.client.transport.scheduler, text)
+  local ok, err = ws_send(self.ws, self.loop, text)
   if not ok then
     self.collectors[msg_id] = nil
     return nil, kernel_error { code = type(err) == "table" and err.kind or "send",
@@ -325,9 +290,9 @@ end
 -- result: { outputs = {...}, execution_count, stdout, stderr, result (text/plain) }
 -- err (an analytics_engine error): code "kernel_error" with ename, evalue,
 -- traceback, outputs, execution_count; or "timeout", "closed", a transport code.
--- Pause without blocking other tasks when under a scheduler.
+-- Pause without blocking other tasks when under a loop.
 local function pause(self, seconds)
-  local sched = active(self.client.transport.scheduler)
+  local sched = active(self.loop)
   if sched then return sched:sleep(seconds) end
   core().sleep(seconds)
   return true
@@ -469,62 +434,10 @@ function Session.close(self)
   if self.closed then return true end
   self.closed = true
   self.collectors = {}
-  -- Under a scheduler the close handshake is not awaited (it would block the loop).
-  self.ws:close(1000, "bye", active(self.client.transport.scheduler) and 0 or 1)
+  -- Under a loop the close handshake is not awaited (it would block the loop).
+  self.ws:close(1000, "bye", active(self.loop) and 0 or 1)
   return true
 end
 session_mt.__close = Session.close
-
----------------------------------------------------------------------------
--- a client for a Jupyter Server's own /api
-
---- A client whose kernel operations (list_kernelspecs, list_kernels,
--- create_kernel, get_kernel, delete_kernel, interrupt_kernel, restart_kernel,
--- connect_kernel) go to a Jupyter Server's `/api` rather than the service's
--- `/v4/analytics_engines/{id}/jkg/api`.
--- opts: { url = "http://127.0.0.1:8888", token = "…", base_path = "/" (the
--- server's base_url), and any client option (timeout, retries, cafile, …) }
-function _M.jupyter_client(opts)
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'jupyter_client' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  if type(opts.token) ~= "string" or opts.token == "" then
-    error("bad argument #1 to 'jupyter_client' (token must be a non-empty string)", 2)
-  end
-  local base = opts.base_path or "/"
-  if type(base) ~= "string" then error("bad argument #1 to 'jupyter_client' (base_path must be a string)", 2) end
-  if base:sub(1, 1) ~= "/" then base = "/" .. base end
-  if base:sub(-1) ~= "/" then base = base .. "/" end
-  local client = require "analytics_engine.client"
-  local copts = {}
-  for k, v in pairs(opts) do
-    if k ~= "token" and k ~= "base_path" then copts[k] = v end
-  end
-  -- The client wants an instance; a Jupyter Server has none (never sent).
-  copts.instance_id = "00000000-0000-4000-8000-000000000000"
-  copts.auth = { token = "unused" }
-  copts.getenv = copts.getenv or function() return nil end
-  local c, err = client.new(copts)
-  if not c then return nil, err end
-  c.jupyter_base = base
-  -- Jupyter takes "Authorization: token …", not Bearer.
-  local header = "token " .. opts.token
-  c.auth = { header_value = function() return header end, invalidate = function() return false end }
-  local engine_prefix = api.BASE .. "/" .. c.instance_id .. "/jkg/"
-  local send = c.send
-  c.send = function(self, op, req)
-    if req.path:sub(1, #engine_prefix) ~= engine_prefix then
-      return nil, errors.invalid(op.name, op.name .. " is not a Jupyter Server operation")
-    end
-    req.path = base .. req.path:sub(#engine_prefix + 1)
-    return send(self, op, req)
-  end
-  return c
-end
-
---- Add connect_kernel to the client class.
-function _M.install(C)
-  C.connect_kernel = function(self, id, opts) return _M.connect(self, id, opts) end
-end
 
 return _M

@@ -1,9 +1,9 @@
 --- A WebSocket for Lua callers, on the C core's client (core.ws_connect).
--- Outside a scheduler every call blocks up to its timeout; inside one (the
--- transport's `scheduler`, when the caller is one of its tasks) the call
--- steps without blocking and the task waits in the scheduler's one wait
--- (scheduler:wait_ws), so other tasks run meanwhile.
-local core = require "analytics_engine.core"
+-- Outside a loop every call blocks up to its timeout; inside one (the `loop`
+-- option, when the caller is one of its tasks) the call steps without
+-- blocking and the task waits in the loop's one wait (loop:wait_ws), so other
+-- tasks run meanwhile.
+local loop_mod = require "analytics_engine.loop"
 
 local _M = {}
 local mt = { __index = _M }
@@ -12,26 +12,29 @@ _M.CONNECT_TIMEOUT = 30
 _M.SEND_TIMEOUT = 30
 _M.CLOSE_TIMEOUT = 2
 
-local running = coroutine.running
-local monotime = core.monotime
+local active = loop_mod.active
 
-local function active(sched)
-  if sched and sched:owns(running()) then return sched end
-  return nil
+-- The C core is loaded by the first connect, not here: the client requires
+-- this module, and a client under nginx (cosockets) must not load the core.
+local core
+local function monotime() return core.monotime() end
+local function load_core()
+  core = core or require "analytics_engine.core"
+  return core
 end
 
 -- Repeat method(h, 0, ...) until it answers something other than "timeout",
 -- waiting on the socket in between, up to `timeout` seconds (nil: no limit).
 local function stepped(self, timeout, method, ...)
-  local h, sched = self.h, active(self.scheduler)
-  if not sched then return method(h, timeout, ...) end
+  local h, loop = self.h, active(self.loop)
+  if not loop then return method(h, timeout, ...) end
   local deadline = timeout and monotime() + timeout
   while true do
     local a, b = method(h, 0, ...)
     if a ~= nil or type(b) ~= "table" or b.kind ~= "timeout" then return a, b end
     local left = deadline and deadline - monotime()
     if left and left <= 0 then return a, b end
-    local ok, err = sched:wait_ws(h, left)
+    local ok, err = loop:wait_ws(h, left)
     if ok == nil then return nil, err end
   end
 end
@@ -41,17 +44,17 @@ local function receive_step(h, t) return h:receive(t) end
 local function flush_step(h, t) return h:flush(t) end
 
 --- ws.connect(url, opts) -> ws | nil, err. opts: headers, timeout (handshake,
--- seconds), scheduler, and the core's connect_timeout, max_message_size,
+-- seconds), loop, and the core's connect_timeout, max_message_size,
 -- cafile, capath, insecure, proxy, control_frames.
 function _M.connect(url, opts)
   opts = opts or {}
-  local h, err = core.ws_connect(url, {
+  local h, err = load_core().ws_connect(url, {
     headers = opts.headers, connect_timeout = opts.connect_timeout, max_message_size = opts.max_message_size,
     cafile = opts.cafile, capath = opts.capath, insecure = opts.insecure, proxy = opts.proxy,
     control_frames = opts.control_frames,
   })
   if not h then return nil, err end
-  local self = setmetatable({ h = h, scheduler = opts.scheduler }, mt)
+  local self = setmetatable({ h = h, loop = opts.loop }, mt)
   local ok, cerr = stepped(self, opts.timeout or _M.CONNECT_TIMEOUT, connect_step)
   if not ok then
     h:close(nil, nil, 0)
@@ -61,12 +64,13 @@ function _M.connect(url, opts)
 end
 
 --- Wrap a core handle (for example one a server accepted).
-function _M.wrap(h, scheduler)
-  return setmetatable({ h = h, scheduler = scheduler }, mt)
+function _M.wrap(h, loop)
+  load_core()
+  return setmetatable({ h = h, loop = loop }, mt)
 end
 
 --- ws:send(data [, { binary = bool, fragment_size = n, timeout = s }]) -> true | nil, err
--- Returns once the message is written (or queued, under a scheduler, with
+-- Returns once the message is written (or queued, under a loop, with
 -- the rest written while the task waits).
 function _M.send(self, data, opts)
   if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2) end

@@ -1,10 +1,11 @@
 --- The default transport: the C core's libcurl session.
--- Outside a scheduler a request blocks; inside one (the workflow runner sets
--- `scheduler`) it is started on the shared multi handle and the calling
--- coroutine yields until the answer arrives.
+-- Outside a loop a request blocks; inside one (the `loop` option, when the
+-- caller is one of its tasks) it is started on the shared multi handle and
+-- the calling task suspends until the answer arrives.
 local core = require "analytics_engine.core"
+local loop_mod = require "analytics_engine.loop"
 
-local running = coroutine.running
+local active = loop_mod.active
 
 local _M = { name = "curl" }
 local mt = { __index = _M }
@@ -24,17 +25,15 @@ function _M.new(opts)
     -- fields still win), so a request table carries only what changes.
     -- max_idle: the core chooses (no easy-handle reuse on libcurls that mishandle it)
     session = core.http_session { max_idle = opts.max_idle, defaults = defaults },
-    scheduler = opts.scheduler,
+    loop = opts.loop,
     defaults = defaults, -- read by the WebSocket connectors (kernel.lua, connect.lua)
   }, mt)
 end
 
 --- req: { method, url, headers, body, timeout? } → res | nil, { kind, message }
 function _M.request(self, req)
-  local sched = self.scheduler
-  if sched and sched:owns(running()) then
-    return sched:http(self.session, req)
-  end
+  local loop = active(self.loop)
+  if loop then return loop:http(self.session, req) end
   return self.session:request(req)
 end
 
@@ -45,10 +44,8 @@ function _M.prepare_headers(_, headers)
 end
 
 function _M.sleep(self, seconds)
-  local sched = self.scheduler
-  if sched and sched:owns(running()) then
-    return sched:sleep(seconds)
-  end
+  local loop = active(self.loop)
+  if loop then return loop:sleep(seconds) end
   core.sleep(seconds)
 end
 

@@ -4,7 +4,7 @@
 -- cancel that stops what the run started and still runs `finally`.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
-local scheduler = require "analytics_engine.workflow.scheduler"
+local loop_mod = require "analytics_engine.loop"
 local poller_mod = require "analytics_engine.workflow.poller"
 local state_mod = require "analytics_engine.workflow.state"
 local actions = require "analytics_engine.workflow.actions"
@@ -427,14 +427,13 @@ end
 
 --- Run the plan to the end. Returns "succeeded" | "failed" | "cancelled".
 function _M.run(self)
-  local sched = scheduler.new { on_tick = function()
+  local sched = loop_mod.new { on_tick = function()
     local sig = core.signal_pending and core.signal_pending()
     if sig then self:cancel("signal " .. sig) end
   end }
   self.sched = sched
-  local transport = self.client.transport
-  local previous = transport.scheduler
-  transport.scheduler = sched
+  -- The run's client: the caller's, with this run's loop as an option.
+  self.client = assert(self.client:with { loop = sched })
   self.poller = poller_mod.new(sched, self.client, {
     interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
     on_state = function(id, state, app)
@@ -455,7 +454,6 @@ function _M.run(self)
   local ok, err = sched:loop(function() return main.done end)
   collectgarbage("incremental", 200, 0, 0) -- Lua's default pause again
   if self.dirty then self:flush() end
-  transport.scheduler = previous
   if main.error or not ok then
     self.status = "failed"
     self:emit { event = "error", message = tostring(main.error or err) }

@@ -1,20 +1,40 @@
---- One thread, many coroutines: tasks suspend on HTTP transfers, timers and
--- each other, and the loop sleeps in the core's poll until something is due.
--- Every blocking primitive is built on suspend/wake.
-local core = require "analytics_engine.core"
-
+--- The event loop, below the client: one thread, many coroutines. Tasks
+-- suspend on HTTP transfers, WebSockets, timers and each other, and the loop
+-- sleeps in the core's one wait until something is due. Every blocking
+-- primitive is built on suspend/wake.
+--
+-- A client takes a loop as an option (`ae.client { loop = l }`): its calls
+-- made from one of the loop's tasks suspend that task; made anywhere else
+-- they block, as without a loop. The workflow runner makes the loop of a run.
+-- @module analytics_engine.loop
 local _M = {}
 local mt = { __index = _M }
 
 local create, resume, status, running, yield = coroutine.create, coroutine.resume, coroutine.status,
   coroutine.running, coroutine.yield
-local monotime = core.monotime
+
+-- The C core is loaded by new(), not here: the client layer requires this
+-- module (for `active`), and a client under nginx must not load the core.
+local core, monotime
 
 local CANCELLED = { kind = "cancelled", message = "cancelled" }
 _M.CANCELLED = CANCELLED
 
+--- The loop when the calling coroutine is one of its tasks, else nil (the
+-- caller then blocks as it would without a loop).
+function _M.active(loop)
+  if loop and loop.tasks[running()] then return loop end
+  return nil
+end
+
+--- Make a loop. opts: on_tick (called once per turn), max_wait (seconds a
+-- turn sleeps at most), max_transfers (HTTP transfers in flight at once).
 function _M.new(opts)
   opts = opts or {}
+  if not core then
+    core = require "analytics_engine.core"
+    monotime = core.monotime
+  end
   return setmetatable({
     tasks = {},          -- coroutine → task
     ready = {},          -- FIFO of { task, values... }: ready[head..tail]
@@ -38,7 +58,7 @@ function _M.owns(self, co)
   return self.tasks[co] ~= nil
 end
 
---- The running task, or nil outside the scheduler.
+--- The running task, or nil outside the loop.
 function _M.current(self)
   return self.tasks[running()]
 end
@@ -68,7 +88,7 @@ end
 -- when the task is cancelled while waiting.
 function _M.suspend(self, cancel)
   local task = self.tasks[running()]
-  assert(task, "suspend called outside a scheduler task")
+  assert(task, "suspend called outside a loop task")
   if task.cancelled then return nil, CANCELLED end
   task.waiting = cancel or true
   return yield()
@@ -162,7 +182,7 @@ end
 -- caller retries its non-blocking call), or nil, CANCELLED.
 function _M.wait_ws(self, ws, timeout)
   local task = self.tasks[running()]
-  assert(task, "wait_ws called outside a scheduler task")
+  assert(task, "wait_ws called outside a loop task")
   assert(self.sockets[ws] == nil, "another task already waits on this WebSocket")
   self.sockets[ws] = task
   local t

@@ -1,7 +1,7 @@
-local scheduler = require "analytics_engine.workflow.scheduler"
+local scheduler = require "analytics_engine.loop"
 local core = require "analytics_engine.core"
 
-describe("scheduler", function()
+describe("loop", function()
   it("runs tasks to completion and returns their results through join", function()
     local s = scheduler.new()
     local t = s:spawn("a", function(x) return x * 2 end, 21)
