@@ -48,6 +48,7 @@ build = {
     ["analytics_engine.engine.auth"] = "lua/analytics_engine/engine/auth.lua",
     ["analytics_engine.engine.clusters"] = "lua/analytics_engine/engine/clusters.lua",
     ["analytics_engine.engine.faults"] = "lua/analytics_engine/engine/faults.lua",
+    ["analytics_engine.engine.guard"] = "lua/analytics_engine/engine/guard.lua",
     ["analytics_engine.engine.handlers"] = "lua/analytics_engine/engine/handlers.lua",
     ["analytics_engine.engine.history"] = "lua/analytics_engine/engine/history.lua",
     ["analytics_engine.engine.jupyter"] = "lua/analytics_engine/engine/jupyter.lua",
