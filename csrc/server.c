@@ -7,7 +7,14 @@
  * hands the queued requests to Lua. respond() attaches a response and
  * resumes the connection; the next run calls the handler again, which
  * queues the response. So an answer can be given at any later time, in any
- * order, and no libmicrohttpd callback ever calls into Lua. */
+ * order, and no libmicrohttpd callback ever calls into Lua.
+ *
+ * Two things libmicrohttpd 0.9.75 does not do itself are done here: it
+ * closes a connection on reading end-of-file even after the whole request
+ * arrived (so a client that half-closes after its request lost the answer;
+ * see park below), and it accepts ambiguous message framing (Content-Length
+ * with Transfer-Encoding, differing Content-Lengths, codings other than
+ * chunked), which lets a request be smuggled behind a proxy (bad_framing). */
 #include "core.h"
 
 #include <arpa/inet.h>
@@ -307,6 +314,79 @@ static int body_reserve(request *r, size_t need) {
   return 1;
 }
 
+/* What is wrong with the request's framing (RFC 9112 sections 5.1, 6.1,
+ * 6.3), or NULL. */
+typedef struct {
+  int ncl, nte, bad_name;
+  const char *cl, *te;
+  int cl_differ;
+} framing;
+
+static AE_MHD_RESULT count_framing(void *cls, enum MHD_ValueKind kind, const char *k, size_t kl,
+                                   const char *v, size_t vl) {
+  framing *f = cls;
+  if (kl == 0 || memchr(k, ' ', kl) || memchr(k, '\t', kl)) f->bad_name = 1;
+  if (strcasecmp(k, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+    if (f->ncl++ && v && f->cl && strcmp(v, f->cl) != 0) f->cl_differ = 1;
+    f->cl = v;
+  } else if (strcasecmp(k, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+    f->nte++;
+    f->te = v;
+  }
+  return MHD_YES;
+}
+
+static const char *bad_framing(struct MHD_Connection *c, const char *version) {
+  framing f;
+  memset(&f, 0, sizeof f);
+  MHD_get_connection_values_n(c, MHD_HEADER_KIND, count_framing, &f);
+  if (f.bad_name) return "a header name is empty or has white space before the colon";
+  if (f.nte && f.ncl) return "Content-Length and Transfer-Encoding together";
+  if (f.cl_differ) return "Content-Length headers that differ";
+  if (f.nte) {
+    if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+      return "Transfer-Encoding in an HTTP/1.0 request";
+    if (f.nte > 1 || !f.te || strcasecmp(f.te, "chunked") != 0)
+      return "a Transfer-Encoding other than chunked";
+  }
+  return NULL;
+}
+
+/* Refuse the request with 400 and close the connection: after bad framing
+ * nothing that follows on it can be trusted to be a request. */
+static AE_MHD_RESULT refuse_framing(struct MHD_Connection *c, const char *why) {
+  char body[256];
+  struct MHD_Response *resp;
+  AE_MHD_RESULT ret;
+  int n = snprintf(body, sizeof body,
+                   "{\"errors\":[{\"code\":\"bad_framing\",\"message\":\"ambiguous request "
+                   "framing: %s\"}],\"status_code\":400}",
+                   why);
+  resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+  if (!resp) return MHD_NO;
+  if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES ||
+      MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
+    MHD_destroy_response(resp);
+    return MHD_NO;
+  }
+  ret = MHD_queue_response(c, MHD_HTTP_BAD_REQUEST, resp);
+  MHD_destroy_response(resp);
+  return ret;
+}
+
+/* Suspend a connection whose request waits for Lua. */
+static void park(server *s, request *r) {
+  r->suspended = 1;
+  s->nsuspended++;
+  MHD_suspend_connection(r->conn);
+}
+
+/* Resume a parked connection; one not parked yet (see on_request) finds its
+ * answer on the next handler call. */
+static void unpark(request *r) {
+  if (r->suspended) MHD_resume_connection(r->conn);
+}
+
 static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char *url,
                                 const char *method, const char *version, const char *upload_data,
                                 size_t *upload_data_size, void **con_cls) {
@@ -326,11 +406,16 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
   switch (r->state) {
   case RQ_COLLECTING:
     if (!r->started) {
-      const char *cl;
+      const char *cl, *why;
       if (r->too_large == 2) return MHD_NO; /* out of memory in on_uri */
       r->started = 1;
       r->method = method;
       r->path = url;
+      why = bad_framing(c, version);
+      if (why) {
+        r->state = RQ_DROPPED;
+        return refuse_framing(c, why);
+      }
       cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
@@ -355,15 +440,22 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       }
       return MHD_YES;
     }
-    /* The request is complete: park it until Lua answers. */
+    /* The request is complete: hand it to Lua, but do not suspend yet.
+     * libmicrohttpd keeps the connection's "wants to read" mark while it is
+     * suspended and reads right after the resume: a client that half-closed
+     * then reads as end-of-file and libmicrohttpd closes the connection
+     * before the answer is written. Returning without a response lets it
+     * mark the connection as waiting for the application (no reading); it
+     * calls again on its next run, and that call suspends. */
     r->state = RQ_READY;
     r->next = NULL;
     if (s->ready_tail) s->ready_tail->next = r;
     else s->ready_head = r;
     s->ready_tail = r;
-    r->suspended = 1;
-    s->nsuspended++;
-    MHD_suspend_connection(c);
+    return MHD_YES;
+  case RQ_READY:
+  case RQ_PENDING: /* the call after the request completed: park it now */
+    park(s, r);
     return MHD_YES;
   case RQ_ANSWERED:
     if (r->resp) {
@@ -475,7 +567,7 @@ static void server_shutdown(lua_State *L, server *s) {
           s->pending--;
         }
         r->state = RQ_DROPPED;
-        MHD_resume_connection(r->conn);
+        unpark(r);
       }
     }
     for (i = 0; s->nsuspended > 0 && i < 100; i++) MHD_run(s->d);
@@ -824,7 +916,7 @@ static int srv_accept_websocket(lua_State *L) {
   r->state = RQ_ANSWERED;
   slot_release(s, r, 0);
   s->pending--;
-  MHD_resume_connection(r->conn);
+  unpark(r);
   return 1;
 oom:
   MHD_destroy_response(resp);
@@ -909,7 +1001,7 @@ static int srv_respond(lua_State *L) {
   r->state = RQ_ANSWERED;
   slot_release(s, r, 0);
   s->pending--;
-  MHD_resume_connection(r->conn);
+  unpark(r);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -928,7 +1020,7 @@ static int srv_drop(lua_State *L) {
   r->state = RQ_DROPPED;
   slot_release(s, r, 0);
   s->pending--;
-  MHD_resume_connection(r->conn);
+  unpark(r);
   lua_pushboolean(L, 1);
   return 1;
 }
