@@ -1,13 +1,15 @@
-# Benchmarks (issue 7): `make bench` runs bench/run.sh; not part of `make test`.
-# `make bench-deps` installs what only the benchmarks need (as root).
+# Benchmarks: `make bench` runs bench/run.sh (BENCH=percall,concurrency,startup,
+# callgrind,engine picks some; default all); `make bench-engine` the local
+# engine's load benchmark. Neither is part of `make test`.
 
-DEB_PACKAGES_BENCH ?= nginx python3-requests wrk hyperfine curl valgrind
+DEB_PACKAGES_BENCH ?= $(DEB_PACKAGES_BUILD) nginx python3 python3-requests wrk hyperfine curl valgrind
+DEB_PACKAGES_ALL += $(DEB_PACKAGES_BENCH)
 BENCH_RAW_CURL = $(BUILD)/bench/raw_curl
 
-.PHONY: bench bench-deps bench-build
+.PHONY: bench bench-deps bench-build bench-engine
 
 bench-deps:
-	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES_BENCH)"
+	$(call install_packages,$(DEB_PACKAGES_BENCH))
 
 $(BENCH_RAW_CURL): bench/raw_curl.c
 	@mkdir -p $(dir $@)
@@ -16,6 +18,8 @@ $(BENCH_RAW_CURL): bench/raw_curl.c
 
 bench-build: build $(BENCH_RAW_CURL)
 
-# BENCH=percall,concurrency,startup,callgrind,engine picks some; default all.
-bench: deps bench-deps bench-build
+bench: bench-deps bench-build
 	BUILD=$(CURDIR)/$(BUILD) bash bench/run.sh $(BENCH)
+
+bench-engine: bench-deps build
+	sh bench/engine_load.sh

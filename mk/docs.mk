@@ -1,22 +1,22 @@
-# Seeing what ran (issue 9): the report's and the engine page's browser specs
-# need chromium and tidy, `aeflow graph --format svg|png` needs Graphviz, and
-# `make docs` runs LDoc over the public modules into $(BUILD)/docs.
-DEB_PACKAGES += chromium graphviz tidy lua-ldoc man-db
+# Documentation: the man page and the bash/zsh completion (installed by
+# `make install`, and by the rock), and `make docs`, the LDoc reference of the
+# public modules in $(BUILD)/docs. spec/docs_spec.lua (in the suite) formats
+# the man page with man-db and runs LDoc, so their packages are the suite's.
+DEB_PACKAGES += lua-ldoc man-db
 
 LDOC    ?= ldoc
 MANDIR  ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/vendor-completions
 
 .PHONY: docs install-docs
 
-docs:
-	@command -v $(LDOC) >/dev/null || { echo "docs: ldoc is missing: install Debian's lua-ldoc (make deps)" >&2; exit 1; }
+docs: deps-test
 	$(LDOC) -q -d $(BUILD)/docs .
 	@echo "docs: $(BUILD)/docs/index.html"
 
-# The man page and the bash completion; `make install` runs it when the
-# Makefile's install target lists it as a prerequisite.
 install-docs:
-	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR)
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	install -m 0644 docs/aeflow.1 $(DESTDIR)$(MANDIR)/man1/aeflow.1
 	install -m 0644 contrib/aeflow.bash $(DESTDIR)$(BASHCOMPDIR)/aeflow
+	install -m 0644 contrib/_aeflow $(DESTDIR)$(ZSHCOMPDIR)/_aeflow

@@ -1,4 +1,4 @@
-# Hardening gates (issue 8): sanitizers, C lint, format report, fuzzing.
+# Hardening gates: sanitizers, C lint, format check, fuzzing (CI runs ci-hardening).
 #   make check-asan    the core and aeflow built with clang ASan+UBSan into build-asan/,
 #                      then the whole busted suite against that build
 #   make lint-c        cppcheck and clang-tidy (.clang-tidy) on csrc/*.c
@@ -6,7 +6,10 @@
 #   make fuzz-short    every libFuzzer target in fuzz/ for FUZZ_SECONDS (default 30) each
 #   make fuzz          the same, FUZZ_LONG_SECONDS (default 600) each; see docs/hardening.md
 #   make ci-hardening  lint-c, check-asan and fuzz-short: what CI runs
-DEB_PACKAGES += clang clang-tidy clang-format cppcheck libclang-rt-14-dev
+# Their packages are installed by these targets only (deps-hardening), not by
+# `make test`; check-asan runs the whole suite, so it installs everything.
+DEB_PACKAGES_HARDENING ?= clang clang-tidy clang-format cppcheck libclang-rt-14-dev
+DEB_PACKAGES_ALL += $(DEB_PACKAGES_HARDENING)
 
 ASAN_CC    ?= clang
 ASAN_BUILD ?= build-asan
@@ -20,7 +23,9 @@ FUZZ_TARGETS = $(patsubst fuzz/%.c,%,$(filter-out fuzz/fuzz_common.c,$(wildcard 
 
 # The ASan runtime as a shared library: lua5.4 is not instrumented, so the
 # runtime must be preloaded into it and core.so linked against that same copy.
-ASAN_RT = $(shell $(ASAN_CC) -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+# The runtime's name carries the CPU (the triplet's first part: x86_64, aarch64).
+ASAN_ARCH = $(firstword $(subst -, ,$(MULTIARCH)))
+ASAN_RT = $(shell $(ASAN_CC) -print-file-name=libclang_rt.asan-$(ASAN_ARCH).so 2>/dev/null)
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_CFLAGS = -O1 -g $(SAN_FLAGS) $(WARN) -std=gnu11 -fPIC -D_GNU_SOURCE \
               $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CORE_PKGS) 2>/dev/null)
@@ -32,21 +37,22 @@ ASAN_ENV = ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:verify_asan_l
            AEFLOW_BIN=$(CURDIR)/$(ASAN_BUILD)/aeflow \
            LUA_CPATH='$(CURDIR)/$(ASAN_BUILD)/?.so;;'
 
-.PHONY: check-asan asan-build lint-c cppcheck clang-tidy format-check fuzz-build fuzz-short fuzz ci-hardening
+.PHONY: deps-hardening check-asan asan-build lint-c cppcheck clang-tidy format-check fuzz-build fuzz-short fuzz ci-hardening
 
 ci-hardening: format-check lint-c check-asan fuzz-short
 
+deps-hardening: deps-test
+	$(call install_packages,$(DEB_PACKAGES_HARDENING))
+
 # ---------------------------------------------------------------- sanitizers
 
-asan-build: $(ASAN_BUILD)/analytics_engine/core.so $(ASAN_BUILD)/aeflow $(ASAN_BUILD)/unpreload.so
+asan-build: deps-hardening $(ASAN_BUILD)/analytics_engine/core.so $(ASAN_BUILD)/aeflow $(ASAN_BUILD)/unpreload.so
 
 $(ASAN_BUILD)/unpreload.so: hardening/unpreload.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -shared -fPIC -o $@ $<
 
-$(ASAN_BUILD)/obj/%.o: csrc/%.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) -c $< -o $@
+$(eval $(call object_rule,$(ASAN_BUILD),$$(ASAN_CC),$$(ASAN_CFLAGS)))
 
 $(ASAN_BUILD)/analytics_engine/core.so: $(ASAN_OBJ)
 	@mkdir -p $(dir $@)
@@ -62,7 +68,7 @@ $(ASAN_BUILD)/aeflow: csrc/aeflow.c hardening/san_defaults.c $(ASAN_OBJ) $(HEADE
 
 # busted runs in-process (--ignore-lua) so the preloaded runtime stays under
 # it; build/ must exist too for helpers that are separate lua5.4 scripts.
-check-asan: deps build asan-build
+check-asan: deps build build-jit asan-build
 	@test -f "$(ASAN_RT)" || { echo "check-asan: no ASan runtime ($(ASAN_RT)); install libclang-rt-14-dev" >&2; exit 1; }
 	@rm -rf $(ASAN_REPORTS); mkdir -p $(ASAN_REPORTS)
 	$(ASAN_ENV) $(LUA) $$(command -v $(BUSTED)) --ignore-lua --cpath='$(CURDIR)/$(ASAN_BUILD)/?.so' \
@@ -79,17 +85,17 @@ lint-c: cppcheck clang-tidy
 
 # System headers stay out (cppcheck would parse all of libcurl's); the Lua
 # headers go in so its API macros are understood.
-cppcheck: deps
+cppcheck: deps-hardening
 	$(CPPCHECK) --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	  --std=c11 -D_GNU_SOURCE -DLUA_VERSION_NUM=504 -Icsrc \
 	  --suppress=missingIncludeSystem $(C_FILES)
 
-clang-tidy: deps
+clang-tidy: deps-hardening
 	$(CLANG_TIDY) --quiet $(C_FILES) -- -std=gnu11 -D_GNU_SOURCE -Icsrc $(LINT_INC) -include hardening/lint_noreturn.h
 
-# Report only: how many lines of each file clang-format would change. Nothing
-# is rewritten and the target does not fail (the code predates .clang-format).
-format-check: deps
+# A CI gate: prints how many lines of each file clang-format would change and
+# fails when any would; nothing is rewritten.
+format-check: deps-hardening
 	@total=0; for f in csrc/*.c csrc/*.h fuzz/*.c fuzz/*.h hardening/*.c; do \
 	  [ -f "$$f" ] || continue; \
 	  n=$$($(CLANG_FORMAT) --style=file "$$f" | diff "$$f" - | grep -c '^<'); \
@@ -105,16 +111,14 @@ FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-r
               $(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(CORE_PKGS) 2>/dev/null)
 FUZZ_OBJ = $(CORE_SRC:csrc/%.c=$(FUZZ_BUILD)/obj/%.o)
 
-$(FUZZ_BUILD)/obj/%.o: csrc/%.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(FUZZ_CFLAGS) -c $< -o $@
+$(eval $(call object_rule,$(FUZZ_BUILD),$$(ASAN_CC),$$(FUZZ_CFLAGS)))
 
 $(FUZZ_BUILD)/%: fuzz/%.c fuzz/fuzz_common.c fuzz/fuzz_common.h $(FUZZ_OBJ) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(ASAN_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DAE_SRCDIR='"$(CURDIR)"' -o $@ $< fuzz/fuzz_common.c \
 	  $(FUZZ_OBJ) $(CORE_LIBS) $(LUA_LIBS) -lpthread -lm -ldl
 
-fuzz-build: deps $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+fuzz-build: deps-hardening $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
 
 # Each target from its committed seeds; new finds go to build-fuzz/corpus/,
 # crashes to build-fuzz/crash-*. Leak detection is on (the default).

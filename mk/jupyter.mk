@@ -1,0 +1,16 @@
+# Kernels: the local engine runs a real Jupyter Server for /jkg/api
+# (engine/jupyter.lua); the kernel specs talk to one. `make test-kernels`
+# (part of `make test`) installs it and runs them.
+DEB_PACKAGES_JUPYTER ?= python3-jupyter-server python3-ipykernel
+DEB_PACKAGES_ALL += $(DEB_PACKAGES_JUPYTER)
+KERNEL_SPECS = spec/kernels_spec.lua spec/workflow_kernel_spec.lua
+CAPABILITY_SPECS += $(KERNEL_SPECS)
+TEST_EXTRA += test-kernels
+
+.PHONY: deps-jupyter test-kernels
+
+deps-jupyter: deps-test
+	$(call install_packages,$(DEB_PACKAGES_JUPYTER))
+
+test-kernels: deps-jupyter build
+	$(BUSTED) --lua=$(LUA) -o utfTerminal $(KERNEL_SPECS)
