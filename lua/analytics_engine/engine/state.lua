@@ -103,6 +103,28 @@ local function migrate(self, legacy)
   return true
 end
 
+-- The tables and columns this engine reads; a database that lacks one was
+-- damaged or edited by hand, and the engine says so in one line instead of
+-- failing on the first query.
+local EXPECTED = { settings = { "key", "value" } }
+for _, k in ipairs(_M.KINDS) do EXPECTED[k] = { "seq", "id", "state", "created", "doc" } end
+local ADVICE = "restore a backup or move the file away"
+
+local function check_schema(self)
+  local db = self.db
+  for _, name in ipairs({ "settings", "applications", "clusters", "kernels" }) do
+    local rows, err = db:query("SELECT name FROM pragma_table_info(?)", name)
+    if not rows then return nil, err end
+    if #rows == 0 then return nil, ("table %s is missing; %s"):format(name, ADVICE) end
+    local have = {}
+    for _, r in ipairs(rows) do have[r.name] = true end
+    for _, col in ipairs(EXPECTED[name]) do
+      if not have[col] then return nil, ("table %s has no column %s; %s"):format(name, col, ADVICE) end
+    end
+  end
+  return true
+end
+
 local function load(self)
   local db = self.db
   local rows, err = db:query("SELECT key, value FROM settings")
@@ -151,11 +173,14 @@ function _M.open(path, opts)
   -- WAL: readers never block the writer and a commit is one append + fsync.
   -- synchronous=FULL: with NORMAL a WAL commit is not synced, so a power cut
   -- could lose a change the engine already acknowledged.
-  local rows = db:query("PRAGMA journal_mode=WAL")
-  if not rows or not rows[1] or rows[1].journal_mode ~= "wal" then return bail("cannot switch to WAL mode") end
+  local rows, qerr = db:query("PRAGMA journal_mode=WAL")
+  if not rows then return bail(tostring(qerr):gsub("^sqlite: ", "") .. "; " .. ADVICE) end
+  if not rows[1] or rows[1].journal_mode ~= "wal" then return bail("cannot switch to WAL mode") end
   local ok, perr = db:exec("PRAGMA synchronous=FULL")
   if not ok then return bail(perr) end
   ok, perr = migrate(self, opts.json)
+  if not ok then return bail(perr) end
+  ok, perr = check_schema(self)
   if not ok then return bail(perr) end
   -- Start from what the database holds (an import above is in it now).
   self.conf, self.next_seq = {}, 1
@@ -164,8 +189,10 @@ function _M.open(path, opts)
     self.data[kind] = { list = {}, by_id = {}, seq = {} }
     self.written[kind] = {}
   end
-  ok, perr = load(self)
-  if not ok then return bail(perr) end
+  -- db:rows raises on a damaged page: that too is one line, not a traceback.
+  local lok, lres, lerr = pcall(load, self)
+  if not lok then return bail(tostring(lres):gsub("^[^:]*:%d+: ", "") .. "; " .. ADVICE) end
+  if not lres then return bail(lerr) end
   self.upsert = {}
   for _, kind in ipairs(_M.KINDS) do
     local st, serr = db:prepare(("INSERT INTO %s (seq, id, state, created, doc) VALUES (?, ?, ?, ?, ?) "
