@@ -34,7 +34,9 @@ typedef struct {
 #define LIMIT_MAX_IDLE 1024
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_RESPONSE (64.0 * 1024 * 1024)
-#define MAX_HEADER_BYTES (1024 * 1024) /* all header lines of one response */
+/* All header lines of one response. Below libcurl's own total (300 KB since
+ * 7.84), so this check fires first and the error can name the limit. */
+#define MAX_HEADER_BYTES (256 * 1024)
 
 /* ---- growable byte buffer ----------------------------------------------- */
 
@@ -99,6 +101,7 @@ typedef struct xfer {
   curl_off_t max_size; /* 0 = unlimited */
   int too_large;       /* 1: body past max_size, 2: headers past MAX_HEADER_BYTES */
   int oom, done;
+  int switched; /* the server answered 101 to a request that asked for no upgrade */
   CURLcode result;
   long status, version;
   double total_time;
@@ -334,7 +337,16 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
 static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
   xfer *x = (xfer *)ud;
   size_t len = size * nmemb;
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) x->head.n = 0;
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    const char *sp = memchr(p, ' ', len);
+    x->head.n = 0;
+    /* libcurl would wait for a final answer after a 101 nobody asked for
+     * (plain requests never send Upgrade): stop at once instead. */
+    if (sp && (size_t)(p + len - sp) > 4 && memcmp(sp + 1, "101", 3) == 0) {
+      x->switched = 1;
+      return 0;
+    }
+  }
   if (x->head.n + len > MAX_HEADER_BYTES) {
     x->too_large = 2;
     return 0;
@@ -355,8 +367,21 @@ static void push_error(lua_State *L, const char *kind, const char *message, lua_
   ae_setint(L, "curl_code", code);
 }
 
+/* libcurl refuses one header line longer than CURL_MAX_HTTP_HEADER with
+ * CURLE_OUT_OF_MEMORY (its buffer's limit), or a header block past its total
+ * with a receive error: both while the headers are still arriving. */
+static int header_overflow(const xfer *x) {
+  const char *h = x->head.p;
+  size_t n = x->head.n;
+  int in_head = x->status == 0 || n < 4 || h == NULL || memcmp(h + n - 4, "\r\n\r\n", 4) != 0;
+  if (!in_head) return 0;
+  if (x->result == CURLE_OUT_OF_MEMORY) return 1;
+  return x->result == CURLE_RECV_ERROR && strstr(x->errbuf, "response headers") != NULL;
+}
+
 static const char *error_kind(const xfer *x) {
-  if (x->too_large) return "too_large";
+  if (x->switched) return "protocol";
+  if (x->too_large || header_overflow(x)) return "too_large";
   switch (x->result) {
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_COULDNT_CONNECT: return "connect";
@@ -395,9 +420,17 @@ static void push_transfer_error(lua_State *L, xfer *x) {
   const char *kind = error_kind(x);
   size_t n = strlen(x->errbuf);
   while (n > 0 && (x->errbuf[n - 1] == '\n' || x->errbuf[n - 1] == '\r')) x->errbuf[--n] = '\0';
-  if (x->oom) snprintf(msg, sizeof msg, "out of memory while receiving the response");
+  if (x->switched)
+    snprintf(msg, sizeof msg,
+             "the server answered 101 Switching Protocols to a request that asked for no upgrade");
+  else if (x->oom) snprintf(msg, sizeof msg, "out of memory while receiving the response");
   else if (x->too_large == 2)
-    snprintf(msg, sizeof msg, "response headers exceed %d bytes", MAX_HEADER_BYTES);
+    snprintf(msg, sizeof msg, "response headers exceed the limit of %d KB",
+             MAX_HEADER_BYTES / 1024);
+  else if (!x->too_large && header_overflow(x))
+    snprintf(msg, sizeof msg,
+             "a response header exceeds libcurl's limit (%d KB per line, 300 KB in all)",
+             CURL_MAX_HTTP_HEADER / 1024);
   else if (strcmp(kind, "too_large") == 0)
     snprintf(msg, sizeof msg, "response body exceeds max_response_size (%lld bytes): %s",
              (long long)x->max_size, curl_easy_strerror(x->result));

@@ -3,6 +3,7 @@
 local util = require "analytics_engine.util"
 local api = require "analytics_engine.api"
 local errors = require "analytics_engine.errors"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 local mt = { __index = _M }
@@ -38,6 +39,8 @@ function _M.new(cfg, where)
   -- An auth object already (client:with shares one, with its token cache).
   if getmetatable(cfg) == mt then return cfg end
   for _, k in ipairs { "token", "username", "api_key", "password" } do check_string(cfg, k, where) end
+  -- Whatever echoes them later (a server's error, a URL) prints them masked.
+  sanitize.add_credentials(cfg)
   local self = setmetatable({}, mt)
   if cfg.scheme ~= nil and cfg.scheme ~= "Bearer" and cfg.scheme ~= "token" then
     error(("bad argument: %s.scheme must be 'Bearer' or 'token'"):format(where), 3)
@@ -102,6 +105,7 @@ function _M.exchange(self, fetch, base_url, now)
   else
     lifetime = 20 * 60 -- no exp claim: assume CPD's shortest default lifetime
   end
+  sanitize.add_secret(token)
   self.header = "Bearer " .. token
   self.refresh_at = now + math.max(lifetime, 0)
   return self.header

@@ -3,6 +3,7 @@
 local ae = require "analytics_engine"
 local api = require "analytics_engine.api"
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -116,7 +117,8 @@ submissions whose runner died before saving the id. --stop stops them.]],
 }
 
 local function fail(code, fmt, ...)
-  stderr:write("aeflow: ", fmt:format(...), "\n")
+  -- whatever the message quotes (a server, a file) prints safely, on one line
+  stderr:write("aeflow: ", sanitize.clean(fmt:format(...)), "\n")
   return code
 end
 
@@ -203,7 +205,7 @@ local function cmd_call(args, exe)
   local res, err = c:call(name, table.unpack(call_args))
   -- Bad input found before anything was sent is a usage error.
   if res == nil then return fail(err.code == "invalid_argument" and 2 or 1, "%s", tostring(err)) end
-  stdout:write(res == true and "{}" or util.json_pretty(res), "\n")
+  stdout:write(res == true and "{}" or sanitize.redact_known(util.json_pretty(res)), "\n")
   return 0
 end
 

@@ -237,6 +237,7 @@ local function perform(self, op, method, path, url, body, content_type)
   local tr = self.transport
   local policy = self.policy
   local attempt, reauthed = 0, false
+  local t0 = tr:now()
   if body then content_type = content_type or "application/json" end
   while true do
     attempt = attempt + 1
@@ -255,7 +256,9 @@ local function perform(self, op, method, path, url, body, content_type)
                      status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started }
       end
       if not res then
-        err = errors.from_transport(terr, context(op, method, path))
+        local ctx = context(op, method, path)
+        ctx.url = url
+        err = errors.from_transport(terr, ctx)
       elseif op.ok_set[res.status] then
         return decode_success(res, op, path)
       else
@@ -266,7 +269,7 @@ local function perform(self, op, method, path, url, body, content_type)
     if err.status == 401 and not reauthed and self.auth:invalidate() then
       reauthed, attempt = true, attempt - 1
     else
-      err.attempts = attempt
+      err.attempts, err.elapsed = attempt, tr:now() - t0
       err.retryable = retry.retryable(err, op.creates)
       if not err.retryable or attempt >= policy.max_attempts then
         if not err.retryable and op.creates and err.sent ~= false and not err.status then

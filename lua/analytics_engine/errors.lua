@@ -1,6 +1,10 @@
 --- Error objects: every runtime failure of the client is one of these,
--- returned as `nil, err`. They print on one line and never carry a secret.
+-- returned as `nil, err`. They print on one line and never carry a secret:
+-- whatever a server said goes through sanitize (credentials masked, control
+-- characters shown as \x1b…) when the error is made, so `err.message` is as
+-- safe to print as `tostring(err)`.
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -17,17 +21,36 @@ _M.REASONS = REASONS
 
 local MAX_BODY_KEPT = 4096
 
+-- "5 attempts over 4.6 s": said once, whatever the message says.
+local function tries(e)
+  local n = tonumber(e.attempts)
+  if not n or n < 2 then return "" end
+  if e.elapsed then return (" (%d attempts over %.1f s)"):format(n, e.elapsed) end
+  return (" (%d attempts)"):format(n)
+end
+
 function mt.__tostring(e)
   local where = e.method and (e.method .. " " .. (e.path or "?")) or (e.operation or "request")
   local what = e.status and (e.status .. " " .. (REASONS[e.status] or "")) or e.code or "error"
-  local s = ("%s: %s: %s"):format(where, what:gsub("%s+$", ""), e.message or "")
-  if e.trace then s = s .. " (trace " .. e.trace .. ")" end
-  return (s:gsub("[\r\n]+", " "))
+  local s = ("%s: %s: %s"):format(where, what:gsub("%s+$", ""), tostring(e.message or ""))
+  if e.trace then s = s .. " (trace " .. tostring(e.trace) .. ")" end
+  return sanitize.clean((s:gsub("[\r\n]+", " "))) .. tries(e)
+end
+
+-- One line, no credential, no control character.
+local function one_line(v)
+  if v == nil then return nil end
+  return sanitize.clean((tostring(v):gsub("[\r\n]+", " ")))
 end
 
 --- Make an error. `fields` holds status, code, message, method, path, …
+-- Text that may come from a server (message, trace, code) is cleaned here.
 function _M.new(fields)
   fields.retryable = fields.retryable or false
+  fields.message = one_line(fields.message)
+  fields.trace = one_line(fields.trace)
+  if type(fields.code) == "string" then fields.code = one_line(fields.code) end
+  if type(fields.body) == "string" then fields.body = sanitize.redact(fields.body) end
   return setmetatable(fields, mt)
 end
 
@@ -80,11 +103,42 @@ function _M.from_response(res, ctx)
   }
 end
 
+-- "host:port" of a URL (the scheme's port when it names none).
+local function host_port(url)
+  if type(url) ~= "string" then return nil end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://([^/?#]*)")
+  if not rest then return nil end
+  rest = rest:gsub("^.*@", "")
+  if rest:find(":%d+$") then return rest end
+  return rest .. ":" .. (scheme:lower() == "https" and "443" or "80")
+end
+
+-- libcurl's text says the same thing twice ("Couldn't connect to server:
+-- Failed to connect to h port p after 0 ms: Couldn't connect to server") and
+-- times that mean nothing; say what happened once.
+local function transport_message(terr, url)
+  local msg = tostring(terr.message or terr.kind or "transport failure")
+  local head, tail = msg:match("^([^:]+): (.+)$")
+  if head and tail:find(head, 1, true) then msg = tail end
+  msg = msg:gsub(" after %d+ ms", ""):gsub(" after (%d+) milliseconds", function(ms)
+    return (" after %.1f s"):format(tonumber(ms) / 1000)
+  end)
+  local where = host_port(url)
+  if terr.kind == "connect" and where then
+    local why = msg:match(": ([^:]+)$") or msg
+    if why:find("[Rr]efused") or why:find("Couldn't connect") then return where .. " refused" end
+    return where .. ": " .. why:lower()
+  end
+  if terr.kind == "resolve" and where then return "cannot resolve " .. where:gsub(":%d+$", "") end
+  return msg
+end
+
 --- An error from a transport failure (the C core's { kind, message }).
+-- ctx.url (when given) names the host the message is about.
 function _M.from_transport(terr, ctx)
   return _M.new {
     code = terr.kind or "transport",
-    message = terr.message or tostring(terr.kind),
+    message = transport_message(terr, ctx.url),
     method = ctx.method, path = ctx.path, operation = ctx.operation,
     sent = terr.kind ~= "connect" and terr.kind ~= "resolve",
   }

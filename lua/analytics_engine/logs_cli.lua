@@ -5,6 +5,7 @@
 -- as it arrives until the application ends; its exit status is then 0 for
 -- FINISHED and 1 otherwise.
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -22,7 +23,7 @@ _M.POLL_INTERVAL = 0.5
 local OP = { name = "engine_application_logs", ok_set = { [200] = true } }
 
 local function fail(code, msg)
-  io.stderr:write("aeflow logs: ", msg, "\n")
+  io.stderr:write("aeflow logs: ", sanitize.clean(msg), "\n")
   return code
 end
 
@@ -73,7 +74,7 @@ function _M.main(args, exe)
     if type(doc) ~= "table" or type(doc.text) ~= "string" then
       return fail(1, "the endpoint did not answer the local engine's log shape")
     end
-    io.stdout:write(doc.text)
+    io.stdout:write(sanitize.clean(doc.text, true)) -- a log is the application's, not ours: escapes shown
     io.stdout:flush()
     offset = doc.next_offset or (offset + #doc.text)
     if not o.follow then return 0 end

@@ -10,6 +10,12 @@ that behaviour for every operation:
     /cut/...         200, Content-Length promises more, then the connection closes
     /huge/...        200, a 100 MB JSON string body
     /slow/...        slow loris: the status line, then one header byte per 0.5 s
+    /escape/...      500 whose message carries terminal escapes (title, colours, bell)
+    /echo/...        401 whose message echoes the request's Authorization header
+                     and the URL with its query (a server that leaks what it got)
+    /switch/...      101 Switching Protocols to a plain GET, then silence
+    /bighead/...     200 with 2 MB of header lines
+    /bigline/...     200 with one header line of 1 MB
     anything else    404 JSON
 """
 import os
@@ -21,7 +27,7 @@ import time
 HUGE = 100 * 1024 * 1024
 
 
-def answer(conn, path):
+def answer(conn, path, head=""):
     def send(status, body, ctype="application/json", length=None):
         head = "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (
             status, ctype, len(body) if length is None else length)
@@ -47,6 +53,28 @@ def answer(conn, path):
         for b in b"X-Slow: " + b"z" * 10000:
             conn.sendall(bytes([b]))
             time.sleep(0.5)
+    elif mode == "escape":
+        send("500 Internal Server Error",
+             b'{"message": "boom \\u001b]0;pwned\\u0007\\u001b[31mred\\u001b[0m \\r\\nfake line"}')
+    elif mode == "echo":
+        authz = ""
+        for line in head.split("\r\n"):
+            if line.lower().startswith("authorization:"):
+                authz = line.split(":", 1)[1].strip()
+        body = ('{"message": "bad token %s for %s"}' % (authz, head.split("\r\n", 1)[0])).encode()
+        send("401 Unauthorized", body)
+    elif mode == "switch":
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        time.sleep(20)
+    elif mode == "bighead":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        line = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+        for _ in range(2048):
+            conn.sendall(line)
+        conn.sendall(b"Content-Length: 2\r\n\r\n{}")
+    elif mode == "bigline":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Big: " + b"b" * (1024 * 1024)
+                     + b"\r\nContent-Length: 2\r\n\r\n{}")
     else:
         send("404 Not Found", b'{"message": "no such thing"}')
 
@@ -63,7 +91,7 @@ def serve(conn):
         line = data.split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split(" ")
         path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
-        answer(conn, path)
+        answer(conn, path, data.split(b"\r\n\r\n", 1)[0].decode("latin-1"))
     except OSError:
         pass  # the client gave up: that is what these answers are for
     finally:

@@ -4,6 +4,7 @@
 -- @module analytics_engine.report
 local core = require "analytics_engine.core"
 local model = require "analytics_engine.report.model"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -18,7 +19,9 @@ function _M.render(doc, format)
   if not _M.FORMATS[format] then error(("bad argument #2 to 'render' (html or md expected, got %s)"):format(
     tostring(format)), 2) end
   local mod = format == "md" and "analytics_engine.report.markdown" or "analytics_engine.report.html"
-  return require(mod).render(doc, core.time())
+  -- What servers and steps said (errors, outputs) is in the state file as
+  -- they said it: shown with control characters visible and secrets masked.
+  return require(mod).render(sanitize.deep(doc), core.time())
 end
 
 --- Write the report of `doc` to `path` (atomically).

@@ -2,13 +2,15 @@
 local ae = require "analytics_engine"
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
 local stdout, stderr = io.stdout, io.stderr
 
 local function fail(code, fmt, ...)
-  stderr:write("aeflow: ", fmt:format(...), "\n")
+  -- whatever the message quotes (a server, a file) prints safely, on one line
+  stderr:write("aeflow: ", sanitize.clean(fmt:format(...)), "\n")
   return code
 end
 

@@ -1,7 +1,10 @@
 --- What a run shows: NDJSON events for machines, one line per event for
 -- logs, and a summary table at the end. Events never carry secrets: they are
--- made from step names, ids, states and error messages only.
+-- made from step names, ids, states and error messages only, and what a
+-- server or a step said is cleaned on the way out (sanitize: credentials
+-- masked, control characters shown as \x1b), in every view.
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -13,11 +16,28 @@ local function short(id)
   return id and id:sub(1, 8) or "-"
 end
 
+-- A copy of an event whose strings are safe for a terminal (`clean`) or,
+-- for JSON (which escapes control characters itself), only redacted.
+local function safe(ev, how)
+  local c = {}
+  for k, v in pairs(ev) do
+    if type(v) == "string" then
+      c[k] = how(v)
+    elseif type(v) == "table" then
+      c[k] = sanitize.deep(v)
+    else
+      c[k] = v
+    end
+  end
+  return c
+end
+_M.safe = safe
+
 --- NDJSON: one JSON object per line.
 function _M.json(out)
   out = out or io.stdout
   return function(ev)
-    out:write(util.json_encode(ev), "\n")
+    out:write(util.json_encode(safe(ev, sanitize.redact)), "\n")
     out:flush()
   end
 end
@@ -62,6 +82,7 @@ function _M.lines(out)
   return function(ev)
     local f = LINES[ev.event]
     if f then
+      ev = safe(ev, sanitize.clean)
       out:write(clock(ev.time), " ", f(ev), "\n")
       out:flush()
     end
@@ -115,6 +136,7 @@ function _M.live(out, now_fn)
   end
 
   return function(ev)
+    ev = safe(ev, sanitize.clean)
     local e = ev.event
     if e == "run_start" then
       run.id, run.workflow, run.started = ev.run_id, ev.workflow, now_of()
@@ -163,7 +185,7 @@ function _M.summary(plan, doc)
       end
     end
     rows[#rows + 1] = { step.name .. (step.is_finally and " (finally)" or ""), rec.status,
-                        tostring(attempts), secs, (detail:gsub("\n.*", "")) }
+                        tostring(attempts), secs, sanitize.clean((tostring(detail):gsub("\n.*", ""))) }
   end
   for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
   for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end

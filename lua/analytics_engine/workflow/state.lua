@@ -2,6 +2,7 @@
 -- atomically (temp file, fsync, rename) so a crash leaves the last good copy.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 local mt = { __index = _M }
@@ -32,7 +33,7 @@ end
 
 function _M.save(self)
   if not self.path then return true end
-  local ok, err = core.write_file_atomic(self.path, util.json_encode(self.doc), 384)
+  local ok, err = core.write_file_atomic(self.path, sanitize.redact_known(util.json_encode(self.doc)), 384)
   if not ok then return nil, "cannot write the state file: " .. tostring(err) end
   return true
 end

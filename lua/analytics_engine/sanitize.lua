@@ -1,0 +1,147 @@
+--- What a server or a user's file says, made safe to print and to store.
+--
+-- Two things, used by every place that prints or stores text it did not
+-- write itself (error messages, log lines, the live view, reports, state):
+--
+-- * `escape`: control characters become visible (`\x1b`, `\x07`, `\r`, …),
+--   so a server cannot retitle the terminal, colour it, move the cursor or
+--   fake a line of output. C1 controls (U+0080..U+009F, e.g. the one-byte CSI)
+--   and DEL are shown too.
+-- * `redact`: the caller's own credentials never appear, whatever echoed them:
+--   every secret the process registered (`add_secret`: the token, API key,
+--   password and the ZenApiKey/Basic base64 forms made from them, tokens
+--   fetched by an exchange), and anything that looks like a credential
+--   (`Bearer …`, `ZenApiKey …`, `Basic …`, `token=`/`api_key=`/`password=`
+--   in a query or a JSON body, the password of a URL's user info).
+--
+-- `clean` does both, and is what one-line messages go through.
+local util = require "analytics_engine.util"
+
+local _M = {}
+
+local type, tostring, pairs = type, tostring, pairs
+local gsub, find, byte, format = string.gsub, string.find, string.byte, string.format
+
+_M.MASK = "***"
+
+-- Registered secrets, longest first so one that contains another is masked
+-- whole. Bounded: a long run refreshes its token many times.
+local secrets, MAX_SECRETS = {}, 64
+
+--- Remember a value that must never be printed or stored (too short a value,
+-- under 4 bytes, would mask ordinary words, so it is not registered).
+function _M.add_secret(value)
+  if type(value) ~= "string" or #value < 4 then return end
+  for _, s in pairs(secrets) do
+    if s == value then return end
+  end
+  if #secrets >= MAX_SECRETS then table.remove(secrets, 1) end
+  secrets[#secrets + 1] = value
+  table.sort(secrets, function(a, b) return #a > #b end)
+end
+
+--- Register a credential set { token, username, api_key, password }: the
+-- values and the header forms derived from them.
+function _M.add_credentials(cfg)
+  if type(cfg) ~= "table" then return end
+  _M.add_secret(cfg.token)
+  _M.add_secret(cfg.api_key)
+  _M.add_secret(cfg.password)
+  local user = type(cfg.username) == "string" and cfg.username or nil
+  for _, k in pairs { "api_key", "password" } do
+    if user and type(cfg[k]) == "string" and #cfg[k] >= 4 then _M.add_secret(util.b64encode(user .. ":" .. cfg[k])) end
+  end
+end
+
+-- gsub replacement patterns must not see the secret's magic characters
+local function plain(s) return (gsub(s, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
+-- Credentials by their look, for values nobody registered (a token another
+-- process fetched, a proxy's own header echoed back).
+local SHAPES = {
+  { "([Bb][Ee][Aa][Rr][Ee][Rr]%s+)[%w%-%._~%+/=]+", "%1" .. _M.MASK },
+  { "([Zz][Ee][Nn][Aa][Pp][Ii][Kk][Ee][Yy]%s+)[%w%+/=_%-]+", "%1" .. _M.MASK },
+  { "([Bb][Aa][Ss][Ii][Cc]%s+)[%w%+/=]+", "%1" .. _M.MASK },
+  -- query strings and form bodies: token=…, api_key=…, password=…
+  { "([%?&;][%w_%-]*[Tt][Oo][Kk][Ee][Nn]=)[^&%s\"']+", "%1" .. _M.MASK },
+  { "([%?&;][Aa][Pp][Ii]_?[Kk][Ee][Yy]=)[^&%s\"']+", "%1" .. _M.MASK },
+  { "([%?&;][Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^&%s\"']+", "%1" .. _M.MASK },
+  -- JSON: "password": "…", "api_key": "…", "token": "…"
+  { "(\"[%w_]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]\"%s*:%s*\")[^\"]*", "%1" .. _M.MASK },
+  { "(\"[Aa][Pp][Ii]_?[Kk][Ee][Yy]\"%s*:%s*\")[^\"]*", "%1" .. _M.MASK },
+  { "(\"access_token\"%s*:%s*\")[^\"]*", "%1" .. _M.MASK },
+  { "(\"refresh_token\"%s*:%s*\")[^\"]*", "%1" .. _M.MASK },
+  { "(\"accessToken\"%s*:%s*\")[^\"]*", "%1" .. _M.MASK },
+  -- https://user:password@host
+  { "(%a[%w+.-]*://[^/@:%s]+:)[^/@%s]+@", "%1" .. _M.MASK .. "@" },
+}
+
+--- The text with every registered secret masked, also in its JSON-escaped
+-- form (cjson writes "/" as "\/", and base64 has slashes): for documents
+-- about to be stored, where only the caller's own values are masked (a run
+-- token in a state file must stay as it is).
+function _M.redact_known(s)
+  if type(s) ~= "string" then return s end
+  for i = 1, #secrets do
+    local v = secrets[i]
+    if find(s, v, 1, true) then s = gsub(s, plain(v), _M.MASK) end
+    if find(v, "/", 1, true) then
+      local j = gsub(v, "/", "\\/")
+      if find(s, j, 1, true) then s = gsub(s, plain(j), _M.MASK) end
+    end
+  end
+  return s
+end
+
+--- The text with every registered secret and credential-looking value masked.
+function _M.redact(s)
+  if type(s) ~= "string" then return s end
+  s = _M.redact_known(s)
+  for i = 1, #SHAPES do
+    s = gsub(s, SHAPES[i][1], SHAPES[i][2])
+  end
+  return s
+end
+
+local NAMED = { ["\t"] = "\\t", ["\n"] = "\\n", ["\r"] = "\\r" }
+
+local function show_byte(c)
+  return NAMED[c] or format("\\x%02x", byte(c))
+end
+
+--- Control characters made visible. `multiline` keeps newlines and tabs
+-- (log text); otherwise the result is one line. Backslashes are left as
+-- they are: they cannot do anything to a terminal.
+function _M.escape(s, multiline)
+  if type(s) ~= "string" then return s end
+  if multiline then
+    s = gsub(s, "\r\n", "\n")
+    s = gsub(s, "[%z\1-\8\11-\31\127]", show_byte)
+  else
+    s = gsub(s, "[%z\1-\31\127]", show_byte)
+  end
+  -- C1 controls in UTF-8 (a terminal may act on U+009B as CSI)
+  return (gsub(s, "\194([\128-\159])", function(c) return format("\\u%04x", byte(c)) end))
+end
+
+--- Redacted, then escaped: safe for a one-line message.
+function _M.clean(s, multiline)
+  if s == nil then return s end
+  if type(s) ~= "string" then s = tostring(s) end
+  return _M.escape(_M.redact(s), multiline)
+end
+
+--- A copy of a value with every string in it cleaned (keys too): for
+-- documents on their way to a report or a file.
+function _M.deep(v, seen)
+  if type(v) == "string" then return _M.clean(v, true) end
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local out = {}
+  seen[v] = out
+  for k, x in pairs(v) do out[_M.deep(k, seen)] = _M.deep(x, seen) end
+  return setmetatable(out, getmetatable(v))
+end
+
+return _M
