@@ -5,7 +5,8 @@ local errors = require "analytics_engine.errors"
 
 describe("sanitize", function()
   it("shows control characters instead of sending them to the terminal", function()
-    assert.equals("a\\x1b]0;title\\x07b\\x1b[31mc\\r\\nd\\x00\\x7f", sanitize.escape("a\27]0;title\7b\27[31mc\r\nd\0\127"))
+    assert.equals("a\\x1b]0;title\\x07b\\x1b[31mc\\r\\nd\\x00\\x7f",
+      sanitize.escape("a\27]0;title\7b\27[31mc\r\nd\0\127"))
     assert.equals("csi \\u009b2J", sanitize.escape("csi \194\1552J"))
     assert.equals("tabs\tand\nlines \\x1b", sanitize.escape("tabs\tand\r\nlines \27", true))
     assert.equals("naïve ✓ \\", sanitize.escape("naïve ✓ \\"))
@@ -50,7 +51,8 @@ describe("errors", function()
   it("say other transport failures without repeating libcurl's text", function()
     local e = errors.from_transport({ kind = "timeout", message = "Timeout was reached: Operation timed out "
       .. "after 30001 milliseconds with 0 bytes received" }, ctx)
-    assert.equals("GET /v4/x: timeout: Timeout was reached: Operation timed out after 30.0 s with 0 bytes received", tostring(e))
+    assert.equals("GET /v4/x: timeout: Timeout was reached: Operation timed out after 30.0 s with 0 bytes received",
+      tostring(e))
     local r = errors.from_transport({ kind = "resolve", message = "Couldn't resolve host name: Could not resolve "
       .. "host: nowhere.invalid" }, { method = "GET", path = "/", url = "https://nowhere.invalid/v4" })
     assert.equals("GET /: resolve: cannot resolve nowhere.invalid", tostring(r))
