@@ -65,8 +65,8 @@ http {
   fastcgi_temp_path %s/tmp/fastcgi;
   uwsgi_temp_path %s/tmp/uwsgi;
   scgi_temp_path %s/tmp/scgi;
-  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s/spec/?.lua;;";
-  lua_package_cpath "%s/%s/?.so;;";
+  lua_package_path "%s";
+  lua_package_cpath "%s";
   %s
   server {
     listen 127.0.0.1:%d;
@@ -76,7 +76,10 @@ http {
 }
 ]]
 
---- start{ http = "directives", server = "locations", log_level = "info", build_jit = "build-jit" }
+--- start{ http = "directives", server = "locations", log_level = "info", build_jit = "build-jit",
+--          lua_package_path = "...", lua_package_cpath = "..." }
+-- The default paths are the checkout's lua/ and spec/ and the LuaJIT core in
+-- build_jit, then nginx's defaults.
 -- -> { url, port, prefix, pid, error_log }; raises when nginx cannot start.
 function helper.start(o)
   o = o or {}
@@ -90,21 +93,38 @@ function helper.start(o)
     end
   end
   local root = cwd()
+  return helper.launch(function(prefix, port)
+    local lpath = o.lua_package_path or ("%s/lua/?.lua;%s/lua/?/init.lua;%s/spec/?.lua;;"):format(root, root, root)
+    local cpath = o.lua_package_cpath or ("%s/%s/?.so;;"):format(root, o.build_jit or "build-jit")
+    return CONF:format(prefix, prefix, o.log_level or "info", helper.MODULES, helper.MODULES,
+      prefix, prefix, prefix, prefix, prefix, lpath, cpath, o.http or "", port, o.server or "")
+  end, { ready = "/__ready" }, 3)
+end
+
+--- launch(make_conf, opts) starts nginx with the whole config that
+-- make_conf(prefix, port) returns, in a fresh temporary prefix on a free port.
+-- opts: { ready = path answering 204 (else any HTTP answer at / will do),
+-- env = { "NAME=value", ... } for nginx's environment, global = "directives"
+-- added with -g (e.g. the pid and temp paths a user's config leaves out) }.
+-- -> { url, port, prefix, pid, error_log }; raises when nginx cannot start.
+function helper.launch(make_conf, opts, level)
+  opts = opts or {}
   local last
   for _ = 1, 5 do -- the free port may be taken between the probe and nginx's bind
     local prefix = assert(launcher.temp_dir("ae-nginx-"))
     core.mkdir_p(prefix .. "/tmp", 448)
     core.mkdir_p(prefix .. "/logs", 448)
     local port = helper.free_port()
-    local conf = CONF:format(prefix, prefix, o.log_level or "info", helper.MODULES, helper.MODULES,
-      prefix, prefix, prefix, prefix, prefix, root, root, root, root, o.build_jit or "build-jit",
-      o.http or "", port, o.server or "")
-    write(prefix .. "/nginx.conf", conf)
+    write(prefix .. "/nginx.conf", make_conf(prefix, port))
     local n = { prefix = prefix, port = port, url = "http://127.0.0.1:" .. port, error_log = prefix .. "/error.log" }
-    local pid, err = core.spawn { argv = { helper.NGINX, "-p", prefix, "-c", prefix .. "/nginx.conf",
-                                          "-e", prefix .. "/error.log" },
+    local argv = { helper.NGINX, "-p", prefix, "-c", prefix .. "/nginx.conf", "-e", prefix .. "/error.log" }
+    if opts.global then
+      argv[#argv + 1] = "-g"
+      argv[#argv + 1] = opts.global:gsub("PREFIX", prefix)
+    end
+    local pid, err = core.spawn { argv = argv, env = opts.env,
                                   stdout = prefix .. "/stdout.log", stderr = prefix .. "/stdout.log" }
-    if not pid then error("cannot start nginx: " .. tostring(err), 2) end
+    if not pid then error("cannot start nginx: " .. tostring(err), level or 2) end
     n.pid = pid
     local session = core.http_session()
     local deadline = core.monotime() + 10
@@ -112,8 +132,8 @@ function helper.start(o)
     while core.monotime() < deadline do
       local st = core.wait(pid)
       if st ~= nil then break end
-      local res = session:request { url = n.url .. "/__ready", timeout = 2, connect_timeout = 1 }
-      if res and res.status == 204 then ready = true break end
+      local res = session:request { url = n.url .. (opts.ready or "/"), timeout = 2, connect_timeout = 1 }
+      if res and (res.status == 204 or not opts.ready) then ready = true break end
       core.sleep(0.05)
     end
     session:close()
@@ -122,7 +142,7 @@ function helper.start(o)
     helper.stop(n)
     if not last:find("Address already in use", 1, true) then break end
   end
-  error("nginx did not start: " .. (last or "?"):gsub("%s+", " "):sub(1, 600), 2)
+  error("nginx did not start: " .. (last or "?"):gsub("%s+", " "):sub(1, 600), level or 2)
 end
 
 --- The error log so far (handlers' ngx.log lines, lua errors).
