@@ -5,21 +5,22 @@
 -- a Lua error, the step's timeout or the run's cancel. The step's output:
 --   { kernel_id, kernel_name, cells = { { execution_count, result, stdout, stderr, outputs }, … },
 --     stdout (all cells), result (the last cell's text/plain value) }
+-- It takes the run's context (see workflow/submit.lua): client and emit.
 local _M = {}
 
 -- Delete the kernel. A cancelled task (the step's timeout, the run's
 -- cancel) gets CANCELLED from every wait, so then the request is made
 -- outside the scheduler, in a coroutine of its own: it blocks the loop for
 -- that one short DELETE.
-local function delete(runner, kernel_id, step_name)
-  local c = runner.client
+local function delete(ctx, kernel_id, step_name)
+  local c = ctx.client
   local ok, err = c:delete_kernel(kernel_id)
   if not ok and err.code == "cancelled" then
     ok, err = coroutine.wrap(function() return c:delete_kernel(kernel_id) end)()
   end
   if not ok and err.status ~= 404 then
-    runner:emit { event = "log", step = step_name,
-                  message = ("could not delete kernel %s: %s"):format(kernel_id, tostring(err)) }
+    ctx.emit { event = "log", step = step_name,
+               message = ("could not delete kernel %s: %s"):format(kernel_id, tostring(err)) }
   end
 end
 
@@ -42,14 +43,14 @@ local function run_cells(session, cells, out)
   return true
 end
 
---- run(runner, step, args) -> true, outputs | false, message, final
-function _M.run(runner, step, args)
-  local c = runner.client
+--- run(ctx, step, args) -> true, outputs | false, message, final
+function _M.run(ctx, step, args)
+  local c = ctx.client
   local body = { name = args.name, engine = args.engine }
   local k, err = c:create_kernel(body)
   if not k then return false, "cannot start a kernel: " .. tostring(err), err.status ~= nil and not err.retryable end
   local id = k.id
-  runner:emit { event = "log", step = step.name, message = ("kernel %s (%s) started"):format(id, tostring(k.name)) }
+  ctx.emit { event = "log", step = step.name, message = ("kernel %s (%s) started"):format(id, tostring(k.name)) }
   local out = { kernel_id = id, kernel_name = k.name, cells = {} }
   local ok, res, msg, final = pcall(function()
     local session, cerr = c:connect_kernel(id)
@@ -58,7 +59,7 @@ function _M.run(runner, step, args)
     session:close()
     return r, m, f
   end)
-  delete(runner, id, step.name)
+  delete(ctx, id, step.name)
   if not ok then return false, "the kernel step raised an error: " .. tostring(res), true end
   if not res then return false, msg, final end
   return true, out

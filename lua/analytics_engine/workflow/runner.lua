@@ -9,6 +9,7 @@ local poller_mod = require "analytics_engine.workflow.poller"
 local state_mod = require "analytics_engine.workflow.state"
 local actions = require "analytics_engine.workflow.actions"
 local submit = require "analytics_engine.workflow.submit"
+local kernel_action = require "analytics_engine.workflow.kernel_action"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
 
@@ -165,9 +166,9 @@ function _M.attempt(self, step, scope, att, index)
   end
   local args, terr = template.expand(step.args, scope)
   if terr then return false, terr, true end
-  if step.action == "submit" then return submit.run(self, step, args, att, index) end
-  if step.action == "await" then return submit.await(self, args) end
-  if step.action == "kernel" then return require("analytics_engine.workflow.kernel_action").run(self, step, args) end
+  if step.action == "submit" then return submit.run(self.ctx, step, args, att, index) end
+  if step.action == "await" then return submit.await(self.ctx, args) end
+  if step.action == "kernel" then return kernel_action.run(self.ctx, step, args) end
   local res, err = call_action(self, step, args)
   if res == nil then
     -- Already in the state the step asks for: done, not failed.
@@ -218,7 +219,7 @@ function _M.timed_attempt(self, step, scope, att, index)
     self:emit { event = "timeout", step = step.name, item = index, attempt = att.n,
                 application_id = att.application_id }
     if att.application_id and step.on_timeout ~= "leave" then
-      submit.stop_and_wait(self, att.application_id)
+      submit.stop_and_wait(self.ctx, att.application_id)
       att.stopped = true
       msg = msg .. "; application " .. att.application_id .. " stopped"
     end
@@ -399,7 +400,7 @@ function _M.main(self)
     if not pending then break end
     changed.wait()
   end
-  if self.cancelled and self.on_cancel == "stop" then submit.stop_started(self) end
+  if self.cancelled and self.on_cancel == "stop" then submit.stop_started(self.ctx) end
   -- finally steps: once per run, whatever happened, in declaration order.
   for _, name in ipairs(plan.finally_order) do
     local step = plan.by_name[name]
@@ -425,6 +426,27 @@ function _M.main(self)
   self.status = status
 end
 
+-- What the actions (workflow/submit.lua, workflow/kernel_action.lua) may
+-- use of a run: their whole interface to the runner.
+local function run_context(self)
+  local started_apps, app_attempts = self.started_apps, self.app_attempts
+  return {
+    client = self.client, loop = self.sched, run_id = self.run_id, dir = self.plan.dir,
+    submit_grace = self.opts.submit_grace, poller = self.poller, slots = self.global_sem,
+    emit = function(ev) self:emit(ev) end,
+    save = function() return self:save() end,
+    save_durable = function() return self:save_durable() end,
+    cancelled = function() return self.cancelled end,
+    -- An application this run started (or adopted) for a step; `att` keeps its state times for the report.
+    started = function(id, step_name, att)
+      started_apps[id] = step_name
+      app_attempts[id] = att
+    end,
+    forget = function(id) started_apps[id] = nil end,
+    started_step = function(id) return started_apps[id] end,
+  }
+end
+
 --- Run the plan to the end. Returns "succeeded" | "failed" | "cancelled".
 function _M.run(self)
   local sched = loop_mod.new { on_tick = function()
@@ -444,6 +466,7 @@ function _M.run(self)
     end,
   })
   if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
+  self.ctx = run_context(self)
   local t0 = core.monotime()
   -- A collection cycle once the heap is 1.5x (not Lua's default 2x) what
   -- was alive after the last one: a 1,000-application run makes megabytes of

@@ -1,8 +1,15 @@
 --- Submitting applications exactly once: the intent (with its token) is
 -- saved before the POST and the id after it; an ambiguous failure or a
 -- resume finds the application by its token before anything is sent again.
+--
+-- The functions take the run's context `ctx` (workflow/runner.lua's
+-- run_context), not the runner: client, loop, run_id, dir, submit_grace,
+-- poller, slots, and emit, save, save_durable, cancelled, started, forget,
+-- started_step.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local api = require "analytics_engine.api"
+local record = require "analytics_engine.report.record"
 
 local _M = {}
 
@@ -42,17 +49,17 @@ end
 -- after `sent_at + submit_grace`; until then the token is looked up once a
 -- second. Returns the application, false (surely not accepted), or nil and
 -- "cancelled" / "unanswered".
-function _M.settle(self, step, token, sent_at)
-  local grace = self.opts.submit_grace or _M.SUBMIT_GRACE
+function _M.settle(ctx, step, token, sent_at)
+  local grace = ctx.submit_grace or _M.SUBMIT_GRACE
   local deadline = sent_at + grace
   if core.time() < deadline then
-    self:emit { event = "log", step = step.name,
-                message = ("submission %s lost its answer; looking for it for up to %.0fs before sending again")
-                  :format(token, deadline - core.time()) }
+    ctx.emit { event = "log", step = step.name,
+               message = ("submission %s lost its answer; looking for it for up to %.0fs before sending again")
+                 :format(token, deadline - core.time()) }
   end
   local unanswered = 0
   while true do
-    local found = _M.find(self.client, token)
+    local found = _M.find(ctx.client, token)
     if found then return found end
     local now = core.time()
     if found == false then
@@ -62,16 +69,16 @@ function _M.settle(self, step, token, sent_at)
       unanswered = unanswered + 1
       if unanswered >= 20 and now >= deadline then return nil, "unanswered" end
     end
-    local slept = self.sched:sleep(math.max(0.2, math.min(1, deadline - now)))
-    if slept == nil or self.cancelled then return nil, "cancelled" end
+    local slept = ctx.loop:sleep(math.max(0.2, math.min(1, deadline - now)))
+    if slept == nil or ctx.cancelled() then return nil, "cancelled" end
   end
 end
 
 -- Relative application paths are relative to the workflow file, when such a
 -- file exists (the local engine runs it); otherwise they are sent as written.
-local function resolve_application(self, path)
+local function resolve_application(ctx, path)
   if type(path) ~= "string" or path:sub(1, 1) == "/" or path:find("^%a[%w+.-]*://") then return path end
-  local dir = self.plan.dir or "."
+  local dir = ctx.dir or "."
   local real = core.realpath and core.realpath(dir .. "/" .. path)
   return real or path
 end
@@ -85,10 +92,10 @@ local function outputs_of(app, id, token)
 end
 
 -- Await via the shared poller, then read the details once (return code).
-local function await_one(self, id, token)
-  local summary, cerr = self.poller:await(id)
+local function await_one(ctx, id, token)
+  local summary, cerr = ctx.poller:await(id)
   if summary == nil then return false, cerr and cerr.message or "cancelled" end
-  local details = self.client:get_application(id)
+  local details = ctx.client:get_application(id)
   local app = type(details) == "table" and details or summary
   -- The vendor's page also shows details with the state inside
   -- application_details; take it from wherever it is.
@@ -101,11 +108,11 @@ local function await_one(self, id, token)
   return false, ("application %s ended %s%s"):format(id, tostring(out.state), rc), false, out
 end
 
-function _M.run(self, step, body, att, index)
-  local client = self.client
+function _M.run(ctx, step, body, att, index)
+  local client = ctx.client
   body = util.deepcopy(body)
-  body.application = resolve_application(self, body.application)
-  local token = att.token or _M.token(self.run_id, step.name, index, att.n)
+  body.application = resolve_application(ctx, body.application)
+  local token = att.token or _M.token(ctx.run_id, step.name, index, att.n)
   att.token = token
   local conf = body.conf or {}
   conf["spark.app.name"] = (conf["spark.app.name"] or step.name) .. " #" .. token
@@ -115,20 +122,20 @@ function _M.run(self, step, body, att, index)
   if not att.application_id and att.intent_at then
     -- A previous runner saved the intent and died before saving the id: the
     -- POST may be accepted, refused, or still on its way.
-    local found, why = _M.settle(self, step, token, att.intent_at)
+    local found, why = _M.settle(ctx, step, token, att.intent_at)
     if found == nil then
       if why == "cancelled" then return false, "cancelled" end
       return false, "could not confirm whether submission " .. token .. " was accepted; not sent again", true
     end
     if found then
       att.application_id = found.application_id or found.id
-      self:emit { event = "application_adopted", step = step.name, item = index, attempt = att.n,
-                  application_id = att.application_id, token = token }
-      self:save()
+      ctx.emit { event = "application_adopted", step = step.name, item = index, attempt = att.n,
+                 application_id = att.application_id, token = token }
+      ctx.save()
     end
   end
   -- --max-parallel: a slot from before the POST until the application ends.
-  local sem, holding = self.global_sem, false
+  local sem, holding = ctx.slots, false
   local function release()
     if holding then
       holding = false
@@ -136,22 +143,22 @@ function _M.run(self, step, body, att, index)
     end
   end
   if not att.application_id then
-    if self.cancelled then return false, "cancelled" end
+    if ctx.cancelled() then return false, "cancelled" end
     if sem then
       if not sem.acquire() then return false, "cancelled" end
       holding = true
     end
     att.intent_at = core.time()
-    local saved, serr = self:save_durable()
+    local saved, serr = ctx.save_durable()
     if not saved then
       release()
-      if serr == self.sched.CANCELLED then return false, "cancelled" end
+      if serr == ctx.loop.CANCELLED then return false, "cancelled" end
       return false, "cannot record the submission intent; nothing was sent", true
     end
     local res, err = client:create_application(body)
     if not res and err.ambiguous then
       -- The server may have accepted it: look before anything is sent again.
-      local found, why = _M.settle(self, step, token, att.intent_at)
+      local found, why = _M.settle(ctx, step, token, att.intent_at)
       if found then
         res = { application_id = found.application_id or found.id, state = found.state }
       elseif found == nil then
@@ -166,21 +173,20 @@ function _M.run(self, step, body, att, index)
       return false, tostring(err), err.status ~= nil and err.status >= 400 and err.status < 500 and err.status ~= 429
     end
     att.application_id = res.application_id or res.id
-    require("analytics_engine.report.record").submitted(att, res.state)
-    self.started_apps[att.application_id] = step.name
-    self:emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
-                application_id = att.application_id, token = token }
-    self:save()
+    record.submitted(att, res.state)
+    ctx.started(att.application_id, step.name, att)
+    ctx.emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
+               application_id = att.application_id, token = token }
+    ctx.save()
   else
-    self.started_apps[att.application_id] = step.name
+    ctx.started(att.application_id, step.name, att)
   end
   local id = att.application_id
-  if self.app_attempts then self.app_attempts[id] = att end -- state times for the report
   if step.wait == false then
     release()
     return true, { application_id = id, state = "SUBMITTED", token = token }
   end
-  local ok, msg, final, out = await_one(self, id, token)
+  local ok, msg, final, out = await_one(ctx, id, token)
   release()
   if ok then
     att.state, att.return_code = msg.state, msg.return_code
@@ -191,12 +197,12 @@ function _M.run(self, step, body, att, index)
 end
 
 --- The await action: one id or a list of ids.
-function _M.await(self, ids)
+function _M.await(ctx, ids)
   if type(ids) == "string" then ids = { ids } end
   local outs = {}
   for i, id in ipairs(ids) do
     if not util.is_uuid(id) then return false, ("await: '%s' is not an application id"):format(tostring(id)), true end
-    local ok, out = await_one(self, id)
+    local ok, out = await_one(ctx, id)
     if not ok then return false, out end
     outs[i] = out
   end
@@ -205,33 +211,34 @@ end
 
 --- Stop one application and wait until the service says it is terminal,
 -- so a retry never runs next to the attempt before it.
-function _M.stop_and_wait(self, id)
-  self:emit { event = "application_stop", application_id = id }
-  local _, err = self.client:delete_application(id)
+function _M.stop_and_wait(ctx, id)
+  ctx.emit { event = "application_stop", application_id = id }
+  local client = ctx.client
+  local _, err = client:delete_application(id)
   if err and err.status ~= 404 then
-    self:emit { event = "error", message = "could not stop application " .. id .. ": " .. tostring(err) }
+    ctx.emit { event = "error", message = "could not stop application " .. id .. ": " .. tostring(err) }
   end
-  local sched = self.sched
   -- Wait outside the cancelled task's own waits: poll directly.
   for _ = 1, 60 do
-    local st = self.client:get_application_state(id)
-    if not st or self.client.is_terminal(st.state) then break end
-    sched:sleep(0.5)
+    local st = client:get_application_state(id)
+    if not st or api.is_terminal(st.state) then break end
+    ctx.loop:sleep(0.5)
   end
-  self.started_apps[id] = nil
+  ctx.forget(id)
 end
 
 --- On cancel: stop every application this run started that still runs,
 -- including any accepted by a request the cancel interrupted.
-function _M.stop_started(self)
-  local list = self.client:list_applications()
+function _M.stop_started(ctx)
+  local client = ctx.client
+  local list = client:list_applications()
   for _, app in ipairs(list and list.applications or {}) do
     local id = app.application_id or app.id
     local tok = _M.token_of(app)
-    local ours = self.started_apps[id] or (tok and tok:find("aeflow-" .. self.run_id .. "-", 1, true) == 1)
-    if ours and not self.client.is_terminal(app.state) then
-      self:emit { event = "application_stop", application_id = id, reason = "cancel" }
-      self.client:delete_application(id)
+    local ours = ctx.started_step(id) or (tok and tok:find("aeflow-" .. ctx.run_id .. "-", 1, true) == 1)
+    if ours and not api.is_terminal(app.state) then
+      ctx.emit { event = "application_stop", application_id = id, reason = "cancel" }
+      client:delete_application(id)
     end
   end
 end
