@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "core.h"
 #include "ws.h"
@@ -37,31 +38,6 @@ typedef struct {
 /* All header lines of one response. Below libcurl's own total (300 KB since
  * 7.84), so this check fires first and the error can name the limit. */
 #define MAX_HEADER_BYTES (256 * 1024)
-
-/* ---- growable byte buffer ----------------------------------------------- */
-
-typedef struct {
-  char *p;
-  size_t n, cap;
-} ae_buf;
-
-static int buf_add(ae_buf *b, const char *p, size_t n) {
-  if (n > b->cap - b->n) {
-    size_t cap = b->cap ? b->cap : 1024;
-    char *np;
-    while (cap - b->n < n) {
-      if (cap > SIZE_MAX / 2) return -1;
-      cap *= 2;
-    }
-    np = realloc(b->p, cap);
-    if (np == NULL) return -1;
-    b->p = np;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, p, n);
-  b->n += n;
-  return 0;
-}
 
 /* ---- transfers and sessions --------------------------------------------- */
 
@@ -152,8 +128,8 @@ static xfer *list_find(xfer *head, lua_Integer id) {
 }
 
 static void xfer_free(xfer *x) {
-  free(x->body.p);
-  free(x->head.p);
+  ae_buf_free(&x->body);
+  ae_buf_free(&x->head);
   free(x->url);
   free(x);
 }
@@ -321,15 +297,11 @@ static void session_close(session *s) {
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
   xfer *x = (xfer *)ud;
   size_t len = size * nmemb;
-  if (x->max_size > 0 && (curl_off_t)(x->body.n + len) > x->max_size) {
-    x->too_large = 1;
-    return 0;
-  }
-  if (buf_add(&x->body, p, len) != 0) {
-    x->oom = 1;
-    return 0;
-  }
-  return len;
+  int r = ae_buf_add(&x->body, p, len);
+  if (r == 0) return len;
+  if (r == AE_BUF_TOOBIG) x->too_large = 1;
+  else x->oom = 1;
+  return 0;
 }
 
 /* One complete header line per call. A status line starts a new response
@@ -337,9 +309,10 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
 static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
   xfer *x = (xfer *)ud;
   size_t len = size * nmemb;
+  int r;
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     const char *sp = memchr(p, ' ', len);
-    x->head.n = 0;
+    ae_buf_reset(&x->head);
     /* libcurl would wait for a final answer after a 101 nobody asked for
      * (plain requests never send Upgrade): stop at once instead. */
     if (sp && (size_t)(p + len - sp) > 4 && memcmp(sp + 1, "101", 3) == 0) {
@@ -347,15 +320,11 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
       return 0;
     }
   }
-  if (x->head.n + len > MAX_HEADER_BYTES) {
-    x->too_large = 2;
-    return 0;
-  }
-  if (buf_add(&x->head, p, len) != 0) {
-    x->oom = 1;
-    return 0;
-  }
-  return len;
+  r = ae_buf_add(&x->head, p, len);
+  if (r == 0) return len;
+  if (r == AE_BUF_TOOBIG) x->too_large = 2;
+  else x->oom = 1;
+  return 0;
 }
 
 /* ---- results ------------------------------------------------------------- */
@@ -372,7 +341,7 @@ static void push_error(lua_State *L, const char *kind, const char *message, lua_
  * with a receive error: both while the headers are still arriving. */
 static int header_overflow(const xfer *x) {
   const char *h = x->head.p;
-  size_t n = x->head.n;
+  size_t n = x->head.len;
   int in_head = x->status == 0 || n < 4 || h == NULL || memcmp(h + n - 4, "\r\n\r\n", 4) != 0;
   if (!in_head) return 0;
   if (x->result == CURLE_OUT_OF_MEMORY) return 1;
@@ -514,9 +483,9 @@ static void push_response(lua_State *L, xfer *x) {
   luaL_getmetatable(L, RESPONSE_MT);
   lua_setmetatable(L, -2);
   ae_setint(L, "status", (lua_Integer)x->status);
-  lua_pushlstring(L, x->head.p ? x->head.p : "", x->head.n);
+  lua_pushlstring(L, x->head.p ? x->head.p : "", x->head.len);
   lua_setfield(L, -2, "raw_headers");
-  lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.n);
+  lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.len);
   lua_setfield(L, -2, "body");
   ae_setnum(L, "total_time", (lua_Number)x->total_time);
   ae_setstr(L, "http_version", version_name(x->version));
@@ -1006,6 +975,8 @@ static xfer *xfer_start(lua_State *L, session *s, const reqopts *o) {
   if (x != NULL) x->easy = pool_get(s);
   if (x == NULL || x->easy == NULL) goto fail;
   x->max_size = o->x.max_size;
+  ae_buf_init(&x->body, (size_t)x->max_size); /* 0: no limit */
+  ae_buf_init(&x->head, MAX_HEADER_BYTES);
   rc = xfer_setopts(x, o);
   if (rc != CURLE_OK) goto fail;
   mc = curl_multi_add_handle(s->multi, x->easy->e);

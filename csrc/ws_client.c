@@ -40,8 +40,8 @@ static void step_connect(ae_ws *w) {
 }
 
 static void step_hs_send(ae_ws *w) {
-  while (w->out_off < w->out_len) {
-    ssize_t n = ws_io_send(w, w->out + w->out_off, w->out_len - w->out_off);
+  while (w->out_off < w->out.len) {
+    ssize_t n = ws_io_send(w, w->out.p + w->out_off, w->out.len - w->out_off);
     if (n < 0) return; /* would block, or failed */
     w->out_off += (size_t)n;
   }
@@ -95,11 +95,11 @@ static void check_response(ae_ws *w, char *head, size_t hlen) {
   }
   status = strtol(sp + 1, &end, 10);
   if (status != 101) {
-    size_t n = w->in_len - w->in_off;
+    size_t n = w->in.len - w->in_off;
     w->err_status = status;
     if (n > 4096) n = 4096;
     if (n > 0 && (w->err_body = malloc(n)) != NULL) {
-      memcpy(w->err_body, w->in + w->in_off, n);
+      memcpy(w->err_body, w->in.p + w->in_off, n);
       w->err_body_len = n;
     }
     ws_fail(w, "handshake", "websocket handshake: the server answered %ld instead of 101", status);
@@ -138,32 +138,25 @@ static void step_hs_recv(ae_ws *w) {
   for (;;) {
     char *end;
     ssize_t n;
-    if (w->in_cap - w->in_len < 1024) {
-      size_t cap = w->in_cap ? w->in_cap * 2 : 2048;
-      char *p = realloc(w->in, cap);
-      if (!p) {
-        ws_fail(w, "other", "websocket handshake: out of memory");
-        return;
-      }
-      w->in = p;
-      w->in_cap = cap;
+    if (ae_buf_reserve(&w->in, 1024) != 0) {
+      ws_fail(w, "other", "websocket handshake: out of memory");
+      return;
     }
-    n = ws_io_recv(w, w->in + w->in_len, w->in_cap - w->in_len - 1);
+    n = ws_io_recv(w, ae_buf_end(&w->in), ae_buf_room(&w->in));
     if (n == -1 || n == -2) return;
     if (n == 0) {
       ws_fail(w, "handshake", "websocket handshake: the server closed the connection");
       return;
     }
-    w->in_len += (size_t)n;
-    w->in[w->in_len] = '\0';
-    end = strstr(w->in, "\r\n\r\n");
+    ae_buf_added(&w->in, (size_t)n);
+    end = strstr(w->in.p, "\r\n\r\n");
     if (end) {
-      size_t hlen = (size_t)(end - w->in) + 4;
+      size_t hlen = (size_t)(end - w->in.p) + 4;
       w->in_off = hlen; /* what follows is the first frames (or an error body) */
-      check_response(w, w->in, hlen);
+      check_response(w, w->in.p, hlen);
       return;
     }
-    if (w->in_len > MAX_HANDSHAKE) {
+    if (w->in.len > MAX_HANDSHAKE) {
       ws_fail(w, "handshake", "websocket handshake: response head exceeds %d bytes", MAX_HANDSHAKE);
       return;
     }
@@ -305,15 +298,15 @@ int ws_l_connect(lua_State *L) {
   /* From here on: no raising until the handle owns what it allocates. */
   w = ws_new_handle(L, max_msg, control); /* 8 */
   memcpy(w->accept, accept, sizeof accept);
-  w->out = malloc(head_len);
+  /* The head may not pass MAX_HANDSHAKE, but frames can follow it in the
+   * same read: the buffer itself only bounds the memory. */
+  ae_buf_init(&w->in, 2 * MAX_HANDSHAKE);
   w->multi = curl_multi_init();
   w->easy = curl_easy_init();
-  if (!w->out || !w->multi || !w->easy) {
+  if (ae_buf_add(&w->out, head, head_len) != 0 || !w->multi || !w->easy) {
     setup_fail(L, w, "websocket: out of memory");
     return 2;
   }
-  memcpy(w->out, head, head_len);
-  w->out_len = head_len;
 #define SET(o, v)                                                                                  \
   if (rc == CURLE_OK) rc = curl_easy_setopt(w->easy, o, v)
   SET(CURLOPT_URL, lua_tostring(L, 4));

@@ -118,9 +118,9 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
   ae_ws *w = ud;
   ssize_t n;
   (void)flags;
-  if (w->in_off < w->in_len) { /* bytes that arrived with the handshake */
-    size_t k = w->in_len - w->in_off < len ? w->in_len - w->in_off : len;
-    memcpy(buf, w->in + w->in_off, k);
+  if (w->in_off < w->in.len) { /* bytes that arrived with the handshake */
+    size_t k = w->in.len - w->in_off < len ? w->in.len - w->in_off : len;
+    memcpy(buf, w->in.p + w->in_off, k);
     w->in_off += k;
     return (ssize_t)k;
   }
@@ -245,11 +245,11 @@ void ws_release(lua_State *L, ae_ws *w) {
   }
   if (w->multi) curl_multi_cleanup(w->multi);
   w->multi = NULL;
-  free(w->out);
-  free(w->in);
+  ae_buf_free(&w->out);
+  ae_buf_free(&w->in);
   free(w->err_body);
-  w->out = w->in = w->err_body = NULL;
-  w->out_len = w->out_off = w->in_len = w->in_cap = w->in_off = 0;
+  w->err_body = NULL;
+  w->out_off = w->in_off = 0;
   if (w->release) { /* server side: MHD closes the socket */
     ae_ws_release_fn fn = w->release;
     w->release = NULL;
@@ -402,7 +402,7 @@ int ae_ws_waitfd(ae_ws *w, int *fd, short *events) {
   case WS_HS_RECV: *fd = w->fd, *events = POLLIN; return 1;
   case WS_UPGRADING: return 0;
   case WS_OPEN:
-    if (w->in_off < w->in_len || w->head) return 0; /* already has something to do */
+    if (w->in_off < w->in.len || w->head) return 0; /* already has something to do */
     *fd = w->fd;
     if (w->discard) {
       *events = POLLIN;

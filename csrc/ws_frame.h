@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <wslay/wslay.h>
 
+#include "buf.h"
 #include "core.h"
 #include "ws.h"
 
@@ -54,10 +55,10 @@ struct ae_ws {
   CURLM *multi;
   CURL *easy;
   wslay_event_context_ptr ctx;
-  char *out; /* handshake request */
-  size_t out_len, out_off;
-  char *in; /* handshake response, then bytes that came after it */
-  size_t in_len, in_cap, in_off;
+  ae_buf out; /* handshake request */
+  size_t out_off;
+  ae_buf in; /* handshake response (client), then bytes that came after it */
+  size_t in_off;
   char accept[32];
   wsmsg *head, *tail;
   size_t nmsg;

@@ -37,13 +37,10 @@ void ae_ws_upgraded(ae_ws *w, int fd, const char *extra, size_t n, void *urh) {
   fl = fcntl(fd, F_GETFL);
   if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   if (n > 0) {
-    w->in = malloc(n);
-    if (!w->in) {
+    if (ae_buf_add(&w->in, extra, n) != 0) {
       ws_fail(w, "other", "websocket: out of memory");
       return;
     }
-    memcpy(w->in, extra, n);
-    w->in_len = w->in_cap = n;
   }
   w->state = WS_OPEN;
 }
