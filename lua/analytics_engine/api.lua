@@ -17,10 +17,20 @@
 --   auth      false for the token exchange itself
 --   websocket true for an endpoint the client opens as a WebSocket
 --             (c:connect_kernel, c:connect_cluster): no REST method
+--   role      the least role that may call it (see ROLES); none for a public door
 -- Derived by compile: ids, full_path, ok_set, and jupyter_path (a kernel
 -- operation's path under a Jupyter Server's base URL, for a client with
 -- `base_path`).
 local _M = {}
+
+-- Roles, least to most. viewer reads; user also runs code (applications,
+-- kernels, clusters: whoever may create an application may start any of
+-- them); editor also changes the instance's settings and history server;
+-- admin also runs programs outside the allowed roots when the engine was
+-- started with --allow-any-program. docs/security.md is checked against this.
+_M.ROLES = { "viewer", "user", "editor", "admin" }
+_M.ROLE_RANK = {}
+for i, r in ipairs(_M.ROLES) do _M.ROLE_RANK[r] = i end
 
 _M.BASE = "/v4/analytics_engines"
 _M.AUTHORIZE_PATH = "/icp4d-api/v1/authorize"
@@ -42,56 +52,61 @@ local I = "/{instance_id}"
 local APPS = I .. "/spark_applications"
 local KERNELS = I .. "/jkg/api/kernels"
 local CLUSTERS = I .. "/spark_clusters"
+local V, U, E = "viewer", "user", "editor"
 
 _M.operations = {
-  { name = "get_instance", method = "GET", path = I, ok = { 200 } },
-  { name = "get_instance_default_runtime", method = "GET", path = I .. "/default_runtime", ok = { 200 } },
-  { name = "replace_instance_default_runtime", method = "PUT", path = I .. "/default_runtime",
+  { name = "get_instance", method = "GET", role = V, path = I, ok = { 200 } },
+  { name = "get_instance_default_runtime", method = "GET", role = V, path = I .. "/default_runtime", ok = { 200 } },
+  { name = "replace_instance_default_runtime", method = "PUT", role = E, path = I .. "/default_runtime",
     body = "json", ok = { 200 } },
-  { name = "get_instance_default_configs", method = "GET", path = I .. "/default_configs", ok = { 200 } },
-  { name = "replace_instance_default_configs", method = "PUT", path = I .. "/default_configs",
+  { name = "get_instance_default_configs", method = "GET", role = V, path = I .. "/default_configs", ok = { 200 } },
+  { name = "replace_instance_default_configs", method = "PUT", role = E, path = I .. "/default_configs",
     body = "json", ok = { 200 } },
-  { name = "update_instance_default_configs", method = "PATCH", path = I .. "/default_configs",
+  { name = "update_instance_default_configs", method = "PATCH", role = E, path = I .. "/default_configs",
     body = "merge-patch", ok = { 200 } },
-  { name = "get_resource_consumption_limits", method = "GET", path = I .. "/resource_consumption_limits",
+  { name = "get_resource_consumption_limits", method = "GET", role = V, path = I .. "/resource_consumption_limits",
     ok = { 200 } },
-  { name = "replace_resource_consumption_limits", method = "PUT", path = I .. "/resource_consumption_limits",
-    body = "json", ok = { 200 } },
-  { name = "delete_resource_consumption_limits", method = "DELETE", path = I .. "/resource_consumption_limits",
-    ok = { 204 } },
-  { name = "get_current_resource_consumption", method = "GET", path = I .. "/current_resource_consumption",
+  { name = "replace_resource_consumption_limits", method = "PUT", role = E,
+    path = I .. "/resource_consumption_limits", body = "json", ok = { 200 } },
+  { name = "delete_resource_consumption_limits", method = "DELETE", role = E,
+    path = I .. "/resource_consumption_limits", ok = { 204 } },
+  { name = "get_current_resource_consumption", method = "GET", role = V, path = I .. "/current_resource_consumption",
     ok = { 200 } },
-  { name = "start_spark_history_server", method = "POST", path = I .. "/spark_history_server",
+  { name = "start_spark_history_server", method = "POST", role = E, path = I .. "/spark_history_server",
     body = "json", optional_body = true, ok = { 200 }, creates = true },
-  { name = "get_spark_history_server", method = "GET", path = I .. "/spark_history_server", ok = { 200 } },
-  { name = "stop_spark_history_server", method = "DELETE", path = I .. "/spark_history_server", ok = { 204 } },
-  { name = "create_application", method = "POST", path = APPS, body = "json",
+  { name = "get_spark_history_server", method = "GET", role = V, path = I .. "/spark_history_server", ok = { 200 } },
+  { name = "stop_spark_history_server", method = "DELETE", role = E, path = I .. "/spark_history_server",
+    ok = { 204 } },
+  { name = "create_application", method = "POST", role = U, path = APPS, body = "json",
     wrap = "application_details", lift = { "volumes", "queuing_enabled" }, ok = { 202 }, creates = true },
-  { name = "list_applications", method = "GET", path = APPS, query = { "state", "limit", "start" }, ok = { 200 } },
-  { name = "get_application", method = "GET", path = APPS .. "/{application_id}", ok = { 200 } },
-  { name = "get_application_state", method = "GET", path = APPS .. "/{application_id}/status", ok = { 200 } },
-  { name = "delete_application", method = "DELETE", path = APPS .. "/{application_id}", ok = { 204 } },
-  { name = "list_kernelspecs", method = "GET", path = I .. "/jkg/api/kernelspecs", ok = { 200 } },
-  { name = "list_kernels", method = "GET", path = KERNELS, ok = { 200 } },
-  { name = "create_kernel", method = "POST", path = KERNELS, body = "json", optional_body = true,
+  { name = "list_applications", method = "GET", role = V, path = APPS, query = { "state", "limit", "start" },
+    ok = { 200 } },
+  { name = "get_application", method = "GET", role = V, path = APPS .. "/{application_id}", ok = { 200 } },
+  { name = "get_application_state", method = "GET", role = V, path = APPS .. "/{application_id}/status", ok = { 200 } },
+  { name = "delete_application", method = "DELETE", role = U, path = APPS .. "/{application_id}", ok = { 204 } },
+  { name = "list_kernelspecs", method = "GET", role = V, path = I .. "/jkg/api/kernelspecs", ok = { 200 } },
+  { name = "list_kernels", method = "GET", role = V, path = KERNELS, ok = { 200 } },
+  { name = "create_kernel", method = "POST", role = U, path = KERNELS, body = "json", optional_body = true,
     ok = { 201, 200 }, creates = true },
-  { name = "get_kernel", method = "GET", path = KERNELS .. "/{kernel_id}", ok = { 200 } },
-  { name = "delete_kernel", method = "DELETE", path = KERNELS .. "/{kernel_id}", ok = { 204 } },
-  { name = "interrupt_kernel", method = "POST", path = KERNELS .. "/{kernel_id}/interrupt", ok = { 204, 200 } },
-  { name = "restart_kernel", method = "POST", path = KERNELS .. "/{kernel_id}/restart", ok = { 200 } },
-  { name = "create_cluster", method = "POST", path = CLUSTERS, body = "json",
+  { name = "get_kernel", method = "GET", role = V, path = KERNELS .. "/{kernel_id}", ok = { 200 } },
+  { name = "delete_kernel", method = "DELETE", role = U, path = KERNELS .. "/{kernel_id}", ok = { 204 } },
+  { name = "interrupt_kernel", method = "POST", role = U, path = KERNELS .. "/{kernel_id}/interrupt",
+    ok = { 204, 200 } },
+  { name = "restart_kernel", method = "POST", role = U, path = KERNELS .. "/{kernel_id}/restart", ok = { 200 } },
+  { name = "create_cluster", method = "POST", role = U, path = CLUSTERS, body = "json",
     wrap = "cluster_details", ok = { 202 }, creates = true },
-  { name = "list_clusters", method = "GET", path = CLUSTERS, ok = { 200 } },
-  { name = "get_cluster", method = "GET", path = CLUSTERS .. "/{cluster_id}", ok = { 200 } },
-  { name = "delete_cluster", method = "DELETE", path = CLUSTERS .. "/{cluster_id}", ok = { 204 } },
+  { name = "list_clusters", method = "GET", role = V, path = CLUSTERS, ok = { 200 } },
+  { name = "get_cluster", method = "GET", role = V, path = CLUSTERS .. "/{cluster_id}", ok = { 200 } },
+  { name = "delete_cluster", method = "DELETE", role = U, path = CLUSTERS .. "/{cluster_id}", ok = { 204 } },
 }
 
 -- The WebSocket endpoints: the client opens them as sessions (kernel.lua,
--- connect.lua); the engine serves them beside its router.
+-- connect.lua); the engine routes them like the rows above. Both run code,
+-- so both need the role that may create applications.
 _M.websockets = {
-  { name = "connect_kernel", method = "GET", path = KERNELS .. "/{kernel_id}/channels", websocket = true,
+  { name = "connect_kernel", method = "GET", role = U, path = KERNELS .. "/{kernel_id}/channels", websocket = true,
     ok = { 101 } },
-  { name = "connect_cluster", method = "GET", path = CLUSTERS .. "/{cluster_id}/connect", websocket = true,
+  { name = "connect_cluster", method = "GET", role = U, path = CLUSTERS .. "/{cluster_id}/connect", websocket = true,
     ok = { 101 } },
 }
 

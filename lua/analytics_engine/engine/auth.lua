@@ -6,11 +6,12 @@
 -- Keys and passwords are kept only as sha256 hex; no secret is ever logged.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local api = require "analytics_engine.api"
 
 local _M = {}
 local mt = { __index = _M }
 
-local ROLES = { admin = true, editor = true, user = true, viewer = true }
+local ROLES = api.ROLE_RANK
 
 local function sha256_hex(s) return util.hex(core.sha256(s)) end
 _M.sha256_hex = sha256_hex
@@ -176,27 +177,15 @@ function _M:check(header)
   return nil, "unsupported authorization scheme: use ZenApiKey or Bearer"
 end
 
--- Operations that change the instance itself: admin and editor only.
-_M.INSTANCE_OPERATIONS = {
-  replace_instance_default_runtime = true, replace_instance_default_configs = true,
-  update_instance_default_configs = true, replace_resource_consumption_limits = true,
-  delete_resource_consumption_limits = true, start_spark_history_server = true,
-  stop_spark_history_server = true,
-}
-
---- May `user` call operation `op_name` with `method`? -> true | nil, message
--- viewer: reads only; user: reads, and applications, kernels and clusters;
--- editor and admin: everything, including the instance's settings.
-function _M.permits(user, method, op_name)
-  local read = method == "GET" or method == "HEAD"
-  if user.role == "viewer" and not read then
-    return nil, ("user '%s' has the viewer role and may only read"):format(user.username)
-  end
-  if user.role == "user" and not read and op_name and _M.INSTANCE_OPERATIONS[op_name] then
-    return nil, ("user '%s' has the user role and may not change the instance's settings (%s needs editor "
-      .. "or admin)"):format(user.username, op_name)
-  end
-  return true
+--- May `user` pass `door` (a row of api.lua or the engine's; `role` is the
+-- least role it needs)? -> true | nil, message. Roles rank as api.ROLES.
+function _M.permits(user, door)
+  local need = door.role
+  if need == nil then return true end
+  local have, want = api.ROLE_RANK[user.role], api.ROLE_RANK[need]
+  if have and want and have >= want then return true end
+  return nil, ("user '%s' has the %s role; %s needs %s or higher"):format(user.username, tostring(user.role),
+    door.name, need)
 end
 
 return _M

@@ -9,14 +9,12 @@
 --   "!fragment N TXT" the engine sends TXT in frames of N bytes
 -- Messages over MAX_MESSAGE bytes close the socket with 1009.
 local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
 local reply = require "analytics_engine.engine.reply"
 local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
 
 _M.MAX_MESSAGE = 1024 * 1024
-_M.CONNECT_PATTERN = "^" .. api.BASE:gsub("%p", "%%%0") .. "/([^/]+)/spark_clusters/([^/]+)/connect$"
 
 local function on_news(eng, h)
   while true do
@@ -53,18 +51,11 @@ local function on_news(eng, h)
   end
 end
 
---- The request is a cluster connect: authenticate, find the cluster, upgrade.
--- Returns what handle() sends (an error reply), or a function that answers by
--- itself (the upgrade).
-function _M.connect(eng, req, iid, cid)
-  local user, err = eng.auth:authenticate(req.headers.authorization)
-  if not user then return reply.error(401, "unauthorized", err) end
-  if req.method ~= "GET" then
-    return reply.error(405, "method_not_allowed", "connect takes GET with a WebSocket upgrade", { Allow = "GET" })
-  end
-  if not util.is_uuid(iid) or iid ~= eng.instance_id then
-    return reply.error(404, "instance_not_found", ("instance %s does not exist"):format(iid))
-  end
+--- The connect door (api.websockets' connect_cluster; the engine's one check
+-- has admitted the caller): find the cluster, upgrade. Returns an error
+-- reply, or a function that answers by itself (the upgrade).
+function _M.connect(eng, ctx)
+  local req, cid = ctx.req, ctx.params.cluster_id
   if not util.is_uuid(cid) then
     return reply.error(400, "invalid_cluster_id", ("cluster_id '%s' is not a valid id"):format(cid))
   end

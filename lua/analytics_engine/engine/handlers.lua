@@ -329,6 +329,8 @@ function H.delete_cluster(eng, ctx)
 end
 
 --- Clusters become ACTIVE on the tick after they are accepted.
+H.connect_cluster = require("analytics_engine.engine.clusters").connect
+
 function _M.tick_clusters(eng)
   for id, c in pairs(eng.clusters_pending) do
     c.state = "ACTIVE"

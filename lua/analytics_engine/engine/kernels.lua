@@ -11,12 +11,13 @@ local util = require "analytics_engine.util"
 local api = require "analytics_engine.api"
 local reply = require "analytics_engine.engine.reply"
 local jupyter = require "analytics_engine.engine.jupyter"
+local router = require "analytics_engine.engine.router"
 local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
 _M.MESSAGE = jupyter.MISSING
 _M.NAMES = { "list_kernelspecs", "list_kernels", "create_kernel", "get_kernel", "delete_kernel",
-             "interrupt_kernel", "restart_kernel" }
+             "interrupt_kernel", "restart_kernel", "connect_kernel" }
 _M.TIMEOUT = 120
 _M.MAX_MESSAGE = 32 * 1024 * 1024 -- Jupyter messages carry images and tables
 _M.CONNECT_TIMEOUT = 30
@@ -25,8 +26,8 @@ local null = util.null
 local JKG = "^" .. api.BASE:gsub("%p", "%%%0") .. "/[^/]+/jkg(/api/.*)$"
 _M.PREFIX = "^" .. api.BASE:gsub("%p", "%%%0") .. "/[^/]+/jkg/api/"
 
---- The row the engine routes every other /jkg/api path by (auth as usual).
-_M.OPERATION = { name = "jupyter_api", method = "*", path = "/jkg/api/*" }
+--- The row the engine routes every other /jkg/api path by (role: user).
+_M.OPERATION = router.JUPYTER_API
 
 -- The engine's kernel state, made on first use.
 local function state(eng)

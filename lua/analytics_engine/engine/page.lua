@@ -64,11 +64,10 @@ local function cookie_value(header)
   end
 end
 
--- The signed-in user: the session cookie, or an API Authorization header (curl).
-local function user_of(eng, req)
-  local u = _M.session_user(eng, cookie_value(req.headers.cookie))
-  if u then return u end
-  if req.headers.authorization then return (eng.auth:authenticate(req.headers.authorization)) end
+--- The user of the request's session cookie, or nil (the engine's one check
+-- in server.lua asks this for the page's door, after the Authorization header).
+function _M.cookie_user(eng, req)
+  return _M.session_user(eng, cookie_value(req.headers.cookie))
 end
 
 -- application/x-www-form-urlencoded is a query string's syntax.
@@ -281,8 +280,9 @@ local function dashboard(eng, user, query)
   return document("Local Analytics Engine", body, _M.REFRESH)
 end
 
---- Answer a request for the page -> status, body, headers.
-function _M.handle(eng, req)
+--- Answer a request for the page -> status, body, headers. `user`, `status`
+-- and `message` are what the engine's door check (server.lua) found.
+function _M.handle(eng, req, user, status, message)
   if req.path == "/login" and req.method == "POST" then
     local form = form_decode(req.body)
     local name, key = form.username or "admin", form.api_key or ""
@@ -302,7 +302,9 @@ function _M.handle(eng, req)
   end
   local query = util.parse_query(req.query)
   if req.path == "/login" then return 200, login_form(nil, query.next), headers() end
-  local user = user_of(eng, req)
+  if status == 403 then
+    return 403, document("Forbidden", fmt("<main><p>%s</p></main>\n", esc(message or "forbidden"))), headers()
+  end
   if not user then
     local next_path = query.app and ("/?app=" .. query.app) or "/"
     return 401, login_form(nil, next_path), headers()

@@ -9,11 +9,49 @@ local mt = { __index = _M }
 
 -- The engine-only endpoints: same row shape as api.lua, never sent by the client.
 _M.ENGINE_OPERATIONS = {
-  { name = "engine_application_logs", method = "GET", absolute = true,
+  { name = "engine_application_logs", method = "GET", role = "viewer", absolute = true,
     path = "/engine/v1/applications/{application_id}/logs", ok = { 200 } },
-  { name = "engine_stats", method = "GET", absolute = true, path = "/engine/v1/stats", ok = { 200 } },
+  { name = "engine_stats", method = "GET", role = "viewer", absolute = true, path = "/engine/v1/stats", ok = { 200 } },
 }
 for _, op in ipairs(_M.ENGINE_OPERATIONS) do op.full_path = op.path end
+
+-- Every other /jkg/api path is forwarded to Jupyter as it is (its contents
+-- and sessions APIs can write and run): the role that runs code.
+_M.JUPYTER_API = { name = "jupyter_api", method = "*", role = "user", absolute = true,
+                   path = api.BASE .. "/{instance_id}/jkg/api/*" }
+_M.JUPYTER_API.full_path = _M.JUPYTER_API.path
+
+-- The engine's page (engine/page.lua): the dashboard reads (a session cookie
+-- or the API's Authorization header); the login form and its POST are open
+-- (the POST checks the key itself, and its Origin).
+_M.PAGE_DOORS = {
+  { name = "page", method = "GET", role = "viewer", cookie = true, path = "/" },
+  { name = "page_login_form", method = "GET", path = "/login" },
+  { name = "page_login", method = "POST", path = "/login" },
+}
+for _, op in ipairs(_M.PAGE_DOORS) do op.full_path = op.path end
+
+--- The page's door for a request (HEAD is GET), or nil (the page answers 405).
+function _M.page_door(method, path)
+  if method == "HEAD" then method = "GET" end
+  for _, d in ipairs(_M.PAGE_DOORS) do
+    if d.method == method and d.path == path then return d end
+  end
+end
+
+--- Every door of the engine, in one list: api.lua's operations, the token
+-- exchange, the WebSockets, the engine's own rows, the Jupyter pass-through
+-- and the page. Each has `role` (the least role that may pass) or none (open).
+function _M.doors()
+  local out = {}
+  for _, op in ipairs(api.operations) do out[#out + 1] = op end
+  out[#out + 1] = api.authorize
+  for _, op in ipairs(api.websockets) do out[#out + 1] = op end
+  for _, op in ipairs(_M.ENGINE_OPERATIONS) do out[#out + 1] = op end
+  out[#out + 1] = _M.JUPYTER_API
+  for _, op in ipairs(_M.PAGE_DOORS) do out[#out + 1] = op end
+  return out
+end
 
 -- A route is its path's segments: literal strings, or false where a
 -- {parameter} goes (names kept apart). Matching splits the request path once
@@ -32,16 +70,23 @@ local function compile(op)
   return { op = op, segs = segs, names = names }
 end
 
---- A router over `ops` (default: api.operations, api.authorize and the engine rows).
+--- A router over `ops` (default: api.operations, api.authorize, api.websockets
+-- and the engine rows).
 function _M.new(ops)
   if not ops then
     ops = {}
     for _, op in ipairs(api.operations) do ops[#ops + 1] = op end
     ops[#ops + 1] = api.authorize
+    for _, op in ipairs(api.websockets) do ops[#ops + 1] = op end
     for _, op in ipairs(_M.ENGINE_OPERATIONS) do ops[#ops + 1] = op end
   end
   local by_len = {}
   for _, op in ipairs(ops) do
+    -- a door without a role would be open by omission: refuse to start
+    if op.role == nil and op.auth ~= false then error(("operation %s has no role"):format(op.name), 2) end
+    if op.role ~= nil and not api.ROLE_RANK[op.role] then
+      error(("operation %s has an unknown role '%s'"):format(op.name, tostring(op.role)), 2)
+    end
     local r = compile(op)
     local n = #r.segs
     by_len[n] = by_len[n] or {}

@@ -10,6 +10,8 @@ local apps = require "analytics_engine.engine.apps"
 local clusters = require "analytics_engine.engine.clusters"
 local kernels = require "analytics_engine.engine.kernels"
 local page = require "analytics_engine.engine.page"
+local auth = require "analytics_engine.engine.auth"
+local router = require "analytics_engine.engine.router"
 local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
@@ -67,16 +69,24 @@ local function decode_body(op, req)
   return v
 end
 
+--- The one check every door goes through, HTTP and WebSocket upgrades alike:
+-- who is calling (401), and may their role pass this door (403)?
+-- -> user (nil for an open door) | nil, status, message
+local function admit(eng, req, door)
+  if door.role == nil then return nil end
+  local user, err = eng.auth:authenticate(req.headers.authorization)
+  if not user and door.cookie then user = page.cookie_user(eng, req) end
+  if not user then return nil, 401, err or "authorization required" end
+  local ok, perr = auth.permits(user, door)
+  if not ok then return nil, 403, perr end
+  return user
+end
+_M.admit = admit
+
 --- Run the operation for a routed request -> status, body, headers.
 local function process(eng, req, op, params)
-  local user
-  if op.auth ~= false then
-    local err
-    user, err = eng.auth:authenticate(req.headers.authorization)
-    if not user then return reply.error(401, "unauthorized", err) end
-    local ok, perr = eng.auth.permits(user, req.method, op.name)
-    if not ok then return reply.error(403, "forbidden", perr) end
-  end
+  local user, status, message = admit(eng, req, op)
+  if status then return reply.error(status, status == 401 and "unauthorized" or "forbidden", message) end
   local iid = params.instance_id
   if iid then
     if not util.is_uuid(iid) then
@@ -99,7 +109,7 @@ local function process(eng, req, op, params)
   local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
                 headers = req.headers, user = user, req = req }
   guard.fail_point(op.name)
-  local status, rbody, rheaders = handler(eng, ctx)
+  local rstatus, rbody, rheaders = handler(eng, ctx)
   if eng.store.dirty then
     local cok, cerr = eng.store:commit()
     if not cok then
@@ -107,7 +117,7 @@ local function process(eng, req, op, params)
       return reply.error(500, "state_not_saved", "the local engine could not save its state")
     end
   end
-  return status, rbody, rheaders
+  return rstatus, rbody, rheaders
 end
 
 local function dispatch(eng, req, t0)
@@ -116,7 +126,12 @@ local function dispatch(eng, req, t0)
       ("request body is larger than %d bytes"):format(eng.opts.max_body)))
   end
   -- The engine's own read-only page (/ and /login), with its cookie login.
-  if page.handles(req.path) then return send(eng, req, t0, page.handle(eng, req)) end
+  if page.handles(req.path) then
+    local door = router.page_door(req.method, req.path)
+    local user, status, message
+    if door then user, status, message = admit(eng, req, door) end
+    return send(eng, req, t0, page.handle(eng, req, user, status, message))
+  end
   local op, params, allowed = eng.router:match(req.method, req.path)
   count(eng.stats.requests, op and op.name or "unrouted")
   local is_v4 = req.path:sub(1, 4) == "/v4/"
@@ -142,8 +157,6 @@ local function dispatch(eng, req, t0)
       if params == 405 then
         return reply.error(405, "method_not_allowed", ("%s is not allowed on %s"):format(req.method, req.path),
           { Allow = allowed })
-      elseif req.path:find(clusters.CONNECT_PATTERN) then -- a WebSocket (clusters.lua)
-        return clusters.connect(eng, req, req.path:match(clusters.CONNECT_PATTERN))
       elseif req.path:find(KERNEL_PREFIX) then
         return process(eng, req, kernels.OPERATION, { instance_id = req.path:match("^/v4/[^/]+/([^/]+)/") })
       end
