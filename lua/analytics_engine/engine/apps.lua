@@ -3,6 +3,7 @@
 -- resource accounting and the JSON shapes of the v4 answers.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local duration = require "analytics_engine.duration"
 local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
 
@@ -275,14 +276,12 @@ local function finish(eng, rec, state, now)
   unqueue(eng, rec)
 end
 
---- Seconds from "90", "90s", "15m", "2h", or nil.
+--- Positive seconds from "90", "90s", "15m", "2h", "1h30m" (the project's one
+-- duration grammar, analytics_engine.duration), or nil.
 function _M.seconds(v)
-  if type(v) == "number" then return v > 0 and v or nil end
-  if type(v) ~= "string" then return nil end
-  local n, unit = v:match("^%s*(%d+%.?%d*)%s*([smh]?)%s*$")
-  n = tonumber(n)
-  if not n or n <= 0 then return nil end
-  return n * (({ m = 60, h = 3600 })[unit] or 1)
+  local n = duration.parse(v)
+  if not n or n <= 0 or n ~= n or n == math.huge then return nil end
+  return n
 end
 
 -- The conf key that sets one application's time limit (over --app-timeout).

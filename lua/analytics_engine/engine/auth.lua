@@ -18,13 +18,15 @@ _M.sha256_hex = sha256_hex
 
 local read_file, read_json = util.read_file, util.read_json_file
 
--- Equal-time comparison of two strings.
+--- Equal-time comparison of two strings (secrets, signatures): the engine's
+-- one copy, also used by the page's session check.
 local function same(a, b)
   if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then return false end
   local d = 0
   for i = 1, #a do d = d | (a:byte(i) ~ b:byte(i)) end
   return d == 0
 end
+_M.same = same
 
 local function check_users(list, where)
   if type(list) ~= "table" then return nil, where .. ": must be a JSON array of users" end

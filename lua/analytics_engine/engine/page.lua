@@ -7,6 +7,8 @@
 -- state: GET only, plus the login POST. No script, no external asset.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local stylesheet = require "analytics_engine.stylesheet"
+local same = require("analytics_engine.engine.auth").same
 
 local _M = {}
 
@@ -33,13 +35,6 @@ local function sign(eng, payload)
   return util.b64url_encode(core.hmac_sha256(eng.auth.secret, "engine-page|" .. payload))
 end
 
--- Equal-time comparison.
-local function same(a, b)
-  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then return false end
-  local d = 0
-  for i = 1, #a do d = d | (a:byte(i) ~ b:byte(i)) end
-  return d == 0
-end
 
 --- A session value for `user`: b64url(username).expiry.signature.
 function _M.session(eng, user, now)
@@ -90,20 +85,9 @@ local function headers(extra)
   return h
 end
 
-local CSS = [[
-body { font: 14px/1.45 system-ui, Helvetica, Arial, sans-serif; margin: 0; color: #1f2933; background: #f6f8fa; }
-header { background: #1f2933; color: #fff; padding: 12px 24px; }
-header h1 { margin: 0; font-size: 18px; }
-header .meta { color: #cbd2d9; font-size: 12px; }
-main { padding: 4px 24px 24px; }
-section { background: #fff; border: 1px solid #e1e4e8; border-radius: 6px; margin: 14px 0; padding: 10px 14px;
-          overflow-x: auto; }
-h2 { font-size: 15px; margin: 2px 0 10px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eef0f2; vertical-align: top; }
-th { background: #f6f8fa; }
-code, pre { font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; }
-pre { background: #f6f8fa; padding: 8px; border-radius: 4px; overflow-x: auto; max-height: 420px; }
+-- The shared frame (analytics_engine.stylesheet) and the page's own rules.
+local CSS = stylesheet.with [[
+pre { max-height: 420px; }
 .state { font-weight: 600; }
 .FINISHED, .ACTIVE, .started { color: #2e7d32; }
 .FAILED, .ERROR, .KILLED { color: #c62828; }

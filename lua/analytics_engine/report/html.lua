@@ -4,29 +4,16 @@
 local util = require "analytics_engine.util"
 local model = require "analytics_engine.report.model"
 local svg = require "analytics_engine.report.svg"
+local stylesheet = require "analytics_engine.stylesheet"
 
 local _M = {}
 
 local fmt, concat = string.format, table.concat
 local esc, class_of = svg.esc, svg.class_of
 
-_M.CSS = [[
-:root { --ok: #2e9d4f; --bad: #d64541; --skip: #9aa5ab; --cancel: #e6a23c; --run: #3b82f6; --pend: #cfd8dc; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
-       color: #1f2933; background: #f6f8fa; }
-header { background: #1f2933; color: #fff; padding: 16px 24px; }
-header h1 { margin: 0 0 4px; font-size: 20px; }
-header .meta { color: #cbd2d9; font-size: 13px; }
-main { padding: 8px 24px 32px; }
-section { background: #fff; border: 1px solid #e1e4e8; border-radius: 6px; margin: 16px 0; padding: 12px 16px;
-          overflow-x: auto; }
-h2 { font-size: 16px; margin: 4px 0 12px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eef0f2; vertical-align: top; }
-th { background: #f6f8fa; font-weight: 600; }
+-- The shared frame (analytics_engine.stylesheet) and the report's own rules.
+_M.CSS = stylesheet.with [[
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-pre { background: #f6f8fa; padding: 8px; border-radius: 4px; overflow-x: auto; margin: 4px 0; }
 pre.error { background: #fdecea; color: #8a1f17; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
          color: #fff; background: var(--pend); }

@@ -6,6 +6,7 @@
 -- or Mermaid. Both read the requests from actions.lua and api.lua.
 local actions = require "analytics_engine.workflow.actions"
 local api = require "analytics_engine.api"
+local duration = require "analytics_engine.duration"
 local schema = require "analytics_engine.workflow.schema"
 local template = require "analytics_engine.workflow.template"
 
@@ -220,21 +221,8 @@ end
 
 -- describe ------------------------------------------------------------------
 
---- Seconds as people write them: 90 → "1m30s", 1800 → "30m".
-function _M.format_duration(s)
-  if s == nil then return nil end
-  if s ~= math.floor(s) then return tostring(s) .. "s" end
-  s = math.floor(s)
-  if s == 0 then return "0s" end
-  local out = {}
-  for _, u in ipairs({ { "d", 86400 }, { "h", 3600 }, { "m", 60 }, { "s", 1 } }) do
-    if s >= u[2] then
-      out[#out + 1] = (s // u[2]) .. u[1]
-      s = s % u[2]
-    end
-  end
-  return concat(out)
-end
+--- Seconds as people write them: 90 → "1m30s", 1800 → "30m" (analytics_engine.duration).
+_M.format_duration = duration.format
 
 local function show_value(v)
   if type(v) == "string" then return fmt("%q", v) end

@@ -9,10 +9,11 @@
 -- The step schema is built from actions.lua, so a new action is one row there.
 local actions = require "analytics_engine.workflow.actions"
 local api = require "analytics_engine.api"
+local duration = require "analytics_engine.duration"
 
 local _M = {}
 
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local concat, sort = table.concat, table.sort
 local floor, huge = math.floor, math.huge
 
@@ -55,25 +56,9 @@ local function as_integer(v)
   return nil
 end
 
-local UNITS = { d = 86400, h = 3600, m = 60, s = 1 }
-
---- Seconds from a number or a duration string ("90", "90s", "30m", "1h30m", "1d").
-function _M.parse_duration(v)
-  if type(v) == "number" then return v end
-  if type(v) ~= "string" then return nil end
-  local s = v:gsub("%s+", "")
-  local plain = tonumber(s)
-  if plain then return plain end
-  if s == "" then return nil end
-  local total, pos = 0, 1
-  while pos <= #s do
-    local num, unit, e = s:match("^(%d+%.?%d*)([dhms])()", pos)
-    if not num then return nil end
-    total = total + tonumber(num) * UNITS[unit]
-    pos = e
-  end
-  return total
-end
+--- Seconds from a number or a duration string ("90", "90s", "30m", "1h30m",
+-- "1d"): the project's one grammar, analytics_engine.duration.
+_M.parse_duration = duration.parse
 
 --- Types: `desc` for messages, `check(v)` → ok, normalised value.
 _M.types = {
