@@ -21,17 +21,20 @@ _aeflow() {
     --state|--users|--tls-cert|--tls-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     -o|--output|--report) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --data|--app-root|--examples-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-    --param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body)
+    --stream) COMPREPLY=($(compgen -W "stdout stderr" -- "$cur")); return ;;
+    --profile|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body)
       return ;;
   esac
   local opts=""
   case $verb in
-    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report --help" ;;
-    validate|plan) opts="--param --help" ;;
-    graph) opts="--format --param -o --help" ;;
-    report) opts="-o --format --help" ;;
-    orphans) opts="--state --stop --json --help" ;;
-    serve) opts="--host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --max-body --tls-cert --tls-key --quiet --stop --help" ;;
+    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report" ;;
+    validate|plan) opts="--param --json" ;;
+    graph) opts="--format --param -o --json" ;;
+    report) opts="-o --format --json" ;;
+    orphans) opts="--state --stop --json" ;;
+    logs) opts="--stream --follow --data --json" ;;
+    operations) opts="--json" ;;
+    serve) opts="--background --stop --json --host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
     help) COMPREPLY=($(compgen -W "run validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
     call)
       if [ "$COMP_CWORD" -eq 2 ]; then
@@ -42,7 +45,8 @@ _aeflow() {
       return ;;
   esac
   if [[ $cur == -* ]]; then
-    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    # Every verb also takes -h/--help and --profile NAME.
+    COMPREPLY=($(compgen -W "$opts --profile -h --help" -- "$cur"))
     return
   fi
   case $verb in

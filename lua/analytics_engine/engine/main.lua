@@ -20,8 +20,6 @@ local function tointeger(v)
   return nil
 end
 
-_M.USAGE = require "analytics_engine.engine.usage"
-
 local OPTIONS = {
   host = "string", port = "integer", data = "string", ["app-root"] = "string", ["examples-dir"] = "string",
   users = "string", ["token-ttl"] = "integer", faults = "number", ["fault-kinds"] = "string",
@@ -29,7 +27,7 @@ local OPTIONS = {
   ["tls-cert"] = "string", ["tls-key"] = "string",
   ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
   ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
-  quiet = "flag", help = "flag", ["no-jupyter"] = "flag",
+  quiet = "flag", ["no-jupyter"] = "flag",
 }
 
 --- parse(args) -> opts | nil, message
@@ -198,10 +196,6 @@ function _M.serve(args)
   if not o then
     io.stderr:write("aeflow serve: ", perr, "\n")
     return 2
-  end
-  if o.help then
-    io.stdout:write(_M.USAGE)
-    return 0
   end
   local eng, err = _M.setup(o)
   if not eng then return fail(err) end

@@ -1,0 +1,74 @@
+--- The one rule for "which service does this verb talk to":
+--   1. an endpoint configured (--profile NAME, AE_URL/AE_INSTANCE_ID/... or the
+--      profile file): that service;
+--   2. otherwise the local engine whose data lives in LOCAL/engine, where
+--      LOCAL is $AEFLOW_DIR, else ./.aeflow (the same directory that keeps the
+--      runs). An engine already serving it (`aeflow serve`, in the foreground
+--      or with --background) is used as it is; else one is started for the
+--      command and stopped when the command ends, so no verb leaves an engine
+--      running unless asked to.
+local ae = require "analytics_engine"
+local core = require "analytics_engine.core"
+local launcher = require "analytics_engine.engine.launcher"
+
+local _M = {}
+
+--- The directory of local state (runs, the local engine's data).
+function _M.local_dir()
+  local d = os.getenv("AEFLOW_DIR")
+  if d and d ~= "" then return (d:gsub("/+$", "")) end
+  return ".aeflow"
+end
+
+--- The local engine's data directory.
+function _M.data_dir()
+  return _M.local_dir() .. "/engine"
+end
+
+local session_mt = { __index = {} }
+
+--- Stop the engine if this command started it (safe to call twice).
+function session_mt.__index.release(self)
+  if self.started and self.engine and not self.released then
+    self.released = true
+    self.engine:stop()
+  end
+end
+
+--- connect{ exe, profile, quiet, data } -> client, session | nil, message
+-- session.engine is the local engine's info (nil for a configured service),
+-- session.started whether this command started it; call session:release()
+-- when done.
+function _M.connect(o)
+  o = o or {}
+  local c, err = ae.client(o.profile and { profile = o.profile } or nil)
+  if c then return c, setmetatable({}, session_mt) end
+  -- A profile asked for by name must exist and work: never fall back silently.
+  if o.profile or not tostring(err and err.message or err):find("^no service URL") then
+    return nil, tostring(err and err.message or err)
+  end
+  local dir = o.data or _M.data_dir()
+  local info = launcher.find_running(dir)
+  local started = false
+  if not info then
+    if core.mkdir_p then core.mkdir_p(_M.local_dir(), 448) end
+    local lerr
+    info, lerr = launcher.start { data_dir = dir, bin = o.exe }
+    if not info then return nil, "cannot start a local engine: " .. tostring(lerr) end
+    started = true
+  end
+  if not o.quiet then
+    io.stderr:write(("aeflow: no endpoint configured; %s the local engine at %s (data %s)\n"):format(
+      started and "started" or "using", info.url, dir))
+  end
+  c, err = ae.client { url = info.url, instance_id = info.instance_id,
+                       auth = { username = info.username, api_key = info.api_key } }
+  local session = setmetatable({ engine = info, started = started }, session_mt)
+  if not c then
+    session:release()
+    return nil, tostring(err)
+  end
+  return c, session
+end
+
+return _M

@@ -1,0 +1,104 @@
+--- aeflow's command line. main(argv, exe) returns the exit code:
+-- 0 success, 1 the operation or run failed, 2 usage or validation error,
+-- 130 a run cancelled. One module per verb or group under cli/, one
+-- argument parser (cli/args), one rule for "which engine" (cli/engine), one
+-- way to fail and print (cli/out).
+local ae = require "analytics_engine"
+local args_mod = require "analytics_engine.cli.args"
+local out = require "analytics_engine.cli.out"
+
+local _M = {}
+
+local USAGE = [[
+usage: aeflow <command> [options]        (aeflow <command> -h: that command's help)
+
+commands:
+  run FILE [--param k=v]... [--state F] [--resume] [--json] [--max-parallel N]
+                               run a workflow
+  validate FILE                check a workflow without contacting anything
+  plan FILE                    the DAG and every request it would make
+  graph FILE [--format dot|mermaid|svg|png] [-o FILE]
+                               the step graph (svg and png need Graphviz)
+  report STATE_FILE [-o FILE] [--format html|md]
+                               a run's report: graph, time line, outputs
+  orphans [--state F]... [--stop]
+                               applications with a run token no kept run knows
+  exec FILE                    run a plain Lua script with `client` ready
+  call OPERATION [ID...] [JSON|@FILE|-]
+                               one API call; prints the JSON answer
+  operations                   list the operations `call` knows
+  serve [--background] [--port N] [--data DIR] ...
+                               run the local engine (the v4 API on this machine)
+  serve --stop [--data DIR]    stop a local engine started in the background
+  logs APP_ID [--stream stderr] [--follow]
+                               an application's output on the local engine
+  help [COMMAND]               this text, or one command's
+  --version                    print the version
+
+Every command takes -h/--help and --profile NAME; every command that prints
+data takes --json (NDJSON for streams such as run's events, one document
+otherwise).
+
+Which service: the endpoint from --profile NAME, else AE_URL, AE_INSTANCE_ID
+and AE_TOKEN or AE_USERNAME with AE_API_KEY/AE_PASSWORD, else the profile file
+(~/.config/analytics-engine/config.json). With none configured, every command
+uses the same local engine: the one whose data is in $AEFLOW_DIR/engine
+(default .aeflow/engine, beside the runs). If `aeflow serve` (or
+`aeflow serve --background`) already serves it, that one is used; otherwise
+it is started for the command and stopped when the command ends.
+]]
+
+-- Verb modules: each returns { verb = { run, help, options[, raw][, stop_at] } }.
+local MODULES = { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec" }
+
+local COMMANDS, HELP = {}, {}
+for _, m in ipairs(MODULES) do
+  for verb, def in pairs(require("analytics_engine.cli." .. m)) do
+    if type(def) == "table" and def.run then
+      COMMANDS[verb] = def
+      HELP[verb] = def.help
+    end
+  end
+end
+HELP.help = [[
+usage: aeflow help [COMMAND]
+
+Prints the overview, or one command's usage. `aeflow COMMAND -h` (or --help,
+anywhere after the command) does the same.]]
+_M.COMMANDS, _M.HELP, _M.USAGE = COMMANDS, HELP, USAGE -- for the spec that every verb has help
+
+function _M.main(argv, exe)
+  local verb = argv[1]
+  if verb == nil or verb == "--help" or verb == "-h" then
+    io.stdout:write(USAGE)
+    return verb == nil and 2 or 0
+  end
+  if verb == "--version" or verb == "version" then
+    if argv[2] == "--json" then
+      out.json { version = ae.VERSION, lua = _VERSION }
+    else
+      io.stdout:write("aeflow ", ae.VERSION, " (", _VERSION, ")\n")
+    end
+    return 0
+  end
+  if verb == "help" then
+    local topic = argv[2]
+    if topic and not HELP[topic] then return out.fail(2, "help", "no command '%s'", topic) end
+    io.stdout:write(topic and HELP[topic] or USAGE, topic and "\n" or "")
+    return 0
+  end
+  local cmd = COMMANDS[verb]
+  if not cmd then return out.fail(2, nil, "unknown command '%s' (see `aeflow --help`)", verb) end
+  local rest = table.move(argv, 2, #argv, 1, {})
+  local ctx = { exe = exe }
+  if cmd.raw then return cmd.run(rest, ctx) end
+  local pos, opt = args_mod.parse(rest, cmd.options, { stop_at = cmd.stop_at })
+  if not pos then return out.fail(2, verb, "%s (see `aeflow %s -h`)", opt, verb) end
+  if opt.help then
+    io.stdout:write(HELP[verb], "\n")
+    return 0
+  end
+  return cmd.run(pos, opt, ctx)
+end
+
+return _M

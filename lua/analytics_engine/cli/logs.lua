@@ -1,0 +1,73 @@
+--- `aeflow logs APP_ID`: an application's output from the local engine's
+-- engine-only log endpoint, on the engine the CLI's one rule finds
+-- (cli/engine.lua). --follow prints new output as it arrives until the
+-- application ends; its exit status is then 0 for FINISHED and 1 otherwise.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
+local out = require "analytics_engine.cli.out"
+local which = require "analytics_engine.cli.engine"
+
+local _M = {}
+
+_M.POLL_INTERVAL = 0.5
+
+local OP = { name = "engine_application_logs", ok_set = { [200] = true } }
+
+local function fetch(c, o)
+  local offset = 0
+  while true do
+    local doc, err = c:send(OP, { method = "GET", path = ("/engine/v1/applications/%s/logs?stream=%s&offset=%d"
+      .. "&format=json"):format(o.id, o.stream, offset) })
+    if not doc then return out.fail(1, "logs", "%s", tostring(err)) end
+    if type(doc) ~= "table" or type(doc.text) ~= "string" then
+      return out.fail(1, "logs", "the endpoint did not answer the local engine's log shape")
+    end
+    if o.json then
+      if doc.text ~= "" or not o.follow then
+        out.ndjson { application_id = o.id, stream = o.stream, offset = offset, text = doc.text,
+                     state = doc.state }
+      end
+    else
+      io.stdout:write(sanitize.clean(doc.text, true)) -- a log is the application's, not ours: escapes shown
+      io.stdout:flush()
+    end
+    offset = doc.next_offset or (offset + #doc.text)
+    if not o.follow then return 0 end
+    if doc.terminal and doc.text == "" then return doc.state == "FINISHED" and 0 or 1 end
+    if doc.text == "" then core.sleep(_M.POLL_INTERVAL) end
+  end
+end
+
+_M.logs = {
+  options = { ["--stream"] = "value", ["--follow"] = "flag", ["-f"] = "flag", ["--data"] = "value",
+              ["--json"] = "flag" },
+  help = [[
+usage: aeflow logs APP_ID [--stream stdout|stderr] [--follow] [--json] [--profile NAME]
+
+Prints an application's stdout (or stderr) as the local engine kept it under
+its data directory. --follow keeps printing until the application ends, then
+exits 0 if it FINISHED and 1 otherwise. --json prints NDJSON chunks
+{application_id, stream, offset, text, state}. Works against the local engine
+only (the endpoint is engine-only); with no endpoint configured it is the same
+engine every verb uses ($AEFLOW_DIR/engine, else .aeflow/engine; --data DIR
+for another), started for the command if none is running.]],
+  run = function(pos, opt, ctx)
+    local o = { id = pos[1], stream = opt["--stream"] or "stdout", follow = opt["--follow"] or opt["-f"],
+                json = opt["--json"] }
+    if not o.id then return out.fail(2, "logs", "which application? (aeflow logs APP_ID)") end
+    if pos[2] then return out.fail(2, "logs", "unexpected argument '%s'", pos[2]) end
+    if not util.is_uuid(o.id) then return out.fail(2, "logs", "'%s' is not an application id", o.id) end
+    if o.stream ~= "stdout" and o.stream ~= "stderr" then
+      return out.fail(2, "logs", "--stream must be stdout or stderr")
+    end
+    local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], data = opt["--data"],
+                                       quiet = true }
+    if not c then return out.fail(1, "logs", "%s", session) end
+    local code = fetch(c, o)
+    session:release()
+    return code
+  end,
+}
+
+return _M

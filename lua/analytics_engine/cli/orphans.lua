@@ -1,0 +1,86 @@
+--- `aeflow orphans`: applications carrying an aeflow run token that no kept
+-- run records with that application id.
+local ae = require "analytics_engine"
+local util = require "analytics_engine.util"
+local out = require "analytics_engine.cli.out"
+local which = require "analytics_engine.cli.engine"
+local submit = require "analytics_engine.workflow.submit"
+
+local _M = {}
+
+-- Every (token → application id) pair the given state files know.
+local function known_tokens(paths)
+  local known = {}
+  for _, p in ipairs(paths) do
+    local doc = util.read_json_file(p)
+    if type(doc) == "table" then
+      for _, bucket in ipairs { doc.steps or {}, doc.finally or {} } do
+        for _, rec in pairs(bucket) do
+          for _, it in pairs(rec.items or {}) do
+            for _, att in ipairs(it.attempts or {}) do
+              if att.token and att.application_id then known[att.token] = att.application_id end
+            end
+          end
+        end
+      end
+    end
+  end
+  return known
+end
+
+-- The state files of every kept run under the local directory.
+function _M.state_files(dir)
+  local paths = {}
+  local h = io.popen("ls '" .. dir:gsub("'", "'\\''") .. "'/*.state.json 2>/dev/null")
+  if h then
+    for line in h:lines() do paths[#paths + 1] = line end
+    h:close()
+  end
+  return paths
+end
+
+_M.orphans = {
+  options = { ["--state"] = "multi", ["--stop"] = "flag", ["--json"] = "flag" },
+  help = [[
+usage: aeflow orphans [--state FILE]... [--stop] [--json] [--profile NAME]
+
+Lists applications on the instance that carry an aeflow run token which no
+kept run (default: every state file under $AEFLOW_DIR, else .aeflow) records
+with that application id: submissions whose runner died before saving the id.
+--stop stops them. --json prints one JSON array of
+{application_id, state, token}.]],
+  run = function(pos, opt, ctx)
+    if pos[1] then return out.fail(2, "orphans", "unexpected argument '%s'", pos[1]) end
+    local paths = opt["--state"] or _M.state_files(which.local_dir())
+    local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = true }
+    if not c then return out.fail(1, nil, "%s", session) end
+    local list, err = c:list_applications()
+    if not list then
+      session:release()
+      return out.fail(1, "orphans", "%s", tostring(err))
+    end
+    local known = known_tokens(paths)
+    local found = util.array()
+    for _, app in ipairs(list.applications or {}) do
+      local id = app.application_id or app.id
+      local tok = submit.token_of(app)
+      if tok and known[tok] ~= id then
+        found[#found + 1] = { application_id = id, token = tok, state = app.state }
+      end
+    end
+    if opt["--json"] then out.json(found) end
+    for _, o in ipairs(found) do
+      if not opt["--json"] then
+        io.stdout:write(("%s  %-10s  %s\n"):format(o.application_id, tostring(o.state), o.token))
+      end
+      if opt["--stop"] and not ae.is_terminal(o.state) then
+        local _, serr = c:delete_application(o.application_id)
+        if serr then out.fail(1, "orphans", "could not stop %s: %s", o.application_id, tostring(serr)) end
+      end
+    end
+    session:release()
+    return 0
+  end,
+}
+
+return _M

@@ -1,0 +1,52 @@
+--- `aeflow report`: a run's report from its record alone.
+local out = require "analytics_engine.cli.out"
+local report = require "analytics_engine.report"
+
+local _M = {}
+
+local function format_of(path)
+  return path:lower():find("%.md$") and "md" or "html"
+end
+
+_M.report = {
+  options = { ["-o"] = "value", ["--output"] = "value", ["--format"] = "value", ["--json"] = "flag" },
+  help = [[
+usage: aeflow report STATE_FILE [-o FILE] [--format html|md] [--json]
+
+Writes the report of a run from its state file (default .aeflow/NAME.state.json):
+one self-contained HTML page (no scripts, no network) with the step graph, a
+time line of steps and applications (submitted, queued, running, finished;
+retries, timeouts and cancels marked), durations, outputs, errors and, for a
+local engine, links to each application's logs. --format md writes a Markdown
+summary for CI job summaries. Default FILE: report.html (report.md); -o - writes
+to standard output; the format follows FILE's extension when not given.
+--json prints the run's record (what the report is drawn from) as one document.
+Exit status: 0 written, 1 the state file could not be read or the report written,
+2 usage.]],
+  run = function(pos, opt)
+    if not pos[1] then return out.fail(2, "report", "which state file? (.aeflow/NAME.state.json)") end
+    if pos[2] then return out.fail(2, "report", "unexpected argument '%s'", pos[2]) end
+    local target = opt["-o"] or opt["--output"]
+    local format = opt["--format"] or (target and target ~= "-" and format_of(target)) or "html"
+    if format ~= "html" and format ~= "md" then
+      return out.fail(2, "report", "--format wants html or md, got '%s'", format)
+    end
+    local doc, err = report.load(pos[1])
+    if not doc then return out.fail(1, "report", "%s", err) end
+    if opt["--json"] then
+      out.json(doc)
+      return 0
+    end
+    target = target or ("report." .. format)
+    if target == "-" then
+      io.stdout:write(report.render(doc, format))
+      return 0
+    end
+    local ok, werr = report.write(doc, target, format)
+    if not ok then return out.fail(1, "report", "%s", werr) end
+    io.stdout:write(("report: %s\n"):format(target))
+    return 0
+  end,
+}
+
+return _M

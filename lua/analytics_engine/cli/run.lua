@@ -1,0 +1,103 @@
+--- `aeflow run`: a workflow to its end, with a live view, NDJSON events or
+-- lines, the summary and (on request) the report.
+local core = require "analytics_engine.core"
+local out = require "analytics_engine.cli.out"
+local which = require "analytics_engine.cli.engine"
+local offline = require "analytics_engine.cli.offline"
+local render = require "analytics_engine.workflow.render"
+local runner_mod = require "analytics_engine.workflow.runner"
+local report = require "analytics_engine.report"
+
+local _M = {}
+
+local function slug(s) return (s:gsub("[^%w._-]+", "_")) end
+
+-- The report format a file name asks for: .md is Markdown, anything else HTML.
+function _M.report_format(path)
+  return path:lower():find("%.md$") and "md" or "html"
+end
+
+local OPTIONS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "flag", ["--json"] = "flag",
+                  ["--max-parallel"] = "integer", ["--on-cancel"] = "value", ["--poll-interval"] = "number",
+                  ["--max-poll-interval"] = "number", ["--submit-grace"] = "number", ["--quiet"] = "flag",
+                  ["--report"] = "value" }
+
+-- How events reach the person: NDJSON, a live view on a terminal, or lines.
+local function emitter(opt)
+  if opt["--json"] then return render.json(io.stdout) end
+  if opt["--quiet"] then return nil end
+  local term = os.getenv("TERM")
+  local tty = out.stdout_is_tty() and term and term ~= "dumb"
+  return tty and render.live(io.stdout, core.monotime) or render.lines(io.stdout)
+end
+
+_M.run = {
+  options = OPTIONS,
+  help = [[
+usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
+                  [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S]
+                  [--max-poll-interval S] [--submit-grace S] [--quiet] [--report FILE]
+                  [--profile NAME]
+
+Runs the workflow FILE returns. The state file (default .aeflow/NAME.state.json)
+records every submission before it is sent; --resume continues a run that
+crashed or was killed, adopting applications already accepted. SIGINT/SIGTERM
+cancel: stop the applications this run started (unless --on-cancel leave), run
+the finally steps, exit 130. --submit-grace S (default 120): how long after a
+submission whose answer was lost the service may still act on it; the runner
+looks for it by its token that long before sending it again. --json prints
+NDJSON events. --report FILE writes
+the run's report at the end, also of a failed or cancelled run (FILE.md:
+Markdown, anything else: HTML; see `aeflow help report`).
+With no endpoint configured, the local engine of `aeflow help` serves the run.
+Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancelled.]],
+  run = function(pos, opt, ctx)
+    local plan, code = offline.load("run", pos, opt)
+    if not plan then return code end
+    local max_parallel = opt["--max-parallel"]
+    if max_parallel and max_parallel < 1 then
+      return out.fail(2, "run", "--max-parallel wants a positive integer, got '%s'", max_parallel)
+    end
+    local on_cancel = opt["--on-cancel"]
+    if on_cancel and on_cancel ~= "stop" and on_cancel ~= "leave" then
+      return out.fail(2, "run", "--on-cancel wants stop or leave, got '%s'", on_cancel)
+    end
+    local dir = which.local_dir()
+    local state_path = opt["--state"] or (dir .. "/" .. slug(plan.name) .. ".state.json")
+    if not opt["--state"] and core.mkdir_p then core.mkdir_p(dir, 448) end
+    local json, quiet = opt["--json"], opt["--quiet"]
+    local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
+    if not c then return out.fail(1, nil, "%s", session) end
+    local runner, rerr = runner_mod.new(plan, {
+      client = c, state_path = state_path, resume = opt["--resume"], max_parallel = max_parallel,
+      on_cancel = on_cancel, on_event = emitter(opt), engine_local = session.engine ~= nil,
+      poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
+      submit_grace = opt["--submit-grace"],
+    })
+    if not runner then
+      session:release()
+      return out.fail(2, nil, "%s", rerr)
+    end
+    core.signal_watch { "INT", "TERM" }
+    local status = runner:run()
+    session:release()
+    if not json and not quiet then
+      io.stdout:write("\n", render.summary(plan, runner.state.doc))
+      io.stdout:write(("state: %s\n"):format(state_path))
+    end
+    if opt["--report"] then
+      -- Written whatever the outcome: a failed or cancelled run is the one to look at.
+      local ok, werr = report.write(runner.state.doc, opt["--report"], _M.report_format(opt["--report"]))
+      if not ok then
+        out.fail(1, "run", "%s", werr)
+      elseif not json and not quiet then
+        io.stdout:write(("report: %s\n"):format(opt["--report"]))
+      end
+    end
+    if status == "succeeded" then return 0 end
+    if status == "cancelled" then return 130 end
+    return 1
+  end,
+}
+
+return _M

@@ -1,0 +1,109 @@
+--- `aeflow serve`: the local engine in the foreground (the engine's own
+-- options, parsed by engine.main), in the background (--background: says
+-- where and how to stop it), or stopped (--stop). Its data directory follows
+-- the CLI's one rule (cli/engine.lua) unless --data says otherwise.
+local out = require "analytics_engine.cli.out"
+local which = require "analytics_engine.cli.engine"
+local launcher = require "analytics_engine.engine.launcher"
+local engine_main = require "analytics_engine.engine.main"
+
+local _M = {}
+
+local HELP = [[
+usage: aeflow serve [options]
+       aeflow serve --background [--json] [options]   start it and return; it keeps running
+       aeflow serve --stop [--data DIR]                stop the engine serving DIR
+  --host H            address to bind (default 127.0.0.1)
+  --port N            port (default 0: any free port)
+  --data DIR          state, credentials and logs (default $AEFLOW_DIR/engine, else .aeflow/engine:
+                      the same engine every other verb uses when no endpoint is configured)
+  --app-root DIR      where relative application paths resolve (default: the current directory)
+  --examples-dir DIR  the stand-ins for the vendor's sample applications (default: workflows/apps)
+  --users FILE        extra users: [{username, role, api_key_sha256 | password_sha256}]
+  --token-ttl S       lifetime of issued tokens in seconds (default 3600)
+  --faults RATE       inject faults into this fraction of /v4 requests (0..1)
+  --fault-kinds K,..  429,500,503,reset,reset-after,delay (default: all)
+  --fault-seed N      seed for the fault generator
+  --fault-ops OP,..   inject faults only into these operations (default: every /v4 one)
+  --fault-delay S     how long a `delay` fault stalls (default 2)
+  --max-body BYTES    largest accepted request body (default 1048576)
+  --tls-cert FILE --tls-key FILE   serve HTTPS (PEM files)
+  --quota-cores N     the instance's cpu quota (default 16)
+  --quota-memory SIZE the instance's memory quota (default 64Gi)
+  --app-timeout S     stop applications that run longer (default: no limit;
+                      per application: conf ae.local-engine.timeout)
+  --spark-master URL  spark-submit's --master: spark://..., yarn, k8s://..., local[N]
+  --deploy-mode MODE  spark-submit's --deploy-mode: client or cluster
+  --spark-submit PATH the spark-submit to use (default: $SPARK_HOME/bin, then PATH)
+  --no-jupyter        no Jupyter Server: the kernel endpoints answer 503
+  --quiet             no per-request log lines
+]]
+
+-- Take our own switches out of the engine's arguments.
+local function split(args)
+  local rest, mine = {}, {}
+  for _, a in ipairs(args) do
+    if a == "--stop" or a == "--background" or a == "--json" or a == "-h" or a == "--help" then
+      mine[a] = true
+    else
+      rest[#rest + 1] = a
+    end
+  end
+  return rest, mine
+end
+
+_M.serve = {
+  raw = true, -- the engine parses its own options
+  help = HELP,
+  run = function(args, ctx)
+    local rest, mine = split(args)
+    if mine["-h"] or mine["--help"] then
+      io.stdout:write(HELP)
+      return 0
+    end
+    local o, perr = engine_main.parse(rest)
+    if not o then return out.fail(2, "serve", "%s", perr) end
+    local dir = o.data or which.data_dir()
+    if mine["--stop"] then
+      local info = launcher.find_running(dir)
+      if not info then return out.fail(1, "serve", "no local engine is running with data %s", dir) end
+      info:stop()
+      io.stdout:write(("stopped the local engine at %s\n"):format(info.url))
+      return 0
+    end
+    if not o.data then
+      rest[#rest + 1] = "--data"
+      rest[#rest + 1] = dir
+    end
+    if mine["--background"] then
+      local running = launcher.find_running(dir)
+      if running then
+        return out.fail(1, "serve", "a local engine (pid %d) already serves %s at %s", running.pid, dir, running.url)
+      end
+      -- launcher adds --data and --port; pass the rest through.
+      local pass, i = {}, 1
+      while rest[i] do
+        if rest[i] == "--data" or rest[i] == "--port" then
+          i = i + 1
+        elseif not rest[i]:find("^%-%-data=") and not rest[i]:find("^%-%-port=") then
+          pass[#pass + 1] = rest[i]
+        end
+        i = i + 1
+      end
+      local info, err = launcher.start { data_dir = dir, bin = ctx.exe, port = o.port, args = pass }
+      if not info then return out.fail(1, "serve", "%s", err) end
+      if mine["--json"] then
+        out.json { url = info.url, instance_id = info.instance_id, pid = info.pid, data_dir = dir,
+                   log = info.log }
+      else
+        io.stdout:write(("local engine: running in the background at %s (pid %d, data %s, log %s)\n"):format(
+          info.url, info.pid, dir, info.log),
+          "  it keeps running until `aeflow serve --stop", o.data and (" --data " .. dir) or "", "`\n")
+      end
+      return 0
+    end
+    return engine_main.serve(rest, ctx.exe)
+  end,
+}
+
+return _M

@@ -1,0 +1,119 @@
+-- aeflow's conventions: help after any verb, --json, no binary on a terminal,
+-- and one local engine found by one rule, never left running unless asked.
+local util = require "analytics_engine.util"
+local core = require "analytics_engine.core"
+local aeflow = require "helpers.aeflow"
+local launcher = require "analytics_engine.engine.launcher"
+
+local function tmpdir()
+  return assert(launcher.temp_dir("aeflow-conv-"))
+end
+
+local function noenv(extra) return aeflow.env(nil, extra) end
+
+local WF = [[
+return workflow "conv" {
+  step "ok" { submit = { application = "ok.sh" } },
+  step "bad" { after = "ok", submit = { application = "bad.sh" } },
+}
+]]
+
+describe("aeflow conventions", function()
+  local dir
+  lazy_setup(function()
+    dir = tmpdir()
+    aeflow.write(dir, "wf.lua", WF)
+    aeflow.write(dir, "ok.sh", "echo fine\n")
+    aeflow.write(dir, "bad.sh", "echo 'bad.sh: failing on purpose' >&2\nexit 3\n")
+  end)
+  lazy_teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  it("prints a verb's help with -h or --help anywhere after it", function()
+    for _, verb in ipairs { "run", "logs", "call", "serve", "exec", "graph", "report", "orphans" } do
+      local code, out = aeflow.run({ verb, "-h" }, { dir = dir, env = noenv() })
+      assert.equals(0, code, verb)
+      assert.matches("^usage: aeflow " .. verb, out)
+    end
+    local code, out = aeflow.run({ "run", "wf.lua", "--help" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.matches("^usage: aeflow run", out)
+  end)
+
+  it("names an unknown option and the verb", function()
+    local code, _, err = aeflow.run({ "plan", "wf.lua", "--frob" }, { dir = dir, env = noenv() })
+    assert.equals(2, code)
+    assert.matches("aeflow: plan: unknown option '--frob'", err, 1, true)
+  end)
+
+  it("prints data as one JSON document with --json", function()
+    local code, out = aeflow.run({ "operations", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.equals(#require("analytics_engine.api").operations, #util.json_decode(out))
+    code, out = aeflow.run({ "validate", "wf.lua", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.same({ file = "wf.lua", workflow = "conv", valid = true, steps = 2, finally = 0 },
+      util.json_decode(out))
+    code, out = aeflow.run({ "plan", "wf.lua", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    local doc = util.json_decode(out)
+    assert.same({ "ok", "bad" }, doc.order)
+    assert.matches("POST", doc.steps[1].requests[1], 1, true)
+    code, out = aeflow.run({ "graph", "wf.lua", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.equals("bad", util.json_decode(out).steps[2].name)
+  end)
+
+  it("refuses to write PNG to a terminal", function()
+    -- script(1) gives aeflow a real pseudo-terminal as standard output.
+    local cmd = ("cd '%s' && script -qec \"'%s' graph wf.lua --format png\" /dev/null 2>&1"):format(dir,
+      core.realpath(require("helpers.engine").bin()))
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    p:close()
+    assert.matches("refusing to write PNG to a terminal", out, 1, true)
+  end)
+
+  it("uses one local engine for run, logs and call, and leaves none running", function()
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.1" },
+      { dir = dir, env = noenv(), timeout = 120 })
+    assert.equals(1, code, err)
+    local bad
+    for line in out:gmatch("[^\n]+") do
+      local ev = util.json_decode(line)
+      if ev.event == "application_submitted" and ev.step == "bad" then bad = ev.application_id end
+    end
+    assert.is_string(bad)
+    -- The run's engine is gone...
+    assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
+    -- ...and `aeflow logs` right after the run reads the same engine's records.
+    code, out, err = aeflow.run({ "logs", bad, "--stream", "stderr" }, { dir = dir, env = noenv() })
+    assert.equals(0, code, err)
+    assert.equals("bad.sh: failing on purpose\n", out)
+    assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
+  end)
+
+  it("keeps an engine only when asked: serve --background says so, serve --stop ends it", function()
+    local code, out, err = aeflow.run({ "serve", "--background", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code, err)
+    local info = util.json_decode(out)
+    local running = launcher.find_running(dir .. "/.aeflow/engine")
+    assert.is_table(running)
+    assert.equals(info.url, running.url)
+    -- Other verbs use it and leave it running.
+    code, out = aeflow.run({ "call", "get_instance_default_runtime" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.equals("3.4", util.json_decode(out).spark_version)
+    assert.is_table(launcher.find_running(dir .. "/.aeflow/engine"))
+    code, out = aeflow.run({ "serve", "--stop" }, { dir = dir, env = noenv() })
+    assert.equals(0, code)
+    assert.matches("stopped the local engine at " .. info.url, out, 1, true)
+    assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
+  end)
+
+  it("refuses a --profile that does not exist rather than falling back", function()
+    local code, _, err = aeflow.run({ "call", "get_instance", "--profile", "nope" }, { dir = dir,
+      env = noenv { "AE_CONFIG=" .. dir .. "/none.json" } })
+    assert.equals(1, code)
+    assert.truthy(err:find("nope", 1, true) or err:find("no service URL", 1, true), err)
+  end)
+end)
