@@ -78,12 +78,13 @@ function _M.hex(s)
 end
 
 -- JSON through cjson.safe, which never raises. Debian's lua-cjson 2.1.0 has no
--- array metatable, so an empty array is marked with ARRAY_MT and swapped for a
--- placeholder that becomes [] after encoding.
+-- array metatable, so an empty array is marked with ARRAY_MT; a value that
+-- holds one is encoded here, container by container, with cjson for every
+-- leaf and every part without an empty array (no placeholder string that
+-- user data could collide with).
 _M.null = cjson.null
 local ARRAY_MT = { __name = "analytics_engine.array" }
-local EMPTY = "\0ae:empty_array\0"
-local EMPTY_JSON = [["\u0000ae:empty_array\u0000"]]
+local MAX_DEPTH = 1000 -- cjson's own default
 
 local function has_empty_array(v)
   if type(v) ~= "table" then return false end
@@ -94,19 +95,67 @@ local function has_empty_array(v)
   return false
 end
 
-local function mark_empty(v)
-  if type(v) ~= "table" then return v end
-  if next(v) == nil and getmetatable(v) == ARRAY_MT then return EMPTY end
-  local c = {}
-  for k, x in pairs(v) do c[k] = mark_empty(x) end
-  return c
+-- Like cjson: a table whose keys are all positive integers is an array.
+local function array_length(t)
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k ~= floor(k) then return nil end
+    if k > n then n = k end
+  end
+  return n
+end
+
+local function encode_marked(v, depth, out)
+  if not has_empty_array(v) then
+    local s, err = cjson.encode(v)
+    if not s then return nil, err end
+    out[#out + 1] = s
+    return true
+  end
+  if depth > MAX_DEPTH then return nil, "Cannot serialise, excessive nesting (" .. depth .. ")" end
+  if next(v) == nil then
+    out[#out + 1] = "[]"
+    return true
+  end
+  local n = array_length(v)
+  if n then
+    out[#out + 1] = "["
+    for i = 1, n do
+      if i > 1 then out[#out + 1] = "," end
+      local x = v[i]
+      if x == nil then x = cjson.null end
+      local ok, err = encode_marked(x, depth + 1, out)
+      if not ok then return nil, err end
+    end
+    out[#out + 1] = "]"
+    return true
+  end
+  out[#out + 1] = "{"
+  local first = true
+  for k, x in pairs(v) do
+    local tk = type(k)
+    if tk ~= "string" and tk ~= "number" then
+      return nil, "Cannot serialise " .. tk .. ": table key must be a number or string"
+    end
+    if not first then out[#out + 1] = "," end
+    first = false
+    local ks, err = cjson.encode(tk == "number" and ("%.14g"):format(k) or k)
+    if not ks then return nil, err end
+    out[#out + 1] = ks
+    out[#out + 1] = ":"
+    local ok, xerr = encode_marked(x, depth + 1, out)
+    if not ok then return nil, xerr end
+  end
+  out[#out + 1] = "}"
+  return true
 end
 
 function _M.json_encode(v)
   if not has_empty_array(v) then return cjson.encode(v) end
-  local s, err = cjson.encode(mark_empty(v))
-  if not s then return nil, err end
-  return (s:gsub(EMPTY_JSON, "[]"))
+  local out = {}
+  local ok, err = encode_marked(v, 1, out)
+  if not ok then return nil, err end
+  return concat(out)
 end
 
 function _M.json_decode(s) return cjson.decode(s) end

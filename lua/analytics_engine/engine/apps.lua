@@ -6,6 +6,7 @@ local util = require "analytics_engine.util"
 local duration = require "analytics_engine.duration"
 local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
+local resources = require "analytics_engine.resources"
 
 local _M = {}
 
@@ -120,37 +121,21 @@ end
 ---------------------------------------------------------------------------
 -- resources
 
---- Spark memory ("1G", "512m", "2Gi", "1024" = MiB) in MiB, or nil.
-function _M.memory_mib(s)
-  if type(s) ~= "string" then return nil end
-  local n, unit = s:lower():match("^%s*(%d+%.?%d*)%s*([kmgtp]?)i?b?%s*$")
-  n = tonumber(n)
-  if not n then return nil end
-  local f = ({ k = 1 / 1024, m = 1, g = 1024, t = 1024 * 1024, p = 1024 ^ 3 })[unit] or 1
-  return n * f
-end
+-- The arithmetic is resources.lua's (shared with the client). Quotas may be
+-- larger than what one driver or executor may ask for.
+local QUOTA_MILLICORES, QUOTA_MIB = 1e12, 1024 ^ 5
 
---- Cores ("1", "0.5", "500m") in millicores, or nil.
-function _M.millicores(s)
-  if type(s) ~= "string" and type(s) ~= "number" then return nil end
-  s = tostring(s)
-  local m = s:match("^%s*(%d+)m%s*$")
-  if m then return tonumber(m) end
-  local n = tonumber(s)
-  return n and n * 1000 or nil
-end
+--- A quota's memory ("1G", "512m", "2Gi", "1024" = MiB) in MiB, or nil.
+function _M.memory_mib(s) return resources.memory_mib(s, QUOTA_MIB) end
 
---- What one application asks for: millicores, MiB.
+--- A quota's cores ("1", "0.5", "500m") in millicores, or nil.
+function _M.millicores(s) return resources.millicores(s, QUOTA_MILLICORES) end
+
+--- What one application asks for: millicores, MiB. A record stored before
+-- its conf was validated counts as Spark's defaults rather than failing.
 function _M.demand(rec)
-  local conf = {}
-  for k, v in pairs((rec.instance_defaults or {})) do conf[k] = v end
-  for k, v in pairs((rec.details.conf or {})) do conf[k] = v end
-  local dc = _M.millicores(conf["spark.driver.cores"]) or 1000
-  local dm = _M.memory_mib(conf["spark.driver.memory"]) or 1024
-  local ec = _M.millicores(conf["spark.executor.cores"]) or 1000
-  local em = _M.memory_mib(conf["spark.executor.memory"]) or 1024
-  local n = tonumber(conf["spark.executor.instances"]) or 1
-  return dc + ec * n, dm + em * n
+  local d = resources.demand(rec.details.conf, rec.instance_defaults) or resources.demand()
+  return d.cores_m, d.memory_mib
 end
 
 --- Running and pending use over the live applications -> view, running millicores, MiB.
@@ -321,7 +306,11 @@ function _M.create(eng, details, extras)
     dir = eng.opts.data_dir .. "/apps/" .. id,
     transitions = { { state = "ACCEPTED", time = now } },
   }
-  local c, m = _M.demand(rec)
+  local d, derr = resources.demand(conf, rec.instance_defaults)
+  if not d then -- conf itself was validated: the instance's defaults hold the bad value
+    return nil, 400, "invalid_default_configs", "default_configs." .. derr
+  end
+  local c, m = d.cores_m, d.memory_mib
   local q = eng.opts.quota or {}
   if (q.millicores and c > q.millicores) or (q.mib and m > q.mib) then
     return nil, 400, "exceeds_instance_quota", ("the application asks for %dm cores and %dMi memory, more "

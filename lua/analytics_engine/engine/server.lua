@@ -5,6 +5,7 @@
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
+local validate = require "analytics_engine.engine.validate"
 local handlers = require "analytics_engine.engine.handlers"
 local apps = require "analytics_engine.engine.apps"
 local clusters = require "analytics_engine.engine.clusters"
@@ -101,6 +102,8 @@ local function process(eng, req, op, params)
     local s, b, h
     body, s, b, h = decode_body(op, req)
     if body == nil then return s, b, h end
+    local vok, verr = validate.body(op.name, body)
+    if not vok then return reply.bad_request(verr) end
   end
   local handler = H[op.name]
   if not handler then

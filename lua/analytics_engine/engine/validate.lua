@@ -1,0 +1,175 @@
+--- The one validation layer for request bodies: every decoded body is held
+-- to schemas.LIMITS (nesting, sizes, finite numbers, valid UTF-8 without NUL
+-- in every key and string), then to its operation's schema in schemas.lua.
+--   validate.body(op_name, body) -> true | nil, "field.path must be ..."
+-- The message names the field as a client wrote it (a.b[2].c; conf keys with
+-- dots stay as they are: application_details.conf.spark.executor.instances).
+local util = require "analytics_engine.util"
+local schemas = require "analytics_engine.schemas"
+local resources = require "analytics_engine.resources"
+
+local _M = {}
+
+local null = util.null
+local LIMITS = schemas.LIMITS
+local utf8len = utf8.len
+
+local function name(path) return path == "" and "the body" or path end
+
+local function join(path, key)
+  if type(key) == "number" then return ("%s[%d]"):format(path, key) end
+  return path == "" and key or (path .. "." .. key)
+end
+
+-- A printable form of a key for a message (it may be the bad part).
+local function shown(k)
+  if utf8len(k) and not k:find("%z") and not k:find("[%c]") then return k end
+  return (k:gsub("[%z\1-\31\127-\255]", function(c) return ("\\x%02x"):format(c:byte()) end))
+end
+
+local function check_string(s, path)
+  if #s > LIMITS.string then return nil, ("%s is longer than %d bytes"):format(name(path), LIMITS.string) end
+  if not utf8len(s) then return nil, name(path) .. " is not valid UTF-8" end
+  if s:find("%z") then return nil, name(path) .. " must not contain NUL characters" end
+  return true
+end
+
+local function is_array(t)
+  local n = #t
+  if n == 0 then return next(t) == nil end
+  for k in pairs(t) do
+    if type(k) ~= "number" then return false end
+  end
+  return true
+end
+
+-- The generic limits, over the whole value.
+local function generic(v, path, depth)
+  local tv = type(v)
+  if tv == "string" then return check_string(v, path) end
+  if tv == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return nil, name(path) .. " must be a finite number" end
+    return true
+  end
+  if tv ~= "table" then return true end
+  if depth > LIMITS.depth then return nil, ("%s nests deeper than %d levels"):format(name(path), LIMITS.depth) end
+  local n = 0
+  for k, x in pairs(v) do
+    n = n + 1
+    if n > LIMITS.keys then return nil, ("%s has more than %d entries"):format(name(path), LIMITS.keys) end
+    local kp
+    if type(k) == "string" then
+      local ok, err = check_string(k, join(path, shown(k)))
+      if not ok then return nil, err end
+      kp = join(path, k)
+    else
+      kp = join(path, k)
+    end
+    local ok, err = generic(x, kp, depth + 1)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+local check
+
+local TYPE_NAME = { string = "a string", boolean = "a boolean", integer = "an integer", number = "a number",
+                    object = "an object", map = "an object", array = "an array" }
+local PLURAL = { string = "strings", object = "objects", boolean = "booleans", integer = "integers",
+                 number = "numbers", array = "arrays", map = "objects" }
+
+local function want(node)
+  if node.type == "array" and node.items and PLURAL[node.items.type] then
+    return "an array of " .. PLURAL[node.items.type]
+  end
+  return TYPE_NAME[node.type] or node.type
+end
+
+local function check_fields(node, v, path)
+  for k, sub in pairs(node.fields or {}) do
+    local x = v[k]
+    if x == nil or x == null then
+      if sub.required then return nil, join(path, k) .. " is required" end
+    else
+      local ok, err = check(sub, x, join(path, k))
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+function check(node, v, path)
+  local t = node.type
+  if t == "any" then return true end
+  if t == "string" then
+    if type(v) ~= "string" then return nil, name(path) .. " must be a string" end
+    if node.min and #v < node.min then
+      return nil, name(path) .. (node.min == 1 and " must be a non-empty string"
+        or (" must be at least %d bytes"):format(node.min))
+    end
+    if node.max and #v > node.max then return nil, ("%s is longer than %d bytes"):format(name(path), node.max) end
+    return true
+  end
+  if t == "boolean" then
+    if type(v) ~= "boolean" then return nil, name(path) .. " must be a boolean" end
+    return true
+  end
+  if t == "integer" or t == "number" then
+    if type(v) ~= "number" or (t == "integer" and v ~= math.floor(v)) then
+      return nil, name(path) .. " must be " .. TYPE_NAME[t]
+    end
+    if (node.min and v < node.min) or (node.upto and v > node.upto) then
+      return nil, ("%s must be %s between %s and %s"):format(name(path), TYPE_NAME[t], node.min, node.upto)
+    end
+    return true
+  end
+  if type(v) ~= "table" then return nil, name(path) .. " must be " .. want(node) end
+  if t == "array" then
+    if not is_array(v) then return nil, name(path) .. " must be " .. want(node) end
+    if node.max and #v > node.max then
+      return nil, ("%s has more than %d items"):format(name(path), node.max)
+    end
+    for i, x in ipairs(v) do
+      local ok, err = check(node.items, x, join(path, i))
+      if not ok then
+        -- a wrong item type reads as the array's type, as the handlers always said
+        if type(x) ~= "table" and node.items.type ~= "any" and type(x) ~= node.items.type then
+          return nil, name(path) .. " must be " .. want(node)
+        end
+        return nil, err
+      end
+    end
+    return true
+  end
+  -- object or map: a JSON object (an empty table counts, whatever it was)
+  if next(v) ~= nil and is_array(v) then return nil, name(path) .. " must be " .. want(node) end
+  if t == "object" then return check_fields(node, v, path) end
+  local n = 0
+  for k, x in pairs(v) do
+    n = n + 1
+    if node.max and n > node.max then return nil, ("%s has more than %d keys"):format(name(path), node.max) end
+    local kp = join(path, tostring(k))
+    if not (node.values.nullable and x == null) then
+      local ok, err = check(node.values, x, kp)
+      if not ok then return nil, err end
+      if node.conf then
+        local parsed, perr = resources.check(k, x)
+        if parsed == nil and perr then return nil, kp .. " " .. perr end
+      end
+    end
+  end
+  return true
+end
+
+--- Check a decoded body against the generic limits and its operation's
+-- schema -> true | nil, message.
+function _M.body(op_name, body)
+  local schema = op_name ~= "LIMITS" and schemas[op_name] or nil
+  local root = schema and schema.root or ""
+  local ok, err = generic(body, root, 1)
+  if not ok then return nil, err end
+  if schema then return check(schema, body, root) end
+  return true
+end
+
+return _M
