@@ -211,21 +211,28 @@ describe("the client in nginx without the C core", function()
   -- The project's lua/ on the path (then nginx's defaults, for resty.core)
   -- and only Debian's cjson on the cpath: no analytics_engine.core anywhere
   -- nginx could find one.
-  local slow, n
+  local slow, fast, n, cid
 
   lazy_setup(function()
     local h = assert(io.popen("pwd"))
     local root = h:read("*l")
     h:close()
     slow = engine.start { "--faults", "1", "--fault-kinds", "delay", "--fault-delay", "1" }
+    fast = engine.start()
+    local c = assert(ae.client(target(fast)))
+    local r = assert(c:create_cluster { name = "ngx-ws" })
+    cid = r.id or r.cluster_id
+    engine.eventually(function() return assert(c:get_cluster(cid)).state == "ACTIVE" end, 10)
     n = nginx.start {
       lua_package_path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;",
       lua_package_cpath = system_cjson_dir() .. "/?.so",
       http = ([[
         init_worker_by_lua_block {
-          package.loaded.spark = assert(require("analytics_engine").client(%s))
+          local ae = require "analytics_engine"
+          package.loaded.spark = assert(ae.client(%s))
+          package.loaded.spark_fast = assert(ae.client(%s))
         }
-      ]]):format(literal(target(slow))),
+      ]]):format(literal(target(slow)), literal(target(fast))),
       server = [[
         location /rt {
           content_by_lua_block {
@@ -239,6 +246,38 @@ describe("the client in nginx without the C core", function()
             })
           }
         }
+        location /cluster {
+          content_by_lua_block {
+            local cjson = require "cjson"
+            local c = require "spark_fast"
+            local out = {}
+            local _, merr = c:connect_cluster("00000000-0000-4000-8000-000000000000")
+            out.missing = merr and merr.status
+            local ws, err = c:connect_cluster(ngx.var.arg_id)
+            if not ws then ngx.say(cjson.encode { error = tostring(err) }) return end
+            out.hello = ws:receive(10)
+            ngx.update_time()
+            local t0 = ngx.now()
+            local _, terr = ws:receive(1) -- nothing comes: the handler yields for 1 s
+            ngx.update_time()
+            out.idle = { terr and terr.kind, ngx.now() - t0 }
+            assert(ws:send("hello cluster"))
+            out.echo = { ws:receive(10) }
+            assert(ws:send("\0\1\2\255", { binary = true }))
+            local bin, op = ws:receive(10)
+            out.bin = { ngx.encode_base64(bin), op }
+            assert(ws:send("!fragment 2 fragmented reply"))
+            out.frag = ws:receive(10)
+            assert(ws:send("!ping p-42"))
+            out.pong = ws:receive(10)
+            assert(ws:send("!close 4005 finished"))
+            local _, cerr = ws:receive(10)
+            out.closed = { cerr.kind, cerr.code, cerr.reason }
+            ws:close()
+            out.core_loaded = package.loaded["analytics_engine.core"] ~= nil
+            ngx.say(cjson.encode(out))
+          }
+        }
       ]],
     }
   end)
@@ -246,35 +285,60 @@ describe("the client in nginx without the C core", function()
   lazy_teardown(function()
     nginx.stop(n)
     engine.stop(slow)
+    engine.stop(fast)
   end)
+
+  -- Start N requests at once; wait for all; -> decoded bodies, seconds.
+  local function concurrent(N, path)
+    local multi = core.http_session()
+    local t0 = core.monotime()
+    local ids, docs = {}, {}
+    for _ = 1, N do ids[assert(multi:start { url = n.url .. path, timeout = 60 })] = true end
+    while #docs < N and core.monotime() - t0 < 60 do
+      for _, item in ipairs(multi:poll(1)) do
+        assert.is_true(ids[item.id])
+        local body = item.res and item.res.body or item.err.message
+        docs[#docs + 1] = item.res and item.res.status == 200 and util.json_decode(body) or { raw = body }
+      end
+    end
+    multi:close()
+    return docs, core.monotime() - t0
+  end
 
   -- Every /v4 request stalls 1 s in the engine. One nginx worker serves all
   -- requests: if a handler blocked it, 40 requests would take 40 s.
   it("serves 40 concurrent handlers, each waiting 1 s on the engine, without blocking the worker", function()
-    local N = 40
-    local multi = core.http_session()
-    local t0 = core.monotime()
-    local ids = {}
-    for _ = 1, N do ids[assert(multi:start { url = n.url .. "/rt", timeout = 60 })] = true end
-    local oks, got, last = 0, 0, nil
-    while got < N and core.monotime() - t0 < 60 do
-      for _, item in ipairs(multi:poll(1)) do
-        assert.is_true(ids[item.id])
-        got = got + 1
-        local doc = item.res and item.res.status == 200 and util.json_decode(item.res.body)
-        if doc and doc.ok and doc.version and not doc.core_loaded and not doc.core_found then
-          oks = oks + 1
-        else
-          last = item.res and (item.res.status .. " " .. item.res.body) or item.err.message
-        end
-      end
+    local docs, elapsed = concurrent(40, "/rt")
+    assert.equals(40, #docs)
+    for _, doc in ipairs(docs) do
+      assert.is_true(doc.ok, (doc.error or doc.raw or "?") .. "\n" .. nginx.log(n):sub(-2000))
+      assert.is_string(doc.version)
+      assert.is_false(doc.core_loaded)
+      assert.is_false(doc.core_found)
     end
-    local elapsed = core.monotime() - t0
-    multi:close()
-    assert.equals(N, oks, tostring(last) .. "\n" .. nginx.log(n):sub(-2000))
     assert.is_true(elapsed >= 0.9, ("the engine did not stall (%.2fs)"):format(elapsed))
     -- Serial handling would take 40 s; a loaded machine gets plenty of room.
-    assert.is_true(elapsed < 10, ("%d requests took %.2fs"):format(N, elapsed))
+    assert.is_true(elapsed < 10, ("40 requests took %.2fs"):format(elapsed))
+  end)
+
+  it("runs cluster WebSocket sessions on cosockets: 20 at once, each idle 1 s, without blocking", function()
+    local docs, elapsed = concurrent(20, "/cluster?id=" .. cid)
+    assert.equals(20, #docs)
+    for _, doc in ipairs(docs) do
+      assert.is_nil(doc.error or doc.raw, doc.error or doc.raw)
+      assert.equals(404, doc.missing)
+      assert.matches(cid, doc.hello, 1, true)
+      assert.equals("timeout", doc.idle[1])
+      assert.is_true(doc.idle[2] >= 0.9)
+      assert.same({ "hello cluster", "text" }, doc.echo)
+      assert.same({ "AAEC/w==", "binary" }, doc.bin)
+      assert.equals("fragmented reply", doc.frag)
+      assert.equals("pong p-42", doc.pong)
+      assert.same({ "closed", 4005, "finished" }, doc.closed)
+      assert.is_false(doc.core_loaded)
+    end
+    -- Blocking receives would take 20 x 1 s.
+    assert.is_true(elapsed < 10, ("20 sessions took %.2fs"):format(elapsed))
   end)
 end)
 

@@ -17,6 +17,7 @@ local util = require "analytics_engine.util"
 local errors = require "analytics_engine.errors"
 local connect = require "analytics_engine.connect"
 local loop_mod = require "analytics_engine.loop"
+local ngx_ws = require "analytics_engine.transport.ngx_ws"
 
 local _M = {}
 local Session = {}
@@ -30,8 +31,12 @@ local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local concat = table.concat
 
 -- Loaded at first use, not at the top: the client requires this module, and
--- a client under nginx (cosockets) must not load the C core.
+-- a client under nginx (cosockets) must not load the C core. Inside nginx,
+-- where cosockets can yield, the WebSocket, clock, sleep and random bytes are
+-- transport/ngx_ws.lua's, so a kernel call yields instead of blocking the
+-- worker: keep every core use in this module behind core().
 local function core()
+  if ngx_ws.active() then return ngx_ws end
   return require "analytics_engine.core"
 end
 

@@ -4,6 +4,7 @@
 -- blocking and the task waits in the loop's one wait (loop:wait_ws), so other
 -- tasks run meanwhile.
 local loop_mod = require "analytics_engine.loop"
+local ngx_ws = require "analytics_engine.transport.ngx_ws"
 
 local _M = {}
 local mt = { __index = _M }
@@ -16,9 +17,12 @@ local active = loop_mod.active
 
 -- The C core is loaded by the first connect, not here: the client requires
 -- this module, and a client under nginx (cosockets) must not load the core.
+-- Inside nginx, where cosockets can yield, a socket is transport/ngx_ws.lua's
+-- (same interface) and never the core's blocking one: keep it that way.
 local core
 local function monotime() return core.monotime() end
 local function load_core()
+  if ngx_ws.active() then return ngx_ws end
   core = core or require "analytics_engine.core"
   return core
 end
@@ -48,13 +52,14 @@ local function flush_step(h, t) return h:flush(t) end
 -- cafile, capath, insecure, proxy, control_frames.
 function _M.connect(url, opts)
   opts = opts or {}
-  local h, err = load_core().ws_connect(url, {
+  local impl = load_core()
+  local h, err = impl.ws_connect(url, {
     headers = opts.headers, connect_timeout = opts.connect_timeout, max_message_size = opts.max_message_size,
     cafile = opts.cafile, capath = opts.capath, insecure = opts.insecure, proxy = opts.proxy,
     control_frames = opts.control_frames,
   })
   if not h then return nil, err end
-  local self = setmetatable({ h = h, loop = opts.loop }, mt)
+  local self = setmetatable({ h = h, loop = opts.loop, clock = impl.monotime }, mt)
   local ok, cerr = stepped(self, opts.timeout or _M.CONNECT_TIMEOUT, connect_step)
   if not ok then
     h:close(nil, nil, 0)
@@ -95,9 +100,10 @@ function _M.close(self, code, reason)
   local h = self.h
   if h:state() == "open" then
     h:shutdown(code or 1000, reason)
-    local deadline = monotime() + _M.CLOSE_TIMEOUT
+    local clock = self.clock or monotime
+    local deadline = clock() + _M.CLOSE_TIMEOUT
     while true do -- drain until the peer's close (or a failure, or the deadline)
-      local left = deadline - monotime()
+      local left = deadline - clock()
       if left <= 0 then break end
       local data, err = stepped(self, left, receive_step)
       if data == nil and (type(err) ~= "table" or err.kind ~= "timeout") then break end

@@ -88,6 +88,9 @@ local function kind_of(err, stage)
   return stage
 end
 
+-- For the WebSocket on cosockets (transport/ngx_ws.lua).
+_M.parse_url, _M.kind_of = parse_url, kind_of
+
 -- Connection failures that a reused (keep-alive) connection shows when the
 -- server closed it while idle; the request never reached the server.
 local function stale(err)
