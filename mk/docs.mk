@@ -1,8 +1,9 @@
 # Documentation: the man page and the bash/zsh completion (installed by
 # `make install`, and by the rock), and `make docs`, the LDoc reference of the
 # public modules in $(BUILD)/docs. spec/docs_spec.lua (in the suite) formats
-# the man page with man-db and runs LDoc, so their packages are the suite's.
-DEB_PACKAGES += lua-ldoc man-db
+# the man page with man-db and runs LDoc, and spec/rockspec_spec.lua checks
+# the zsh completion with zsh -n, so their packages are the suite's.
+DEB_PACKAGES += lua-ldoc man-db zsh
 
 LDOC    ?= ldoc
 MANDIR  ?= $(PREFIX)/share/man

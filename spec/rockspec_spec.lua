@@ -55,6 +55,28 @@ describe("the rockspecs", function()
   end)
 end)
 
+describe("the zsh completion", function()
+  it("knows every verb and option the bash completion knows, and is valid zsh", function()
+    local bash = assert(util.read_file("contrib/aeflow.bash"))
+    local zsh = assert(util.read_file("contrib/_aeflow"))
+    local words = {}
+    for list in bash:gmatch('%-W "([^"$]*)"') do
+      for w in list:gmatch("%S+") do words[w] = true end
+    end
+    for list in bash:gmatch('opts="([^"]*)"') do
+      for w in list:gmatch("%S+") do words[w] = true end
+    end
+    for w in bash:gmatch("\n%s+(%-[%w|-]+)%)") do
+      for o in w:gmatch("[^|]+") do words[o] = true end
+    end
+    assert.truthy(words.serve and words["--fault-delay"] and words["--examples-dir"])
+    for w in pairs(words) do
+      assert.truthy(zsh:find(w, 1, true), "contrib/_aeflow misses " .. w)
+    end
+    assert(sh("zsh -n contrib/_aeflow"), "contrib/_aeflow is not valid zsh")
+  end)
+end)
+
 describe("the packed rock installed into a fresh tree", function()
   local dir, tree, rockdir
 
