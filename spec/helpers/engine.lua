@@ -29,7 +29,8 @@ local session
 --- Start an engine with extra `aeflow serve` arguments; opts.data_dir reuses a directory.
 function helper.start(extra_args, opts)
   opts = opts or {}
-  local e, err = launcher.start{ data_dir = opts.data_dir, args = extra_args, bin = opts.bin or helper.bin() }
+  local e, err = launcher.start{ data_dir = opts.data_dir, args = extra_args, bin = opts.bin or helper.bin(),
+                                 confined = opts.confined }
   if not e then error("cannot start the local engine: " .. tostring(err), 2) end
   e.temp_data = opts.data_dir == nil
   return e

@@ -17,7 +17,9 @@ usage: aeflow serve [options]
   --port N            port (default 0: any free port)
   --data DIR          state, credentials and logs (default $AEFLOW_DIR/engine, else .aeflow/engine:
                       the same engine every other verb uses when no endpoint is configured)
-  --app-root DIR      where relative application paths resolve (default: the current directory)
+  --app-root DIR      where relative application paths resolve, and with the samples' stand-ins
+                      the only place programs run from (default: the current directory)
+  --allow-any-program let admins run any program, anywhere (loopback engines only)
   --examples-dir DIR  the stand-ins for the vendor's sample applications (default: workflows/apps)
   --users FILE        extra users: [{username, role, api_key_sha256 | password_sha256}]
   --token-ttl S       lifetime of issued tokens in seconds (default 3600)

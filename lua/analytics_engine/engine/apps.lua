@@ -7,6 +7,7 @@ local duration = require "analytics_engine.duration"
 local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
 local resources = require "analytics_engine.resources"
+local confine = require "analytics_engine.engine.confine"
 
 local _M = {}
 
@@ -297,7 +298,7 @@ function _M.create(eng, details, extras)
   local conf = details.conf or {}
   local rec = {
     id = id, state = "ACCEPTED", details = details,
-    volumes = extras.volumes, queuing_enabled = extras.queuing_enabled,
+    volumes = extras.volumes, queuing_enabled = extras.queuing_enabled, any_program = extras.any_program,
     instance_defaults = util.copy(s.default_configs),
     runtime = version, template_id = ("spark-%s-local-engine-template"):format(version),
     spark_application_name = conf["spark.app.name"] or details.name
@@ -354,6 +355,10 @@ local function spark_app_id(eng)
 end
 
 local function launch(eng, rec)
+  -- checked again at launch: a symlink may have changed since the submission
+  local allowed, _, ccode, cmessage = confine.check(rec.details.application, eng.opts,
+    rec.any_program and { role = "admin" } or nil)
+  if not allowed then return fail(eng, rec, ccode, cmessage) end
   local plan, code, message = runner.plan(rec.details, {
     app_root = eng.opts.app_root, examples_dir = eng.opts.examples_dir, name = rec.spark_application_name,
     spark_submit = eng.opts.spark_submit, master = eng.opts.spark_master, deploy_mode = eng.opts.deploy_mode,
@@ -519,6 +524,9 @@ _M.handlers = H
 function H.create_application(eng, ctx)
   local details, extras = _M.validate(ctx.body, eng.versions)
   if not details then return reply.bad_request(extras) end
+  local allowed, cstatus, ccode, cmessage = confine.check(details.application, eng.opts, ctx.user)
+  if not allowed then return reply.error(cstatus, ccode, cmessage) end
+  extras.any_program = ctx.user and ctx.user.role == "admin" or nil
   local rec, status, code, message = _M.create(eng, details, extras)
   if not rec then return reply.error(status, code, message) end
   return 202, { application_id = rec.id, state = rec.state, start_time = util.long_time(rec.start_ts) }

@@ -63,7 +63,7 @@ function _M.find_running(data_dir)
   return info(data_dir, eng)
 end
 
---- start{ data_dir, port = 0, args = {...}, bin = path or argv prefix, timeout = 10 }
+--- start{ data_dir, port = 0, args = {...}, bin = path or argv prefix, timeout = 10, confined = false }
 -- -> engine | nil, message
 function _M.start(o)
   o = o or {}
@@ -85,7 +85,15 @@ function _M.start(o)
   for _, a in ipairs({ "serve", "--port", tostring(o.port or 0), "--data", dir, "--quiet" }) do
     argv[#argv + 1] = a
   end
-  for _, a in ipairs(o.args or {}) do argv[#argv + 1] = tostring(a) end
+  local beyond = false
+  for _, a in ipairs(o.args or {}) do
+    argv[#argv + 1] = tostring(a)
+    if tostring(a):find("^%-%-host") then beyond = true end
+  end
+  -- The engine a runner starts for its own user (loopback, that user's admin
+  -- key) runs the workflow's programs wherever they are; `confined = true`
+  -- (and any engine given a --host) keeps serve's default confinement.
+  if not o.confined and not beyond then argv[#argv + 1] = "--allow-any-program" end
 
   local log = dir .. "/engine.log"
   local pid, serr = core.spawn{ argv = argv, stdout = log, stderr = log }

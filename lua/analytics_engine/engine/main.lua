@@ -10,6 +10,7 @@ local handlers = require "analytics_engine.engine.handlers"
 local apps = require "analytics_engine.engine.apps"
 local runner = require "analytics_engine.engine.runner"
 local server = require "analytics_engine.engine.server"
+local confine = require "analytics_engine.engine.confine"
 
 local _M = {}
 
@@ -27,7 +28,7 @@ local OPTIONS = {
   ["tls-cert"] = "string", ["tls-key"] = "string",
   ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
   ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
-  quiet = "flag", ["no-jupyter"] = "flag",
+  quiet = "flag", ["no-jupyter"] = "flag", ["allow-any-program"] = "flag",
 }
 
 --- parse(args) -> opts | nil, message
@@ -78,6 +79,10 @@ function _M.parse(args)
     return nil, "--deploy-mode must be client or cluster"
   end
   if o["max-body"] and o["max-body"] < 0 then return nil, "--max-body must be at least 0" end
+  if o["allow-any-program"] and not confine.loopback(o.host or "127.0.0.1") then
+    return nil, "--allow-any-program is only for an engine on loopback: listening on " .. o.host
+      .. ", programs are confined to --app-root and the samples"
+  end
   if o["fault-ops"] then
     local ops, err = faults.parse_ops(o["fault-ops"])
     if not ops then return nil, "--fault-ops: " .. err end
@@ -178,6 +183,8 @@ function _M.setup(o)
     active = {}, queue = {}, procs = {}, reaping = {}, clusters_pending = {}, timers = {},
   }
   if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
+  eng.opts.allow_any_program = o["allow-any-program"] or nil
+  eng.opts.roots = confine.roots(eng.opts)
   if o.faults and o.faults > 0 then
     eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"] or random_seed(),
                              ops = o.ops, delay = o["fault-delay"] }
@@ -231,6 +238,10 @@ function _M.serve(args)
     ("  credentials: %s/credentials.json (user admin; send 'Authorization: ZenApiKey "
       .. "base64(username:api_key)' or exchange them at %s/icp4d-api/v1/authorize)\n"):format(dir, url),
     ("  data:        %s\n"):format(dir))
+  io.stdout:write(("  programs:    %s\n"):format(eng.opts.allow_any_program
+    and "any, for admins (--allow-any-program); others only under " .. table.concat(eng.opts.roots, ", ")
+    or ("confined to %s%s"):format(table.concat(eng.opts.roots, ", "),
+      confine.loopback(host) and "" or " (mandatory: this engine listens beyond loopback)")))
   if eng.faults then
     io.stdout:write(("  faults:      %g of /v4 requests (%s)\n"):format(eng.faults.rate,
       table.concat(eng.faults.kinds, ",")))

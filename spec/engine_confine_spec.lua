@@ -1,0 +1,156 @@
+-- Programs are confined: an application runs only from inside --app-root or
+-- the bundled stand-ins for the vendor's samples, by its real path, and only
+-- when it is of a known type (for non-admins). Escapes tried: /bin/sh, ".."
+-- traversal, a NUL inside the path, a symlink out of the root, file: URIs.
+-- Admins go further only on a loopback engine started with --allow-any-program.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local helper = require "helpers.engine"
+local aeflow = require "helpers.aeflow"
+
+local function sha256_hex(s) return util.hex(core.sha256(s)) end
+
+local function temp_dir()
+  local p = assert(io.popen("mktemp -d /tmp/ae-confine-spec.XXXXXX"))
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+describe("application confinement", function()
+  local e, base, root, outside, users_file
+  local USER = { username = "u1", role = "user", key = "user-key-0123456789" }
+
+  lazy_setup(function()
+    base = temp_dir()
+    root, outside = base .. "/root", base .. "/outside"
+    assert(os.execute(("mkdir -p '%s/sub' '%s'"):format(root, outside)))
+    helper.write(root .. "/ok.sh", "echo confined ok\n")
+    helper.write(root .. "/sub/deep.py", "print('deep')\n")
+    helper.write(root .. "/tool", "#!/bin/sh\necho tool\n")
+    assert(os.execute(("chmod +x '%s/tool'"):format(root)))
+    -- each escape would leave a marker if it ran
+    helper.write(outside .. "/evil.sh", "touch '" .. outside .. "/ran'\n")
+    assert(os.execute(("ln -s '%s/evil.sh' '%s/link.sh'"):format(outside, root)))
+    assert(os.execute(("ln -s '%s' '%s/out'"):format(outside, root)))
+    users_file = base .. "/users.json"
+    helper.write(users_file, util.json_encode({ { username = USER.username, role = USER.role,
+                                                  api_key_sha256 = sha256_hex(USER.key) } }))
+    e = helper.start({ "--app-root", root, "--users", users_file, "--no-jupyter" }, { confined = true })
+  end)
+  lazy_teardown(function()
+    helper.stop(e)
+    os.execute("rm -rf '" .. base .. "'")
+  end)
+
+  local function submit(details, who)
+    local auth = who == "admin" and helper.zen(e) or helper.zen(e, USER.username, USER.key)
+    return helper.request(e, "POST", helper.v4(e, "/spark_applications"), { application_details = details },
+      { Authorization = auth })
+  end
+
+  local function refused(details, status, code, who)
+    local got, b = submit(details, who)
+    assert.equal(status, got, util.json_encode(b))
+    assert.equal(code, b.errors[1].code)
+    assert.is_nil(b.errors[1].message:find("\n", 1, true))
+    return b.errors[1].message
+  end
+
+  it("serve says at start where programs run from", function()
+    local log = util.read_file(e.log) or ""
+    assert.truthy(log:find("programs:    confined to " .. core.realpath(root), 1, true), log)
+  end)
+
+  it("runs a program inside the root, by a relative path and in a subdirectory", function()
+    for _, app in ipairs({ "ok.sh", "sub/deep.py", "./sub/../ok.sh" }) do
+      local status, b = submit({ application = app })
+      assert.equal(202, status, util.json_encode(b))
+      assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
+    end
+  end)
+
+  it("refuses /bin/sh -c for a user and for an admin without --allow-any-program", function()
+    local msg = refused({ application = "/bin/sh", arguments = { "-c", "touch " .. outside .. "/ran" } }, 403,
+      "application_not_allowed")
+    assert.truthy(msg:find("/bin/sh is outside", 1, true))
+    refused({ application = "/bin/sh", arguments = { "-c", "touch " .. outside .. "/ran" } }, 403,
+      "application_not_allowed", "admin")
+  end)
+
+  it("refuses .. traversal out of the root", function()
+    refused({ application = "../outside/evil.sh" }, 403, "application_not_allowed")
+    refused({ application = "sub/../../outside/evil.sh" }, 403, "application_not_allowed")
+    refused({ application = root .. "/../outside/evil.sh" }, 403, "application_not_allowed")
+  end)
+
+  it("refuses a NUL or another control character inside the path", function()
+    local msg = refused({ application = "/bin/echo\0/../../x.py" }, 400, "invalid_application")
+    assert.truthy(msg:find("byte 0 at position 10", 1, true), msg)
+    refused({ application = "ok.sh\n" }, 400, "invalid_application")
+    refused({ application = "/bin/echo\0/../../x.py" }, 400, "invalid_application", "admin")
+  end)
+
+  it("refuses a symlink (to a file or a directory) that leads out of the root", function()
+    refused({ application = "link.sh" }, 403, "application_not_allowed")
+    refused({ application = "out/evil.sh" }, 403, "application_not_allowed")
+  end)
+
+  it("refuses file: and local: URIs out of the root", function()
+    refused({ application = "file://" .. outside .. "/evil.sh" }, 403, "application_not_allowed")
+    refused({ application = "local:" .. outside .. "/evil.sh" }, 403, "application_not_allowed")
+  end)
+
+  it("refuses a program of no known type to a user, not to an admin", function()
+    refused({ application = "tool" }, 403, "application_type_not_allowed")
+    local status, b = submit({ application = "tool" }, "admin")
+    assert.equal(202, status)
+    assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
+  end)
+
+  it("still runs the seed's sample payloads (their stand-ins)", function()
+    local status, b = submit({ application = "/opt/ibm/spark/examples/src/main/python/wordcount.py",
+                               arguments = { "/opt/ibm/spark/examples/src/main/resources/people.txt" } })
+    assert.equal(202, status, util.json_encode(b))
+    assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
+  end)
+
+  it("no escape ran", function()
+    core.sleep(0.5)
+    assert.is_false(exists(outside .. "/ran"))
+  end)
+
+  describe("--allow-any-program", function()
+    local any
+    lazy_setup(function()
+      any = helper.start({ "--app-root", root, "--users", users_file, "--no-jupyter", "--allow-any-program" },
+        { confined = true })
+    end)
+    lazy_teardown(function() helper.stop(any) end)
+
+    it("lets an admin run a program anywhere, and nobody else", function()
+      local status, b = helper.request(any, "POST", helper.v4(any, "/spark_applications"),
+        { application_details = { application = outside .. "/evil.sh" } })
+      assert.equal(202, status)
+      assert.equal("FINISHED", helper.wait_app(any, b.application_id).state)
+      assert.is_true(exists(outside .. "/ran"))
+      os.remove(outside .. "/ran")
+      status = helper.request(any, "POST", helper.v4(any, "/spark_applications"),
+        { application_details = { application = outside .. "/evil.sh" } },
+        { Authorization = helper.zen(any, USER.username, USER.key) })
+      assert.equal(403, status)
+    end)
+
+    it("is refused when the engine listens beyond loopback", function()
+      local code, _, err = aeflow.run({ "serve", "--host", "0.0.0.0", "--allow-any-program", "--data", base .. "/d" })
+      assert.equal(2, code)
+      assert.truthy(err:find("--allow-any-program is only for an engine on loopback", 1, true), err)
+    end)
+  end)
+end)
