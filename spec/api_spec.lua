@@ -36,4 +36,21 @@ describe("the operations table", function()
     assert.equals("/v4/analytics_engines/i/spark_clusters/c",
       api.expand(api.by_name.get_cluster, { instance_id = "i", cluster_id = "c" }))
   end)
+  it("holds the terminal states once, for the client, the engine and the reports", function()
+    local client = require "analytics_engine.client"
+    local apps = require "analytics_engine.engine.apps"
+    assert.equals(api.TERMINAL_STATES, client.TERMINAL_STATES)
+    assert.equals(api.TERMINAL_STATES, apps.TERMINAL)
+    assert.is_true(api.is_terminal("finished"))
+    assert.is_true(api.is_terminal("KILLED"))
+    assert.is_false(api.is_terminal("RUNNING"))
+    assert.is_false(api.is_terminal(nil))
+  end)
+  it("gives the kernel operations and sessions their path at a Jupyter Server", function()
+    assert.equals("/base/api/kernels/k/channels",
+      api.expand_jupyter(api.websocket.connect_kernel, { kernel_id = "k" }, "/base/"))
+    assert.equals("/api/kernelspecs", api.expand_jupyter(api.by_name.list_kernelspecs, {}, "/"))
+    assert.is_nil(api.expand_jupyter(api.by_name.list_applications, {}, "/"))
+    assert.is_nil(api.websocket.connect_cluster.jupyter_path)
+  end)
 end)

@@ -38,6 +38,9 @@ local function file_mode(path)
   return nil
 end
 
+-- A transport module is required when chosen, not at the top: the curl one
+-- loads the C core, which a client under nginx must never load, and the ngx
+-- one needs nginx's API.
 local function load_transport(name, opts)
   if type(name) == "table" then return name end
   if name == nil then

@@ -2,6 +2,7 @@
 -- (ACCEPTED -> RUNNING -> FINISHED | FAILED | STOPPED), real local processes,
 -- resource accounting and the JSON shapes of the v4 answers.
 local core = require "analytics_engine.core"
+local api = require "analytics_engine.api"
 local util = require "analytics_engine.util"
 local duration = require "analytics_engine.duration"
 local reply = require "analytics_engine.engine.reply"
@@ -20,8 +21,8 @@ local function tointeger(v)
   return nil
 end
 
-_M.TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true, OPS_TERMINATED = true,
-                ERROR = true, KILLED = true }
+-- The states no application leaves: api.lua's one set (client and reports read it too).
+_M.TERMINAL = api.TERMINAL_STATES
 _M.PENDING = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
 _M.STRING_FIELDS = { "class", "name", "jars", "packages", "repositories", "files", "archives" }
 _M.KILL_GRACE = 5

@@ -2,12 +2,13 @@
 -- their attempts, each attempt's phases on a time line (submitted, queued,
 -- running, then how it ended), and the run's time bounds.
 local util = require "analytics_engine.util"
+local api = require "analytics_engine.api"
 
 local _M = {}
 
 local QUEUED = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
-local TERMINAL = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true, OPS_TERMINATED = true,
-                   ERROR = true, KILLED = true }
+-- The states no application leaves: api.lua's one set (client and engine read it too).
+local TERMINAL = api.TERMINAL_STATES
 
 local function num(v) return type(v) == "number" and v or nil end
 local function str(v) return type(v) == "string" and v or nil end
