@@ -37,7 +37,6 @@ describe("the operations table", function()
       api.expand(api.by_name.get_cluster, { instance_id = "i", cluster_id = "c" }))
   end)
   it("holds the terminal states once, for the client, the engine and the reports", function()
-    local client = require "analytics_engine.client"
     local apps = require "analytics_engine.engine.apps"
     assert.equals(api.TERMINAL_STATES, client.TERMINAL_STATES)
     assert.equals(api.TERMINAL_STATES, apps.TERMINAL)
