@@ -6,6 +6,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local validate = require "analytics_engine.engine.validate"
+local durable = require "analytics_engine.engine.durable"
 local handlers = require "analytics_engine.engine.handlers"
 local apps = require "analytics_engine.engine.apps"
 local clusters = require "analytics_engine.engine.clusters"
@@ -112,15 +113,9 @@ local function process(eng, req, op, params)
   local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
                 headers = req.headers, user = user, req = req }
   guard.fail_point(op.name)
+  local mark = durable.mark(eng)
   local rstatus, rbody, rheaders = handler(eng, ctx)
-  if eng.store.dirty then
-    local cok, cerr = eng.store:commit()
-    if not cok then
-      io.stderr:write("engine: ", cerr, "\n")
-      return reply.error(500, "state_not_saved", "the local engine could not save its state")
-    end
-  end
-  return rstatus, rbody, rheaders
+  return durable.finish(eng, op, mark, rstatus, rbody, rheaders)
 end
 
 local function dispatch(eng, req, t0)
@@ -224,10 +219,7 @@ local function tick(eng)
     apps.tick(eng)
   end)
   guard.call("the clusters' tick", handlers.tick_clusters, eng)
-  if eng.store.dirty then
-    local ok, err = eng.store:commit()
-    if not ok then io.stderr:write("engine: ", err, "\n") end
-  end
+  durable.flush(eng)
 end
 
 --- Serve until SIGINT/SIGTERM; returns the signal's name.

@@ -6,6 +6,8 @@
 --   store:touch(kind, rec)   mark one record changed in place; touch("settings") the
 --                            settings; touch() "something changed" (compares everything)
 --   store:commit()           write every change since the last commit in one transaction
+--   store:mark()             what is unsaved now; store:revert(mark) undoes in memory every
+--                            change made after the mark (a change that cannot be saved)
 --   store:close()
 -- Reads are answered from the in-memory model loaded at open, so status polls
 -- cost no disk I/O; commit() returns only after SQLite has synced the WAL
@@ -329,6 +331,68 @@ function _M:commit()
   self.pending = nil
   self.dirty, self.dirty_recs, self.dirty_settings, self.dirty_all = false, {}, false, false
   return true
+end
+
+--- What is unsaved now, for revert(): changes made after it can be undone.
+function _M:mark()
+  local recs = {}
+  for rec in pairs(self.dirty_recs) do recs[rec] = true end
+  return { recs = recs, settings = self.dirty_settings or self.dirty_all }
+end
+
+-- Put a record back as the database holds it, in place (others hold it).
+local function restore(rec, doc)
+  local old = util.json_decode(doc)
+  for k in pairs(rec) do rec[k] = nil end
+  for k, v in pairs(old) do rec[k] = v end
+end
+
+local function forget(self, kind, rec)
+  local k = self.data[kind]
+  for i, r in ipairs(k.list) do if r == rec then table.remove(k.list, i) break end end
+  k.by_id[rec.id] = nil
+  k.seq[rec.id] = nil
+end
+
+--- Undo in memory every change made after mark (from mark()) and never
+-- saved: a record first put after it is dropped, one changed after it is
+-- restored in place as last saved, and so are the settings. Changes that
+-- were already unsaved at the mark stay pending. -> the dropped records,
+-- { { kind = k, rec = r }, ... }, and how many changes were undone
+function _M:revert(mark)
+  local dropped, n = {}, 0
+  local function undo(kind, rec)
+    n = n + 1
+    local doc = self.written[kind][rec.id]
+    if doc == nil then
+      forget(self, kind, rec)
+      dropped[#dropped + 1] = { kind = kind, rec = rec }
+    else
+      restore(rec, doc)
+    end
+    self.dirty_recs[rec] = nil
+  end
+  for rec, kind in pairs(self.dirty_recs) do
+    if not mark.recs[rec] then undo(kind, rec) end
+  end
+  if self.dirty_all then -- a bare touch(): find what differs from the database
+    for _, kind in ipairs(_M.KINDS) do
+      local list = self.data[kind].list
+      for i = #list, 1, -1 do
+        local rec = list[i]
+        if not mark.recs[rec] and util.json_encode(rec) ~= self.written[kind][rec.id] then undo(kind, rec) end
+      end
+    end
+    self.dirty_all = false
+  end
+  if self.dirty_settings and not mark.settings then
+    for k in pairs(self.conf) do self.conf[k] = nil end
+    for k, v in pairs(self.written.settings) do self.conf[k] = util.json_decode(v) end
+    self.dirty_settings = false
+    n = n + 1
+  end
+  self.dirty = next(self.dirty_recs) ~= nil or self.dirty_settings or self.dirty_all
+  return dropped, n
 end
 
 function _M:close()
