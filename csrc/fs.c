@@ -1,12 +1,13 @@
 /* Small file-system helpers the Lua side cannot do portably: a file's
  * permission bits (profile files must not be readable by others), mkdir -p,
- * whether a descriptor is a terminal (the runner's live view), and atomic
- * file replacement. */
+ * whether a descriptor is a terminal (the runner's live view), atomic
+ * file replacement, and an advisory lock (one runner per state file). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -142,15 +143,95 @@ fail_tmp:
   return 2;
 }
 
+/* ---- lock_file: flock(2) on a file, held while the handle lives -------------
+ * The kernel drops the lock when the descriptor closes, including when the
+ * process dies (kill -9), so a crash never leaves a stale lock. O_CLOEXEC:
+ * a child (the local engine) must not inherit it and keep it after us. */
+#define LOCK_MT "analytics_engine.Lock"
+
+typedef struct {
+  int fd; /* -1 once closed */
+} lockbox;
+
+static lockbox *check_lock(lua_State *L) {
+  return (lockbox *)luaL_checkudata(L, 1, LOCK_MT);
+}
+
+static int lock_close(lua_State *L) {
+  lockbox *b = check_lock(L);
+  if (b->fd >= 0) {
+    close(b->fd); /* releases the lock */
+    b->fd = -1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* lock:write(text) -> true | nil, err: replaces the lock file's content (who
+ * holds it), so a second runner can name the holder. */
+static int lock_write(lua_State *L) {
+  lockbox *b = check_lock(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (b->fd < 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  if (ftruncate(b->fd, 0) != 0 || pwrite(b->fd, s, n, 0) != (ssize_t)n) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "write lock file: %s", strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lock_tostring(lua_State *L) {
+  lockbox *b = check_lock(L);
+  lua_pushfstring(L, "lock (%s)", b->fd >= 0 ? "held" : "closed");
+  return 1;
+}
+
+/* lock_file(path) -> lock | nil, err, "held": an exclusive, non-blocking
+ * flock on path (created 0600 if missing). "held": another open file holds it. */
+static int l_lock_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lockbox *b = (lockbox *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->fd = -1; /* closed until the lock is ours: __gc has nothing to undo */
+  luaL_getmetatable(L, LOCK_MT);
+  lua_setmetatable(L, -2);
+  b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (b->fd < 0) return fail_errno(L, "open", path);
+  if (flock(b->fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(b->fd);
+    b->fd = -1;
+    luaL_pushfail(L);
+    if (e == EWOULDBLOCK) {
+      lua_pushfstring(L, "%s is locked by another process", path);
+      lua_pushliteral(L, "held");
+      return 3;
+    }
+    lua_pushfstring(L, "lock %s: %s", path, strerror(e));
+    return 2;
+  }
+  return 1;
+}
+
 static const luaL_Reg fs_funcs[] = {
     {"file_mode", l_file_mode},
     {"mkdir_p", l_mkdir_p},
     {"isatty", l_isatty},
     {"realpath", l_realpath},
     {"write_file_atomic", l_write_file_atomic},
+    {"lock_file", l_lock_file},
     {NULL, NULL},
 };
 
 void ae_open_fs(lua_State *L) {
+  static const luaL_Reg lock_methods[] = {
+      {"write", lock_write}, {"close", lock_close}, {NULL, NULL}};
+  ae_newclass(L, LOCK_MT, lock_methods, lock_close, lock_tostring);
   luaL_setfuncs(L, fs_funcs, 0);
 }

@@ -6,6 +6,7 @@ local which = require "analytics_engine.cli.engine"
 local offline = require "analytics_engine.cli.offline"
 local render = require "analytics_engine.workflow.render"
 local runner_mod = require "analytics_engine.workflow.runner"
+local state_mod = require "analytics_engine.workflow.state"
 local report = require "analytics_engine.report"
 
 local _M = {}
@@ -65,11 +66,15 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
     local dir = which.local_dir()
     local state_path = opt["--state"] or (dir .. "/" .. slug(plan.name) .. ".state.json")
     if not opt["--state"] and core.mkdir_p then core.mkdir_p(dir, 448) end
+    -- Locked before anything starts: a second runner on the same state file
+    -- leaves at once and touches nothing (not even a shared local engine).
+    local lock, lerr = state_mod.lock(state_path)
+    if not lock then return out.fail(2, "run", "%s", lerr) end
     local json, quiet = opt["--json"], opt["--quiet"]
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
     if not c then return out.fail(1, nil, "%s", session) end
     local runner, rerr = runner_mod.new(plan, {
-      client = c, state_path = state_path, resume = opt["--resume"], max_parallel = max_parallel,
+      client = c, state_path = state_path, lock = lock, resume = opt["--resume"], max_parallel = max_parallel,
       on_cancel = on_cancel, on_event = emitter(opt), engine_local = session.engine ~= nil,
       poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
       submit_grace = opt["--submit-grace"],

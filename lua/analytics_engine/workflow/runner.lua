@@ -28,6 +28,14 @@ function _M.new(plan, opts)
     max_parallel = opts.max_parallel or plan.max_parallel,
     on_cancel = opts.on_cancel or plan.on_cancel or "stop",
   }, mt)
+  -- One runner per state file, for the whole run (the CLI may have taken the
+  -- lock already, before it started anything).
+  if opts.state_path then
+    local lock, lerr = opts.lock, nil
+    if not lock then lock, lerr = state_mod.lock(opts.state_path) end
+    if not lock then return nil, lerr end
+    self.lock = lock
+  end
   if opts.resume then
     local st, err = state_mod.load(opts.state_path)
     if not st then return nil, err end

@@ -1,5 +1,14 @@
 --- The run's state file: intents before requests, results after, written
 -- atomically (temp file, fsync, rename) so a crash leaves the last good copy.
+--
+-- One runner per state file: `lock` takes an flock on `<state>.lock` for the
+-- run's lifetime (the kernel drops it when the process ends, even by kill -9)
+-- and writes the holder's pid and host into it, so a second `run`/`--resume`
+-- can say who has it.
+--
+-- A state file read for --resume is checked against the schema below before
+-- anything trusts it; the first wrong field is named, with the file, on one
+-- line. Files from before versions existed (no `version`) are migrated.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local sanitize = require "analytics_engine.sanitize"
@@ -8,6 +17,11 @@ local _M = {}
 local mt = { __index = _M }
 
 local VERSION = 1
+_M.VERSION = VERSION
+
+local type, pairs, ipairs, tostring, fmt = type, pairs, ipairs, tostring, string.format
+-- (math.tointeger("1") is 1 on Lua 5.4.3+: numbers only here)
+local function tointeger(v) return type(v) == "number" and math.tointeger(v) or nil end
 
 function _M.new(path, fields)
   local doc = {
@@ -18,15 +32,184 @@ function _M.new(path, fields)
   return setmetatable({ path = path, doc = doc }, mt)
 end
 
---- Load a state file for --resume; nil, err when it is missing or not ours.
+-- ---- the lock -------------------------------------------------------------
+
+local function hostname()
+  local f = io.open("/proc/sys/kernel/hostname", "r")
+  local h = f and f:read("l")
+  if f then f:close() end
+  return h or os.getenv("HOSTNAME") or "?"
+end
+
+--- Lock `state_path` for this process: the lock (close it, or let the process
+-- end), or nil and a one-line message naming the holder.
+function _M.lock(state_path)
+  local lock_path = state_path .. ".lock"
+  local lock, err, why = core.lock_file(lock_path)
+  if not lock then
+    if why ~= "held" then return nil, "cannot lock the state file: " .. tostring(err) end
+    local holder = util.json_decode(util.read_file(lock_path) or "") or {}
+    local who = type(holder) == "table" and holder.pid
+      and fmt("pid %s on host %s", tostring(tointeger(holder.pid) or holder.pid), tostring(holder.host))
+      or "another process"
+    local since = type(holder) == "table" and tonumber(holder.started_at)
+      and (", since " .. os.date("%Y-%m-%d %H:%M:%S", math.floor(holder.started_at))) or ""
+    return nil, fmt("%s is in use by another aeflow run (%s%s); wait for it or stop it (lock %s)",
+      state_path, sanitize.clean(who), since, lock_path)
+  end
+  lock:write(util.json_encode { pid = core.getpid(), host = hostname(), started_at = core.time() } .. "\n")
+  return lock
+end
+
+-- ---- the schema -------------------------------------------------------------
+-- A checker takes (value, field path) and returns nil or a message.
+
+local function show(v)
+  local t = type(v)
+  if t == "table" then return next(v) == nil and "an empty table" or (v[1] ~= nil and "an array" or "an object") end
+  if t == "string" then return fmt("the string %q", #v > 40 and v:sub(1, 37) .. "..." or v) end
+  return "the " .. t .. " " .. tostring(v)
+end
+
+local function is_array(v)
+  if type(v) ~= "table" then return false end
+  local n = 0
+  for k in pairs(v) do
+    if not tointeger(k) or k < 1 then return false end
+    n = n + 1
+  end
+  return n == #v
+end
+
+local function is_object(v)
+  if type(v) ~= "table" then return false end
+  for k in pairs(v) do
+    if type(k) ~= "string" then return false end
+  end
+  return true
+end
+
+local function want(pred, what)
+  return function(v) if not pred(v) then return ("expected %s, got %s"):format(what, show(v)) end end
+end
+
+local string_ = want(function(v) return type(v) == "string" end, "a string")
+local number_ = want(function(v) return type(v) == "number" end, "a number")
+local count_ = want(function(v) return tointeger(v) ~= nil and v >= 0 end, "a whole number")
+local boolean_ = want(function(v) return type(v) == "boolean" end, "true or false")
+local any_ = function() end
+local function one_of(set)
+  local names = {}
+  for k in pairs(set) do names[#names + 1] = k end
+  table.sort(names)
+  return want(function(v) return set[v] == true end, "one of " .. table.concat(names, ", "))
+end
+
+local STATUS = one_of { pending = true, running = true, succeeded = true, failed = true, skipped = true,
+                        cancelled = true }
+
+-- { fields = { name = checker }, required = { name, ... } } for one table.
+local function record(fields, required)
+  return function(v, path)
+    if not is_object(v) then return ("expected an object, got %s"):format(show(v)), path end
+    for _, k in ipairs(required or {}) do
+      if v[k] == nil then return "missing", path .. "." .. k end
+    end
+    for k, check in pairs(fields) do
+      if v[k] ~= nil then
+        local msg, where = check(v[k], path .. "." .. k)
+        if msg then return msg, where or (path .. "." .. k) end
+      end
+    end
+  end
+end
+
+local function array_of(check)
+  return function(v, path)
+    if not is_array(v) and not (type(v) == "table" and next(v) == nil) then
+      return ("expected an array, got %s"):format(show(v)), path
+    end
+    for i, x in ipairs(v) do
+      local msg, where = check(x, path .. "[" .. i .. "]")
+      if msg then return msg, where or (path .. "[" .. i .. "]") end
+    end
+  end
+end
+
+local function map_of(check)
+  return function(v, path)
+    if not is_object(v) then return ("expected an object, got %s"):format(show(v)), path end
+    for k, x in pairs(v) do
+      local msg, where = check(x, path .. "." .. k)
+      if msg then return msg, where or (path .. "." .. k) end
+    end
+  end
+end
+
+local scalar = want(function(v) local t = type(v) return t == "string" or t == "number" or t == "boolean" end,
+  "a string, number or boolean")
+
+local ATTEMPT = record({
+  n = count_, application_id = string_, token = string_, result = one_of { succeeded = true, failed = true },
+  error = scalar, started_at = number_, finished_at = number_, resumed = boolean_, stopped = boolean_,
+}, { "n" })
+
+local ITEM = record({ status = STATUS, attempts = array_of(ATTEMPT), error = scalar, outputs = any_ },
+  { "status", "attempts" })
+
+local STEP = record({ status = STATUS, items = map_of(ITEM), error = scalar, outputs = any_,
+                      started_at = number_, finished_at = number_ }, { "status", "items" })
+
+local DOC = record({
+  version = count_, run_id = want(function(v) return type(v) == "string" and v:find("^[%w._-]+$") ~= nil end,
+    "a run id (letters, digits, . _ -)"),
+  workflow = string_, file = string_, params = map_of(scalar), status = string_, started_at = number_,
+  finished_at = number_, resumes = count_, steps = map_of(STEP), finally = map_of(STEP),
+}, { "run_id", "workflow", "params", "steps" })
+
+--- Check a decoded state document: nil, or the message and the field.
+function _M.check(doc)
+  local msg, where = DOC(doc, "state")
+  if msg then return msg, (where or "state"):gsub("^state%.?", "") end
+end
+
+-- Older layouts brought to this version, one step at a time.
+local MIGRATIONS = {
+  -- 0 → 1: before versions: no `version`, `resumes`, `finally` or `params`.
+  [0] = function(doc)
+    doc.params = doc.params or {}
+    doc.finally = doc.finally or {}
+    doc.resumes = doc.resumes or 0
+    doc.version = 1
+  end,
+}
+
+--- Load a state file for --resume; nil, err when it is missing, not ours,
+-- or not in the shape a run writes (the first wrong field is named).
 function _M.load(path)
-  local f, ferr = io.open(path, "rb")
-  if not f then return nil, "cannot resume: " .. tostring(ferr) end
-  local src = f:read("a")
-  f:close()
+  local src, ferr = util.read_file(path)
+  if not src then return nil, "cannot resume: " .. tostring(ferr) end
   local doc, jerr = util.json_decode(src)
-  if type(doc) ~= "table" or doc.version ~= VERSION or type(doc.steps) ~= "table" then
-    return nil, ("cannot resume: %s is not an aeflow state file (%s)"):format(path, jerr or "wrong version")
+  if type(doc) ~= "table" then
+    return nil, ("cannot resume: %s is not an aeflow state file (%s)"):format(path,
+      jerr and ("not JSON: " .. jerr) or ("it holds " .. show(doc)))
+  end
+  local v = doc.version
+  if v == nil then v = 0 end
+  if not tointeger(v) or v < 0 then
+    return nil, ("cannot resume: %s: version: expected a whole number, got %s"):format(path, show(v))
+  end
+  if v > VERSION then
+    return nil, ("cannot resume: %s was written by a newer aeflow (state version %d; this one reads up to %d)")
+      :format(path, v, VERSION)
+  end
+  for from = v, VERSION - 1 do
+    if type(doc.steps) ~= "table" then break end -- reported by the check below
+    MIGRATIONS[from](doc)
+  end
+  local msg, field = _M.check(doc)
+  if msg then
+    return nil, sanitize.clean(("cannot resume: %s: %s: %s"):format(path, field ~= "" and field or "(top)", msg))
   end
   return setmetatable({ path = path, doc = doc }, mt)
 end
