@@ -48,7 +48,13 @@ function _M.lock(state_path)
   local lock, err, why = core.lock_file(lock_path)
   if not lock then
     if why ~= "held" then return nil, "cannot lock the state file: " .. tostring(err) end
-    local holder = util.json_decode(util.read_file(lock_path) or "") or {}
+    -- The holder writes its name just after it got the lock: give it a moment.
+    local holder
+    for _ = 1, 50 do
+      holder = util.json_decode(util.read_file(lock_path) or "")
+      if type(holder) == "table" then break end
+      core.sleep(0.01)
+    end
     local who = type(holder) == "table" and holder.pid
       and fmt("pid %s on host %s", tostring(tointeger(holder.pid) or holder.pid), tostring(holder.host))
       or "another process"
