@@ -45,8 +45,9 @@ test-jit: deps-openresty build build-jit
 	$(BUSTED) --lua=$(LUAJIT) --cpath='$(BUILD_JIT)/?.so' -o utfTerminal $(JIT_SPECS)
 
 # ngx_spec.lua also checks that phases without cosockets fall back to the curl
-# transport: that needs the LuaJIT core.
-test-openresty: deps-openresty build build-jit test-jit
+# transport (that needs the LuaJIT core) and runs a Jupyter kernel session in a
+# handler (the engine's /jkg/api needs Jupyter).
+test-openresty: deps-openresty deps-jupyter build build-jit test-jit
 	$(BUSTED) --lua=$(LUA) -o utfTerminal $(NGX_SPECS)
 
 clean-jit:

@@ -278,6 +278,18 @@ describe("the client in nginx without the C core", function()
             ngx.say(cjson.encode(out))
           }
         }
+        location /kernel {
+          content_by_lua_block {
+            local cjson = require "cjson"
+            local s, err = require("spark_fast"):connect_kernel(ngx.var.arg_id)
+            if not s then ngx.say(cjson.encode { error = tostring(err) }) return end
+            local r, xerr = s:execute("import time\ntime.sleep(2)\n6*7", { timeout = 30 })
+            s:close()
+            ngx.say(cjson.encode { result = r and r.result, error = xerr and tostring(xerr),
+                                   core_loaded = package.loaded["analytics_engine.core"] ~= nil })
+          }
+        }
+        location = /ping { content_by_lua_block { ngx.say("pong") } }
       ]],
     }
   end)
@@ -339,6 +351,33 @@ describe("the client in nginx without the C core", function()
     end
     -- Blocking receives would take 20 x 1 s.
     assert.is_true(elapsed < 10, ("20 sessions took %.2fs"):format(elapsed))
+  end)
+
+  -- A Jupyter kernel (the engine's /jkg/api) runs a cell that takes 2 s; half
+  -- a second in, another request comes. A blocked worker would answer it
+  -- only after the cell; a yielding one answers it first.
+  it("runs a kernel session in a handler on cosockets: the worker serves others meanwhile", function()
+    local c = assert(ae.client(target(fast)))
+    local k = assert(c:create_kernel { name = "python3" })
+    finally(function() c:delete_kernel(k.id) end)
+    local multi = core.http_session()
+    local kernel_req = assert(multi:start { url = n.url .. "/kernel?id=" .. k.id, timeout = 60 })
+    core.sleep(0.5)
+    local ping_req = assert(multi:start { url = n.url .. "/ping", timeout = 60 })
+    local order, bodies = {}, {}
+    local t0 = core.monotime()
+    while #order < 2 and core.monotime() - t0 < 60 do
+      for _, item in ipairs(multi:poll(1)) do
+        order[#order + 1] = item.id
+        bodies[item.id] = item.res and item.res.body or item.err.message
+      end
+    end
+    multi:close()
+    local doc = util.json_decode(bodies[kernel_req] or "") or {}
+    assert.equals("42", doc.result, (doc.error or bodies[kernel_req] or "?") .. "\n" .. nginx.log(n):sub(-1500))
+    assert.is_false(doc.core_loaded)
+    assert.equals("pong\n", bodies[ping_req])
+    assert.same({ ping_req, kernel_req }, order, "the ping waited for the kernel: the worker was blocked")
   end)
 end)
 
