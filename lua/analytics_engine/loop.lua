@@ -94,6 +94,13 @@ function _M.suspend(self, cancel)
   return yield()
 end
 
+-- Take `v` out of the array `list` (a timer, or a waiter leaving a queue).
+local function remove_value(list, v)
+  for i = 1, #list do
+    if list[i] == v then table.remove(list, i) return end
+  end
+end
+
 local function insert_timer(timers, t)
   local i = #timers
   while i >= 1 and timers[i].at > t.at do
@@ -103,17 +110,12 @@ local function insert_timer(timers, t)
   timers[i + 1] = t
 end
 
-local function remove_timer(timers, t)
-  for i = 1, #timers do
-    if timers[i] == t then table.remove(timers, i) return end
-  end
-end
 
 function _M.sleep(self, seconds)
   local task = self.tasks[running()]
   local t = { at = monotime() + math.max(seconds, 0), task = task }
   insert_timer(self.timers, t)
-  return self:suspend(function() remove_timer(self.timers, t) end)
+  return self:suspend(function() remove_value(self.timers, t) end)
 end
 
 -- A transfer slot: true at once when one is free, else after a FIFO wait
@@ -192,10 +194,10 @@ function _M.wait_ws(self, ws, timeout)
   end
   local ok, err = self:suspend(function()
     self.sockets[ws] = nil
-    if t then remove_timer(self.timers, t) end
+    if t then remove_value(self.timers, t) end
   end)
   self.sockets[ws] = nil
-  if t then remove_timer(self.timers, t) end
+  if t then remove_value(self.timers, t) end
   if ok == nil then return nil, err end
   return true
 end
@@ -205,11 +207,7 @@ function _M.join(self, task)
   if not task.done then
     local me = self.tasks[running()]
     task.joiners[#task.joiners + 1] = me
-    local ok, err = self:suspend(function()
-      for i, j in ipairs(task.joiners) do
-        if j == me then table.remove(task.joiners, i) break end
-      end
-    end)
+    local ok, err = self:suspend(function() remove_value(task.joiners, me) end)
     if ok == nil and err == CANCELLED then return nil, CANCELLED end
   end
   return table.unpack(task.result, 1, task.result.n)
@@ -236,11 +234,7 @@ function _M.semaphore(self, n)
     end
     local me = self.tasks[running()]
     sem.queue[#sem.queue + 1] = me
-    local ok, err = self:suspend(function()
-      for i, t in ipairs(sem.queue) do
-        if t == me then table.remove(sem.queue, i) break end
-      end
-    end)
+    local ok, err = self:suspend(function() remove_value(sem.queue, me) end)
     if ok == nil then return nil, err end
     return true
   end
