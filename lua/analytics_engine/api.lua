@@ -110,6 +110,15 @@ _M.websockets = {
     ok = { 101 } },
 }
 
+-- The local engine's own endpoints (not the vendor's): same row shape, under
+-- /engine/v1. The client has them as methods too (`aeflow logs` reads
+-- c:engine_application_logs); the service answers them 404.
+_M.engine_operations = {
+  { name = "engine_application_logs", method = "GET", role = V, absolute = true,
+    path = "/engine/v1/applications/{application_id}/logs", query = { "stream", "offset", "format" }, ok = { 200 } },
+  { name = "engine_stats", method = "GET", role = V, absolute = true, path = "/engine/v1/stats", ok = { 200 } },
+}
+
 -- The token exchange is not under the instance; only the engine routes it.
 _M.authorize = { name = "authorize", method = "POST", path = _M.AUTHORIZE_PATH, absolute = true,
                  body = "json", ok = { 200 }, auth = false }
@@ -140,6 +149,7 @@ for _, op in ipairs(_M.websockets) do
   compile(op)
   _M.websocket[op.name] = op
 end
+for _, op in ipairs(_M.engine_operations) do compile(op) end
 compile(_M.authorize)
 
 --- Fill a path template. `values` maps id names to strings.

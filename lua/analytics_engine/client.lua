@@ -381,19 +381,22 @@ function _M.call(self, name, ...)
   return call(self, op, ...)
 end
 
-for _, op in ipairs(api.operations) do
+local function rest_method(op)
   if #op.ids == 0 and not op.body and not op.query then
     -- No ids, body or query: the path is fixed, nothing to check but the count.
-    _M[op.name] = function(self, ...)
+    return function(self, ...)
       if select("#", ...) > 0 then return call(self, op, ...) end
       local t, err = fixed_target(self, op)
       if not t then return nil, err end
       return perform(self, op, op.method, t.path, t.url)
     end
-  else
-    _M[op.name] = function(self, ...) return call(self, op, ...) end
   end
+  return function(self, ...) return call(self, op, ...) end
 end
+
+for _, op in ipairs(api.operations) do _M[op.name] = rest_method(op) end
+-- The local engine's own endpoints (a service answers them 404).
+for _, op in ipairs(api.engine_operations) do _M[op.name] = rest_method(op) end
 
 -- The WebSocket endpoints: a session object each (kernel.lua, connect.lua),
 -- opened at the row's path with the client's auth, TLS options and loop.

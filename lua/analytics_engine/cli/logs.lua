@@ -12,13 +12,10 @@ local _M = {}
 
 _M.POLL_INTERVAL = 0.5
 
-local OP = { name = "engine_application_logs", ok_set = { [200] = true } }
-
 local function fetch(c, o)
   local offset = 0
   while true do
-    local doc, err = c:send(OP, { method = "GET", path = ("/engine/v1/applications/%s/logs?stream=%s&offset=%d"
-      .. "&format=json"):format(o.id, o.stream, offset) })
+    local doc, err = c:engine_application_logs(o.id, { stream = o.stream, offset = offset, format = "json" })
     if not doc then return out.fail(1, "logs", "%s", tostring(err)) end
     if type(doc) ~= "table" or type(doc.text) ~= "string" then
       return out.fail(1, "logs", "the endpoint did not answer the local engine's log shape")

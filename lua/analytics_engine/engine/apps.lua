@@ -14,7 +14,8 @@ local _M = {}
 
 local floor = math.floor
 
--- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
+-- An integer from a number or a numeric string; nil for fractions, NaN and
+-- infinities (integral floats from JSON count).
 local function tointeger(v)
   v = tonumber(v)
   if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end

@@ -1,19 +1,15 @@
 --- Routes requests by the rows of api.lua (plus the engine's own rows).
--- Each row's `full_path` template is compiled into an anchored Lua pattern;
--- a path that matches some row but not its method is a 405, one that matches
--- no row is a 404.
+-- Each row's `full_path` template is split into segments, an `{id}` segment
+-- matching any one segment, and rows are grouped by segment count; a path
+-- that matches some row but not its method is a 405, one that matches no row
+-- is a 404.
 local api = require "analytics_engine.api"
 
 local _M = {}
 local mt = { __index = _M }
 
--- The engine-only endpoints: same row shape as api.lua, never sent by the client.
-_M.ENGINE_OPERATIONS = {
-  { name = "engine_application_logs", method = "GET", role = "viewer", absolute = true,
-    path = "/engine/v1/applications/{application_id}/logs", ok = { 200 } },
-  { name = "engine_stats", method = "GET", role = "viewer", absolute = true, path = "/engine/v1/stats", ok = { 200 } },
-}
-for _, op in ipairs(_M.ENGINE_OPERATIONS) do op.full_path = op.path end
+-- The engine-only endpoints: api.lua's rows (the client has them as methods too).
+_M.ENGINE_OPERATIONS = api.engine_operations
 
 -- Every other /jkg/api path is forwarded to Jupyter as it is (its contents
 -- and sessions APIs can write and run): the role that runs code.
