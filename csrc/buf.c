@@ -16,8 +16,7 @@ void ae_buf_init(ae_buf *b, size_t limit) {
 int ae_buf_reserve(ae_buf *b, size_t n) {
   size_t need, cap;
   char *np;
-  if (n > SIZE_MAX - 1 - b->len) return AE_BUF_TOOBIG;
-  if (b->limit && n > b->limit - b->len) return AE_BUF_TOOBIG;
+  if (n > b->limit - b->len || n > SIZE_MAX - 1 - b->len) return AE_BUF_TOOBIG;
   need = b->len + n + 1; /* and the NUL */
   if (need <= b->cap) return 0;
   cap = b->cap ? b->cap : MIN_CAP;

@@ -9,15 +9,17 @@
 
 #define AE_BUF_NOMEM (-1)  /* out of memory: nothing changed */
 #define AE_BUF_TOOBIG (-2) /* the limit would be passed: nothing changed */
+#define AE_BUF_NOLIMIT ((size_t)-1)
 
 typedef struct {
   char *p;      /* NULL until the first byte is added or reserved */
   size_t len;   /* bytes of data */
   size_t cap;   /* bytes allocated (data, NUL and spare room) */
-  size_t limit; /* most bytes of data it may hold; 0: no limit */
+  size_t limit; /* most bytes of data it may hold (0: none; set by ae_buf_init) */
 } ae_buf;
 
-/* An empty buffer (no allocation) that holds at most `limit` bytes. */
+/* An empty buffer (no allocation) that holds at most `limit` bytes
+ * (AE_BUF_NOLIMIT: as many as memory allows). A zeroed one holds nothing. */
 void ae_buf_init(ae_buf *b, size_t limit);
 /* Append n bytes: 0, AE_BUF_TOOBIG or AE_BUF_NOMEM. */
 int ae_buf_add(ae_buf *b, const void *p, size_t n);

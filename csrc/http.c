@@ -176,7 +176,7 @@ static xfer *xfer_start(lua_State *L, session *s, const reqopts *o) {
   if (x != NULL) x->easy = pool_get(s);
   if (x == NULL || x->easy == NULL) goto fail;
   x->max_size = o->x.max_size;
-  ae_buf_init(&x->body, (size_t)x->max_size); /* 0: no limit */
+  ae_buf_init(&x->body, x->max_size > 0 ? (size_t)x->max_size : AE_BUF_NOLIMIT);
   ae_buf_init(&x->head, MAX_HEADER_BYTES);
   rc = http_xfer_setopts(x, o);
   if (rc != CURLE_OK) goto fail;

@@ -34,6 +34,7 @@
 
 #include <microhttpd.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "ws.h"
 
@@ -65,8 +66,7 @@ typedef struct request {
   const char *method, *path; /* owned by MHD, valid until completion */
   char *query;               /* raw query string (qbuf or malloc) */
   size_t qlen;
-  char *body;
-  size_t blen, bcap;
+  ae_buf body; /* limited to the server's max_body */
   struct MHD_Response *resp;
   unsigned int status;
   uint32_t slot;
@@ -130,8 +130,7 @@ static request *req_new(server *s) {
   } else {
     r = malloc(sizeof *r);
     if (!r) return NULL;
-    r->body = NULL;
-    r->bcap = 0;
+    ae_buf_init(&r->body, s->max_body);
   }
   r->next = NULL;
   r->ent = NULL;
@@ -140,7 +139,7 @@ static request *req_new(server *s) {
   r->query = r->qbuf;
   r->qbuf[0] = '\0';
   r->qlen = 0;
-  r->blen = 0;
+  ae_buf_reset(&r->body);
   r->resp = NULL;
   r->status = 0;
   r->slot = NO_SLOT;
@@ -161,17 +160,13 @@ static void req_free(server *s, request *r) {
   r->resp = NULL;
   if (r->query != r->qbuf) free(r->query);
   r->query = r->qbuf;
-  if (r->bcap > KEEP_BODY) {
-    free(r->body);
-    r->body = NULL;
-    r->bcap = 0;
-  }
+  if (r->body.cap > KEEP_BODY) ae_buf_free(&r->body);
   if (s->nfree < KEEP_FREE) {
     r->next = s->free_list;
     s->free_list = r;
     s->nfree++;
   } else {
-    free(r->body);
+    ae_buf_free(&r->body);
     free(r);
   }
 }
@@ -301,19 +296,6 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
   return strlen(s);
 }
 
-static int body_reserve(request *r, size_t need) {
-  size_t cap;
-  char *b;
-  if (need <= r->bcap) return 1;
-  cap = r->bcap ? r->bcap : 1024;
-  while (cap < need) cap *= 2;
-  b = realloc(r->body, cap);
-  if (!b) return 0;
-  r->body = b;
-  r->bcap = cap;
-  return 1;
-}
-
 /* What is wrong with the request's framing (RFC 9112 sections 5.1, 6.1,
  * 6.3), or NULL. */
 typedef struct {
@@ -420,7 +402,8 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
         /* Reserve up front, but not more than a little on a mere claim. */
-        if (n > 0 && n <= s->max_body && n <= PRERESERVE_MAX && !body_reserve(r, (size_t)n))
+        if (n > 0 && n <= s->max_body && n <= PRERESERVE_MAX &&
+            ae_buf_reserve(&r->body, (size_t)n) != 0)
           return MHD_NO;
       }
       return MHD_YES;
@@ -429,13 +412,12 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       size_t n = *upload_data_size;
       *upload_data_size = 0;
       if (!r->too_large) {
-        if (n > s->max_body - r->blen) {
+        int rc = ae_buf_add(&r->body, upload_data, n);
+        if (rc == AE_BUF_TOOBIG) {
           r->too_large = 1;
-          r->blen = 0;
-        } else {
-          if (!body_reserve(r, r->blen + n)) return MHD_NO;
-          memcpy(r->body + r->blen, upload_data, n);
-          r->blen += n;
+          ae_buf_reset(&r->body);
+        } else if (rc != 0) {
+          return MHD_NO;
         }
       }
       return MHD_YES;
@@ -580,7 +562,7 @@ static void server_shutdown(lua_State *L, server *s) {
   }
   for (r = s->free_list; r; r = n) {
     n = r->next;
-    free(r->body);
+    ae_buf_free(&r->body);
     free(r);
   }
   s->free_list = NULL;
@@ -686,7 +668,7 @@ static void push_request(lua_State *L, server *s, request *r, lua_Integer id) {
   ae_setstr(L, "path", r->path ? r->path : "");
   lua_pushlstring(L, r->query, r->qlen);
   lua_setfield(L, -2, "query");
-  lua_pushlstring(L, r->body ? r->body : "", r->blen);
+  lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
   lua_setfield(L, -2, "body");
   if (r->too_large) {
     lua_pushboolean(L, 1);

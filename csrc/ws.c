@@ -301,6 +301,8 @@ ae_ws *ws_new_handle(lua_State *L, uint64_t max_msg, int control) {
   ae_ws *w = lua_newuserdatauv(L, sizeof *w, 0);
   memset(w, 0, sizeof *w); /* closed until its resources exist */
   w->fd = -1;
+  ae_buf_init(&w->in, AE_BUF_NOLIMIT);
+  ae_buf_init(&w->out, AE_BUF_NOLIMIT);
   w->max_msg = max_msg;
   w->control = control;
   luaL_getmetatable(L, WS_MT);
