@@ -15,110 +15,19 @@
  * see park below), and it accepts ambiguous message framing (Content-Length
  * with Transfer-Encoding, differing Content-Lengths, codings other than
  * chunked), which lets a request be smuggled behind a proxy (bad_framing). */
-#include "core.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
-
-#include "buf.h"
-#include "clock.h"
-#include "ws.h"
-
-#define SERVER_MT "analytics_engine.HttpServer"
-
-#if MHD_VERSION >= 0x00097002
-#define AE_MHD_RESULT enum MHD_Result
-#else
-#define AE_MHD_RESULT int
-#endif
-
-#define SLOT_BITS 24u
-#define SLOT_MASK ((1u << SLOT_BITS) - 1u)
-#define GEN_MASK ((1u << 28) - 1u) /* id < 2^52: exact even as a 5.1 double */
-#define NO_SLOT UINT32_MAX
-#define KEEP_FREE 64                /* request structs kept for reuse */
-#define KEEP_BODY (64 * 1024)       /* body buffers kept for reuse up to this size */
-#define PRERESERVE_MAX (256 * 1024) /* body buffer reserved from Content-Length, at most */
-
-enum { RQ_COLLECTING, RQ_READY, RQ_PENDING, RQ_ANSWERED, RQ_DROPPED };
-
-struct wsent;
-
-typedef struct request {
-  struct request *next;                /* ready queue or free list */
-  struct wsent *ent;                   /* a WebSocket upgrade answered on it */
-  struct request *all_prev, *all_next; /* every live request, for close() */
-  struct MHD_Connection *conn;
-  const char *method, *path; /* owned by MHD, valid until completion */
-  char *query;               /* raw query string (qbuf or malloc) */
-  size_t qlen;
-  ae_buf body; /* limited to the server's max_body */
-  struct MHD_Response *resp;
-  unsigned int status;
-  uint32_t slot;
-  unsigned char state, started, suspended, too_large;
-  char qbuf[112];
-} request;
-
-typedef struct {
-  const char *k, *v;
-  size_t kl, vl;
-} hdr_ref;
-
-/* An upgraded (or upgrading) WebSocket connection. The server holds the
- * handle (a registry reference) until Lua closes it or the server closes;
- * the entry itself lives until MHD is done with the connection, because the
- * upgrade callback names it. */
-typedef struct wsent {
-  struct wsent *prev, *next;
-  struct server *s;
-  ae_ws *w;                              /* NULL once Lua released the handle */
-  int ref;                               /* registry reference to the handle */
-  request *r;                            /* until MHD completes the request */
-  struct MHD_UpgradeResponseHandle *urh; /* set by the upgrade callback */
-  int news;                              /* report to Lua on the next poll */
-} wsent;
-
-typedef struct server {
-  struct MHD_Daemon *d; /* NULL: closed */
-  int port;
-  char host[64];
-  size_t max_body;
-  int closing;
-  request *ready_head, *ready_tail;
-  request *all;
-  request *free_list;
-  int nfree;
-  size_t pending; /* handed to Lua, not answered yet */
-  size_t nsuspended;
-  /* requests handed to Lua, by id: slot index in the low bits, generation above */
-  request **slot_req;
-  uint32_t *slot_gen, *slot_next;
-  unsigned char *slot_gone;
-  uint32_t nslots, free_head, free_tail;
-  /* scratch for header collection */
-  hdr_ref *hdrs;
-  size_t nhdrs, hcap;
-  int hdr_oom;
-  char *tls_cert, *tls_key;
-  wsent *ws;           /* WebSocket connections */
-  struct pollfd *pfds; /* scratch for waiting on them */
-  size_t npfds;
-} server;
+#include "server.h"
 
 /* ---------------------------------------------------------------- requests */
 
@@ -181,87 +90,6 @@ static void ready_unlink(server *s, request *r) {
   *p = r->next;
   if (s->ready_tail == r) s->ready_tail = prev;
   r->next = NULL;
-}
-
-/* ------------------------------------------------------------------- slots */
-
-/* Make sure a free slot exists; returns its index or NO_SLOT (no memory). */
-static uint32_t slot_peek(server *s) {
-  if (s->free_head == NO_SLOT) {
-    uint32_t n = s->nslots ? s->nslots * 2 : 64, i;
-    request **nr;
-    uint32_t *ng, *nn;
-    unsigned char *ngone;
-    if (n > SLOT_MASK + 1u) n = SLOT_MASK + 1u;
-    if (n <= s->nslots) return NO_SLOT;
-    nr = realloc(s->slot_req, n * sizeof *nr);
-    if (!nr) return NO_SLOT;
-    s->slot_req = nr;
-    ng = realloc(s->slot_gen, n * sizeof *ng);
-    if (!ng) return NO_SLOT;
-    s->slot_gen = ng;
-    nn = realloc(s->slot_next, n * sizeof *nn);
-    if (!nn) return NO_SLOT;
-    s->slot_next = nn;
-    ngone = realloc(s->slot_gone, n);
-    if (!ngone) return NO_SLOT;
-    s->slot_gone = ngone;
-    for (i = s->nslots; i < n; i++) {
-      s->slot_req[i] = NULL;
-      s->slot_gen[i] = 0;
-      s->slot_gone[i] = 0;
-      s->slot_next[i] = i + 1 < n ? i + 1 : NO_SLOT;
-    }
-    s->free_head = s->nslots;
-    s->free_tail = n - 1;
-    s->nslots = n;
-  }
-  return s->free_head;
-}
-
-static lua_Integer slot_id(server *s, uint32_t i, uint32_t gen) {
-  return (lua_Integer)(((uint64_t)gen << SLOT_BITS) | i);
-}
-
-static uint32_t next_gen(uint32_t g) {
-  g = (g + 1) & GEN_MASK;
-  return g ? g : 1;
-}
-
-/* Take the slot slot_peek returned. */
-static void slot_take(server *s, request *r) {
-  uint32_t i = s->free_head;
-  s->free_head = s->slot_next[i];
-  if (s->free_head == NO_SLOT) s->free_tail = NO_SLOT;
-  s->slot_gen[i] = next_gen(s->slot_gen[i]);
-  s->slot_gone[i] = 0;
-  s->slot_req[i] = r;
-  r->slot = i;
-}
-
-/* Release a slot to the tail of the free list (FIFO, so an id stays "gone"
- * rather than "unknown" for as long as possible). */
-static void slot_release(server *s, request *r, int gone) {
-  uint32_t i = r->slot;
-  if (i == NO_SLOT) return;
-  s->slot_req[i] = NULL;
-  s->slot_gone[i] = (unsigned char)gone;
-  s->slot_next[i] = NO_SLOT;
-  if (s->free_tail == NO_SLOT) s->free_head = i;
-  else s->slot_next[s->free_tail] = i;
-  s->free_tail = i;
-  r->slot = NO_SLOT;
-}
-
-static const char *slot_lookup(server *s, lua_Integer id, request **out) {
-  uint64_t u = (uint64_t)id;
-  uint32_t i = (uint32_t)(u & SLOT_MASK);
-  uint64_t gen = u >> SLOT_BITS;
-  *out = NULL;
-  if (id <= 0 || i >= s->nslots || gen != s->slot_gen[i]) return "unknown request";
-  if (!s->slot_req[i]) return s->slot_gone[i] ? "gone" : "unknown request";
-  *out = s->slot_req[i];
-  return NULL;
 }
 
 /* --------------------------------------------------- libmicrohttpd callbacks */
@@ -365,7 +193,7 @@ static void park(server *s, request *r) {
 
 /* Resume a parked connection; one not parked yet (see on_request) finds its
  * answer on the next handler call. */
-static void unpark(request *r) {
+void srv_unpark(request *r) {
   if (r->suspended) MHD_resume_connection(r->conn);
 }
 
@@ -451,42 +279,6 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
   }
 }
 
-static void ent_free(server *s, wsent *e) {
-  if (e->prev) e->prev->next = e->next;
-  else s->ws = e->next;
-  if (e->next) e->next->prev = e->prev;
-  if (e->r) e->r->ent = NULL;
-  free(e);
-}
-
-/* MHD hands over the socket (inside MHD_run: no Lua here). */
-static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra,
-                       size_t n, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh) {
-  wsent *e = cls;
-  e->urh = urh;
-  if (!e->w) { /* Lua closed the handle meanwhile */
-    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
-    ent_free(e->s, e);
-    return;
-  }
-  ae_ws_upgraded(e->w, sock, extra, n, urh);
-  e->news = 1;
-}
-
-/* The handle is released (ws:close or its __gc). */
-static void on_ws_release(lua_State *L, void *owner, ae_ws *w, void *urh) {
-  wsent *e = owner;
-  e->w = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
-  e->ref = LUA_NOREF;
-  if (e->urh) {
-    MHD_upgrade_action(e->urh, MHD_UPGRADE_ACTION_CLOSE);
-    ent_free(e->s, e);
-  } else if (!e->r) {
-    ent_free(e->s, e);
-  } /* else: upgrading; on_upgrade or on_completed frees it */
-}
-
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   server *s = cls;
@@ -502,7 +294,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         ae_ws_fail_upgrade(e->w, "the connection closed before the upgrade");
         e->news = 1;
       } else {
-        ent_free(s, e);
+        srv_ent_free(s, e);
       }
     }
   }
@@ -513,13 +305,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   if (r->state == RQ_READY) {
     ready_unlink(s, r);
   } else if (r->state == RQ_PENDING) {
-    slot_release(s, r, 1);
+    srv_slot_release(s, r, 1);
     s->pending--;
   }
   req_free(s, r);
 }
 
-/* ----------------------------------------------------------------- helpers */
+/* ------------------------------------------------------------------ the server */
 
 static void server_shutdown(lua_State *L, server *s) {
   request *r, *n;
@@ -531,7 +323,7 @@ static void server_shutdown(lua_State *L, server *s) {
       luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
     }
     if (e->urh) MHD_upgrade_action(e->urh, MHD_UPGRADE_ACTION_CLOSE);
-    ent_free(s, e);
+    srv_ent_free(s, e);
   }
   free(s->pfds);
   s->pfds = NULL;
@@ -545,11 +337,11 @@ static void server_shutdown(lua_State *L, server *s) {
       if (r->state == RQ_READY || r->state == RQ_PENDING) {
         if (r->state == RQ_READY) ready_unlink(s, r);
         else {
-          slot_release(s, r, 1);
+          srv_slot_release(s, r, 1);
           s->pending--;
         }
         r->state = RQ_DROPPED;
-        unpark(r);
+        srv_unpark(r);
       }
     }
     for (i = 0; s->nsuspended > 0 && i < 100; i++) MHD_run(s->d);
@@ -591,7 +383,7 @@ static server *check_server(lua_State *L) {
 }
 
 /* For methods: the open server, or NULL after pushing nil, "closed". */
-static server *open_server(lua_State *L) {
+server *srv_open(lua_State *L) {
   server *s = check_server(L);
   if (!s->d) {
     luaL_pushfail(L);
@@ -599,412 +391,6 @@ static server *open_server(lua_State *L) {
     return NULL;
   }
   return s;
-}
-
-/* ----------------------------------------------------------------- methods */
-
-static int srv_port(lua_State *L) {
-  server *s = open_server(L);
-  if (!s) return 2;
-  lua_pushinteger(L, s->port);
-  return 1;
-}
-
-static int srv_pending(lua_State *L) {
-  server *s = open_server(L);
-  if (!s) return 2;
-  lua_pushinteger(L, (lua_Integer)s->pending);
-  return 1;
-}
-
-static AE_MHD_RESULT collect_header(void *cls, enum MHD_ValueKind kind, const char *k, size_t kl,
-                                    const char *v, size_t vl) {
-  server *s = cls;
-  if (s->nhdrs == s->hcap) {
-    size_t n = s->hcap ? s->hcap * 2 : 32;
-    hdr_ref *h = realloc(s->hdrs, n * sizeof *h);
-    if (!h) {
-      s->hdr_oom = 1;
-      return MHD_NO;
-    }
-    s->hdrs = h;
-    s->hcap = n;
-  }
-  s->hdrs[s->nhdrs].k = k;
-  s->hdrs[s->nhdrs].kl = kl;
-  s->hdrs[s->nhdrs].v = v ? v : "";
-  s->hdrs[s->nhdrs].vl = v ? vl : 0;
-  s->nhdrs++;
-  return MHD_YES;
-}
-
-static void push_lower(lua_State *L, const char *k, size_t kl) {
-  char buf[128];
-  size_t i;
-  if (kl <= sizeof buf) {
-    for (i = 0; i < kl; i++) {
-      unsigned char ch = (unsigned char)k[i];
-      buf[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-    }
-    lua_pushlstring(L, buf, kl);
-  } else {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (i = 0; i < kl; i++) {
-      unsigned char ch = (unsigned char)k[i];
-      luaL_addchar(&b, (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch));
-    }
-    luaL_pushresult(&b);
-  }
-}
-
-/* Push the Lua table for request r, which will get id `id`. */
-static void push_request(lua_State *L, server *s, request *r, lua_Integer id) {
-  const union MHD_ConnectionInfo *ci;
-  size_t i;
-  lua_createtable(L, 0, 8);
-  ae_setint(L, "id", id);
-  ae_setstr(L, "method", r->method ? r->method : "");
-  ae_setstr(L, "path", r->path ? r->path : "");
-  lua_pushlstring(L, r->query, r->qlen);
-  lua_setfield(L, -2, "query");
-  lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
-  lua_setfield(L, -2, "body");
-  if (r->too_large) {
-    lua_pushboolean(L, 1);
-    lua_setfield(L, -2, "too_large");
-  }
-  ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-  if (ci && ci->client_addr) {
-    char buf[INET6_ADDRSTRLEN] = "";
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-      inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
-                sizeof buf);
-    else if (sa->sa_family == AF_INET6)
-      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
-                sizeof buf);
-    ae_setstr(L, "remote", buf);
-  }
-  s->nhdrs = 0;
-  s->hdr_oom = 0;
-  MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, collect_header, s);
-  lua_createtable(L, 0, (int)s->nhdrs);
-  for (i = 0; i < s->nhdrs; i++) {
-    const hdr_ref *h = &s->hdrs[i];
-    push_lower(L, h->k, h->kl);
-    lua_pushvalue(L, -1);
-    lua_rawget(L, -3);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushlstring(L, h->v, h->vl);
-    } else { /* a repeated header: join the values as HTTP allows */
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, h->v, h->vl);
-      lua_concat(L, 3);
-    }
-    lua_rawset(L, -3);
-  }
-  lua_setfield(L, -2, "headers");
-}
-
-/* Pump every open WebSocket; 1 if any has news for Lua. */
-static int pump_ws(server *s) {
-  wsent *e;
-  int any = 0;
-  for (e = s->ws; e; e = e->next) {
-    if (e->w && ae_ws_pump(e->w)) e->news = 1;
-    any |= e->news;
-  }
-  return any;
-}
-
-/* Wait for the daemon and the WebSockets at once: poll() on MHD's epoll
- * descriptor plus every upgraded socket, then run MHD and the sockets. */
-static int wait_all(server *s, int32_t ms) {
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
-  MHD_UNSIGNED_LONG_LONG mto;
-  size_t n = 1, cap = 1;
-  wsent *e;
-  for (e = s->ws; e; e = e->next) cap++;
-  if (cap > s->npfds) {
-    struct pollfd *p = realloc(s->pfds, cap * sizeof *p);
-    if (!p) return MHD_run_wait(s->d, ms > 10 ? 10 : ms) == MHD_YES;
-    s->pfds = p;
-    s->npfds = cap;
-  }
-  if (!di) return MHD_run_wait(s->d, ms > 10 ? 10 : ms) == MHD_YES; /* no epoll: short waits */
-  s->pfds[0].fd = di->epoll_fd;
-  s->pfds[0].events = POLLIN;
-  for (e = s->ws; e; e = e->next) {
-    int fd, r;
-    short ev;
-    if (!e->w) continue;
-    if (e->news) ms = 0;
-    r = ae_ws_waitfd(e->w, &fd, &ev);
-    if (r == 0) ms = 0; /* buffered bytes to process */
-    if (r != 1 || ev == 0) continue;
-    s->pfds[n].fd = fd;
-    s->pfds[n].events = ev;
-    n++;
-  }
-  if (MHD_get_timeout(s->d, &mto) == MHD_YES && (MHD_UNSIGNED_LONG_LONG)ms > mto) ms = (int32_t)mto;
-  poll(s->pfds, (nfds_t)n, ms);
-  if (MHD_run(s->d) != MHD_YES) return 0;
-  pump_ws(s);
-  return 1;
-}
-
-static int srv_poll(lua_State *L) {
-  server *s = open_server(L);
-  double timeout, deadline;
-  lua_Integer n = 0;
-  int sigs, news = 0;
-  if (!s) return 2;
-  timeout = luaL_optnumber(L, 2, 0);
-  if (!(timeout > 0)) timeout = 0; /* also NaN */
-  if (timeout > 86400.0 * 365) timeout = 86400.0 * 365;
-  deadline = ae_clock_mono() + timeout;
-  sigs = ae_signal_count();
-  for (;;) {
-    double rem = s->ready_head ? 0 : deadline - ae_clock_mono();
-    int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
-    if (s->ws) {
-      if (!wait_all(s, ms)) break;
-      news = pump_ws(s);
-    } else if (MHD_run_wait(s->d, ms) != MHD_YES) {
-      break;
-    }
-    if (s->ready_head || news || ms == 0 || ae_clock_mono() >= deadline) break;
-    if (ae_signal_count() != sigs) break; /* let Lua see core.signal_pending() */
-  }
-  lua_newtable(L);
-  while (s->ready_head) {
-    request *r = s->ready_head;
-    uint32_t i = slot_peek(s);
-    if (i == NO_SLOT) break; /* out of memory: the rest stays queued */
-    push_request(L, s, r, slot_id(s, i, next_gen(s->slot_gen[i])));
-    lua_rawseti(L, -2, (int)++n);
-    s->ready_head = r->next;
-    if (!s->ready_head) s->ready_tail = NULL;
-    r->next = NULL;
-    r->state = RQ_PENDING;
-    slot_take(s, r);
-    s->pending++;
-  }
-  if (s->ws) news = pump_ws(s);
-  if (news) { /* second result: the WebSockets with news (messages, or ended) */
-    wsent *e;
-    lua_Integer k = 0;
-    lua_newtable(L);
-    for (e = s->ws; e; e = e->next) {
-      if (!e->news || !e->w) continue;
-      e->news = 0;
-      lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
-      lua_rawseti(L, -2, (int)++k);
-    }
-    return 2;
-  }
-  return 1;
-}
-
-/* server:accept_websocket(id [, opts]) -> ws | nil, err: answer request id
- * with 101 Switching Protocols. opts: headers (extra response headers),
- * max_message_size, control_frames. The handle is usable once the upgrade
- * is done (its state turns "open" in a later poll); poll's second result
- * lists handles with news. */
-static int srv_accept_websocket(lua_State *L) {
-  server *s = open_server(L);
-  const char *err, *key, *v;
-  char accept[29];
-  request *r;
-  struct MHD_Response *resp;
-  wsent *e;
-  ae_ws *w;
-  if (!s) return 2;
-  luaL_checkinteger(L, 2);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
-  if (!lua_isnil(L, 3)) { /* check types first: nothing below may raise */
-    lua_getfield(L, 3, "headers");
-    if (!lua_isnil(L, -1)) {
-      luaL_argcheck(L, lua_istable(L, -1), 3, "headers must be a table");
-      lua_pushnil(L);
-      while (lua_next(L, -2)) {
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-          luaL_argerror(L, 3, "header names and values must be strings");
-        lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  err = slot_lookup(s, lua_tointeger(L, 2), &r);
-  if (err) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
-  key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
-  v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
-  if (!key || !v || strcasecmp(v, "websocket") != 0 || strcmp(r->method, "GET") != 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "not a WebSocket upgrade request");
-    return 2;
-  }
-  v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
-  if (!v || strcmp(v, "13") != 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "unsupported Sec-WebSocket-Version (13 is required)");
-    return 2;
-  }
-  ae_ws_accept_key(key, strlen(key), accept);
-  w = ae_ws_new_server(L, lua_isnil(L, 3) ? 0 : 3); /* may raise: nothing acquired yet */
-  e = calloc(1, sizeof *e);
-  if (!e) return luaL_error(L, "out of memory");
-  resp = MHD_create_response_for_upgrade(on_upgrade, e);
-  if (!resp) {
-    free(e);
-    return luaL_error(L, "out of memory");
-  }
-  if (MHD_add_response_header(resp, "Upgrade", "websocket") != MHD_YES ||
-      MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept) != MHD_YES)
-    goto oom;
-  if (!lua_isnil(L, 3)) {
-    lua_getfield(L, 3, "headers");
-    if (!lua_isnil(L, -1)) {
-      lua_pushnil(L);
-      while (lua_next(L, -2)) {
-        if (MHD_add_response_header(resp, lua_tostring(L, -2), lua_tostring(L, -1)) != MHD_YES) {
-          lua_pop(L, 3);
-          goto oom;
-        }
-        lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  e->s = s;
-  e->w = w;
-  e->r = r;
-  lua_pushvalue(L, -1);
-  e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  e->next = s->ws;
-  if (s->ws) s->ws->prev = e;
-  s->ws = e;
-  r->ent = e;
-  ae_ws_set_owner(w, e, on_ws_release);
-  r->resp = resp;
-  r->status = 101;
-  r->state = RQ_ANSWERED;
-  slot_release(s, r, 0);
-  s->pending--;
-  unpark(r);
-  return 1;
-oom:
-  MHD_destroy_response(resp);
-  free(e);
-  return luaL_error(L, "out of memory");
-}
-
-static int is_content_length(const char *k) {
-  return strcasecmp(k, "content-length") == 0;
-}
-
-static int srv_respond(lua_State *L) {
-  server *s = open_server(L);
-  lua_Integer id, status;
-  const char *body, *err;
-  size_t blen;
-  request *r;
-  struct MHD_Response *resp;
-  int has_headers;
-  if (!s) return 2;
-  id = luaL_checkinteger(L, 2);
-  status = luaL_checkinteger(L, 3);
-  luaL_argcheck(L, status >= 100 && status <= 999, 3, "HTTP status out of range");
-  has_headers = !lua_isnoneornil(L, 4);
-  if (has_headers) luaL_checktype(L, 4, LUA_TTABLE);
-  body = luaL_optlstring(L, 5, "", &blen);
-  if (has_headers) { /* check types first: nothing below may raise */
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      int vt = lua_type(L, -1);
-      if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
-        luaL_argerror(L, 4, "header names and values must be strings");
-      lua_pop(L, 1);
-    }
-  }
-  err = slot_lookup(s, id, &r);
-  if (err) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
-  resp = MHD_create_response_from_buffer(blen, (void *)body, MHD_RESPMEM_MUST_COPY);
-  if (!resp) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "out of memory");
-    return 2;
-  }
-  if (has_headers) {
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      size_t kl, vl;
-      const char *k = lua_tolstring(L, -2, &kl), *v;
-      char num[64];
-      if (lua_type(L, -1) == LUA_TNUMBER) {
-#if LUA_VERSION_NUM >= 503
-        if (lua_isinteger(L, -1))
-          snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, -1));
-        else
-#endif
-          snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
-        v = num;
-        vl = strlen(num);
-      } else {
-        v = lua_tolstring(L, -1, &vl);
-      }
-      if (is_content_length(k)) { /* MHD sets it from the body */
-        lua_pop(L, 1);
-        continue;
-      }
-      if (kl != strlen(k) || vl != strlen(v) || kl == 0 ||
-          MHD_add_response_header(resp, k, v) != MHD_YES) {
-        MHD_destroy_response(resp);
-        luaL_pushfail(L);
-        lua_pushfstring(L, "invalid header '%s'", k);
-        return 2;
-      }
-      lua_pop(L, 1);
-    }
-  }
-  r->resp = resp;
-  r->status = (unsigned int)status;
-  r->state = RQ_ANSWERED;
-  slot_release(s, r, 0);
-  s->pending--;
-  unpark(r);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int srv_drop(lua_State *L) {
-  server *s = open_server(L);
-  const char *err;
-  request *r;
-  if (!s) return 2;
-  err = slot_lookup(s, luaL_checkinteger(L, 2), &r);
-  if (err) {
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
-  r->state = RQ_DROPPED;
-  slot_release(s, r, 0);
-  s->pending--;
-  unpark(r);
-  lua_pushboolean(L, 1);
-  return 1;
 }
 
 static int srv_close(lua_State *L) {
@@ -1024,8 +410,6 @@ static int srv_tostring(lua_State *L) {
   else lua_pushliteral(L, SERVER_MT " (closed)");
   return 1;
 }
-
-/* ------------------------------------------------------------- constructor */
 
 static int fail_msg(lua_State *L, const char *fmt, const char *host, int port, const char *why) {
   luaL_pushfail(L);
