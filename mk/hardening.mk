@@ -7,7 +7,8 @@
 #   make fuzz          the same, FUZZ_LONG_SECONDS (default 600) each; see docs/hardening.md
 #   make ci-hardening  lint-c, check-asan and fuzz-short: what CI runs
 # Their packages are installed by these targets only (deps-hardening), not by
-# `make test`; check-asan runs the whole suite, so it installs everything.
+# `make test`; check-asan runs every spec, so it also installs the packages of
+# the suite and of each tested capability (not the benchmarks').
 DEB_PACKAGES_HARDENING ?= clang clang-tidy clang-format cppcheck libclang-rt-14-dev
 DEB_PACKAGES_ALL += $(DEB_PACKAGES_HARDENING)
 
@@ -68,7 +69,7 @@ $(ASAN_BUILD)/aeflow: csrc/aeflow.c hardening/san_defaults.c $(ASAN_OBJ) $(HEADE
 
 # busted runs in-process (--ignore-lua) so the preloaded runtime stays under
 # it; build/ must exist too for helpers that are separate lua5.4 scripts.
-check-asan: deps build build-jit asan-build
+check-asan: deps-test deps-report deps-jupyter deps-openresty build build-jit asan-build
 	@test -f "$(ASAN_RT)" || { echo "check-asan: no ASan runtime ($(ASAN_RT)); install libclang-rt-14-dev" >&2; exit 1; }
 	@rm -rf $(ASAN_REPORTS); mkdir -p $(ASAN_REPORTS)
 	$(ASAN_ENV) $(LUA) $$(command -v $(BUSTED)) --ignore-lua --cpath='$(CURDIR)/$(ASAN_BUILD)/?.so' \
