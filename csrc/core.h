@@ -28,6 +28,10 @@ void ae_sha1(const void *a, size_t alen, const void *b, size_t blen, unsigned ch
 void ae_base64(const unsigned char *in, size_t n, char *out); /* out: 4*ceil(n/3)+1 bytes */
 int ae_random_fill(void *buf, size_t len);                    /* 0, or -1 with errno */
 
+/* http_response.c: a libcurl result (CURLcode) as an error kind: "timeout",
+ * "connect", "resolve", "tls", "send", "recv", "too_large", "aborted", "other". */
+const char *ae_curl_kind(int rc);
+
 /* 1 when s[0..len) has CR, LF or NUL: such a value must not reach a header. */
 static inline int ae_has_ctl(const char *s, size_t len) {
   size_t i;

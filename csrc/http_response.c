@@ -62,10 +62,10 @@ static int header_overflow(const xfer *x) {
   return x->result == CURLE_RECV_ERROR && strstr(x->errbuf, "response headers") != NULL;
 }
 
-static const char *error_kind(const xfer *x) {
-  if (x->switched) return "protocol";
-  if (x->too_large || header_overflow(x)) return "too_large";
-  switch (x->result) {
+/* What kind of failure a libcurl result is, in the words the Lua side uses
+ * (errors.lua; the WebSocket client's errors too). */
+const char *ae_curl_kind(int rc) {
+  switch ((CURLcode)rc) {
   case CURLE_OPERATION_TIMEDOUT: return "timeout";
   case CURLE_COULDNT_CONNECT: return "connect";
   case CURLE_COULDNT_RESOLVE_HOST:
@@ -96,6 +96,12 @@ static const char *error_kind(const xfer *x) {
   case CURLE_ABORTED_BY_CALLBACK: return "aborted";
   default: return "other";
   }
+}
+
+static const char *error_kind(const xfer *x) {
+  if (x->switched) return "protocol";
+  if (x->too_large || header_overflow(x)) return "too_large";
+  return ae_curl_kind(x->result);
 }
 
 static void push_transfer_error(lua_State *L, xfer *x) {

@@ -41,31 +41,11 @@ void ws_fail(ae_ws *w, const char *kind, const char *fmt, ...) {
   if (w->state != WS_CLOSED) w->state = WS_FAILED;
 }
 
-static const char *curl_kind(CURLcode rc) {
-  switch (rc) {
-  case CURLE_OPERATION_TIMEDOUT: return "timeout";
-  case CURLE_COULDNT_CONNECT: return "connect";
-  case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_RESOLVE_PROXY: return "resolve";
-  case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER:
-  case CURLE_SSL_CACERT_BADFILE:
-  case CURLE_SSL_ISSUER_ERROR:
-  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-  case CURLE_USE_SSL_FAILED: return "tls";
-  case CURLE_SEND_ERROR: return "send";
-  case CURLE_RECV_ERROR: return "recv";
-  default: return "other";
-  }
-}
-
 void ws_fail_curl(ae_ws *w, const char *what, CURLcode rc) {
   size_t n = strlen(w->errbuf);
   while (n > 0 && (w->errbuf[n - 1] == '\n' || w->errbuf[n - 1] == '\r')) w->errbuf[--n] = '\0';
-  if (n > 0) ws_fail(w, curl_kind(rc), "%s: %s: %s", what, curl_easy_strerror(rc), w->errbuf);
-  else ws_fail(w, curl_kind(rc), "%s: %s", what, curl_easy_strerror(rc));
+  if (n > 0) ws_fail(w, ae_curl_kind(rc), "%s: %s: %s", what, curl_easy_strerror(rc), w->errbuf);
+  else ws_fail(w, ae_curl_kind(rc), "%s: %s", what, curl_easy_strerror(rc));
 }
 
 /* ---- raw I/O: > 0 bytes, 0 end of stream, -1 would block, -2 failed --------- */

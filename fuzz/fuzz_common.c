@@ -90,11 +90,13 @@ static void *serve(void *arg) {
   return arg;
 }
 
-int fuzz_listener_start(fuzz_conn_fn fn, int timeout_s) {
+lua_State *fuzz_listener_start(const char *setup, fuzz_conn_fn fn, int timeout_s, int *port) {
   struct sockaddr_in sa;
   socklen_t sl = sizeof sa;
   pthread_t th;
   int one = 1;
+  lua_State *L = fuzz_lua_state();
+  fuzz_lua_do(L, setup);
   conn_fn = fn;
   conn_timeout = timeout_s;
   listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -108,10 +110,13 @@ int fuzz_listener_start(fuzz_conn_fn fn, int timeout_s) {
     abort();
   if (pthread_create(&th, NULL, serve, NULL) != 0) abort();
   pthread_detach(th);
-  return ntohs(sa.sin_port);
+  *port = ntohs(sa.sin_port);
+  return L;
 }
 
-void fuzz_listener_set(const unsigned char *data, size_t size) {
+void fuzz_listener_run(lua_State *L, const char *fn, const char *arg, size_t len,
+                       const unsigned char *data, size_t size) {
+  struct timespec until;
   pthread_mutex_lock(&mu);
   free(answer);
   answer = malloc(size ? size : 1);
@@ -120,10 +125,7 @@ void fuzz_listener_set(const unsigned char *data, size_t size) {
   answer_len = size;
   want = served + 1;
   pthread_mutex_unlock(&mu);
-}
-
-void fuzz_listener_wait(void) {
-  struct timespec until;
+  fuzz_lua_call(L, fn, arg, len);
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 3;
   pthread_mutex_lock(&mu);

@@ -22,12 +22,15 @@ void fuzz_lua_call(lua_State *L, const char *fn, const char *arg, size_t len);
  * receive timeouts of `timeout_s` seconds) and a private copy of the current
  * answer, then closes the socket and counts the connection as served. */
 typedef void (*fuzz_conn_fn)(int fd, const unsigned char *answer, size_t len);
-int fuzz_listener_start(fuzz_conn_fn fn, int timeout_s); /* the port; aborts on failure */
-/* The answer for the next connection (copied). */
-void fuzz_listener_set(const unsigned char *data, size_t size);
-/* Wait (up to 3 s) until the connection after the last fuzz_listener_set was
- * served, so the next input is not answered with this one's leftovers. */
-void fuzz_listener_wait(void);
+/* A Lua state (fuzz_lua_state) that has run `setup`, and the listener
+ * started; *port gets its port. */
+lua_State *fuzz_listener_start(const char *setup, fuzz_conn_fn fn, int timeout_s, int *port);
+/* One input: `data` becomes the answer for the next connection, global `fn`
+ * is called with `arg` (fuzz_lua_call), then it waits (up to 3 s) until that
+ * connection was served, so the next input is not answered with this one's
+ * leftovers. */
+void fuzz_listener_run(lua_State *L, const char *fn, const char *arg, size_t len,
+                       const unsigned char *data, size_t size);
 /* Socket helpers for the answer functions: read a request head (up to the
  * blank line, NUL-terminated) into req, 0 when complete; write everything,
  * 0 when done. */

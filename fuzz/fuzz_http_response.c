@@ -51,17 +51,13 @@ static void answer_raw(int fd, const unsigned char *answer, size_t len) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  L = fuzz_lua_state();
-  fuzz_lua_do(L, SETUP);
-  port = fuzz_listener_start(answer_raw, 2);
+  L = fuzz_listener_start(SETUP, answer_raw, 2, &port);
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char p[16];
   int n = snprintf(p, sizeof p, "%d", port);
-  fuzz_listener_set(data, size);
-  fuzz_lua_call(L, "fetch", p, (size_t)n);
-  fuzz_listener_wait();
+  fuzz_listener_run(L, "fetch", p, (size_t)n, data, size);
   return 0;
 }

@@ -152,18 +152,13 @@ static void answer_frames(int fd, const unsigned char *copy, size_t len) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc, (void)argv;
-  L = fuzz_lua_state();
-  fuzz_lua_do(L, SETUP);
-  port = fuzz_listener_start(answer_frames, 3);
+  L = fuzz_listener_start(SETUP, answer_frames, 3, &port);
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char p[32];
   int n = snprintf(p, sizeof p, "%d %d", port, (int)(size % 2));
-  fuzz_listener_set(data, size);
-  fuzz_lua_call(L, "run_and_collect", p, (size_t)n);
-  fuzz_listener_wait();
+  fuzz_listener_run(L, "run_and_collect", p, (size_t)n, data, size);
   return 0;
 }
