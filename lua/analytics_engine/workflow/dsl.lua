@@ -1,15 +1,18 @@
 --- Loading a workflow file.
 --
--- The file runs in an environment of its own holding `workflow`, `step`,
--- `finally`, `ae` (for ae.null) and the safe parts of the standard library;
--- nothing is contacted. The three DSL functions only build tables, each
--- stamped with the caller's `file:line`, and the file returns
--- `workflow "name" { ... }`. That is validated (schema.lua), turned into a
--- plan (plan.lua) and returned as plain data:
+-- The file runs in a sandbox (sandbox.lua): an allow-list environment holding
+-- `workflow`, `step`, `finally`, `ae.null`, the side-effect-free parts of the
+-- standard library and a few documented helpers (`env`, `read_json`,
+-- `read_lines`, `read_csv`), bounded in time and instructions; nothing is
+-- contacted and nothing outside is touched. The three DSL functions only
+-- build tables, each stamped with the caller's `file:line`, and the file
+-- returns `workflow "name" { ... }`. That is validated (schema.lua), turned
+-- into a plan (plan.lua) and returned as plain data:
 --
 --   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
 local schema = require "analytics_engine.workflow.schema"
 local planner = require "analytics_engine.workflow.plan"
+local sandbox = require "analytics_engine.workflow.sandbox"
 
 local _M = {}
 
@@ -53,31 +56,39 @@ local ae_module
 local function ae_table()
   if ae_module == nil then
     local ok, m = pcall(require, "analytics_engine")
-    if ok then
-      ae_module = m
-    else
-      ae_module = { null = require("analytics_engine.util").null }
-    end
+    ae_module = ok and m or false
   end
-  return ae_module
+  return ae_module or nil
 end
 
--- Everything else a `run` function may want (io, require, os.remove, …) is
--- read from the real globals; the file's own assignments stay in its env.
-local ENV_MT = { __index = _G }
+-- A raw copy without metatables (functions, the run steps, stay as they are).
+local function plain(v, seen)
+  if type(v) ~= "table" then return v end
+  seen = seen or {}
+  if seen[v] then return seen[v] end
+  local c = {}
+  seen[v] = c
+  local k, x = next(v)
+  while k ~= nil do
+    rawset(c, plain(k, seen), plain(x, seen))
+    k, x = next(v, k)
+  end
+  return c
+end
 
---- A fresh environment for one workflow file.
-function _M.env()
-  return setmetatable({
-    workflow = maker("workflow", WORKFLOW_MT, false),
-    step = maker("step", STEP_MT, false),
-    finally = maker("finally", STEP_MT, true),
-    ae = copy(ae_table()),   -- a copy: the file cannot change the module
-    string = copy(string), table = copy(table), math = copy(math),
-    tostring = tostring, tonumber = tonumber, ipairs = ipairs, pairs = pairs, next = next, select = select,
-    type = type, error = error, assert = assert, print = print, pcall = pcall, xpcall = xpcall,
-    _VERSION = _VERSION,
-  }, ENV_MT)
+--- A fresh sandbox for one workflow file (named `file` in messages); its
+-- `env` holds the DSL functions.
+function _M.sandbox(file)
+  local box = sandbox.new(file or "workflow", ae_table())
+  box.env.workflow = maker("workflow", WORKFLOW_MT, false)
+  box.env.step = maker("step", STEP_MT, false)
+  box.env.finally = maker("finally", STEP_MT, true)
+  return box
+end
+
+--- A fresh environment for one workflow file (the sandbox's).
+function _M.env(file)
+  return _M.sandbox(file).env
 end
 
 local function display(v)
@@ -194,11 +205,26 @@ end
 function _M.load_string(src, chunkname, overrides)
   chunkname = chunkname or "workflow"
   local file = chunkname:gsub("^[@=]", "")
-  local fn, err = load(src, "@" .. file, "t", _M.env())
+  local box = _M.sandbox(file)
+  local fn, err = load(src, "@" .. file, "t", box.env)
   if not fn then return nil, err end
-  local ok, wf = pcall(fn)
-  if not ok then return nil, tostring(wf) end
-  return _M.build(wf, file, overrides)
+  -- Checking and planning stay inside the bounds too: they read the file's
+  -- tables, whose metamethods are the file's code.
+  local ok, plan, perr = box:run(function()
+    local p, e = _M.build(fn(), file, overrides)
+    if p then
+      -- What leaves the sandbox is plain data: a metatable of the file's on
+      -- an argument table would run its code when `plan` or the runner reads it.
+      for _, group in ipairs { p.steps, p.finally } do
+        for _, step in ipairs(group) do
+          step.args, step.for_each = plain(step.args), plain(step.for_each)
+        end
+      end
+    end
+    return p, e
+  end)
+  if not ok then return nil, plan end
+  return plan, perr
 end
 
 --- Load a workflow file. Returns the plan, or nil and a one-line message.
