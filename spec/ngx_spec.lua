@@ -76,7 +76,12 @@ describe("the client in nginx (ngx transport)", function()
           listen 127.0.0.1:%d ssl;
           ssl_certificate %s;
           ssl_certificate_key %s;
-          location / { proxy_pass %s; }
+          location / {
+            proxy_pass %s;
+            proxy_http_version 1.1; # WebSockets pass too
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $http_connection;
+          }
         }
       ]]):format(cert, literal(targets), tls_port, cert, key, fast.url),
       server = ([[
@@ -185,6 +190,20 @@ describe("the client in nginx (ngx transport)", function()
     it("skips verification only when insecure is set", function()
       local r = get("/untrusted?target=tls_insecure")
       assert.is_true(r.ok, r.error and r.error.message)
+    end)
+
+    it("verifies the certificate for a WebSocket (wss://) on cosockets too", function()
+      local c = assert(ae.client(target(fast)))
+      local cl = assert(c:create_cluster { name = "ngx-wss" })
+      local cid = cl.id or cl.cluster_id
+      engine.eventually(function() return assert(c:get_cluster(cid)).state == "ACTIVE" end, 10)
+      local r = get("/call?target=tls&op=cluster_echo&id=" .. cid)
+      assert.is_true(r.ok, r.error and r.error.message)
+      assert.matches(cid, r.result.hello, 1, true)
+      assert.equals("echo me", r.result.echo)
+      r = get("/untrusted?target=tls_untrusted&op=cluster_echo&id=" .. cid)
+      assert.is_false(r.ok)
+      assert.equals("tls", r.error.code, r.error.message)
     end)
   end)
 end)

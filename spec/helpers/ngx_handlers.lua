@@ -40,6 +40,15 @@ function _M.call()
   local res, err
   if op == "start_spark_history_server" then
     res, err = c:start_spark_history_server { cores = "1", memory = "1G" }
+  elseif op == "cluster_echo" then -- a WebSocket session (transport/ngx_ws.lua)
+    local ws
+    ws, err = c:connect_cluster(args.id)
+    if ws then
+      res = { hello = ws:receive(10) }
+      ws:send("echo me")
+      res.echo = ws:receive(10)
+      ws:close()
+    end
   else
     res, err = c[op](c)
   end
