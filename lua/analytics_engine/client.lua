@@ -256,7 +256,8 @@ local function perform(self, op, method, path, url, body, content_type)
                                body = body, fresh_connect = op.creates or nil }
       if on_request then
         on_request { operation = op.name, method = method, path = path, attempt = attempt,
-                     status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started }
+                     status = res and res.status, error = terr and terr.kind, seconds = tr:now() - started,
+                     retry_after = res and res.headers["retry-after"] or nil }
       end
       if not res then
         local ctx = context(op, method, path)

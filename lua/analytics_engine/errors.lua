@@ -98,6 +98,7 @@ function _M.from_response(res, ctx)
     message = message,
     trace = trace or txid,
     transaction_id = txid,
+    retry_after = res.headers and res.headers["retry-after"] or nil, -- as sent; retry.parse_retry_after reads it
     body = #body > MAX_BODY_KEPT and body:sub(1, MAX_BODY_KEPT) or body,
     method = ctx.method, path = ctx.path, operation = ctx.operation,
   }

@@ -1,4 +1,6 @@
---- The verbs that never contact anything: validate, plan, graph.
+--- The verbs that never contact anything: validate, plan, graph (plan
+-- --online reads the instance's limits and default configs, GETs only).
+local ae = require "analytics_engine"
 local args_mod = require "analytics_engine.cli.args"
 local out = require "analytics_engine.cli.out"
 local util = require "analytics_engine.util"
@@ -6,6 +8,8 @@ local dsl = require "analytics_engine.workflow.dsl"
 local plan_mod = require "analytics_engine.workflow.plan"
 local record = require "analytics_engine.report.record"
 local graphviz = require "analytics_engine.report.graphviz"
+local admission = require "analytics_engine.workflow.admission"
+local resources = require "analytics_engine.resources"
 
 local _M = {}
 
@@ -41,16 +45,71 @@ dependencies, cycles); nothing is contacted. Errors name the file and line.
   end,
 }
 
+-- The limits and default configs `plan` weighs submissions against: from
+-- --max-cores/--max-memory, or read from the service with --online. Returns
+-- true, limits (nil: unknown, false: none set), defaults, where from; or nil, message.
+local function plan_limits(opt)
+  local limits, defaults, source = nil, {}, nil
+  local mc, mm = opt["--max-cores"], opt["--max-memory"]
+  if mc and not resources.millicores(mc, math.huge) then
+    return nil, ("--max-cores wants cores such as 6, got '%s'"):format(mc)
+  end
+  if mm and not resources.memory_mib(mm, math.huge) then
+    return nil, ("--max-memory wants a size such as 24Gi, got '%s'"):format(mm)
+  end
+  if mc or mm then
+    limits, source = admission.limits_of { max_cores = mc, max_memory = mm }, "--max-cores/--max-memory"
+  end
+  if opt["--online"] then
+    local c, err = ae.client { profile = opt["--profile"] }
+    if not c then return nil, "--online: " .. err.message end
+    if limits == nil then
+      local body, lerr = c:get_resource_consumption_limits()
+      if not body and lerr.status ~= 404 then return nil, "--online: " .. tostring(lerr) end
+      limits, source = body and admission.limits_of(body) or false, "the service's resource_consumption_limits"
+    end
+    local defs, derr = c:get_instance_default_configs()
+    if not defs then return nil, "--online: " .. tostring(derr) end
+    defaults = type(defs) == "table" and defs or {}
+  end
+  return true, limits, defaults, source
+end
+
+-- The admission section of `plan`: the waves, or what can never fit.
+local function write_admission(limits, lines, source)
+  if limits == nil then
+    io.stdout:write("\nadmission (no limits given: --max-cores/--max-memory, or --online to read them):\n")
+  elseif limits == false then
+    io.stdout:write(("\nadmission (%s: none set):\n"):format(source))
+  else
+    io.stdout:write(("\nadmission within %s (%s):\n"):format(admission.limits_text(limits), source))
+  end
+  for _, l in ipairs(lines) do io.stdout:write("  ", l, "\n") end
+end
+
 _M.plan = {
-  options = { ["--param"] = "multi", ["--json"] = "flag" },
+  options = { ["--param"] = "multi", ["--json"] = "flag", ["--max-cores"] = "value", ["--max-memory"] = "value",
+              ["--online"] = "flag" },
   help = [[
-usage: aeflow plan FILE [--param k=v]... [--json]
+usage: aeflow plan FILE [--param k=v]... [--json] [--max-cores N --max-memory SIZE | --online]
 
 Prints the order of the steps and every request each would make; nothing is
-sent. --json prints the step graph and each step's requests as one document.]],
+sent. --json prints the step graph and each step's requests as one document.
+Then what each submit step asks for (driver + executors, its conf over the
+default configs as the steps before it leave them) and the expected admission
+waves within the limits given by --max-cores/--max-memory, or read with
+--online from the configured service (GET limits and default configs only).
+Exit status 1 when an application is larger than the whole limits.]],
   run = function(pos, opt)
     local plan, code = _M.load("plan", pos, opt)
     if not plan then return code end
+    local ok, limits, defaults, source = plan_limits(opt)
+    if not ok then return out.fail(2, "plan", "%s", limits) end
+    local lines = admission.waves(plan, limits, defaults, plan.params)
+    local fits = true
+    for _, l in ipairs(lines) do
+      if l:find(": CANNOT FIT: ", 1, true) then fits = false end
+    end
     if opt["--json"] then
       local g = record.graph(plan)
       for _, s in ipairs(g.steps) do
@@ -58,12 +117,16 @@ sent. --json prints the step graph and each step's requests as one document.]],
         s.requests = util.array(reqs)
       end
       g.workflow = plan.name
+      g.admission = { limits = limits and { cores = admission.cores_text(limits.cores_m),
+                                            memory_mib = limits.memory_mib < math.huge and limits.memory_mib or nil }
+                                or nil, source = source, waves = util.array(lines) }
       out.json(g)
-      return 0
+      return fits and 0 or 1
     end
     local text = plan_mod.describe(plan)
     io.stdout:write(type(text) == "table" and table.concat(text, "\n") or text, "\n")
-    return 0
+    if #lines > 0 then write_admission(limits, lines, source) end
+    return fits and 0 or 1
   end,
 }
 

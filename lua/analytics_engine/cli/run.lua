@@ -21,7 +21,7 @@ end
 local OPTIONS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "flag", ["--json"] = "flag",
                   ["--max-parallel"] = "integer", ["--on-cancel"] = "value", ["--poll-interval"] = "number",
                   ["--max-poll-interval"] = "number", ["--submit-grace"] = "number", ["--quiet"] = "flag",
-                  ["--report"] = "value" }
+                  ["--report"] = "value", ["--no-admission"] = "flag" }
 
 -- How events reach the person: NDJSON, a live view on a terminal, or lines.
 local function emitter(opt)
@@ -38,7 +38,7 @@ _M.run = {
 usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
                   [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S]
                   [--max-poll-interval S] [--submit-grace S] [--quiet] [--report FILE]
-                  [--profile NAME]
+                  [--no-admission] [--profile NAME]
 
 Runs the workflow FILE returns. The state file (default .aeflow/NAME.state.json)
 records every submission before it is sent; --resume continues a run that
@@ -50,6 +50,9 @@ looks for it by its token that long before sending it again. --json prints
 NDJSON events. --report FILE writes
 the run's report at the end, also of a failed or cancelled run (FILE.md:
 Markdown, anything else: HTML; see `aeflow help report`).
+Submissions wait ("held for quota") until the instance's running + pending use
+plus the application fits its resource_consumption_limits; --no-admission sends
+them as they come (README: Quota-aware admission).
 With no endpoint configured, the local engine of `aeflow help` serves the run.
 Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancelled.]],
   run = function(pos, opt, ctx)
@@ -77,7 +80,7 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
       client = c, state_path = state_path, lock = lock, resume = opt["--resume"], max_parallel = max_parallel,
       on_cancel = on_cancel, on_event = emitter(opt), engine_local = session.engine ~= nil,
       poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
-      submit_grace = opt["--submit-grace"],
+      submit_grace = opt["--submit-grace"], admission = not opt["--no-admission"],
     })
     if not runner then
       session:release()

@@ -10,6 +10,7 @@ local state_mod = require "analytics_engine.workflow.state"
 local actions = require "analytics_engine.workflow.actions"
 local submit = require "analytics_engine.workflow.submit"
 local kernel_action = require "analytics_engine.workflow.kernel_action"
+local admission = require "analytics_engine.workflow.admission"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
 
@@ -178,6 +179,7 @@ function _M.attempt(self, step, scope, att, index)
   if step.action == "await" then return submit.await(self.ctx, args) end
   if step.action == "kernel" then return kernel_action.run(self.ctx, step, args) end
   local res, err = call_action(self, step, args)
+  if res and self.admission and admission.CHANGES[step.action] then self.admission:invalidate() end
   if res == nil then
     -- Already in the state the step asks for: done, not failed.
     if err.status == 409 and (step.action == "start_history_server" or step.action == "stop_history_server") then
@@ -370,6 +372,15 @@ function _M.main(self)
   self:emit { event = "run_start", workflow = plan.name, resumed = self.opts.resume or nil,
               file = plan.file, params = self.params }
   self:save()
+  -- An application that can never fit the quota: said before anything is sent.
+  local bad = self.admission and self.admission:preflight(plan, self:scope())
+  if bad then
+    local rec = self.state:step(bad.step)
+    rec.status, rec.error = "failed", bad.message
+    self:emit { event = "step_end", step = bad.step, status = "failed", error = bad.message }
+    self.state.doc.status, self.status = "failed", "failed"
+    return self:flush()
+  end
   local changed = sched:condition()
   local running = {}
   -- Outputs of steps finished before a resume.
@@ -441,6 +452,7 @@ local function run_context(self)
   return {
     client = self.client, loop = self.sched, run_id = self.run_id, dir = self.plan.dir,
     submit_grace = self.opts.submit_grace, poller = self.poller, slots = self.global_sem,
+    admission = self.admission, -- nil with --no-admission
     emit = function(ev) self:emit(ev) end,
     save = function() return self:save() end,
     save_durable = function() return self:save_durable() end,
@@ -473,6 +485,12 @@ function _M.run(self)
       local _ = app
     end,
   })
+  if self.opts.admission ~= false then
+    self.admission = admission.new { client = self.client, sched = sched, emit = function(ev) self:emit(ev) end,
+      interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
+      peers = require("analytics_engine.workflow.admission_peers").open(self.client.instance_id, self.run_id) }
+    if self.opts.request_watch then self.opts.request_watch.fn = self.admission:observer() end
+  end
   if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
   self.ctx = run_context(self)
   local t0 = core.monotime()
@@ -485,6 +503,7 @@ function _M.run(self)
   local ok, err = sched:loop(function() return main.done end)
   collectgarbage("incremental", 200, 0, 0) -- Lua's default pause again
   if self.dirty then self:flush() end
+  if self.admission then self.admission:close() end
   if main.error or not ok then
     self.status = "failed"
     self:emit { event = "error", message = tostring(main.error or err) }

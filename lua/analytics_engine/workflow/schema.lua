@@ -201,6 +201,8 @@ _M.step = {
   for_each = { type = "for_each" },
   max_parallel = { type = "positive", needs = "for_each" },
   wait = { type = "boolean", default = true, action = "submit" },
+  -- false: send without waiting for room in the quota (workflow/admission.lua)
+  admission = { type = "boolean", default = true, action = "submit" },
   description = { type = "string" },
 }
 

@@ -142,20 +142,43 @@ function _M.run(ctx, step, body, att, index)
       sem.release()
     end
   end
+  -- Quota-aware admission (admission.lua): held until it fits; a race with
+  -- another client is then refused (503) by the service rather than queued.
+  local adm = step.admission ~= false and ctx.admission or nil
+  local queuing = body.queuing_enabled
   if not att.application_id then
     if ctx.cancelled() then return false, "cancelled" end
     if sem then
       if not sem.acquire() then return false, "cancelled" end
       holding = true
     end
-    att.intent_at = core.time()
-    local saved, serr = ctx.save_durable()
-    if not saved then
-      release()
-      if serr == ctx.loop.CANCELLED then return false, "cancelled" end
-      return false, "cannot record the submission intent; nothing was sent", true
-    end
-    local res, err = client:create_application(body)
+    local res, err
+    local refusals = 0
+    repeat
+      local ticket, why, kind
+      if adm then
+        ticket, why, kind = adm:hold(ctx.emit, step.name, index, att, body.conf)
+        if not ticket then
+          release()
+          return false, why, kind == "final"
+        end
+      end
+      if ticket and adm.limits and queuing == nil then body.queuing_enabled = false end
+      att.intent_at = core.time()
+      local saved, serr = ctx.save_durable()
+      if not saved then
+        release()
+        if ticket then adm:forget(ticket) end
+        if serr == ctx.loop.CANCELLED then return false, "cancelled" end
+        return false, "cannot record the submission intent; nothing was sent", true
+      end
+      if ticket then
+        res, err = adm:send(ticket, function() return client:create_application(body) end)
+        refusals = refusals + 1
+      else
+        res, err = client:create_application(body)
+      end
+    until not (ticket and adm.refused(err)) or refusals >= adm.MAX_REFUSALS
     if not res and err.ambiguous then
       -- The server may have accepted it: look before anything is sent again.
       local found, why = _M.settle(ctx, step, token, att.intent_at)

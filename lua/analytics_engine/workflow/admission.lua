@@ -1,0 +1,574 @@
+--- Quota-aware admission: a submission is sent only while what the instance
+-- runs and holds pending, plus what this application asks for, fits the
+-- instance's resource_consumption_limits. The service queues what does not
+-- fit (QUEUED, instance_quota_exhausted) and everyone else on the instance
+-- then waits behind it; holding it here instead keeps the instance's queue
+-- empty and lets several runs share the room.
+--
+-- The limits, the default configs and the consumption are read from the
+-- service (so other runs and other users count), cached, and read again at
+-- the poller's pace: at most one request per round. Between two reads the
+-- applications this run sent since the last read are added on top of it.
+-- Waiters are admitted in the order of their intents (strict FIFO: a big
+-- application is not overtaken forever by small ones). 429 and 503 answers
+-- halve the number of admissions per round and add one per quiet round
+-- (AIMD), honouring Retry-After.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local resources = require "analytics_engine.resources"
+local template = require "analytics_engine.workflow.template"
+
+local _M = {}
+local mt = { __index = _M }
+
+local floor, huge, max, min = math.floor, math.huge, math.max, math.min
+
+_M.LIMITS_TTL = 300        -- seconds before the limits and default configs are read again
+_M.MAX_WINDOW = 64         -- admissions per round above which the rate is unlimited again
+_M.FAIL_OPEN_AFTER = 5     -- failed reads in a row before submitting without admission
+_M.MAX_REFUSALS = 30       -- 429/503 answers to one attempt before it fails
+_M.BACKOFF_STATUS = { [429] = true, [503] = true }
+_M.PHASE = "held for quota"
+-- Actions after which the limits or default configs are read again.
+_M.CHANGES = { set_configs = true, update_configs = true, set_limits = true, delete_limits = true, call = true }
+
+---------------------------------------------------------------------------
+-- numbers as people read them
+
+--- Millicores as cores: 2000 → "2", 1500 → "1.5".
+function _M.cores_text(m)
+  if m == huge then return "unlimited" end
+  local c = m / 1000
+  if c == floor(c) then return ("%d"):format(c) end
+  return (("%.2f"):format(c):gsub("0+$", ""))
+end
+
+--- MiB as GiB when a GiB or more: 2048 → "2 GiB", 512 → "512 MiB".
+function _M.memory_text(mib)
+  if mib == huge then return "unlimited" end
+  if mib >= 1024 then
+    local g = mib / 1024
+    if g == floor(g) then return ("%d GiB"):format(g) end
+    return (("%.2f"):format(g):gsub("0+$", "")) .. " GiB"
+  end
+  return ("%d MiB"):format(floor(mib))
+end
+
+--- "needs 2 cores / 2 GiB"
+function _M.need_text(d)
+  return ("needs %s cores / %s"):format(_M.cores_text(d.cores_m), _M.memory_text(d.memory_mib))
+end
+
+--- "2 cores / 8 GiB" (the parts that are limited)
+function _M.limits_text(limits)
+  local parts = {}
+  if limits.cores_m < huge then parts[#parts + 1] = _M.cores_text(limits.cores_m) .. " cores" end
+  if limits.memory_mib < huge then parts[#parts + 1] = _M.memory_text(limits.memory_mib) end
+  return table.concat(parts, " / ")
+end
+
+--- "needs 2 cores / 2 GiB; free 0 of 6 cores": the demand, then what is
+-- free of each limit that is short (cores when nothing is).
+function _M.held_text(d, limits, used)
+  local parts = {}
+  local short_c = used.cores_m + d.cores_m > limits.cores_m
+  local short_m = used.memory_mib + d.memory_mib > limits.memory_mib
+  if limits.cores_m < huge and (short_c or not short_m) then
+    parts[#parts + 1] = ("free %s of %s cores"):format(_M.cores_text(max(0, limits.cores_m - used.cores_m)),
+      _M.cores_text(limits.cores_m))
+  end
+  if limits.memory_mib < huge and (short_m or limits.cores_m == huge) then
+    parts[#parts + 1] = ("free %s of %s"):format(_M.memory_text(max(0, limits.memory_mib - used.memory_mib)),
+      _M.memory_text(limits.memory_mib))
+  end
+  if #parts == 0 then return _M.need_text(d) end
+  return _M.need_text(d) .. "; " .. table.concat(parts, ", ")
+end
+
+--- A demand larger than the whole limits: the message, or nil when it fits an empty instance.
+function _M.too_large(d, limits)
+  if not limits or resources.fits(limits, { cores_m = 0, memory_mib = 0 }, d) then return nil end
+  return ("%s, more than the instance's whole limits of %s (resource_consumption_limits)"):format(
+    _M.need_text(d), _M.limits_text(limits))
+end
+
+--- Limits from an API body ({ max_cores = "10", max_memory = "20Gi" }) as
+-- { cores_m, memory_mib } (math.huge where unset); false when nothing is limited.
+function _M.limits_of(body)
+  body = type(body) == "table" and body or {}
+  local l = { cores_m = resources.millicores(body.max_cores, huge) or huge,
+              memory_mib = resources.memory_mib(body.max_memory, huge) or huge }
+  if l.cores_m == huge and l.memory_mib == huge then return false end
+  return l
+end
+
+--- Running plus pending from a current_resource_consumption body
+-- ({ running = { cores = "1000m", memory = "1024Mi" }, pending = {...} }).
+function _M.used_of(body)
+  body = type(body) == "table" and body or {}
+  local c, m = 0, 0
+  for _, part in ipairs { body.running, body.pending } do
+    if type(part) == "table" then
+      c = c + (resources.millicores(part.cores, huge) or 0)
+      m = m + (resources.memory_mib(part.memory, huge) or 0)
+    end
+  end
+  return { cores_m = c, memory_mib = m }
+end
+
+--- How many of `d` fit at once in `limits` (math.huge when unlimited).
+function _M.at_once(d, limits)
+  local n = huge
+  if limits.cores_m < huge and d.cores_m > 0 then n = min(n, floor(limits.cores_m / d.cores_m)) end
+  if limits.memory_mib < huge and d.memory_mib > 0 then n = min(n, floor(limits.memory_mib / d.memory_mib)) end
+  return n
+end
+
+---------------------------------------------------------------------------
+-- AIMD: `window` admissions per round (nil: unlimited). Back-pressure halves
+-- it, at most once per round (a burst of 503s is one signal, as TCP counts
+-- one loss per round trip), and keeps everyone out until Retry-After (or the
+-- next round); each round without back-pressure adds one.
+
+function _M.aimd()
+  return { window = nil, admitted = 0, last = 0, round = 0, cut_round = -1, not_before = -huge }
+end
+
+function _M.aimd_allows(a, now)
+  return now >= a.not_before and (a.window == nil or a.admitted < a.window)
+end
+
+function _M.aimd_admit(a)
+  a.admitted = a.admitted + 1
+end
+
+--- A new round: additive increase when the one before had no back-pressure.
+function _M.aimd_round(a)
+  if a.window and a.cut_round ~= a.round then
+    a.window = a.window + 1
+    if a.window > _M.MAX_WINDOW then a.window = nil end
+  end
+  a.last, a.admitted = a.admitted, 0
+  a.round = a.round + 1
+end
+
+--- Back-pressure at `now`: multiplicative decrease. Returns the new window
+-- and whether it changed.
+function _M.aimd_backoff(a, now, retry_after, interval)
+  local changed = false
+  if a.cut_round ~= a.round then
+    local base = a.window or max(a.admitted + a.last, 2)
+    a.window = max(1, floor(base / 2))
+    a.cut_round = a.round
+    changed = true
+  end
+  a.not_before = max(a.not_before, now + (retry_after or interval or 1))
+  return a.window, changed
+end
+
+---------------------------------------------------------------------------
+-- the admission of one run
+
+--- opts: client, sched, emit(ev), interval (min seconds between reads: the
+-- poller's), max_interval, clock (monotonic).
+function _M.new(opts)
+  return setmetatable({
+    client = opts.client, sched = opts.sched, emit = opts.emit or function() end,
+    min_interval = opts.interval or 1, max_interval = opts.max_interval or 15,
+    clock = opts.clock or core.monotime,
+    peers = opts.peers,  -- admission_peers: runs on this machine take turns
+    waiters = {},        -- FIFO by intent time
+    tickets = {},        -- admitted, not yet seen in a read of the consumption
+    landings = 0,        -- answered submissions, counted
+    limits = nil,        -- nil: not read; false: none set; { cores_m, memory_mib }
+    defaults = nil,      -- the instance's default configs
+    snap = nil,          -- { used, seq (landings when asked), at }
+    stale = { limits = true, defaults = true },
+    aimd = _M.aimd(),
+    failures = 0, seq = 0,
+  }, mt)
+end
+
+local function parse_retry_after(v)
+  if v == nil then return nil end
+  return require("analytics_engine.retry").parse_retry_after(tostring(v))
+end
+
+-- Note an answer of the service: 429/503 is back-pressure.
+function _M.observe(self, status, retry_after)
+  if not _M.BACKOFF_STATUS[status] then return end
+  local window, changed = _M.aimd_backoff(self.aimd, self.clock(), parse_retry_after(retry_after), self:pace())
+  if changed then
+    self.emit { event = "admission_rate", window = window, status = status,
+                retry_after = parse_retry_after(retry_after),
+                message = ("the service answered %d: at most %d submission%s per round now"):format(status, window,
+                  window == 1 and "" or "s") }
+  end
+end
+
+--- An on_request hook for the client: sees every attempt, including the
+-- ones the client retries by itself.
+function _M.observer(self)
+  return function(ev) self:observe(ev.status, ev.retry_after) end
+end
+
+-- Seconds between two reads: the poller's interval, growing while nothing changes.
+function _M.pace(self)
+  return self.interval or self.min_interval
+end
+
+local function failed_read(self, what, err)
+  self:observe(err.status, err.retry_after)
+  self.failures = self.failures + 1
+  if self.failures >= _M.FAIL_OPEN_AFTER and not self.open then
+    self.open = true
+    self.emit { event = "log", step = "admission", message = ("cannot read the instance's %s (%s) %d times in a row; "
+      .. "submitting without admission until a read succeeds"):format(what, tostring(err), self.failures) }
+  end
+end
+
+--- Read one thing from the service: the limits or the default configs when
+-- stale, else the consumption (none while no limits are set). Returns true
+-- when something was read.
+function _M.read(self)
+  local now = self.clock()
+  if self.learned_at and now - self.learned_at > _M.LIMITS_TTL then
+    self.stale.limits, self.stale.defaults = true, true
+  end
+  local c = self.client
+  if self.stale.limits then
+    local body, err = c:get_resource_consumption_limits()
+    if body or (err and err.status == 404) then
+      self.stale.limits, self.failures, self.open = false, 0, false
+      self.learned_at = now
+      self.limits = body and _M.limits_of(body) or false
+      return true
+    end
+    failed_read(self, "resource consumption limits", err)
+    return false
+  end
+  if self.stale.defaults then
+    local body, err = c:get_instance_default_configs()
+    if body then
+      self.stale.defaults, self.failures = false, 0
+      self.defaults = type(body) == "table" and body or {}
+      return true
+    end
+    failed_read(self, "default configs", err)
+    return false
+  end
+  if not self.limits then return false end
+  local seq = self.landings
+  local body, err = c:get_current_resource_consumption()
+  if not body then
+    if err.status == 404 then -- the service says the instance has no quota
+      self.limits = false
+      return true
+    end
+    failed_read(self, "current resource consumption", err)
+    return false
+  end
+  self.failures, self.open = 0, false
+  local used = _M.used_of(body)
+  local before = self.snap and self.snap.used
+  self.snap = { used = used, seq = seq, at = self.clock() }
+  -- What landed before this read was asked is in it now.
+  for t in pairs(self.tickets) do
+    if t.state == "landed" and t.seq <= seq then self.tickets[t] = nil end
+  end
+  if before and before.cores_m == used.cores_m and before.memory_mib == used.memory_mib then
+    self.interval = min((self.interval or self.min_interval) * 1.5, self.max_interval)
+  else
+    self.interval = self.min_interval
+  end
+  return true
+end
+
+--- At run start: the limits and default configs (two requests).
+function _M.prepare(self)
+  self:read()
+  if self.stale.limits then return nil, "limits" end
+  self:read()
+  return true
+end
+
+--- The instance's use as this run knows it: the last read plus what this
+-- run sent after it was asked.
+function _M.used(self)
+  local u = self.snap and self.snap.used or { cores_m = 0, memory_mib = 0 }
+  local c, m = u.cores_m, u.memory_mib
+  local seq = self.snap and self.snap.seq or -1
+  for t in pairs(self.tickets) do
+    if t.state == "admitted" or t.seq > seq then c, m = c + t.d.cores_m, m + t.d.memory_mib end
+  end
+  return { cores_m = c, memory_mib = m }
+end
+
+--- What an application with `conf` asks for, over the instance's defaults:
+-- { cores_m, memory_mib } or nil, "key: message".
+function _M.demand(self, conf)
+  return resources.demand(conf, self.defaults or {})
+end
+
+-- May `d` go now? true, or false and why ("rate", "quota", "unknown").
+function _M.room_for(self, d)
+  if not _M.aimd_allows(self.aimd, self.clock()) then return false, "rate" end
+  if self.limits == false or self.open then return true end
+  if self.limits == nil or not self.snap then return false, "unknown" end
+  if not resources.fits(self.limits, self:used(), d) then return false, "quota" end
+  return true
+end
+
+local function held_message(self, w, why)
+  if why == "rate" then
+    return _M.need_text(w.d) .. "; the service pushed back (429/503): admitting fewer per round"
+  elseif why == "turn" then
+    return _M.need_text(w.d) .. "; another run on this machine has waited longer"
+  end
+  local used = self:used()
+  return _M.held_text(w.d, self.limits or { cores_m = huge, memory_mib = huge }, used)
+end
+
+--- Admit waiters in intent order while they fit.
+function _M.pump(self)
+  local w = self.waiters[1]
+  local why
+  while w do
+    local ok
+    ok, why = self:room_for(w.d)
+    if ok and self.peers and self.peers:older(w.intent_at) then ok, why = false, "turn" end
+    if not ok then break end
+    table.remove(self.waiters, 1)
+    local t = { d = w.d, state = "admitted" }
+    self.tickets[t] = true
+    _M.aimd_admit(self.aimd)
+    w.ticket = t
+    if w.suspended then self.sched:wake(w.task, t) end
+    w = self.waiters[1]
+  end
+  if self.peers then self.peers:note(self.waiters[1] and self.waiters[1].intent_at) end
+  if why == "rate" or why == "quota" or why == "turn" then
+    for _, h in ipairs(self.waiters) do
+      if not h.held then
+        h.held = true
+        h.on_held(held_message(self, h, why), why, self:used())
+      end
+    end
+  end
+end
+
+-- One round at a time, while anything waits.
+local function ensure_rounds(self)
+  if self.rounds and not self.rounds.done then return end
+  self.rounds = self.sched:spawn("admission", function()
+    while #self.waiters > 0 do
+      local wait = self:pace() * (0.85 + 0.3 * math.random())
+      wait = max(wait, self.aimd.not_before - self.clock())
+      local ok, err = self.sched:sleep(wait)
+      if ok == nil and err then return end
+      _M.aimd_round(self.aimd)
+      self:read()
+      self:pump()
+    end
+  end)
+end
+
+--- Wait until an application asking for `d` may be sent. `w`: { intent_at,
+-- on_held(message, why, used) }. Returns a ticket, or nil, "cancelled", or
+-- nil, message, "final" (it can never fit).
+function _M.acquire(self, d, w)
+  local big = _M.too_large(d, self.limits)
+  if big then return nil, big, "final" end
+  w.d = d
+  w.task = self.sched:current()
+  self.seq = self.seq + 1
+  w.seq = self.seq
+  w.on_held = w.on_held or function() end
+  local at = w.intent_at or core.time()
+  w.intent_at = at
+  local i = #self.waiters
+  while i >= 1 and (self.waiters[i].intent_at > at) do i = i - 1 end
+  table.insert(self.waiters, i + 1, w)
+  -- No read yet, or an old one: this task makes this round's read.
+  if self.limits ~= false and not self.reading
+    and (not self.snap or self.clock() - self.snap.at >= self:pace() or self.stale.limits) then
+    self.reading = true
+    _M.aimd_round(self.aimd)
+    self:read()
+    self.reading = false
+  end
+  self:pump()
+  if w.ticket then return w.ticket end
+  ensure_rounds(self)
+  w.suspended = true
+  local t = self.sched:suspend(function()
+    for j, x in ipairs(self.waiters) do
+      if x == w then table.remove(self.waiters, j) break end
+    end
+  end)
+  if not t then return nil, "cancelled" end
+  return t
+end
+
+--- The runner's side of acquire: wait for room for an application with
+-- `conf`, noting the hold on the attempt `att` (state file, report) and in
+-- events ("held for quota" with the numbers). Returns a ticket, or nil,
+-- message and "final" | nil, "cancelled".
+function _M.hold(self, emit, step_name, index, att, conf)
+  local d, derr = self:demand(conf)
+  if not d then return nil, "conf: " .. derr .. "; nothing was sent", "final" end
+  att.wanted_at = att.wanted_at or core.time()
+  att.admitted_at = nil
+  local needs = { cores = _M.cores_text(d.cores_m), memory_mib = floor(d.memory_mib) }
+  local t, err, kind = self:acquire(d, { intent_at = att.wanted_at, on_held = function(msg, why, used)
+    att.held_at = att.held_at or core.time()
+    att.held = msg
+    local lim = self.limits or {}
+    emit { event = "application_held", phase = _M.PHASE, step = step_name, item = index, attempt = att.n,
+           token = att.token, reason = why, message = msg, needs = needs,
+           free = lim.cores_m and { cores = _M.cores_text(max(0, lim.cores_m - used.cores_m)),
+                                    memory_mib = lim.memory_mib < huge
+                                      and floor(max(0, lim.memory_mib - used.memory_mib)) or nil } or nil,
+           limits = lim.cores_m and { cores = _M.cores_text(lim.cores_m),
+                                      memory_mib = lim.memory_mib < huge and floor(lim.memory_mib) or nil } or nil }
+  end })
+  if t and att.held_at then
+    att.admitted_at = core.time()
+    emit { event = "application_admitted", step = step_name, item = index, attempt = att.n, token = att.token,
+           held_seconds = att.admitted_at - att.held_at }
+  end
+  return t, err, kind
+end
+
+--- Send a submission under a ticket (one at a time, so the service counts
+-- each before it sees the next) and account for the answer.
+function _M.send(self, t, fn)
+  if not self.sending then self.sending = self.sched:semaphore(1) end
+  if not self.sending.acquire() then
+    self.tickets[t] = nil
+    return nil, { message = "cancelled", cancelled = true }
+  end
+  local res, err = fn()
+  self.sending.release()
+  if res or (err and err.ambiguous) then
+    -- Accepted (or maybe): counted until a read of the consumption shows it.
+    self.landings = self.landings + 1
+    t.state, t.seq = "landed", self.landings
+  else
+    self.tickets[t] = nil
+    if err then self:observe(err.status, err.retry_after) end
+  end
+  return res, err
+end
+
+--- A ticket that will not be used (nothing was sent).
+function _M.forget(self, t)
+  self.tickets[t] = nil
+end
+
+--- Is `err` (a failed submission) one to wait for admission again for?
+function _M.refused(err)
+  return err ~= nil and not err.ambiguous and _M.BACKOFF_STATUS[err.status] == true
+end
+
+--- The run ends: its turn is given up.
+function _M.close(self)
+  if self.peers then self.peers:close() end
+end
+
+--- The limits or default configs changed (a step set them): read them again.
+function _M.invalidate(self)
+  self.stale.limits, self.stale.defaults = true, true
+end
+
+---------------------------------------------------------------------------
+-- before anything is sent: `aeflow plan` and the start of `aeflow run`
+
+--- What each submit step under admission asks for, read without running
+-- anything: its conf (templated with `scope`; per item when for_each is a
+-- list) over the default configs as the set_configs/update_configs steps
+-- before it leave them. A conf that needs a step's outputs is left out.
+-- Returns a list of { step, d (the largest item's demand), count (items, or
+-- nil when for_each is only known at run time) }.
+function _M.plan_demands(plan, defaults, scope)
+  defaults = util.copy(defaults or {})
+  scope = scope or plan.params or {}
+  local out, names = {}, {}
+  for _, n in ipairs(plan.order or {}) do names[#names + 1] = n end
+  for _, n in ipairs(plan.finally_order or {}) do names[#names + 1] = n end
+  for _, name in ipairs(names) do
+    local step = plan.by_name[name]
+    if step.action == "set_configs" or step.action == "update_configs" then
+      local args = template.expand(step.args, scope)
+      if type(args) == "table" then
+        if step.action == "set_configs" then defaults = {} end
+        for k, v in pairs(args) do
+          if v == util.null then defaults[k] = nil else defaults[k] = v end
+        end
+      end
+    elseif step.action == "submit" and step.admission ~= false and type(step.args) == "table" then
+      local items = type(step.for_each) == "table" and step.for_each or { false }
+      local worst
+      for i, item in ipairs(items) do
+        local sc = setmetatable({ item = item or nil, index = i }, { __index = scope })
+        local conf = template.expand(step.args.conf or {}, sc)
+        if type(conf) == "table" then
+          local d = resources.demand(conf, defaults)
+          if d and (not worst or d.cores_m + d.memory_mib / 1024 > worst.cores_m + worst.memory_mib / 1024) then
+            worst = d
+          end
+        end
+      end
+      if worst then
+        local count = type(step.for_each) == "table" and #step.for_each or (step.for_each == nil and 1 or nil)
+        out[#out + 1] = { step = step, d = worst, count = count }
+      end
+    end
+  end
+  return out
+end
+
+--- At run start: read the limits and default configs, and find a submit
+-- step whose application can never fit. Returns nil, or { step = name,
+-- message } (the run then sends nothing).
+function _M.preflight(self, plan, scope)
+  if not self:prepare() or not self.limits then return nil end
+  for _, p in ipairs(_M.plan_demands(plan, self.defaults, scope)) do
+    local big = _M.too_large(p.d, self.limits)
+    if big then return { step = p.step.name, message = big .. "; nothing was sent" } end
+  end
+  return nil
+end
+
+--- The expected admission waves of each submit step alone, as text lines:
+-- how many fit at once in `limits` (and max_parallel), and how many rounds
+-- of that the step takes. Larger-than-the-quota steps say so with numbers.
+function _M.waves(plan, limits, defaults, scope)
+  local lines = {}
+  for _, p in ipairs(_M.plan_demands(plan, defaults, scope)) do
+    local step, d = p.step, p.d
+    local big = _M.too_large(d, limits or nil)
+    local head = ("%s: %s"):format(step.name, _M.need_text(d))
+    if p.count and p.count > 1 then head = head .. (" each, %d applications"):format(p.count) end
+    if big then
+      lines[#lines + 1] = ("%s: CANNOT FIT: %s"):format(step.name, big)
+    elseif not limits then
+      lines[#lines + 1] = head .. "; no limits: all at once"
+    else
+      local n = _M.at_once(d, limits)
+      local cap = step.max_parallel or plan.max_parallel
+      if cap and cap < n then n = cap end
+      if p.count then
+        local waves = math.ceil(p.count / n)
+        lines[#lines + 1] = ("%s; %s at a time in %s: %d wave%s"):format(head,
+          n == huge and "all" or tostring(n), _M.limits_text(limits), waves, waves == 1 and "" or "s")
+      else
+        lines[#lines + 1] = ("%s; %s at a time in %s"):format(head, n == huge and "all" or tostring(n),
+          _M.limits_text(limits))
+      end
+    end
+  end
+  return lines
+end
+
+return _M

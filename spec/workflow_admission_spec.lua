@@ -1,0 +1,147 @@
+-- Quota-aware admission end to end: real `aeflow run`s against a real local
+-- engine with a small quota. Nothing is ever QUEUED on the engine (its own
+-- records say so), both runs finish, and submissions follow their intents.
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local engine = require "helpers.engine"
+local aeflow = require "helpers.aeflow"
+
+-- Every application's state history from the engine's own store.
+local function engine_records(e)
+  local db = assert(core.sqlite_open(e.data_dir .. "/state.db", { readonly = true }))
+  local out = {}
+  for doc in db:rows("SELECT doc FROM applications ORDER BY seq") do out[#out + 1] = util.json_decode(doc) end
+  db:close()
+  return out
+end
+
+-- Attempts of a state file, in the order they were submitted.
+local function attempts(path)
+  local doc = assert(util.json_decode(aeflow.read(path)), "no state file " .. path)
+  local list = {}
+  for _, rec in pairs(doc.steps) do
+    for _, it in pairs(rec.items or {}) do
+      for _, att in ipairs(it.attempts) do list[#list + 1] = att end
+    end
+  end
+  table.sort(list, function(a, b)
+    if a.intent_at ~= b.intent_at then return a.intent_at < b.intent_at end
+    return a.wanted_at < b.wanted_at
+  end)
+  return list
+end
+
+local function events(out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do list[#list + 1] = assert(util.json_decode(line), "not JSON: " .. line) end
+  return list
+end
+
+describe("admission", function()
+  local e, dir, turns
+  before_each(function()
+    -- 3 default applications (driver 1 core 1G + one executor 1 core 1G) at a time.
+    e = engine.start({ "--quota-cores", "6", "--quota-memory", "24Gi" })
+    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-adm-"))
+    turns = dir .. "/turns"
+  end)
+  after_each(function()
+    engine.stop(e)
+    if not os.getenv("KEEP") then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  local function env(extra)
+    local list = { "AEFLOW_ADMISSION_DIR=" .. turns }
+    for _, kv in ipairs(extra or {}) do list[#list + 1] = kv end
+    return aeflow.env(e, list)
+  end
+
+  -- A fan-out of n default-sized applications in its own directory.
+  local function fan(name, n, extra)
+    local d = dir .. "/" .. name
+    assert(core.mkdir_p(d, 448))
+    aeflow.write(d, "slow.sh", "sleep 0.5\necho done\n")
+    aeflow.write(d, "wf.lua", ([[
+local items = {}
+for i = 1, %d do items[i] = i end
+return workflow "%s" {
+  step "fan" { for_each = items, submit = { application = "slow.sh"%s } },
+}]]):format(n, name, extra or ""))
+    return d
+  end
+
+  local function spawn(d, more)
+    local args = { "run", "wf.lua", "--json", "--poll-interval", "0.2", "--max-poll-interval", "0.5" }
+    for _, a in ipairs(more or {}) do args[#args + 1] = a end
+    return aeflow.spawn(args, { dir = d, env = env() })
+  end
+
+  it("two runs at once share a small quota: both finish, nothing QUEUED, intents in order", function()
+    local da, db = fan("a", 5), fan("b", 5)
+    local ha, hb = spawn(da), spawn(db)
+    local ca, outa, erra = aeflow.wait(ha, 120)
+    local cb, outb, errb = aeflow.wait(hb, 120)
+    assert.equals(0, ca, outa .. erra)
+    assert.equals(0, cb, outb .. errb)
+
+    local recs = engine_records(e)
+    assert.equals(10, #recs)
+    local peak, live = 0, {}
+    for _, r in ipairs(recs) do
+      for _, t in ipairs(r.transitions) do
+        assert.is_not.equals("QUEUED", t.state, "application " .. r.id .. " was queued by the engine")
+      end
+      assert.equals("FINISHED", r.state)
+      live[#live + 1] = { at = r.transitions[1].time, d = 1 }
+      live[#live + 1] = { at = r.finish_ts, d = -1 }
+    end
+    table.sort(live, function(x, y) return x.at < y.at or (x.at == y.at and x.d < y.d) end)
+    local n = 0
+    for _, ev in ipairs(live) do
+      n = n + ev.d
+      peak = math.max(peak, n)
+    end
+    assert.is_true(peak <= 3, "more live at once than the quota holds: " .. peak)
+
+    -- Within a run: submitted in the order of the intents.
+    local held = 0
+    local states = { da .. "/.aeflow/a.state.json", db .. "/.aeflow/b.state.json" }
+    for _, path in ipairs(states) do
+      local list = attempts(path)
+      assert.equals(5, #list)
+      for i = 2, #list do
+        assert.is_true(list[i - 1].wanted_at <= list[i].wanted_at, "submitted out of intent order in " .. path)
+      end
+      for _, att in ipairs(list) do if att.held_at then held = held + 1 end end
+    end
+    assert.is_true(held >= 4, "10 applications into room for 3, yet only " .. held .. " held")
+
+    -- Across runs: the waiting run got the next room in intent order: the
+    -- oldest intent among those held always went first.
+    local all = {}
+    for _, path in ipairs(states) do
+      for _, att in ipairs(attempts(path)) do all[#all + 1] = att end
+    end
+    table.sort(all, function(x, y)
+      if x.intent_at ~= y.intent_at then return x.intent_at < y.intent_at end
+      return x.wanted_at < y.wanted_at
+    end)
+    for i = 2, #all do
+      if all[i].held_at and all[i - 1].held_at then
+        assert.is_true(all[i - 1].wanted_at <= all[i].wanted_at + 0.05,
+          ("an intent of %.3f went before one of %.3f"):format(all[i].wanted_at, all[i - 1].wanted_at))
+      end
+    end
+
+    -- The phase shows in the events with its numbers.
+    local saw = 0
+    for _, ev in ipairs(events(outa .. outb)) do
+      if ev.event == "application_held" then
+        assert.equals("held for quota", ev.phase)
+        assert.matches("^needs 2 cores / 2 GiB; ", ev.message)
+        saw = saw + 1
+      end
+    end
+    assert.is_true(saw >= 4, "held events: " .. saw)
+  end)
+end)
