@@ -56,7 +56,8 @@ end
 
 --- "needs 2 cores / 2 GiB"
 function _M.need_text(d)
-  return ("needs %s cores / %s"):format(_M.cores_text(d.cores_m), _M.memory_text(d.memory_mib))
+  return ("needs %s core%s / %s"):format(_M.cores_text(d.cores_m), d.cores_m == 1000 and "" or "s",
+    _M.memory_text(d.memory_mib))
 end
 
 --- "2 cores / 8 GiB" (the parts that are limited)
@@ -194,7 +195,8 @@ local function parse_retry_after(v)
   return require("analytics_engine.retry").parse_retry_after(tostring(v))
 end
 
--- Note an answer of the service: 429/503 is back-pressure.
+--- Note an answer of the service (every attempt, also those the client
+-- retries by itself): 429/503 is back-pressure.
 function _M.observe(self, status, retry_after)
   if not _M.BACKOFF_STATUS[status] then return end
   local window, changed = _M.aimd_backoff(self.aimd, self.clock(), parse_retry_after(retry_after), self:pace())
@@ -204,12 +206,6 @@ function _M.observe(self, status, retry_after)
                 message = ("the service answered %d: at most %d submission%s per round now"):format(status, window,
                   window == 1 and "" or "s") }
   end
-end
-
---- An on_request hook for the client: sees every attempt, including the
--- ones the client retries by itself.
-function _M.observer(self)
-  return function(ev) self:observe(ev.status, ev.retry_after) end
 end
 
 -- Seconds between two reads: the poller's interval, growing while nothing changes.

@@ -474,8 +474,13 @@ function _M.run(self)
     if sig then self:cancel("signal " .. sig) end
   end }
   self.sched = sched
-  -- The run's client: the caller's, with this run's loop as an option.
-  self.client = assert(self.client:with { loop = sched })
+  -- The run's client: the caller's, with this run's loop as an option; every
+  -- answer it sees, retried ones included, reaches admission (429/503).
+  local outer = self.client.on_request
+  self.client = assert(self.client:with { loop = sched, on_request = function(ev)
+    if outer then outer(ev) end
+    if self.admission then self.admission:observe(ev.status, ev.retry_after) end
+  end })
   self.poller = poller_mod.new(sched, self.client, {
     interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
     on_state = function(id, state, app)
@@ -489,7 +494,6 @@ function _M.run(self)
     self.admission = admission.new { client = self.client, sched = sched, emit = function(ev) self:emit(ev) end,
       interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
       peers = require("analytics_engine.workflow.admission_peers").open(self.client.instance_id, self.run_id) }
-    if self.opts.request_watch then self.opts.request_watch.fn = self.admission:observer() end
   end
   if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
   self.ctx = run_context(self)

@@ -1,0 +1,148 @@
+-- Admission's arithmetic: demand over the defaults, what fits, the numbers
+-- people read, the plan's waves, and AIMD under 429/503.
+local admission = require "analytics_engine.workflow.admission"
+local resources = require "analytics_engine.resources"
+local dsl = require "analytics_engine.workflow.dsl"
+
+local huge = math.huge
+
+describe("admission arithmetic", function()
+  it("takes the demand from the conf over the instance's default configs", function()
+    assert.same({ cores_m = 2000, memory_mib = 2048 }, resources.demand({}, {}))
+    local defaults = { ["spark.executor.instances"] = "3", ["spark.executor.memory"] = "4G" }
+    assert.same({ cores_m = 4000, memory_mib = 1024 + 3 * 4096 }, resources.demand({}, defaults))
+    -- the conf wins over the defaults
+    assert.same({ cores_m = 1500, memory_mib = 1024 + 512 },
+      resources.demand({ ["spark.executor.instances"] = "1", ["spark.executor.cores"] = "500m",
+                         ["spark.executor.memory"] = "512m" }, defaults))
+  end)
+
+  it("reads limits and consumption as the API gives them", function()
+    assert.same({ cores_m = 6000, memory_mib = 24 * 1024 }, admission.limits_of { max_cores = "6", max_memory = "24Gi" })
+    assert.is_false(admission.limits_of {})
+    assert.same({ cores_m = 3000, memory_mib = 3072 }, admission.used_of {
+      running = { cores = "2000m", memory = "2048Mi" }, pending = { cores = "1000m", memory = "1024Mi" } })
+    assert.same({ cores_m = 0, memory_mib = 0 }, admission.used_of {})
+  end)
+
+  it("fits running + pending + the demand within the limits, on both cores and memory", function()
+    local lim = { cores_m = 6000, memory_mib = 8192 }
+    local d = { cores_m = 2000, memory_mib = 2048 }
+    assert.is_true(resources.fits(lim, { cores_m = 4000, memory_mib = 0 }, d))
+    local ok, short = resources.fits(lim, { cores_m = 4001, memory_mib = 0 }, d)
+    assert.is_false(ok)
+    assert.equals("cores", short)
+    ok, short = resources.fits(lim, { cores_m = 0, memory_mib = 6145 }, d)
+    assert.is_false(ok)
+    assert.equals("memory", short)
+  end)
+
+  it("says what is held with numbers", function()
+    local lim = { cores_m = 6000, memory_mib = 24 * 1024 }
+    local d = { cores_m = 2000, memory_mib = 2048 }
+    assert.equals("needs 2 cores / 2 GiB; free 0 of 6 cores",
+      admission.held_text(d, lim, { cores_m = 6000, memory_mib = 6144 }))
+    assert.equals("needs 2 cores / 2 GiB; free 1.5 GiB of 24 GiB",
+      admission.held_text(d, lim, { cores_m = 0, memory_mib = 24 * 1024 - 1536 }))
+    assert.equals("needs 0.5 cores / 512 MiB", admission.need_text { cores_m = 500, memory_mib = 512 })
+  end)
+
+  it("finds an application larger than the whole quota", function()
+    local lim = { cores_m = 6000, memory_mib = huge }
+    assert.is_nil(admission.too_large({ cores_m = 6000, memory_mib = 1 }, lim))
+    assert.equals("needs 9 cores / 9 GiB, more than the instance's whole limits of 6 cores "
+      .. "(resource_consumption_limits)", admission.too_large({ cores_m = 9000, memory_mib = 9216 }, lim))
+    assert.is_nil(admission.too_large({ cores_m = 9000, memory_mib = 9216 }, false))
+  end)
+
+  it("counts how many fit at once", function()
+    assert.equals(3, admission.at_once({ cores_m = 2000, memory_mib = 2048 }, { cores_m = 6000, memory_mib = huge }))
+    assert.equals(2, admission.at_once({ cores_m = 2000, memory_mib = 2048 }, { cores_m = 6000, memory_mib = 5000 }))
+    assert.equals(huge, admission.at_once({ cores_m = 2000, memory_mib = 2048 }, { cores_m = huge, memory_mib = huge }))
+  end)
+
+  it("plans waves with the defaults the steps before leave, and names what cannot fit", function()
+    local plan = assert(dsl.load_string([[
+return workflow "w" {
+  params = { n = "4" },
+  step "configs" { update_configs = { ["spark.executor.instances"] = "${n}" } },
+  step "fan" { after = "configs", for_each = { 1, 2, 3, 4, 5, 6, 7 }, max_parallel = 2,
+               submit = { application = "a.py" } },
+  step "small" { after = "configs", for_each = { 1, 2, 3, 4, 5 },
+                 submit = { application = "a.py", conf = { ["spark.executor.instances"] = "0" } } },
+  step "off" { after = "configs", admission = false, submit = { application = "a.py" } },
+}]], "w.lua"))
+    local lim = { cores_m = 10000, memory_mib = huge }
+    local lines = admission.waves(plan, lim, {}, plan.params)
+    assert.same({
+      "fan: needs 5 cores / 5 GiB each, 7 applications; 2 at a time in 10 cores: 4 waves",
+      "small: needs 1 core / 1 GiB each, 5 applications; 10 at a time in 10 cores: 1 wave",
+    }, lines)
+    lines = admission.waves(plan, { cores_m = 4000, memory_mib = huge }, {}, plan.params)
+    assert.matches("^fan: CANNOT FIT: needs 5 cores / 5 GiB, more than the instance's whole limits of 4 cores",
+      lines[1])
+  end)
+end)
+
+describe("admission AIMD", function()
+  it("starts unlimited, halves on back-pressure once per round, adds one per quiet round", function()
+    local a = admission.aimd()
+    assert.is_true(admission.aimd_allows(a, 0))
+    for _ = 1, 10 do admission.aimd_admit(a) end
+    assert.is_true(admission.aimd_allows(a, 0))
+    local w, changed = admission.aimd_backoff(a, 0, nil, 1)
+    assert.equals(5, w)
+    assert.is_true(changed)
+    -- a burst of 503s in the same round is one signal
+    w, changed = admission.aimd_backoff(a, 0, nil, 1)
+    assert.equals(5, w)
+    assert.is_false(changed)
+    -- nobody goes before the next round (no Retry-After: one interval)
+    assert.is_false(admission.aimd_allows(a, 0.5))
+    admission.aimd_round(a) -- the round with the cut: no increase
+    assert.equals(5, a.window)
+    assert.is_true(admission.aimd_allows(a, 1))
+    for _ = 1, 5 do admission.aimd_admit(a) end
+    assert.is_false(admission.aimd_allows(a, 1), "at most the window per round")
+    admission.aimd_round(a)
+    assert.equals(6, a.window)
+    w = admission.aimd_backoff(a, 10, nil, 1)
+    assert.equals(3, w)
+    admission.aimd_round(a)
+    w = admission.aimd_backoff(a, 20, nil, 1)
+    assert.equals(1, w)
+    admission.aimd_round(a)
+    assert.equals(1, admission.aimd_backoff(a, 30, nil, 1), "never below one")
+  end)
+
+  it("honours Retry-After", function()
+    local a = admission.aimd()
+    admission.aimd_backoff(a, 100, 30, 1)
+    assert.is_false(admission.aimd_allows(a, 129))
+    assert.is_true(admission.aimd_allows(a, 130))
+  end)
+
+  it("is unlimited again once the window grows past the cap", function()
+    local a = admission.aimd()
+    admission.aimd_backoff(a, 0, nil, 1)
+    for _ = 1, admission.MAX_WINDOW + 1 do admission.aimd_round(a) end
+    assert.is_nil(a.window)
+  end)
+
+  it("an admission object cuts its window on 429 and 503, not on other statuses", function()
+    local events = {}
+    local now = 0
+    local adm = admission.new { emit = function(ev) events[#events + 1] = ev end, clock = function() return now end }
+    adm:observe(500)
+    adm:observe(200)
+    assert.equals(0, #events)
+    adm:observe(503, "2")
+    assert.equals(1, #events)
+    assert.equals("admission_rate", events[1].event)
+    assert.equals(2, events[1].retry_after)
+    assert.is_false(admission.aimd_allows(adm.aimd, 1.9))
+    assert.is_true(admission.aimd_allows(adm.aimd, 2))
+    adm:observe(429)
+    assert.equals(1, #events, "one cut per round")
+  end)
+end)
