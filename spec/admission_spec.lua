@@ -18,7 +18,8 @@ describe("admission arithmetic", function()
   end)
 
   it("reads limits and consumption as the API gives them", function()
-    assert.same({ cores_m = 6000, memory_mib = 24 * 1024 }, admission.limits_of { max_cores = "6", max_memory = "24Gi" })
+    assert.same({ cores_m = 6000, memory_mib = 24 * 1024 },
+      admission.limits_of { max_cores = "6", max_memory = "24Gi" })
     assert.is_false(admission.limits_of {})
     assert.same({ cores_m = 3000, memory_mib = 3072 }, admission.used_of {
       running = { cores = "2000m", memory = "2048Mi" }, pending = { cores = "1000m", memory = "1024Mi" } })
