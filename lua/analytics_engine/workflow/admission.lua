@@ -353,20 +353,32 @@ function _M.pump(self)
   end
 end
 
--- One round at a time, while anything waits.
+-- One round at a time, while anything waits: a read when the pace says so
+-- (sooner after one of this run's applications changed state), then the
+-- admissions it allows. The task wakes every min_interval to look.
 local function ensure_rounds(self)
   if self.rounds and not self.rounds.done then return end
   self.rounds = self.sched:spawn("admission", function()
     while #self.waiters > 0 do
-      local wait = self:pace() * (0.85 + 0.3 * math.random())
-      wait = max(wait, self.aimd.not_before - self.clock())
-      local ok, err = self.sched:sleep(wait)
+      local ok, err = self.sched:sleep(self.min_interval * (0.85 + 0.3 * math.random()))
       if ok == nil and err then return end
-      _M.aimd_round(self.aimd)
-      self:read()
-      self:pump()
+      local now = self.clock()
+      if now >= self.aimd.not_before and (self.nudged or not self.round_at or now - self.round_at >= self:pace()) then
+        self.nudged = false
+        self.round_at = now
+        _M.aimd_round(self.aimd)
+        self:read()
+        self:pump()
+      end
     end
   end)
+end
+
+--- One of this run's applications changed state: room may have freed, so
+-- the next look reads the consumption again whatever the pace.
+function _M.nudge(self)
+  self.interval = self.min_interval
+  self.nudged = true
 end
 
 --- Wait until an application asking for `d` may be sent. `w`: { intent_at,
@@ -389,6 +401,7 @@ function _M.acquire(self, d, w)
   if self.limits ~= false and not self.reading
     and (not self.snap or self.clock() - self.snap.at >= self:pace() or self.stale.limits) then
     self.reading = true
+    self.round_at = self.clock()
     _M.aimd_round(self.aimd)
     self:read()
     self.reading = false

@@ -475,11 +475,13 @@ function _M.run(self)
   end }
   self.sched = sched
   -- The run's client: the caller's, with this run's loop as an option; every
-  -- answer it sees, retried ones included, reaches admission (429/503).
+  -- answer to a submission, retried ones included, reaches admission (429/503).
   local outer = self.client.on_request
   self.client = assert(self.client:with { loop = sched, on_request = function(ev)
     if outer then outer(ev) end
-    if self.admission then self.admission:observe(ev.status, ev.retry_after) end
+    if self.admission and ev.operation == "create_application" then
+      self.admission:observe(ev.status, ev.retry_after)
+    end
   end })
   self.poller = poller_mod.new(sched, self.client, {
     interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
@@ -487,6 +489,7 @@ function _M.run(self)
       self:emit { event = "application", application_id = id, state = state, step = self.started_apps[id] }
       if self.client.is_terminal(state) then self.started_apps[id] = nil end
       record.state_change(self.app_attempts[id], state)
+      if self.admission then self.admission:nudge() end
       local _ = app
     end,
   })
