@@ -202,7 +202,7 @@ _M.step = {
   max_parallel = { type = "positive", needs = "for_each" },
   wait = { type = "boolean", default = true, action = "submit" },
   -- false: send without waiting for room in the quota (workflow/admission.lua)
-  admission = { type = "boolean", default = true, action = "submit" },
+  admission = { type = "boolean", action = "submit" },
   description = { type = "string" },
 }
 
