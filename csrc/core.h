@@ -12,8 +12,9 @@
 void ae_open_http(lua_State *L);    /* http.c: http_session */
 void ae_open_server(lua_State *L);  /* server.c: http_server */
 void ae_open_process(lua_State *L); /* process.c: spawn, wait, kill, getpid, signals */
-void ae_open_fs(lua_State *L);      /* fs.c: file_mode, mkdir_p, realpath, isatty, atomic writes */
-void ae_open_digest(lua_State *L);  /* digest.c: sha256, hmac_sha256, random_bytes */
+void ae_open_fs(
+    lua_State *L); /* fs.c: file_mode, mkdir_p, realpath, isatty, write_file_atomic, lock_file */
+void ae_open_digest(lua_State *L);    /* digest.c: sha256, hmac_sha256, random_bytes */
 void ae_open_websocket(lua_State *L); /* ws.c: ws_connect, wait_fds (wslay) */
 void ae_open_sqlite(lua_State *L);    /* sqlite.c: sqlite_open */
 

@@ -11,11 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -60,7 +58,7 @@ static void on_signal(int sig) {
   sig_count++;
 }
 
-/* How many watched signals have arrived (wrapping): server.c's poll loop
+/* How many watched signals have arrived (wrapping): the server's poll loop
  * returns early when this changes while it waits. */
 int ae_signal_count(void) {
   return (int)sig_count;

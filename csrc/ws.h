@@ -1,4 +1,4 @@
-/* The WebSocket handle (ws*.c) as server.c and http.c use it. */
+/* The WebSocket handle (ws*.c) as server_ws.c and http.c use it. */
 #ifndef AE_WS_H
 #define AE_WS_H
 #include <poll.h>

@@ -73,7 +73,7 @@ struct ae_ws {
   /* close handshake */
   int close_code;
   char close_reason[126];
-  /* server side: the owner (server.c) releases the MHD upgrade handle */
+  /* server side: the owner (server_ws.c) releases the MHD upgrade handle */
   void *owner, *urh;
   ae_ws_release_fn release;
   char errbuf[CURL_ERROR_SIZE];

@@ -1,6 +1,6 @@
-/* The server side of a WebSocket, made by server.c for a connection
+/* The server side of a WebSocket, made by server_ws.c for a connection
  * libmicrohttpd upgraded: plain recv/send on the socket MHD hands over,
- * framing by ws_frame.c. The owner (server.c) closes the socket through the
+ * framing by ws_frame.c. The owner (server_ws.c) closes the socket through the
  * release callback. */
 #include <fcntl.h>
 #include <stdlib.h>
