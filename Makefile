@@ -35,7 +35,7 @@ BINDIR     ?= $(PREFIX)/bin
 DEB_PACKAGES_BUILD ?= gcc libc6-dev make pkg-config lua5.4 liblua5.4-dev lua-cjson \
                       libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libwslay-dev ca-certificates
 DEB_PACKAGES_DEMO  ?= $(DEB_PACKAGES_BUILD) python3 procps
-DEB_PACKAGES       ?= $(DEB_PACKAGES_DEMO) lua-busted lua-check luarocks git zip unzip openssl
+DEB_PACKAGES       ?= $(DEB_PACKAGES_DEMO) lua-busted lua-check luarocks git zip unzip openssl tmux
 # Every capability adds its packages here too, for `make deps`.
 DEB_PACKAGES_ALL    = $(DEB_PACKAGES)
 

@@ -23,13 +23,23 @@ local OPTIONS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "
                   ["--max-poll-interval"] = "number", ["--submit-grace"] = "number", ["--quiet"] = "flag",
                   ["--report"] = "value", ["--no-admission"] = "flag" }
 
--- How events reach the person: NDJSON, a live view on a terminal, or lines.
-local function emitter(opt)
+-- The terminal's width (columns), so the live view's lines never wrap.
+local function columns()
+  local p = io.popen(("stty size -F /proc/%d/fd/1 2>/dev/null"):format(core.getpid()))
+  local cols = p and tonumber((p:read("a") or ""):match("%d+%s+(%d+)"))
+  if p then p:close() end
+  return cols or tonumber(os.getenv("COLUMNS")) or 80
+end
+
+-- How events reach the person: NDJSON, a live view on a terminal (with its
+-- clock), or lines. Returns on_event, on_tick.
+local function emitter(opt, plan)
   if opt["--json"] then return render.json(io.stdout) end
   if opt["--quiet"] then return nil end
   local term = os.getenv("TERM")
   local tty = out.stdout_is_tty() and term and term ~= "dumb"
-  return tty and render.live(io.stdout, core.monotime) or render.lines(io.stdout)
+  if not tty then return render.lines(io.stdout) end
+  return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1 })
 end
 
 _M.run = {
@@ -76,9 +86,10 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
     local json, quiet = opt["--json"], opt["--quiet"]
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
     if not c then return out.fail(1, nil, "%s", session) end
+    local on_event, on_tick = emitter(opt, plan)
     local runner, rerr = runner_mod.new(plan, {
       client = c, state_path = state_path, lock = lock, resume = opt["--resume"], max_parallel = max_parallel,
-      on_cancel = on_cancel, on_event = emitter(opt), engine_local = session.engine ~= nil,
+      on_cancel = on_cancel, on_event = on_event, on_tick = on_tick, engine_local = session.engine ~= nil,
       poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
       submit_grace = opt["--submit-grace"], admission = not opt["--no-admission"],
     })

@@ -1,7 +1,11 @@
 --- One rate-aware poller for every application a run awaits: a list request
 -- per round (not one request per application), an interval that grows while
 -- nothing changes and shrinks when something does, jitter, and a cap on
--- requests per round for applications the list does not show.
+-- requests per round for applications the list does not show. A newly
+-- watched application is polled at most `interval` after the last round (not
+-- after a sleep that grew while nothing changed), so the state a person sees
+-- is the engine's within about one interval.
+local core = require "analytics_engine.core"
 local client_mod = require "analytics_engine.client"
 
 local _M = {}
@@ -23,20 +27,45 @@ function _M.new(sched, client, opts)
   }, mt)
 end
 
+-- Bring the next round forward to `last round + min_interval` when the
+-- poller sleeps longer than that (its interval grew while nothing changed).
+local function hurry(self)
+  if not self.napping then return end
+  local target = math.max(core.monotime(), (self.last_round or 0) + self.min_interval)
+  if self.wake_at <= target then return end
+  self.wake_at = target
+  local task = self.task
+  if type(task.waiting) == "function" then task.waiting() end -- drop its timer
+  self.napping = false
+  self.sched:wake(task, true)
+end
+
 local function ensure_running(self)
-  if self.task and not self.task.done then return end
+  if self.task and not self.task.done then return hurry(self) end
   self.task = self.sched:spawn("poller", function() self:run() end)
 end
 
---- Suspend the calling task until application `id` is terminal. Returns the
--- list's summary of it, or nil, err (cancelled).
-function _M.await(self, id)
+local function watch(self, id)
   local w = self.watched[id]
   if not w then
     w = { waiters = {} }
     self.watched[id] = w
     self.count = self.count + 1
   end
+  return w
+end
+
+--- Follow application `id`'s state (on_state) until it is terminal, without
+-- waiting for it: a `wait = false` submission still shows its state.
+function _M.watch(self, id)
+  watch(self, id)
+  ensure_running(self)
+end
+
+--- Suspend the calling task until application `id` is terminal. Returns the
+-- list's summary of it, or nil, err (cancelled).
+function _M.await(self, id)
+  local w = watch(self, id)
   local me = self.sched:current()
   w.waiters[me] = true
   self.interval = self.min_interval
@@ -72,6 +101,7 @@ end
 
 function _M.round(self)
   self.rounds = self.rounds + 1
+  self.last_round = core.monotime()
   local changed = false
   self.requests = self.requests + 1
   local list, err = self.client:list_applications()
@@ -110,8 +140,14 @@ function _M.run(self)
     else
       self.interval = math.min(self.interval * 1.5, self.max_interval)
     end
-    local ok, err = self.sched:sleep(self.interval * (0.85 + 0.3 * math.random()))
-    if ok == nil and err then return end
+    -- hurry() may bring wake_at forward and wake this sleep early.
+    self.wake_at = core.monotime() + self.interval * (0.85 + 0.3 * math.random())
+    repeat
+      self.napping = true
+      local ok, err = self.sched:sleep(self.wake_at - core.monotime())
+      self.napping = false
+      if ok == nil and err then return end
+    until core.monotime() >= self.wake_at - 0.001
   end
 end
 

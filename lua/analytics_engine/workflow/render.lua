@@ -5,6 +5,7 @@
 -- masked, control characters shown as \x1b), in every view.
 local util = require "analytics_engine.util"
 local sanitize = require "analytics_engine.sanitize"
+local live = require "analytics_engine.workflow.live"
 
 local _M = {}
 
@@ -89,103 +90,57 @@ function _M.lines(out)
   end
 end
 
-local SYMBOL = { pending = " ", running = ">", succeeded = "+", failed = "x", skipped = "-", cancelled = "!" }
-
-local function elapsed(s)
-  if s < 60 then return ("%.0fs"):format(s) end
-  if s < 3600 then return ("%dm%02ds"):format(s // 60, math.floor(s % 60)) end
-  return ("%dh%02dm"):format(s // 3600, math.floor(s % 3600 / 60))
+--- The live view for terminals (workflow/live.lua): returns emit(ev) and
+-- tick() (call it on a clock). opts: { plan, width }.
+function _M.live(out, now_fn, opts)
+  opts = opts or {}
+  local emit, tick = live.new(out, { now = now_fn, plan = opts.plan, width = opts.width })
+  return function(ev) emit(safe(ev, sanitize.clean)) end, tick
 end
 
---- A live view for terminals: one row per step and per application in
--- flight, redrawn in place at most ten times a second.
-function _M.live(out, now_fn)
-  out = out or io.stdout
-  local now_of = now_fn or os.time
-  local steps, order, apps, app_order = {}, {}, {}, {}
-  local run = { id = "", workflow = "", started = now_of() }
-  local drawn, last = 0, -1
-  local notes = {}
-
-  local function draw(force)
-    local now = now_of()
-    if not force and now - last < 0.1 then return end
-    last = now
-    local lines = { ("run %s of %s  %s"):format(run.id, run.workflow, elapsed(now - run.started)) }
-    for _, name in ipairs(order) do
-      local st = steps[name]
-      local row = ("  [%s] %-24s %-10s %s"):format(SYMBOL[st.status] or "?", name, st.status,
-        st.finished and elapsed(st.finished - st.started) or elapsed(now - st.started))
-      if st.error then row = row .. "  " .. st.error:gsub("\n.*", "") end
-      lines[#lines + 1] = row
-      for _, id in ipairs(app_order) do
-        local a = apps[id]
-        if a.step == name and not a.done then
-          lines[#lines + 1] = ("        %s  %-10s %s"):format(id, a.state, elapsed(now - a.since))
-        end
+-- What a step's record says it did: attempts made (an attempt counts once it
+-- did something: sent its submission, or ran its action; one still waiting
+-- for a --max-parallel slot when the run ended does not), applications the
+-- service accepted, and the last state the service reported for the last one.
+function _M.step_counts(rec)
+  local attempts, apps, last = 0, 0, nil
+  for _, it in pairs(rec.items or {}) do
+    for _, att in ipairs(it.attempts or {}) do
+      if att.application_id then
+        apps = apps + 1
+        attempts = attempts + 1
+        last = att
+      elseif att.intent_at or (att.result and att.error ~= "cancelled") then
+        attempts = attempts + 1
       end
     end
-    local buf = {}
-    if drawn > 0 then buf[#buf + 1] = ("\27[%dA\27[J"):format(drawn) end
-    for _, n in ipairs(notes) do buf[#buf + 1] = n .. "\n" end
-    notes = {}
-    for _, l in ipairs(lines) do buf[#buf + 1] = l .. "\n" end
-    out:write(table.concat(buf))
-    out:flush()
-    drawn = #lines
   end
-
-  return function(ev)
-    ev = safe(ev, sanitize.clean)
-    local e = ev.event
-    if e == "run_start" then
-      run.id, run.workflow, run.started = ev.run_id, ev.workflow, now_of()
-    elseif e == "step_start" or e == "step_end" then
-      local st = steps[ev.step]
-      if not st then
-        st = { started = now_of() }
-        steps[ev.step] = st
-        order[#order + 1] = ev.step
-      end
-      st.status = e == "step_start" and "running" or ev.status
-      if e == "step_end" then st.finished, st.error = now_of(), ev.error end
-    elseif e == "application_submitted" or e == "application_adopted" then
-      if not apps[ev.application_id] then app_order[#app_order + 1] = ev.application_id end
-      apps[ev.application_id] = { step = ev.step, state = "SUBMITTED", since = now_of() }
-    elseif e == "application" then
-      local a = apps[ev.application_id]
-      if a then
-        if a.state ~= ev.state then a.since = now_of() end
-        a.state = ev.state
-        a.done = require("analytics_engine.client").is_terminal(ev.state)
-      end
-    elseif e == "retry" or e == "error" or e == "cancel" or e == "timeout" or e == "log" then
-      local f = LINES[e]
-      notes[#notes + 1] = os.date("%H:%M:%S") .. " " .. f(ev)
-    end
-    draw(e == "run_end" or e == "step_end" or #notes > 0)
-  end
+  return attempts, apps, last
 end
-
 
 --- The summary table: one row per step (and finally step).
 function _M.summary(plan, doc)
-  local rows = { { "STEP", "STATUS", "ATTEMPTS", "SECONDS", "DETAIL" } }
+  local rows = { { "STEP", "STATUS", "ATTEMPTS", "APPS", "SECONDS", "DETAIL" } }
   local function add(step, rec)
     if not rec then return end
-    local attempts, detail = 0, rec.error or ""
-    for _, it in pairs(rec.items or {}) do attempts = attempts + #it.attempts end
+    local attempts, napps, last = _M.step_counts(rec)
+    local detail = rec.error or ""
     local secs = (rec.started_at and rec.finished_at) and ("%.1f"):format(rec.finished_at - rec.started_at) or "-"
     local out = rec.outputs
     if detail == "" and type(out) == "table" then
       if out.application_id then
-        detail = ("%s %s rc=%s"):format(out.application_id, tostring(out.state), tostring(out.return_code))
+        -- The state as the service last reported it (a wait = false step's too).
+        local seen = last and last.states and last.states[#last.states]
+        local state = seen and seen.state or out.state
+        detail = ("%s %s"):format(out.application_id, tostring(state))
+        if out.return_code ~= nil then detail = detail .. " rc=" .. tostring(out.return_code) end
       elseif #out > 0 then
         detail = ("%d items"):format(#out)
       end
     end
     rows[#rows + 1] = { step.name .. (step.is_finally and " (finally)" or ""), rec.status,
-                        tostring(attempts), secs, sanitize.clean((tostring(detail):gsub("\n.*", ""))) }
+                        tostring(attempts), tostring(napps), secs,
+                        sanitize.clean((tostring(detail):gsub("\n.*", ""))) }
   end
   for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
   for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end

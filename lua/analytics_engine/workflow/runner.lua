@@ -308,10 +308,11 @@ function _M.run_step(self, step)
   local rec = self.state:step(step.name, step.is_finally)
   local t0 = core.monotime()
   rec.status, rec.started_at = "running", rec.started_at or core.time()
-  self:emit { event = "step_start", step = step.name, action = step.action, finally = step.is_finally or nil }
+  local list, lerr = items_of(self, step)
+  self:emit { event = "step_start", step = step.name, action = step.action, finally = step.is_finally or nil,
+              items = list and #list or nil }
   self:save()
   local ok, outputs, err = true, nil, nil
-  local list, lerr = items_of(self, step)
   if lerr then
     ok, err = false, lerr
   elseif list then
@@ -367,6 +368,24 @@ function _M.readiness(self, step)
   return "yes"
 end
 
+--- Follow the applications a cancel stopped until the service says they
+-- ended (at most SETTLE_SECONDS), so the last state shown is the real one.
+local SETTLE_SECONDS = 10
+function _M.settle(self, ids)
+  if not ids or #ids == 0 then return end
+  for _, id in ipairs(ids) do self.poller:watch(id) end
+  local deadline = core.monotime() + SETTLE_SECONDS
+  while core.monotime() < deadline do
+    local left = false
+    for _, id in ipairs(ids) do
+      if self.poller.watched[id] then left = true end
+    end
+    if not left then return end
+    local ok, err = self.sched:sleep(0.2)
+    if ok == nil and err then return end
+  end
+end
+
 function _M.main(self)
   local plan, sched = self.plan, self.sched
   self:emit { event = "run_start", workflow = plan.name, resumed = self.opts.resume or nil,
@@ -397,6 +416,7 @@ function _M.main(self)
         local ready, dep = self:readiness(step)
         if self.cancelled then
           rec.status = "cancelled"
+          self:emit { event = "step_end", step = name, status = "cancelled" }
         elseif ready == "skip" then
           rec.status, rec.error = "skipped", "upstream step '" .. dep .. "' did not succeed"
           self:emit { event = "step_end", step = name, status = "skipped", error = rec.error }
@@ -419,7 +439,7 @@ function _M.main(self)
     if not pending then break end
     changed.wait()
   end
-  if self.cancelled and self.on_cancel == "stop" then submit.stop_started(self.ctx) end
+  if self.cancelled and self.on_cancel == "stop" then self:settle(submit.stop_started(self.ctx)) end
   -- finally steps: once per run, whatever happened, in declaration order.
   for _, name in ipairs(plan.finally_order) do
     local step = plan.by_name[name]
@@ -507,6 +527,16 @@ function _M.run(self)
   -- peak RSS follows the pause (about 34 MB at 2x, 31 MB at 1.5x).
   collectgarbage("incremental", 150, 0, 0)
   local main = sched:spawn("main", function() self:main() end)
+  if self.opts.on_tick then
+    -- A clock for views that move while nothing happens (a long wait).
+    sched:spawn("clock", function()
+      while not main.done do
+        local slept, serr = sched:sleep(self.opts.tick_interval or 0.25)
+        if slept == nil and serr then return end
+        if not main.done then self.opts.on_tick() end
+      end
+    end)
+  end
   local ok, err = sched:loop(function() return main.done end)
   collectgarbage("incremental", 200, 0, 0) -- Lua's default pause again
   if self.dirty then self:flush() end

@@ -196,6 +196,7 @@ function _M.run(ctx, step, body, att, index)
       return false, tostring(err), err.status ~= nil and err.status >= 400 and err.status < 500 and err.status ~= 429
     end
     att.application_id = res.application_id or res.id
+    att.state = res.state
     record.submitted(att, res.state)
     ctx.started(att.application_id, step.name, att)
     ctx.emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
@@ -207,7 +208,9 @@ function _M.run(ctx, step, body, att, index)
   local id = att.application_id
   if step.wait == false then
     release()
-    return true, { application_id = id, state = "SUBMITTED", token = token }
+    -- Not awaited, still followed: the live view and the report show its state.
+    ctx.poller:watch(id)
+    return true, { application_id = id, state = att.state or "SUBMITTED", token = token }
   end
   local ok, msg, final, out = await_one(ctx, id, token)
   release()
@@ -244,16 +247,22 @@ function _M.stop_and_wait(ctx, id)
   -- Wait outside the cancelled task's own waits: poll directly.
   for _ = 1, 60 do
     local st = client:get_application_state(id)
-    if not st or api.is_terminal(st.state) then break end
+    if not st then break end
+    if api.is_terminal(st.state) then
+      ctx.emit { event = "application", application_id = id, state = st.state, step = ctx.started_step(id) }
+      break
+    end
     ctx.loop:sleep(0.5)
   end
   ctx.forget(id)
 end
 
 --- On cancel: stop every application this run started that still runs,
--- including any accepted by a request the cancel interrupted.
+-- including any accepted by a request the cancel interrupted. Returns the
+-- ids it asked to stop.
 function _M.stop_started(ctx)
   local client = ctx.client
+  local stopped = {}
   local list = client:list_applications()
   for _, app in ipairs(list and list.applications or {}) do
     local id = app.application_id or app.id
@@ -262,8 +271,10 @@ function _M.stop_started(ctx)
     if ours and not api.is_terminal(app.state) then
       ctx.emit { event = "application_stop", application_id = id, reason = "cancel" }
       client:delete_application(id)
+      stopped[#stopped + 1] = id
     end
   end
+  return stopped
 end
 
 return _M
