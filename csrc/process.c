@@ -6,12 +6,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,21 +132,18 @@ static int spawn_fail(lua_State *L, const char *prog, const char *what, int e) {
   return 2;
 }
 
-/* execvp's search, done in the parent so that a missing program is reported
- * the same way everywhere (posix_spawnp reports exec failures on glibc, but
- * not where it is emulated with fork, as under valgrind). 0 or an errno. */
-static int find_program(const char *prog, const char *cwd) {
+/* execvp's search, done in the parent (the child may only make
+ * async-signal-safe calls): the program's path into `out`; 0 or an errno. */
+static int find_program(const char *prog, const char *cwd, char out[PATH_MAX]) {
   const char *path, *p, *end;
-  char buf[PATH_MAX];
   int err = ENOENT;
   struct stat st;
   if (!*prog) return ENOENT;
   if (strchr(prog, '/')) {
-    if (prog[0] != '/' && cwd) {
-      if (snprintf(buf, sizeof buf, "%s/%s", cwd, prog) >= (int)sizeof buf) return ENAMETOOLONG;
-      prog = buf;
-    }
-    return access(prog, X_OK) == 0 ? 0 : errno;
+    int n = prog[0] != '/' && cwd ? snprintf(out, PATH_MAX, "%s/%s", cwd, prog)
+                                  : snprintf(out, PATH_MAX, "%s", prog);
+    if (n < 0 || n >= PATH_MAX) return ENAMETOOLONG;
+    return access(out, X_OK) == 0 ? 0 : errno;
   }
   path = getenv("PATH");
   if (!path) path = "/bin:/usr/bin";
@@ -155,11 +153,11 @@ static int find_program(const char *prog, const char *cwd) {
     end = strchr(p, ':');
     if (!end) end = p + strlen(p);
     dl = (size_t)(end - p);
-    if (dl == 0) n = snprintf(buf, sizeof buf, "%s/%s", cwd ? cwd : ".", prog);
-    else if (p[0] != '/' && cwd) n = snprintf(buf, sizeof buf, "%s/%.*s/%s", cwd, (int)dl, p, prog);
-    else n = snprintf(buf, sizeof buf, "%.*s/%s", (int)dl, p, prog);
-    if (n > 0 && n < (int)sizeof buf && stat(buf, &st) == 0 && S_ISREG(st.st_mode)) {
-      if (access(buf, X_OK) == 0) return 0;
+    if (dl == 0) n = snprintf(out, PATH_MAX, "%s/%s", cwd ? cwd : ".", prog);
+    else if (p[0] != '/' && cwd) n = snprintf(out, PATH_MAX, "%s/%.*s/%s", cwd, (int)dl, p, prog);
+    else n = snprintf(out, PATH_MAX, "%.*s/%s", (int)dl, p, prog);
+    if (n > 0 && n < PATH_MAX && stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+      if (access(out, X_OK) == 0) return 0;
       err = EACCES;
     }
     if (!*end) break;
@@ -167,15 +165,86 @@ static int find_program(const char *prog, const char *cwd) {
   return err;
 }
 
+/* Close every descriptor from 3 up but `keep` (the exec-failure pipe, itself
+ * O_CLOEXEC): the engine's sockets and files are none of the child's. */
+static void close_others(int keep) {
+  int fd;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3, keep - 1, 0) == 0 &&
+      syscall(SYS_close_range, keep + 1, ~0U, 0) == 0)
+    return;
+#endif
+  for (fd = 3; fd < 4096; fd++)
+    if (fd != keep) close(fd);
+}
+
+/* The child between fork and exec: async-signal-safe calls only (another
+ * thread, a libcurl resolver, may hold malloc's lock). Its own session and
+ * process group; with `deathsig`, that signal when the engine dies, even by
+ * SIGKILL (posix_spawn cannot ask for it). An exec failure's errno goes back
+ * through `errfd`. */
+static void child_exec(const char *path, char *const argv[], char *const envp[], const int fds[3],
+                       const char *cwd, int deathsig, pid_t parent, int errfd) {
+  sigset_t none;
+  int i, e;
+  setsid();
+#ifdef PR_SET_PDEATHSIG
+  if (deathsig && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 || getppid() != parent)) _exit(127);
+#else
+  (void)deathsig;
+  (void)parent;
+#endif
+  for (i = 0; i < 3; i++) {
+    if (fds[i] == i) fcntl(i, F_SETFD, 0); /* dup2 onto itself keeps O_CLOEXEC */
+    else if (dup2(fds[i], i) < 0) goto fail;
+  }
+  close_others(errfd);
+  for (i = 0; signames[i].name; i++)
+    if (signames[i].sig != SIGKILL && signames[i].sig != SIGSTOP) signal(signames[i].sig, SIG_DFL);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if (cwd && chdir(cwd) != 0) goto fail;
+  execve(path, argv, envp);
+fail:
+  e = errno;
+  if (write(errfd, &e, sizeof e) < 0) _exit(126);
+  _exit(127);
+}
+
+/* fork + exec -> 0 and *pid, or an errno (the exec's when it failed). */
+static int start_child(const char *path, char *const argv[], char *const envp[], const int fds[3],
+                       const char *cwd, int deathsig, pid_t *pid) {
+  int pfd[2], e = 0;
+  ssize_t n;
+  pid_t parent = getpid();
+  if (pipe2(pfd, O_CLOEXEC) != 0) return errno;
+  *pid = fork();
+  if (*pid < 0) {
+    e = errno;
+    close(pfd[0]);
+    close(pfd[1]);
+    return e;
+  }
+  if (*pid == 0) child_exec(path, argv, envp, fds, cwd, deathsig, parent, pfd[1]);
+  close(pfd[1]);
+  do n = read(pfd[0], &e, sizeof e);
+  while (n < 0 && errno == EINTR);
+  close(pfd[0]);
+  if (n == (ssize_t)sizeof e) { /* exec failed: reap the child */
+    while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return e ? e : ECHILD;
+  }
+  return 0;
+}
+
 static int l_spawn(lua_State *L) {
   const char **argv, **envp = NULL, *cwd, *paths[3], *prog;
   static const char *const fields[3] = {"stdin", "stdout", "stderr"};
   int fds[3] = {-1, -1, -1};
-  int argc, envc = 0, i, rc, use_env;
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t mask, defs;
-  pid_t pid;
+  int argc, envc = 0, i, rc, use_env, deathsig = 0;
+  char path[PATH_MAX];
+  pid_t pid = -1;
   struct stat st;
 
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -190,6 +259,11 @@ static int l_spawn(lua_State *L) {
   if (use_env) envc = (int)lua_rawlen(L, 3);
   cwd = ae_optstrfield(L, 1, "cwd", NULL);
   for (i = 0; i < 3; i++) paths[i] = opt_path(L, fields[i], cwd);
+  if (ae_optstrfield(L, 1, "die_with_parent", NULL)) {
+    deathsig = signal_by_name(ae_optstrfield(L, 1, "die_with_parent", NULL));
+    luaL_argcheck(L, deathsig > 0, 1,
+                  "field 'die_with_parent' must be a signal name such as \"KILL\"");
+  }
 
   /* argv and envp live in userdata (collected with the rest) and point at
    * strings anchored in the argv/env tables. */
@@ -224,7 +298,7 @@ static int l_spawn(lua_State *L) {
     else if (!S_ISDIR(st.st_mode)) e = ENOTDIR;
     if (e) return spawn_fail(L, prog, lua_pushfstring(L, "cwd %s", cwd), e);
   }
-  rc = find_program(prog, cwd);
+  rc = find_program(prog, cwd, path);
   if (rc != 0) return spawn_fail(L, prog, NULL, rc);
   for (i = 0; i < 3; i++) {
     const char *p = paths[i] ? paths[i] : "/dev/null";
@@ -237,39 +311,8 @@ static int l_spawn(lua_State *L) {
     }
   }
 
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  rc = 0;
-  for (i = 0; i < 3 && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-#endif
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
-  if (rc == 0 && cwd) rc = posix_spawn_file_actions_addchdir_np(&fa, cwd);
-#else
-  if (rc == 0 && cwd) rc = ENOSYS;
-#endif
-  sigemptyset(&mask);
-  sigemptyset(&defs);
-  for (i = 0; signames[i].name; i++)
-    if (signames[i].sig != SIGKILL && signames[i].sig != SIGSTOP) sigaddset(&defs, signames[i].sig);
-  if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &mask);
-  if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defs);
-#ifdef POSIX_SPAWN_SETSID
-  if (rc == 0)
-    rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                             POSIX_SPAWN_SETSIGDEF);
-#else
-  if (rc == 0) rc = posix_spawnattr_setpgroup(&attr, 0);
-  if (rc == 0)
-    rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                             POSIX_SPAWN_SETSIGDEF);
-#endif
-  if (rc == 0)
-    rc = posix_spawnp(&pid, prog, &fa, &attr, (char *const *)argv,
-                      use_env ? (char *const *)envp : environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  rc = start_child(path, (char *const *)argv, use_env ? (char *const *)envp : environ, fds, cwd,
+                   deathsig, &pid);
   for (i = 0; i < 3; i++) close(fds[i]);
   if (rc != 0) return spawn_fail(L, prog, NULL, rc);
   lua_pushinteger(L, (lua_Integer)pid);

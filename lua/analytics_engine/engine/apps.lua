@@ -9,6 +9,7 @@ local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
 local resources = require "analytics_engine.resources"
 local confine = require "analytics_engine.engine.confine"
+local children = require "analytics_engine.engine.children"
 
 local _M = {}
 
@@ -367,9 +368,11 @@ local function launch(eng, rec)
     event_log_dir = eng.opts.event_log_dir, instance_defaults = rec.instance_defaults })
   if not plan then return fail(eng, rec, code, message) end
   if plan.note then add_detail(rec, "info", "local_stand_in", plan.note) end
-  local env = runner.env(rec.details.env, { AE_APPLICATION_ID = rec.id, AE_INSTANCE_ID = eng.instance_id })
+  local env = runner.env(rec.details.env, { AE_APPLICATION_ID = rec.id, AE_INSTANCE_ID = eng.instance_id,
+                                            [children.MARKER] = eng.opts.data_dir })
   local pid, err = core.spawn{ argv = plan.argv, env = env, cwd = eng.opts.app_root,
-                               stdout = rec.dir .. "/stdout", stderr = rec.dir .. "/stderr" }
+                               stdout = rec.dir .. "/stdout", stderr = rec.dir .. "/stderr",
+                               die_with_parent = children.SIGNAL.application }
   if not pid then return fail(eng, rec, "launch_failed", "could not start the application: " .. tostring(err)) end
   local now = core.time()
   rec.pid = pid

@@ -5,6 +5,7 @@
 -- it the server is state-only: the engine records start and stop, serves no
 -- UI, and its answer says so.
 local core = require "analytics_engine.core"
+local children = require "analytics_engine.engine.children"
 
 local _M = {}
 
@@ -35,6 +36,8 @@ local function script_env(eng, h)
     SPARK_HISTORY_OPTS = ("-Dspark.history.fs.logDirectory=file:%s -Dspark.history.ui.port=%d")
       :format(eng.opts.event_log_dir, h.ui_port or _M.UI_PORT),
     SPARK_LOG_DIR = dir, SPARK_PID_DIR = dir, SPARK_DAEMON_MEMORY = h.memory,
+    -- the daemon leaves the script's process group: the marker lets a restart find it
+    [children.MARKER] = eng.opts.data_dir,
   })
 end
 
@@ -43,7 +46,8 @@ local function run_script(eng, name, h)
   local home = _M.spark_home()
   local dir = eng.opts.data_dir .. "/history"
   local pid, err = core.spawn{ argv = { home .. "/sbin/" .. name }, env = script_env(eng, h),
-                               stdout = dir .. "/" .. name .. ".out", stderr = dir .. "/" .. name .. ".out" }
+                               stdout = dir .. "/" .. name .. ".out", stderr = dir .. "/" .. name .. ".out",
+                               die_with_parent = children.SIGNAL.helper }
   if not pid then return nil, ("cannot run %s/sbin/%s: %s"):format(home, name, tostring(err)) end
   eng.reaping[pid] = { deadline = core.time() + _M.SCRIPT_TIMEOUT }
   return true

@@ -11,6 +11,7 @@
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local runner = require "analytics_engine.engine.runner"
+local children = require "analytics_engine.engine.children"
 
 local _M = {}
 local mt = { __index = _M }
@@ -39,7 +40,7 @@ function _M.new(opts)
     pythons = { "python3", "/usr/bin/python3" }
   end
   return setmetatable({
-    dir = opts.data_dir .. "/jupyter",
+    dir = opts.data_dir .. "/jupyter", data_dir = opts.data_dir,
     enabled = opts.enabled ~= false,
     pythons = pythons,
     state = opts.enabled == false and "disabled" or "idle",
@@ -104,7 +105,7 @@ function _M.probe(self, i)
     return settle(self, nil, _M.MISSING)
   end
   local pid = core.spawn{ argv = { python, "-c", "import jupyter_server, ipykernel" },
-                          stdout = "/dev/null", stderr = "/dev/null" }
+                          stdout = "/dev/null", stderr = "/dev/null", die_with_parent = children.SIGNAL.helper }
   if not pid then return self:probe(i + 1) end
   self.state, self.probe_pid, self.probe_index = "probing", pid, i
 end
@@ -129,15 +130,18 @@ local function start_server(self, python)
     -- fight ours; JUPYTER_PATH (where more kernelspecs live) is kept.
     if not kv:find("^JUPYTER_") or kv:find("^JUPYTER_PATH=") then env[#env + 1] = kv end
   end
+  -- The marker (children.lua) reaches the kernels too: Jupyter passes its environment on.
   for k, v in pairs({ JUPYTER_TOKEN = self.token, JUPYTER_RUNTIME_DIR = self.dir .. "/runtime",
-                      JUPYTER_DATA_DIR = self.dir .. "/data", JUPYTER_CONFIG_DIR = self.dir .. "/config" }) do
+                      JUPYTER_DATA_DIR = self.dir .. "/data", JUPYTER_CONFIG_DIR = self.dir .. "/config",
+                      [children.MARKER] = self.data_dir }) do
     env[#env + 1] = k .. "=" .. v
   end
   local argv = { python, "-m", "jupyter_server",
                  "--ServerApp.ip=127.0.0.1", "--ServerApp.port=" .. port, "--ServerApp.port_retries=50",
                  "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
                  "--ServerApp.root_dir=" .. self.dir .. "/work" }
-  local pid, serr = core.spawn{ argv = argv, env = env, cwd = self.dir .. "/work", stdout = log, stderr = log }
+  local pid, serr = core.spawn{ argv = argv, env = env, cwd = self.dir .. "/work", stdout = log, stderr = log,
+                                die_with_parent = children.SIGNAL.jupyter }
   if not pid then
     self.state = "idle"
     return settle(self, nil, "cannot start the Jupyter Server: " .. tostring(serr))

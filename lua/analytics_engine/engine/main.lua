@@ -11,6 +11,7 @@ local apps = require "analytics_engine.engine.apps"
 local runner = require "analytics_engine.engine.runner"
 local server = require "analytics_engine.engine.server"
 local confine = require "analytics_engine.engine.confine"
+local children = require "analytics_engine.engine.children"
 
 local _M = {}
 
@@ -147,6 +148,13 @@ function _M.setup(o)
      and core.kill(running.pid, 0) then
     return nil, ("another local engine (pid %d) already serves %s at %s; stop it or remove %s/engine.json")
       :format(running.pid, data_dir, tostring(running.url), data_dir)
+  end
+  -- No engine serves this directory: what carries its marker is a previous
+  -- engine's leftover (children.lua).
+  local swept = children.sweep(data_dir)
+  if #swept > 0 then
+    io.stderr:write(("engine: stopped %d process(es) a previous engine on %s left running (pids %s)\n")
+      :format(#swept, data_dir, table.concat(swept, ", ")))
   end
 
   local ok3, err3 = mkdir(data_dir .. "/spark-events")
