@@ -145,7 +145,7 @@ end
 --- Running and pending use over the live applications -> view, running millicores, MiB.
 function _M.consumption(eng)
   local run_c, run_m, pend_c, pend_m = 0, 0, 0, 0
-  for _, rec in pairs(eng.active) do
+  for _, rec in eng.lifecycle:live() do
     local c, m = _M.demand(rec)
     if rec.state == "RUNNING" then
       run_c, run_m = run_c + c, run_m + m
@@ -249,20 +249,13 @@ local function set_state(eng, rec, state, now)
   eng.store:touch("applications", rec)
 end
 
-local function unqueue(eng, rec)
-  for i, r in ipairs(eng.queue) do
-    if r == rec then table.remove(eng.queue, i) return end
-  end
-end
-
 local function finish(eng, rec, state, now)
   now = now or core.time()
   set_state(eng, rec, state, now)
   rec.finish_ts = now
   rec.pid = nil
   rec.deadline = nil
-  eng.active[rec.id] = nil
-  unqueue(eng, rec)
+  eng.lifecycle:retire(rec)
 end
 
 --- Positive seconds from "90", "90s", "15m", "2h", "1h30m" (the project's one
@@ -324,7 +317,7 @@ function _M.create(eng, details, extras)
   if extras.queuing_enabled == false then
     local cap_c, cap_m = _M.capacity(eng)
     local _, run_c, run_m = _M.consumption(eng)
-    if #eng.queue > 0 or run_c + c > cap_c or run_m + m > cap_m then
+    if #eng.lifecycle:queued() > 0 or run_c + c > cap_c or run_m + m > cap_m then
       return nil, 503, "instance_quota_exhausted", "the instance has no room for the application now "
         .. "and queuing_enabled is false"
     end
@@ -337,9 +330,8 @@ function _M.create(eng, details, extras)
       "the local engine does not mount volumes; paths are used as they are")
   end
   eng.store:put("applications", rec)
-  eng.active[id] = rec
-  eng.queue[#eng.queue + 1] = rec
-  if not core.mkdir_p(rec.dir, 448) then eng.procs[id] = { mkdir = false } end
+  eng.lifecycle:admit(rec)
+  if not core.mkdir_p(rec.dir, 448) then eng.lifecycle:set_proc(id, { mkdir = false }) end
   eng.stats.applications_created = eng.stats.applications_created + 1
   return rec
 end
@@ -381,33 +373,34 @@ local function launch(eng, rec)
   rec.submitted_with = plan.submit and "spark-submit" or "local"
   if rec.timeout then rec.deadline = now + rec.timeout end
   rec.spark_application_id = spark_app_id(eng)
-  eng.procs[rec.id] = { pid = pid }
+  eng.lifecycle:set_proc(rec.id, { pid = pid })
   set_state(eng, rec, "RUNNING", now)
 end
 
--- Kill a process group: TERM now, KILL after the grace period (see tick).
+-- Kill a process group: TERM now, KILL after the grace period (lifecycle.reap).
 local function terminate(eng, pid)
-  core.kill(pid, "TERM")
-  eng.reaping[pid] = { deadline = core.time() + _M.KILL_GRACE }
+  eng.lifecycle:terminate(pid, _M.KILL_GRACE)
 end
 
 -- Start queued applications in submission order while they fit; the first
 -- that does not fit waits (QUEUED) and so does everything behind it.
 local function schedule(eng, now)
-  if #eng.queue == 0 then return end
+  local lc = eng.lifecycle
+  local queue = lc:queued()
+  if #queue == 0 then return end
   local cap_c, cap_m = _M.capacity(eng)
   local _, run_c, run_m = _M.consumption(eng)
   local i = 1
-  while i <= #eng.queue do
-    local rec = eng.queue[i]
-    local p = eng.procs[rec.id]
+  while i <= #queue do
+    local rec = queue[i]
+    local p = lc:proc(rec.id)
     if p and p.mkdir == false then
       fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
     else
       local c, m = _M.demand(rec)
       if run_c + c > cap_c or run_m + m > cap_m then
-        for j = i, #eng.queue do
-          local q = eng.queue[j]
+        for j = i, #queue do
+          local q = queue[j]
           if q.state ~= "QUEUED" then
             add_detail(q, "info", "instance_quota_exhausted", "the application waits for the instance's "
               .. "cores and memory (resource_consumption_limits) to free")
@@ -416,7 +409,7 @@ local function schedule(eng, now)
         end
         return
       end
-      table.remove(eng.queue, i)
+      lc:unqueue(rec)
       launch(eng, rec)
       if rec.state == "RUNNING" then run_c, run_m = run_c + c, run_m + m end
     end
@@ -426,13 +419,13 @@ end
 --- Advance every live application one step; never blocks.
 function _M.tick(eng)
   local now = core.time()
-  for id, rec in pairs(eng.active) do
-    local p = eng.procs[id] or {}
+  local lc = eng.lifecycle
+  for id, rec in lc:live() do
+    local p = lc:proc(id) or {}
     if rec.state == "RUNNING" and p.pid then
       local st, c = core.wait(p.pid)
       if st == "exited" then
         rec.return_code = tostring(c)
-        eng.procs[id] = nil
         if c == 0 then finish(eng, rec, "FINISHED", now)
         else
           add_detail(rec, "error", "application_failed", ("the application exited with code %d"):format(c))
@@ -440,15 +433,12 @@ function _M.tick(eng)
         end
       elseif st == "signaled" then
         rec.return_code = tostring(128 + c)
-        eng.procs[id] = nil
         add_detail(rec, "error", "application_killed", ("the application was killed by signal %d"):format(c))
         finish(eng, rec, "FAILED", now)
       elseif st == false then
-        eng.procs[id] = nil
         add_detail(rec, "error", "application_lost", "the engine lost track of the application's process: " .. c)
         finish(eng, rec, "FAILED", now)
       elseif rec.deadline and now >= rec.deadline then
-        eng.procs[id] = nil
         terminate(eng, p.pid)
         add_detail(rec, "error", "application_timeout", ("the application ran longer than its limit of %gs "
           .. "(%s or --app-timeout) and was stopped"):format(rec.timeout, _M.TIMEOUT_KEY))
@@ -458,22 +448,14 @@ function _M.tick(eng)
   end
   schedule(eng, now)
   -- Stopped process groups: reap them; KILL what outlives the grace period.
-  for pid, r in pairs(eng.reaping) do
-    if core.wait(pid) ~= nil then
-      eng.reaping[pid] = nil
-    elseif not r.killed and now >= r.deadline then
-      core.kill(pid, "KILL")
-      r.killed = true
-    end
-  end
+  lc:reap(now)
 end
 
 --- Stop a live application (DELETE, or the engine shutting down).
 function _M.stop(eng, rec, code, message)
   if _M.TERMINAL[rec.state] then return false end
-  local p = eng.procs[rec.id] or {}
+  local p = eng.lifecycle:proc(rec.id) or {}
   if p.pid then terminate(eng, p.pid) end
-  eng.procs[rec.id] = nil
   add_detail(rec, "info", code, message)
   finish(eng, rec, "STOPPED")
   return true

@@ -50,11 +50,7 @@ local function forget(eng, dropped)
   for _, d in ipairs(dropped) do
     local rec = d.rec
     if d.kind == "applications" then
-      eng.active[rec.id] = nil
-      eng.procs[rec.id] = nil
-      for i = #eng.queue, 1, -1 do
-        if eng.queue[i] == rec then table.remove(eng.queue, i) end
-      end
+      eng.lifecycle:retire(rec)
       if rec.dir then os.remove(rec.dir) end -- empty: nothing ran
       eng.stats.applications_created = eng.stats.applications_created - 1
     elseif d.kind == "clusters" then

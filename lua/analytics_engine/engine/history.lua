@@ -49,7 +49,7 @@ local function run_script(eng, name, h)
                                stdout = dir .. "/" .. name .. ".out", stderr = dir .. "/" .. name .. ".out",
                                die_with_parent = children.SIGNAL.helper }
   if not pid then return nil, ("cannot run %s/sbin/%s: %s"):format(home, name, tostring(err)) end
-  eng.reaping[pid] = { deadline = core.time() + _M.SCRIPT_TIMEOUT }
+  eng.lifecycle:await_exit(pid, _M.SCRIPT_TIMEOUT)
   return true
 end
 

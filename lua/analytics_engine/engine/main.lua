@@ -8,6 +8,7 @@ local faults = require "analytics_engine.engine.faults"
 local router = require "analytics_engine.engine.router"
 local handlers = require "analytics_engine.engine.handlers"
 local apps = require "analytics_engine.engine.apps"
+local lifecycle = require "analytics_engine.engine.lifecycle"
 local runner = require "analytics_engine.engine.runner"
 local server = require "analytics_engine.engine.server"
 local confine = require "analytics_engine.engine.confine"
@@ -188,7 +189,7 @@ function _M.setup(o)
              event_log_dir = data_dir .. "/spark-events" },
     store = store, auth = a, instance_id = iid, router = router.new(), versions = handlers.versions(),
     stats = { requests = {}, faults = {}, applications_created = 0 },
-    active = {}, queue = {}, procs = {}, reaping = {}, clusters_pending = {}, timers = {},
+    lifecycle = lifecycle.new(), clusters_pending = {}, timers = {},
   }
   if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
   eng.opts.allow_any_program = o["allow-any-program"] or nil

@@ -210,7 +210,7 @@ local function fire_timers(eng)
 end
 
 local function busy(eng)
-  return next(eng.active) ~= nil or next(eng.reaping) ~= nil or next(eng.clusters_pending) ~= nil
+  return eng.lifecycle:busy() or next(eng.clusters_pending) ~= nil
 end
 
 local function tick(eng)
@@ -251,21 +251,10 @@ end
 --- Stop what runs, give it a moment to go, save.
 function _M.shutdown(eng)
   kernels.shutdown(eng)
-  for _, rec in pairs(eng.active) do
+  for _, rec in eng.lifecycle:live() do
     apps.stop(eng, rec, "engine_stopped", "the local engine shut down while the application was live")
   end
-  local deadline = monotime() + 2
-  while next(eng.reaping) and monotime() < deadline do
-    for pid in pairs(eng.reaping) do
-      if core.wait(pid) ~= nil then eng.reaping[pid] = nil end
-    end
-    if next(eng.reaping) then core.sleep(0.02) end
-  end
-  for pid in pairs(eng.reaping) do
-    core.kill(pid, "KILL")
-    core.wait(pid)
-  end
-  eng.reaping = {}
+  eng.lifecycle:drain(2)
   local ok, err = eng.store:commit()
   if not ok then io.stderr:write("engine: ", err, "\n") end
 end
