@@ -1,4 +1,6 @@
---- The local engine's cluster `connect` WebSocket
+--- The local engine's clusters, all in one place: the REST handlers (create,
+-- list, get, delete), the tick that makes an accepted cluster ACTIVE, and the
+-- `connect` WebSocket
 -- (GET /v4/analytics_engines/{instance_id}/spark_clusters/{cluster_id}/connect).
 -- A local "cluster" has no Spark behind it, so the socket speaks a small
 -- line protocol of the engine's own (docs/websocket.md):
@@ -8,11 +10,26 @@
 --   "!ping DATA"      the engine pings; when the client's pong arrives it sends "pong DATA"
 --   "!fragment N TXT" the engine sends TXT in frames of N bytes
 -- Messages over MAX_MESSAGE bytes close the socket with 1009.
+local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local guard = require "analytics_engine.engine.guard"
+local apps = require "analytics_engine.engine.apps"
 
 local _M = {}
+local H = {}
+_M.handlers = H -- merged into the engine's handlers by name (api.lua's operations)
+
+local null = util.null
+
+local function find_cluster(eng, id)
+  if not util.is_uuid(id) then
+    return nil, reply.error(400, "invalid_cluster_id", ("cluster_id '%s' is not a valid id"):format(id))
+  end
+  local rec = eng.store:get("clusters", id)
+  if not rec then return nil, reply.error(404, "cluster_not_found", ("cluster %s does not exist"):format(id)) end
+  return rec
+end
 
 _M.MAX_MESSAGE = 1024 * 1024
 
@@ -51,16 +68,90 @@ local function on_news(eng, h)
   end
 end
 
+function H.create_cluster(eng, ctx)
+  local d = ctx.body.cluster_details
+  if d == nil or d == null then return reply.bad_request("cluster_details is required") end
+  if not apps.is_object(d) then return reply.bad_request("cluster_details must be an object") end
+  if d.name ~= nil and d.name ~= null and type(d.name) ~= "string" then
+    return reply.bad_request("cluster_details.name must be a string")
+  end
+  local conf = {}
+  if d.conf ~= nil and d.conf ~= null then
+    local ok, err = apps.check_string_map(d.conf, "cluster_details.conf")
+    if not ok then return reply.bad_request(err) end
+    conf = util.copy(d.conf)
+  end
+  local s = eng.store:settings()
+  local version = s.default_runtime.spark_version
+  if type(d.runtime) == "table" and d.runtime.spark_version ~= nil then
+    version = d.runtime.spark_version
+    if not eng.versions.set[version] then
+      return reply.bad_request(("cluster_details.runtime.spark_version must be one of %s"):format(eng.versions.text))
+    end
+  end
+  local now = core.time()
+  local id = util.uuid4(core.random_bytes)
+  local rec = { id = id, name = type(d.name) == "string" and d.name or ("cluster-" .. id:sub(1, 8)),
+                conf = conf, runtime = version, state = "ACCEPTED", creation_ts = now, start_ts = now }
+  eng.store:put("clusters", rec)
+  eng.clusters_pending[id] = rec
+  return 202, { id = id, cluster_id = id, state = rec.state }
+end
+
+function H.list_clusters(eng)
+  local out = util.array()
+  for _, c in ipairs(eng.store:list("clusters")) do
+    out[#out + 1] = { id = c.id, name = c.name, state = c.state, start_time = util.iso_time(c.start_ts),
+                      end_time = c.finish_ts and util.iso_time(c.finish_ts) or nil,
+                      finish_time = c.finish_ts and util.iso_time(c.finish_ts) or nil,
+                      default_runtime = { spark_version = c.runtime } }
+  end
+  return 200, { clusters = out }
+end
+
+function H.get_cluster(eng, ctx)
+  local c, st, b, h = find_cluster(eng, ctx.params.cluster_id)
+  if not c then return st, b, h end
+  return 200, {
+    cluster_details = { name = c.name, conf = util.copy(c.conf or {}), runtime = { spark_version = c.runtime } },
+    mode = "stand-alone",
+    cluster_id = c.id,
+    state = c.state,
+    creation_time = util.long_time(c.creation_ts),
+    start_time = util.long_time(c.start_ts),
+    finish_time = c.finish_ts and util.long_time(c.finish_ts) or nil,
+  }
+end
+
+function H.delete_cluster(eng, ctx)
+  local c, st, b, h = find_cluster(eng, ctx.params.cluster_id)
+  if not c then return st, b, h end
+  if c.state ~= "STOPPED" then
+    c.state = "STOPPED"
+    c.finish_ts = core.time()
+    eng.clusters_pending[c.id] = nil
+    eng.store:touch("clusters", c)
+  end
+  return 204
+end
+
+--- Clusters become ACTIVE on the tick after they are accepted.
+function _M.tick(eng)
+  for id, c in pairs(eng.clusters_pending) do
+    c.state = "ACTIVE"
+    c.start_ts = core.time()
+    eng.clusters_pending[id] = nil
+    eng.store:touch("clusters", c)
+  end
+end
+
 --- The connect door (api.websockets' connect_cluster; the engine's one check
 -- has admitted the caller): find the cluster, upgrade. Returns an error
 -- reply, or a function that answers by itself (the upgrade).
-function _M.connect(eng, ctx)
+function H.connect_cluster(eng, ctx)
   local req, cid = ctx.req, ctx.params.cluster_id
-  if not util.is_uuid(cid) then
-    return reply.error(400, "invalid_cluster_id", ("cluster_id '%s' is not a valid id"):format(cid))
-  end
-  local c = eng.store:get("clusters", cid)
-  if not c then return reply.error(404, "cluster_not_found", ("cluster %s does not exist"):format(cid)) end
+  local c, st, b, hd = find_cluster(eng, cid)
+  if not c then return st, b, hd end
   if c.state ~= "ACTIVE" then
     return reply.error(409, "cluster_not_active", ("cluster %s is %s, not ACTIVE"):format(cid, tostring(c.state)))
   end

@@ -218,7 +218,7 @@ local function tick(eng)
     guard.fail_point("tick")
     apps.tick(eng)
   end)
-  guard.call("the clusters' tick", handlers.tick_clusters, eng)
+  guard.call("the clusters' tick", clusters.tick, eng)
   durable.flush(eng)
 end
 
