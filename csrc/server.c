@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -258,6 +259,7 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
      * mark the connection as waiting for the application (no reading); it
      * calls again on its next run, and that call suspends. */
     r->state = RQ_READY;
+    ae_guard_busy(c);
     r->next = NULL;
     if (s->ready_tail) s->ready_tail->next = r;
     else s->ready_head = r;
@@ -279,12 +281,19 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
   }
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  server *s = cls;
+  ae_guard_notify(&s->guard, c, socket_context, code == MHD_CONNECTION_NOTIFY_CLOSED);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   server *s = cls;
   request *r = *con_cls;
   if (!r) return;
   *con_cls = NULL;
+  if (!r->ent) ae_guard_idle(&s->guard, c);
   if (r->ent) {
     wsent *e = r->ent;
     r->ent = NULL;
@@ -347,6 +356,7 @@ static void server_shutdown(lua_State *L, server *s) {
     for (i = 0; s->nsuspended > 0 && i < 100; i++) MHD_run(s->d);
     MHD_stop_daemon(s->d);
     s->d = NULL;
+    ae_guard_free(&s->guard);
   }
   for (r = s->all; r; r = n) {
     n = r->all_next;
@@ -393,6 +403,18 @@ server *srv_open(lua_State *L) {
   return s;
 }
 
+/* server:stats() -> { connections, expired, evicted }: open connections, and
+ * how many the guard closed for missing the request deadline or to make room. */
+static int srv_stats(lua_State *L) {
+  server *s = srv_open(L);
+  if (!s) return 2;
+  lua_createtable(L, 0, 3);
+  ae_setint(L, "connections", (lua_Integer)s->guard.n);
+  ae_setint(L, "expired", (lua_Integer)s->guard.expired);
+  ae_setint(L, "evicted", (lua_Integer)s->guard.evicted);
+  return 1;
+}
+
 static int srv_close(lua_State *L) {
   server_shutdown(L, check_server(L));
   lua_pushboolean(L, 1);
@@ -420,7 +442,7 @@ static int fail_msg(lua_State *L, const char *fmt, const char *host, int port, c
 static int l_http_server(lua_State *L) {
   const char *host, *cert, *key;
   char hostport[96], portstr[16];
-  lua_Number portn, max_body, max_conn, conn_timeout;
+  lua_Number portn, max_body, max_conn, conn_timeout, req_timeout;
   struct addrinfo hints, *ai = NULL;
   server *s;
   int fd, one = 1, rc, tls, e;
@@ -439,6 +461,7 @@ static int l_http_server(lua_State *L) {
   max_body = ae_optnumfield(L, 1, "max_body", 1048576);
   max_conn = ae_optnumfield(L, 1, "max_connections", 1024);
   conn_timeout = ae_optnumfield(L, 1, "connection_timeout", 60);
+  req_timeout = ae_optnumfield(L, 1, "request_timeout", 30);
   cert = ae_optstrfield(L, 1, "tls_cert", NULL);
   key = ae_optstrfield(L, 1, "tls_key", NULL);
   luaL_argcheck(L, portn >= 0 && portn <= 65535 && portn == floor(portn), 1,
@@ -446,6 +469,7 @@ static int l_http_server(lua_State *L) {
   luaL_argcheck(L, max_body >= 0, 1, "max_body must be >= 0");
   luaL_argcheck(L, max_conn >= 1 && max_conn <= 1e6, 1, "max_connections must be in 1..1000000");
   luaL_argcheck(L, conn_timeout >= 0 && conn_timeout <= 1e7, 1, "bad connection_timeout");
+  luaL_argcheck(L, req_timeout >= 0 && req_timeout <= 1e7, 1, "bad request_timeout");
   luaL_argcheck(L, strlen(host) < sizeof s->host, 1, "host too long");
   luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "tls_cert and tls_key go together");
 
@@ -458,6 +482,7 @@ static int l_http_server(lua_State *L) {
   s->port = (int)portn;
   snprintf(s->host, sizeof s->host, "%s", host);
   s->max_body = max_body > (lua_Number)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)max_body;
+  ae_guard_init(&s->guard, (size_t)max_conn, req_timeout);
 
   tls = cert != NULL;
   if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
@@ -504,6 +529,7 @@ static int l_http_server(lua_State *L) {
   (ops[nops].option = (o), ops[nops].value = (intptr_t)(v), ops[nops].ptr_value = (p), nops++)
   OPT(MHD_OPTION_LISTEN_SOCKET, fd, NULL);
   OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s);
+  OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s);
   OPT(MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, s);
   OPT(MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)no_unescape, NULL);
   OPT(MHD_OPTION_CONNECTION_LIMIT, (unsigned int)max_conn, NULL);
@@ -539,6 +565,28 @@ static int l_http_server(lua_State *L) {
   return 1;
 }
 
+/* core.raise_fd_limit() -> soft, hard | nil, err: raise this process's
+ * open-file limit (RLIMIT_NOFILE) to its hard limit, so a server can hold as
+ * many connections as the system lets it; returns the limits now. */
+static int l_raise_fd_limit(lua_State *L) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  lua_pushinteger(L,
+                  rl.rlim_cur == RLIM_INFINITY ? (lua_Integer)1 << 30 : (lua_Integer)rl.rlim_cur);
+  lua_pushinteger(L,
+                  rl.rlim_max == RLIM_INFINITY ? (lua_Integer)1 << 30 : (lua_Integer)rl.rlim_max);
+  return 2;
+}
+
 void ae_open_server(lua_State *L) {
   static const luaL_Reg methods[] = {{"port", srv_port},
                                      {"poll", srv_poll},
@@ -547,8 +595,11 @@ void ae_open_server(lua_State *L) {
                                      {"pending", srv_pending},
                                      {"close", srv_close},
                                      {"accept_websocket", srv_accept_websocket},
+                                     {"stats", srv_stats},
                                      {NULL, NULL}};
   ae_newclass(L, SERVER_MT, methods, srv_gc, srv_tostring);
   lua_pushcfunction(L, l_http_server);
   lua_setfield(L, -2, "http_server");
+  lua_pushcfunction(L, l_raise_fd_limit);
+  lua_setfield(L, -2, "raise_fd_limit");
 }

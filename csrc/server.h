@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "core.h"
+#include "server_guard.h"
 #include "ws.h"
 
 #define SERVER_MT "analytics_engine.HttpServer"
@@ -89,6 +90,7 @@ typedef struct server {
   size_t nhdrs, hcap;
   int hdr_oom;
   char *tls_cert, *tls_key;
+  ae_guard guard;      /* every connection, for deadlines and eviction */
   wsent *ws;           /* WebSocket connections */
   struct pollfd *pfds; /* scratch for waiting on them */
   size_t npfds;

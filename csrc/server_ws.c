@@ -176,6 +176,7 @@ int srv_accept_websocket(lua_State *L) {
   s->ws = e;
   r->ent = e;
   ae_ws_set_owner(w, e, on_ws_release);
+  ae_guard_upgraded(r->conn);
   r->resp = resp;
   r->status = 101;
   r->state = RQ_ANSWERED;

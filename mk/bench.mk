@@ -6,7 +6,7 @@ DEB_PACKAGES_BENCH ?= $(DEB_PACKAGES_BUILD) nginx python3 python3-requests wrk h
 DEB_PACKAGES_ALL += $(DEB_PACKAGES_BENCH)
 BENCH_RAW_CURL = $(BUILD)/bench/raw_curl
 
-.PHONY: bench bench-deps bench-build bench-engine
+.PHONY: bench bench-deps bench-build bench-engine bench-flood
 
 bench-deps:
 	$(call install_packages,$(DEB_PACKAGES_BENCH))
@@ -23,3 +23,6 @@ bench: bench-deps bench-build
 
 bench-engine: bench-deps build
 	sh bench/engine_load.sh
+
+bench-flood: build
+	sh bench/flood.sh

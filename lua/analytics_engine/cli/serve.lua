@@ -29,6 +29,10 @@ usage: aeflow serve [options]
   --fault-ops OP,..   inject faults only into these operations (default: every /v4 one)
   --fault-delay S     how long a `delay` fault stalls (default 2)
   --max-body BYTES    largest accepted request body (default 1048576)
+  --max-connections N connections held at once (default: the open-file limit, raised to its
+                      hard limit, less 256); near it the oldest idle ones are closed
+  --request-timeout S a connection's time to send a whole request, not extended by
+                      trickling bytes (default 30; 0: none)
   --tls-cert FILE --tls-key FILE   serve HTTPS (PEM files)
   --quota-cores N     the instance's cpu quota (default 16)
   --quota-memory SIZE the instance's memory quota (default 64Gi)

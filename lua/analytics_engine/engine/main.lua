@@ -27,11 +27,27 @@ local OPTIONS = {
   host = "string", port = "integer", data = "string", ["app-root"] = "string", ["examples-dir"] = "string",
   users = "string", ["token-ttl"] = "integer", faults = "number", ["fault-kinds"] = "string",
   ["fault-seed"] = "integer", ["fault-ops"] = "string", ["fault-delay"] = "number", ["max-body"] = "integer",
-  ["tls-cert"] = "string", ["tls-key"] = "string",
+  ["tls-cert"] = "string", ["tls-key"] = "string", ["max-connections"] = "integer", ["request-timeout"] = "number",
   ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
   ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
   quiet = "flag", ["no-jupyter"] = "flag", ["allow-any-program"] = "flag",
 }
+
+-- A connection has this long to deliver a complete request (line, headers
+-- and body) after it opens or after its previous answer; trickling bytes
+-- does not extend it (slow-loris), and idle keep-alive connections close then.
+_M.REQUEST_TIMEOUT = 30
+-- File descriptors kept for everything but connections: the database, logs,
+-- the applications' pipes, Jupyter, the history server.
+local FD_RESERVE = 256
+
+--- How many connections the server may hold: what was asked, else what the
+-- open-file limit allows once raised to its hard limit (at most 100000).
+function _M.max_connections(asked)
+  local soft = core.raise_fd_limit() or 1024
+  local fit = math.max(16, math.min(soft - FD_RESERVE, 100000))
+  return asked and math.min(asked, math.max(16, soft - FD_RESERVE)) or fit
+end
 
 --- parse(args) -> opts | nil, message
 function _M.parse(args)
@@ -81,6 +97,12 @@ function _M.parse(args)
     return nil, "--deploy-mode must be client or cluster"
   end
   if o["max-body"] and o["max-body"] < 0 then return nil, "--max-body must be at least 0" end
+  if o["max-connections"] and (o["max-connections"] < 16 or o["max-connections"] > 1000000) then
+    return nil, "--max-connections must be between 16 and 1000000"
+  end
+  if o["request-timeout"] and (o["request-timeout"] < 0 or o["request-timeout"] > 86400) then
+    return nil, "--request-timeout must be between 0 and 86400 seconds"
+  end
   if o["allow-any-program"] and not confine.loopback(o.host or "127.0.0.1") then
     return nil, "--allow-any-program is only for an engine on loopback: listening on " .. o.host
       .. ", programs are confined to --app-root and the samples"
@@ -224,7 +246,9 @@ function _M.serve(args)
     if not key then eng.store:close() return fail("cannot read --tls-key " .. o["tls-key"]) end
   end
   local srv, berr = core.http_server{ host = host, port = o.port or 0, max_body = eng.opts.max_body,
-                                      tls_cert = cert, tls_key = key }
+                                      tls_cert = cert, tls_key = key,
+                                      max_connections = _M.max_connections(o["max-connections"]),
+                                      request_timeout = o["request-timeout"] or _M.REQUEST_TIMEOUT }
   if not srv then
     eng.store:close()
     return fail(("cannot listen on %s:%d: %s"):format(host, o.port or 0, tostring(berr)))
