@@ -295,6 +295,12 @@ describe("aeflow run against a faulty engine", function()
       local it = st and st.steps.a and st.steps.a.items["1"]
       return it and it.attempts[1] and it.attempts[1].intent_at
     end, 30)
+    -- The intent is on disk before the POST leaves: kill only once the engine holds the POST
+    -- (on a loaded machine the kill could otherwise land between the two).
+    engine.eventually(function()
+      local _, stats = engine.request(e, "GET", "/engine/v1/stats")
+      return stats and (stats.requests.create_application or 0) >= 1
+    end, 30)
     core.kill(h.pid, "KILL")
     aeflow.wait(h)
     engine.eventually(function() return #aeflow.applications(e) == 1 end, 30)
@@ -324,6 +330,12 @@ describe("aeflow run against a faulty engine", function()
       local st = state_of(dir .. "/s.json")
       local it = st and st.steps.a and st.steps.a.items["1"]
       return it and it.attempts[1] and it.attempts[1].intent_at
+    end, 30)
+    -- The intent is on disk before the POST leaves: kill only once the engine holds the POST
+    -- (on a loaded machine the kill could otherwise land between the two).
+    engine.eventually(function()
+      local _, stats = engine.request(e, "GET", "/engine/v1/stats")
+      return stats and (stats.requests.create_application or 0) >= 1
     end, 30)
     core.kill(h.pid, "KILL")
     aeflow.wait(h)
