@@ -8,6 +8,7 @@ local duration = require "analytics_engine.duration"
 local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
 local resources = require "analytics_engine.resources"
+local views = require "analytics_engine.engine.views"
 local confine = require "analytics_engine.engine.confine"
 local children = require "analytics_engine.engine.children"
 
@@ -157,77 +158,12 @@ function _M.consumption(eng)
   return { running = fmt(run_c, run_m), pending = fmt(pend_c, pend_m) }, run_c, run_m
 end
 
----------------------------------------------------------------------------
--- shapes
-
-local function time_or_nil(fmt, t) return t and fmt(t) or nil end
-
-local function details_view(rec)
-  local d = util.deepcopy(rec.details)
-  if d.arguments then d.arguments = util.array(d.arguments) end
-  d.conf = d.conf or {}
-  d.instance_defaults_at_submission = { conf = util.copy(rec.instance_defaults or {}) }
-  d.runtime = { spark_version = rec.runtime }
-  return d
-end
-
-local function state_details(rec)
-  if not rec.state_details or #rec.state_details == 0 then return nil end
-  return util.array(util.deepcopy(rec.state_details))
-end
-
---- get_application
-function _M.view(rec)
-  local lt = util.long_time
-  return {
-    application_details = details_view(rec),
-    application_id = rec.id,
-    template_id = rec.template_id,
-    state = rec.state,
-    state_details = state_details(rec),
-    return_code = rec.return_code,
-    creation_time = lt(rec.creation_ts),
-    start_time = time_or_nil(lt, rec.start_ts),
-    finish_time = time_or_nil(lt, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
-    spark_application_name = rec.spark_application_name,
-    deploy_mode = "stand-alone",
-    volumes = rec.volumes and util.array(util.deepcopy(rec.volumes)) or nil,
-  }
-end
-
---- one row of list_applications
-function _M.list_item(rec)
-  local lt = util.long_time
-  return {
-    application_id = rec.id,
-    template_id = rec.template_id,
-    state = rec.state,
-    start_time = time_or_nil(lt, rec.start_ts),
-    finish_time = time_or_nil(lt, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
-    spark_application_name = rec.spark_application_name,
-    creation_time = lt(rec.creation_ts),
-    runtime = { spark_version = rec.runtime },
-  }
-end
-
---- get_application_state
-function _M.status(rec)
-  local it = util.iso_time
-  return {
-    id = rec.id,
-    state = rec.state,
-    start_time = time_or_nil(it, rec.start_ts),
-    finish_time = time_or_nil(it, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
-    return_code = rec.return_code,
-    state_details = state_details(rec),
-  }
-end
+-- The answers' shapes (get_application, a list row, get_application_state).
+_M.view, _M.list_item, _M.status = views.view, views.list_item, views.status
 
 ---------------------------------------------------------------------------
--- lifecycle (eng: the engine: store, opts, stats, procs, reaping, queue)
+-- lifecycle (eng: the engine: store, opts, stats; eng.lifecycle owns the live
+-- set, the queue, the processes and the reaping set)
 --
 -- ACCEPTED --(fits the quota)--> RUNNING --> FINISHED | FAILED | AUTO_TERMINATED
 --     \--(does not fit)--> QUEUED --(capacity frees, first come first served)--/
