@@ -9,6 +9,7 @@ local api = require "analytics_engine.api"
 local duration = require "analytics_engine.duration"
 local schema = require "analytics_engine.workflow.schema"
 local template = require "analytics_engine.workflow.template"
+local types = require "analytics_engine.workflow.types"
 
 local _M = {}
 
@@ -196,6 +197,38 @@ local function check_refs(p, step)
   return true
 end
 
+-- The values a step's templates can take: one scope per distinct item of a
+-- literal for_each (a "${param}" list gives strings), params as given, and
+-- outputs of other steps unknown. Each is expanded and brought to the API's
+-- types exactly as the runner will (template.expand_args); the first that
+-- fails is reported with the step's file:line.
+local function check_types(p, step)
+  if type(step.args) == "function" or not types.node(step.action, step.args) then return true end
+  local items, seen = {}, {}
+  if type(step.for_each) == "table" then
+    for i, v in ipairs(step.for_each) do
+      local key = type(v) .. ":" .. tostring(v)
+      if type(v) == "table" or not seen[key] then
+        seen[key] = true
+        items[#items + 1] = { v, i }
+      end
+    end
+  elseif step.for_each ~= nil then
+    items[1] = { "item", nil }
+  end
+  if #items == 0 then items[1] = { nil, nil } end
+  for _, it in ipairs(items) do
+    local scope = {}
+    for k, v in pairs(p.params) do scope[k] = v end
+    scope.params, scope.outputs, scope.item, scope.index, scope.run_id = p.params, types.UNKNOWN, it[1], 1, "run"
+    local _, err = template.expand_args(step, scope)
+    if err then
+      return nil, located(step, err .. (it[2] and fmt(" (for_each item %d: %s)", it[2], schema.show(it[1])) or ""))
+    end
+  end
+  return true
+end
+
 --- Check the graph of a plan (steps, finally, by_name filled in) and add
 -- `order` and `finally_order`. Returns the plan, or nil, message.
 function _M.build(p)
@@ -213,6 +246,8 @@ function _M.build(p)
   for _, group in ipairs({ p.steps, p.finally }) do
     for _, step in ipairs(group) do
       local ok, e = check_refs(p, step)
+      if not ok then return nil, e end
+      ok, e = check_types(p, step)
       if not ok then return nil, e end
     end
   end

@@ -173,7 +173,7 @@ function _M.attempt(self, step, scope, att, index)
     if not ok then return false, tostring(res) end
     return true, res
   end
-  local args, terr = template.expand(step.args, scope)
+  local args, terr = template.expand_args(step, scope)
   if terr then return false, terr, true end
   if step.action == "submit" then return submit.run(self.ctx, step, args, att, index) end
   if step.action == "await" then return submit.await(self.ctx, args) end

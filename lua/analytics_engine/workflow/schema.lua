@@ -177,6 +177,13 @@ _M.call = {
   body = { type = "table" },
 }
 
+-- Argument fields are templated by the runner: there a whole "${name}" may
+-- stand for a value of any type; workflow/types.lua checks what it gives
+-- against the API's types, at validate time (plan.lua) as at run time.
+for _, record in ipairs { _M.submit, _M.kernel, _M.call } do
+  for _, field in pairs(record) do field.templated = true end
+end
+
 --- What each actions.lua arg kind accepts.
 _M.arg_kinds = {
   body = { type = "table" },
@@ -313,6 +320,7 @@ function _M.check_field(v, field, path)
     for i, a in ipairs(field.one_of) do shown[i] = show(a) end
     return nil, ("%s: expected one of %s, got %s"):format(path, concat(shown, ", "), show(v))
   end
+  if field.templated and type(v) == "string" and v:find("^%${[^}]+}$") then return true, v end
   local ty = assert(_M.types[field.type], field.type)
   local ok, norm = ty.check(v)
   if not ok then

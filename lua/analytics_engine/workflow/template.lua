@@ -8,7 +8,11 @@
 -- longest key that matches wins, so step names containing dots still resolve.
 -- `$${` is a literal `${`. A string that is exactly one reference keeps the
 -- value's type (a number stays a number, a table a table); otherwise values
--- are interpolated with tostring.
+-- are interpolated as text (whole numbers without ".0"; a table cannot be).
+-- `expand_args` also brings the result to the types the API wants
+-- (workflow/types.lua), the same rule `validate` applies.
+local types = require "analytics_engine.workflow.types"
+
 local _M = {}
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
@@ -110,6 +114,12 @@ local function expand_string(s, scope)
   local ok, err = scan(s, function(text) out[#out + 1] = text end, function(path)
     local v, found = _M.lookup(scope, path)
     if not found then return nil, missing(path, s) end
+    if type(v) == "number" then
+      v = types.number_text(v)
+    elseif type(v) == "table" and not (getmetatable(v) or {}).__tostring then
+      return nil, ("'${%s}' is a table: it can be a whole value (\"${%s}\") but not part of the string %q")
+        :format(path, path, s)
+    end
     out[#out + 1] = tostring(v)
     return true
   end)
@@ -136,6 +146,14 @@ function _M.expand(value, scope)
   local v, err = expand(value, scope or {})
   if err then return nil, err end
   return v
+end
+
+--- A step's argument for one attempt: expanded from `scope`, then brought to
+-- the API's types. Returns it, or nil and a message naming the field.
+function _M.expand_args(step, scope)
+  local v, err = _M.expand(step.args, scope)
+  if err then return nil, err end
+  return types.coerce_args(step.action, v)
 end
 
 local function collect(v, seen, out)
