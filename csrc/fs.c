@@ -1,7 +1,8 @@
 /* Small file-system helpers the Lua side cannot do portably: a file's
  * permission bits (profile files must not be readable by others), mkdir -p,
  * whether a descriptor is a terminal (the runner's live view), atomic
- * file replacement, and an advisory lock (one runner per state file). */
+ * file replacement, an advisory lock (one runner per state file), and
+ * chmod/umask (the engine's files are 0600 whatever they were). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -57,6 +58,20 @@ static int l_realpath(lua_State *L) {
   char buf[PATH_MAX];
   if (realpath(path, buf) == NULL) return fail_errno(L, "realpath", path);
   lua_pushstring(L, buf);
+  return 1;
+}
+
+/* chmod(path, mode) -> true, or nil, err */
+static int l_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return fail_errno(L, "chmod", path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* umask(mask) -> the previous mask */
+static int l_umask(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)umask((mode_t)luaL_checkinteger(L, 1)));
   return 1;
 }
 
@@ -226,6 +241,8 @@ static const luaL_Reg fs_funcs[] = {
     {"realpath", l_realpath},
     {"write_file_atomic", l_write_file_atomic},
     {"lock_file", l_lock_file},
+    {"chmod", l_chmod},
+    {"umask", l_umask},
     {NULL, NULL},
 };
 

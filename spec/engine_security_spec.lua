@@ -161,3 +161,102 @@ describe("hostile clients of a kernel's channels WebSocket (real Jupyter Server)
     assert.is_nil(read(e.log):find("internal error", 1, true))
   end)
 end)
+
+describe("files are private whatever the umask or the directory's previous mode", function()
+  local e, dir, root
+  local function mode(p) return core.file_mode(p) end
+  lazy_setup(function()
+    local p = assert(io.popen("mktemp -d /tmp/ae-modes-spec.XXXXXX"))
+    dir = p:read("l")
+    p:close()
+    root = dir .. "-apps"
+    assert(os.execute(("mkdir -p '%s' && chmod 0755 '%s' && mkdir -m 0755 '%s/apps'"):format(root, dir, dir)))
+    -- a data directory that exists 0755, and a umask that makes everything world-writable
+    helper.write(root .. "/ok.sh", "echo hi\n")
+    e = helper.start({ "--app-root", root, "--no-jupyter" },
+      { data_dir = dir, bin = { "sh", "-c", 'umask 000; exec "$0" "$@"', helper.bin() } })
+  end)
+  lazy_teardown(function()
+    helper.stop(e)
+    os.execute("rm -rf '" .. dir .. "' '" .. root .. "'")
+  end)
+
+  it("the data directory is 0700 and state.db, its WAL, the log and the credentials 0600", function()
+    local id = helper.submit(e, { application = "ok.sh", env = { API_TOKEN = "s3cr3t-in-env" },
+                                  conf = { ["spark.hadoop.fs.s3a.secret.key"] = "s3cr3t-in-conf" } })
+    helper.wait_app(e, id)
+    assert.equal(tonumber("700", 8), mode(dir))
+    assert.equal(tonumber("700", 8), mode(dir .. "/apps"))
+    assert.equal(tonumber("700", 8), mode(dir .. "/apps/" .. id))
+    for _, f in ipairs({ "state.db", "state.db-wal", "state.db-shm", "engine.log", "credentials.json", "secret",
+                         "users.json", "engine.json", "apps/" .. id .. "/stdout" }) do
+      local m = mode(dir .. "/" .. f)
+      if m then assert.equal(tonumber("600", 8), m, f) end
+    end
+    assert.truthy(mode(dir .. "/state.db"))
+  end)
+
+  it("an existing 0644 state.db is made 0600 at the next start", function()
+    helper.stop(e, true)
+    assert(os.execute(("chmod 0644 '%s/state.db'; chmod 0755 '%s'"):format(dir, dir)))
+    e = helper.start({ "--app-root", root, "--no-jupyter" }, { data_dir = dir })
+    assert.equal(tonumber("600", 8), mode(dir .. "/state.db"))
+    assert.equal(tonumber("700", 8), mode(dir))
+  end)
+end)
+
+describe("the page's login", function()
+  local e
+  local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded", Authorization = false, Accept = "text/html" }
+  lazy_setup(function() e = helper.start({ "--no-jupyter" }) end)
+  lazy_teardown(function() helper.stop(e) end)
+
+  local function login(extra)
+    local h = {}
+    for k, v in pairs(FORM) do h[k] = v end
+    for k, v in pairs(extra or {}) do h[k] = v end
+    local status, _, headers = helper.request(e, "POST", "/login",
+      "username=admin&api_key=" .. e.api_key .. "&next=%2F", h)
+    return status, headers
+  end
+
+  it("refuses a cross-origin POST /login (login CSRF), by Origin or by Referer", function()
+    for _, h in ipairs({ { Origin = "https://evil.example" }, { Origin = "null" },
+                         { Referer = "https://evil.example/page" }, { Origin = e.url .. ".evil.example" } }) do
+      local status, headers = login(h)
+      assert.equal(403, status)
+      assert.is_nil(headers["set-cookie"])
+    end
+  end)
+
+  it("accepts the engine's own origin, and a client that sends none (curl)", function()
+    for _, h in ipairs({ { Origin = e.url }, { Referer = e.url .. "/login?next=%2F" }, {} }) do
+      local status, headers = login(h)
+      assert.equal(303, status)
+      assert.truthy(headers["set-cookie"]:find("HttpOnly", 1, true))
+      -- plain HTTP: no Secure flag (the browser would drop the cookie)
+      assert.is_nil(headers["set-cookie"]:find("Secure", 1, true))
+    end
+  end)
+
+  it("marks the session cookie Secure under TLS", function()
+    local p = assert(io.popen("mktemp -d /tmp/ae-tls-login.XXXXXX"))
+    local dir = p:read("l")
+    p:close()
+    local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+    assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+      .. "-addext subjectAltName=IP:127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1"):format(key, cert)))
+    local t = helper.start({ "--tls-cert", cert, "--tls-key", key, "--no-jupyter" })
+    finally(function()
+      helper.stop(t)
+      os.execute("rm -rf '" .. dir .. "'")
+    end)
+    local s = core.http_session()
+    local res = assert(s:request{ method = "POST", url = t.url .. "/login", cafile = cert, timeout = 10,
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded", Origin = t.url },
+      body = "username=admin&api_key=" .. t.api_key })
+    s:close()
+    assert.equal(303, res.status)
+    assert.truthy(res.headers["set-cookie"]:find("; Secure", 1, true), res.headers["set-cookie"])
+  end)
+end)

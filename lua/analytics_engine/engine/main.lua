@@ -13,6 +13,7 @@ local runner = require "analytics_engine.engine.runner"
 local server = require "analytics_engine.engine.server"
 local confine = require "analytics_engine.engine.confine"
 local children = require "analytics_engine.engine.children"
+local private = require "analytics_engine.engine.private"
 
 local _M = {}
 
@@ -162,6 +163,7 @@ end
 --- Build the engine object (everything but the listening socket).
 function _M.setup(o)
   local data_dir = absolute(o.data or _M.default_data_dir())
+  core.umask(private.UMASK)
   local ok, err = mkdir(data_dir)
   if not ok then return nil, err end
   local ok2, err2 = mkdir(data_dir .. "/apps")
@@ -197,6 +199,8 @@ function _M.setup(o)
   handlers.init_settings(s, iid, quota)
   store:touch("settings")
 
+  local pok, perr = private.enforce(data_dir)
+  if not pok then return nil, "cannot make the data directory private: " .. tostring(perr) end
   local a, aerr = auth.open{ data_dir = data_dir, token_ttl = o["token-ttl"], users_file = o.users }
   if not a then return nil, aerr end
 

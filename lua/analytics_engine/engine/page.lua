@@ -264,10 +264,39 @@ local function dashboard(eng, user, query)
   return document("Local Analytics Engine", body, _M.REFRESH)
 end
 
+--- Is a POST /login from this engine's own page? Login CSRF (another site
+-- logging the browser in as the attacker) is refused: a browser sends Origin
+-- (or at least Referer) with a form POST, and it must be this engine's, as
+-- the browser reached it (its Host) or as it announces itself (eng.url).
+-- A client that sends neither (curl, a script) is not a browser: allowed.
+-- -> true | nil, message
+function _M.same_origin(eng, req)
+  local h = req.headers
+  local origin = h.origin
+  if (origin == nil or origin == "") and h.referer and h.referer ~= "" then
+    origin = h.referer:match("^(%a[%w+.%-]*://[^/?#]+)")
+    if not origin then return nil, "the login form's Referer is not a URL" end
+  end
+  if origin == nil or origin == "" then return true end
+  origin = origin:lower()
+  local scheme = (eng.url or "http:"):match("^(%a+):") or "http"
+  local ok = {}
+  if eng.url then ok[#ok + 1] = eng.url:lower():match("^(%a+://[^/]+)") end
+  if h.host then ok[#ok + 1] = (scheme .. "://" .. h.host):lower() end
+  for _, o in ipairs(ok) do
+    if origin == o then return true end
+  end
+  return nil, ("a login from another site (%s) is refused: sign in from this engine's own page"):format(origin)
+end
+
 --- Answer a request for the page -> status, body, headers. `user`, `status`
 -- and `message` are what the engine's door check (server.lua) found.
 function _M.handle(eng, req, user, status, message)
   if req.path == "/login" and req.method == "POST" then
+    local same_site, why = _M.same_origin(eng, req)
+    if not same_site then
+      return 403, document("Forbidden", fmt("<main><p>%s</p></main>\n", esc(why))), headers()
+    end
     local form = form_decode(req.body)
     local name, key = form.username or "admin", form.api_key or ""
     local u = name ~= "" and key ~= "" and eng.auth:authenticate("ZenApiKey " .. util.b64encode(name .. ":" .. key))
@@ -276,8 +305,9 @@ function _M.handle(eng, req, user, status, message)
     end
     return 303, "", headers {
       Location = safe_next(form.next),
-      ["Set-Cookie"] = fmt("%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d", _M.COOKIE,
-        _M.session(eng, u), _M.SESSION_TTL),
+      -- Secure under TLS: the browser never sends the session over plain HTTP
+      ["Set-Cookie"] = fmt("%s=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%d%s", _M.COOKIE,
+        _M.session(eng, u), _M.SESSION_TTL, (eng.url or ""):find("^https:") and "; Secure" or ""),
     }
   end
   if req.method ~= "GET" and req.method ~= "HEAD" then
