@@ -182,6 +182,14 @@ function _M.iso_time(t)
 end
 
 --- Decode one application/x-www-form-urlencoded component.
+--- An integer from a number or a numeric string; nil for fractions, NaN and
+-- infinities (integral floats from JSON count). Lua 5.1-safe, unlike math.tointeger.
+function _M.tointeger(v)
+  v = tonumber(v)
+  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
+  return nil
+end
+
 function _M.url_decode(s)
   return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
 end

@@ -16,13 +16,7 @@ local _M = {}
 
 local floor = math.floor
 
--- An integer from a number or a numeric string; nil for fractions, NaN and
--- infinities (integral floats from JSON count).
-local function tointeger(v)
-  v = tonumber(v)
-  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
-  return nil
-end
+local tointeger = util.tointeger
 
 -- The states no application leaves: api.lua's one set (client and reports read it too).
 _M.TERMINAL = api.TERMINAL_STATES

@@ -1,15 +1,12 @@
 --- Fault injection: a fraction of /v4 requests get a failure instead of (or
 -- after) their answer, so clients can prove their retries. Deterministic for
 -- a given seed: its own xorshift64* generator, not the global math.random.
+local util = require "analytics_engine.util"
+
 local _M = {}
 local mt = { __index = _M }
 
--- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
-local function tointeger(v)
-  v = tonumber(v)
-  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
-  return nil
-end
+local tointeger = util.tointeger
 
 _M.KINDS = { "429", "500", "503", "reset", "reset-after", "delay" }
 local KNOWN = {}

@@ -8,12 +8,7 @@ local _M = {}
 local mt = { __index = {} }
 local E = mt.__index
 
--- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
-local function tointeger(v)
-  v = tonumber(v)
-  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
-  return nil
-end
+local tointeger = util.tointeger
 
 _M.START_TIMEOUT = 10
 _M.STOP_TIMEOUT = 5

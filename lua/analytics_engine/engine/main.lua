@@ -17,12 +17,7 @@ local private = require "analytics_engine.engine.private"
 
 local _M = {}
 
--- math.tointeger without naming it (luacheck's min std predates Lua 5.3).
-local function tointeger(v)
-  v = tonumber(v)
-  if v and v == v and v ~= math.huge and v ~= -math.huge and v == math.floor(v) then return math.floor(v) end
-  return nil
-end
+local tointeger = util.tointeger
 
 local OPTIONS = {
   host = "string", port = "integer", data = "string", ["app-root"] = "string", ["examples-dir"] = "string",

@@ -35,8 +35,8 @@ function _M.show(v)
 end
 local show = _M.show
 
--- An integer-valued number (Lua 5.4 integer or integral float); `std = min`
--- has no math.type.
+-- An integer-valued number (a Lua integer or an integral float: JSON and the
+-- DSL may give either).
 local function is_int(v)
   return type(v) == "number" and v == floor(v) and v > -huge and v < huge
 end
