@@ -15,8 +15,9 @@ local function write(path, data)
 end
 
 -- Run the raw client against server while answering every request with
--- 200 and a body naming it; returns the client's results and the requests seen.
-local function exchange(server, conns, timeout)
+-- 200 and a body naming it (after `delay` seconds, default one poll later);
+-- returns the client's results and the requests seen.
+local function exchange(server, conns, timeout, delay)
   local cfg, out = os.tmpname(), os.tmpname()
   os.remove(out)
   write(cfg, cjson.encode { port = server:port(), timeout = timeout or 5, conns = conns })
@@ -25,11 +26,15 @@ local function exchange(server, conns, timeout)
   local deadline = core.monotime() + 30
   while core.monotime() < deadline do
     local reqs = assert(server:poll(0.02))
-    for _, a in ipairs(later) do server:respond(a[1], 200, { ["Content-Type"] = "text/plain" }, a[2]) end
-    later = {}
+    local now, wait = core.monotime(), {}
+    for _, a in ipairs(later) do
+      if now >= a[3] then server:respond(a[1], 200, { ["Content-Type"] = "text/plain" }, a[2])
+      else wait[#wait + 1] = a end
+    end
+    later = wait
     for _, req in ipairs(reqs) do
       seen[#seen + 1] = req
-      later[#later + 1] = { req.id, req.method .. " " .. req.path .. " " .. req.body }
+      later[#later + 1] = { req.id, req.method .. " " .. req.path .. " " .. req.body, now + (delay or 0) }
     end
     local s = util.read_file(out)
     if s then
@@ -132,5 +137,34 @@ describe("core.http_server half-closed requests", function()
     assert.matches("^HTTP/1%.1 200 .*GET /x $", res[1].data)
     assert.matches("^HTTP/1%.1 200 .*POST /y abc$", res[2].data)
     assert.is_true(res[1].eof and res[2].eof)
+  end)
+end)
+
+describe("core.http_server request deadline", function()
+  local server
+  before_each(function()
+    server = assert(core.http_server { host = "127.0.0.1", port = 0, request_timeout = 1 })
+  end)
+  after_each(function() server:close() end)
+
+  it("closes a slow loris at request_timeout although it keeps sending bytes", function()
+    -- 40 header bytes, one per 0.2 s: 8 s if nobody stops it.
+    local res, seen = exchange(server, {
+      { send = "GET /x HTTP/1.1\r\nHost: x\r\nX-Slow: ", drip = ("z"):rep(40), every = 0.2 },
+      { send = "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" },
+    }, 20)
+    assert.is_true(res[1].dripped < 25, "dripped " .. res[1].dripped .. " bytes before the close")
+    assert.equal("", res[1].data)
+    assert.matches("^HTTP/1%.1 200 .*GET /ok $", res[2].data)
+    assert.equal(1, #seen)
+    local st = assert(server:stats())
+    assert.is_true(st.expired >= 1)
+  end)
+
+  it("does not cut a request whose answer takes longer than the deadline", function()
+    local res = exchange(server,
+      { { send = "POST /y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", shut = true } }, 10, 2.5)
+    assert.matches("^HTTP/1%.1 200 .*POST /y abc$", res[1].data)
+    assert.equal(0, server:stats().expired)
   end)
 end)
