@@ -124,6 +124,15 @@ function _M.escape(s, multiline)
   return (gsub(s, "\194([\128-\159])", function(c) return format("\\u%04x", byte(c)) end))
 end
 
+--- JSON text made safe for a terminal: cjson escapes C0 controls itself, but
+-- not DEL or the C1 controls (U+0080..U+009F); those become \u escapes, which
+-- are still valid JSON. The caller's registered secrets are masked.
+function _M.json(s)
+  if type(s) ~= "string" then return s end
+  s = gsub(_M.redact_known(s), "\127", "\\u007f")
+  return (gsub(s, "\194([\128-\159])", function(c) return format("\\u%04x", byte(c)) end))
+end
+
 --- Redacted, then escaped: safe for a one-line message.
 function _M.clean(s, multiline)
   if s == nil then return s end

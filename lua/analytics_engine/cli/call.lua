@@ -60,7 +60,7 @@ Run `aeflow operations` for the list.]],
     session:release()
     -- Bad input found before anything was sent is a usage error.
     if res == nil then return out.fail(err.code == "invalid_argument" and 2 or 1, nil, "%s", tostring(err)) end
-    io.stdout:write(res == true and "{}" or sanitize.redact_known(util.json_pretty(res)), "\n")
+    io.stdout:write(res == true and "{}" or sanitize.json(util.json_pretty(res)), "\n")
     return 0
   end,
 }

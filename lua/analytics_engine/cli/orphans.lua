@@ -2,6 +2,7 @@
 -- run records with that application id.
 local ae = require "analytics_engine"
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 local submit = require "analytics_engine.workflow.submit"
@@ -71,7 +72,8 @@ with that application id: submissions whose runner died before saving the id.
     if opt["--json"] then out.json(found) end
     for _, o in ipairs(found) do
       if not opt["--json"] then
-        io.stdout:write(("%s  %-10s  %s\n"):format(o.application_id, tostring(o.state), o.token))
+        -- ids, states and tokens as the service listed them: shown, not obeyed
+        io.stdout:write(sanitize.clean(("%s  %-10s  %s"):format(o.application_id, tostring(o.state), o.token)), "\n")
       end
       if opt["--stop"] and not ae.is_terminal(o.state) then
         local _, serr = c:delete_application(o.application_id)

@@ -19,13 +19,13 @@ end
 
 --- One JSON document (pretty) on stdout.
 function _M.json(v)
-  io.stdout:write(util.json_pretty(v), "\n")
+  io.stdout:write(sanitize.json(util.json_pretty(v)), "\n")
   io.stdout:flush()
 end
 
 --- One NDJSON line on stdout (streams: events, log chunks).
 function _M.ndjson(v)
-  io.stdout:write(util.json_encode(v), "\n")
+  io.stdout:write(sanitize.json(util.json_encode(v)), "\n")
   io.stdout:flush()
 end
 

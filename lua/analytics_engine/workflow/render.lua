@@ -38,7 +38,7 @@ _M.safe = safe
 function _M.json(out)
   out = out or io.stdout
   return function(ev)
-    out:write(util.json_encode(safe(ev, sanitize.redact)), "\n")
+    out:write(sanitize.json(util.json_encode(safe(ev, sanitize.redact))), "\n")
     out:flush()
   end
 end
