@@ -239,7 +239,7 @@ function _M.create(eng, details, extras)
   end
   local c, m = d.cores_m, d.memory_mib
   local q = eng.opts.quota or {}
-  if (q.millicores and c > q.millicores) or (q.mib and m > q.mib) then
+  if not resources.fits({ cores_m = q.millicores, memory_mib = q.mib }, nil, d) then
     return nil, 400, "exceeds_instance_quota", ("the application asks for %dm cores and %dMi memory, more "
       .. "than the instance's quota of %dm cores and %dMi"):format(floor(c), floor(m), floor(q.millicores or 0),
       floor(q.mib or 0))
@@ -247,7 +247,8 @@ function _M.create(eng, details, extras)
   if extras.queuing_enabled == false then
     local cap_c, cap_m = _M.capacity(eng)
     local _, run_c, run_m = _M.consumption(eng)
-    if #eng.lifecycle:queued() > 0 or run_c + c > cap_c or run_m + m > cap_m then
+    if #eng.lifecycle:queued() > 0
+       or not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, { cores_m = run_c, memory_mib = run_m }, d) then
       return nil, 503, "instance_quota_exhausted", "the instance has no room for the application now "
         .. "and queuing_enabled is false"
     end
@@ -328,7 +329,8 @@ local function schedule(eng, now)
       fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
     else
       local c, m = _M.demand(rec)
-      if run_c + c > cap_c or run_m + m > cap_m then
+      if not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, { cores_m = run_c, memory_mib = run_m },
+                            { cores_m = c, memory_mib = m }) then
         for j = i, #queue do
           local q = queue[j]
           if q.state ~= "QUEUED" then
