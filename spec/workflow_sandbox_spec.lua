@@ -94,6 +94,15 @@ describe("the workflow sandbox", function()
     assert.matches("x.lua: ran more than 1000000 instructions while loading %(an endless loop%? at line 1%)", err)
   end)
 
+  it("bounds the memory a file can take while loading", function()
+    local old = sandbox.MAX_MEMORY_MB
+    sandbox.MAX_MEMORY_MB = 16
+    local _, err = load("local t = {}\nfor i = 1, 1e8 do t[i] = i end" .. OK)
+    sandbox.MAX_MEMORY_MB = old
+    assert.matches("x.lua: used more than 16 MB while loading %(an endless loop%? at line 2%)", err)
+    collectgarbage()
+  end)
+
   it("bounds a loop hidden in a metamethod the schema check triggers", function()
     local old = sandbox.MAX_SECONDS
     sandbox.MAX_SECONDS = 0.2

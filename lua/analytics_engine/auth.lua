@@ -80,7 +80,7 @@ end
 function _M.exchange(self, fetch, base_url, now)
   local body = { username = self.username, password = self.secret.password, api_key = self.secret.api_key }
   local path = api.AUTHORIZE_PATH
-  local ctx = { method = "POST", path = path, operation = "authorize" }
+  local ctx = { method = "POST", path = path, operation = "authorize", url = base_url .. path }
   local res, terr = fetch { method = "POST", url = base_url .. path,
                             headers = { ["Content-Type"] = "application/json", Accept = "application/json" },
                             body = util.json_encode(body) }

@@ -11,8 +11,9 @@
 --   text into this same environment, ...) and the helpers below. No `io`,
 --   `require`, `dofile`, `os.exit/execute/remove/rename/getenv`, `debug`,
 --   `package`, `coroutine` or `collectgarbage`.
--- * a count hook bounds the wall time (MAX_SECONDS) and the instructions
---   (MAX_INSTRUCTIONS); past either, loading stops with
+-- * a count hook bounds the wall time (MAX_SECONDS), the instructions
+--   (MAX_INSTRUCTIONS) and the heap's growth (MAX_MEMORY_MB); past any,
+--   loading stops with
 --   `nightly.lua: took more than 2 s to load (an endless loop? at line 3)`,
 --   and a `pcall` in the file cannot swallow that.
 --
@@ -37,6 +38,7 @@ _M.MAX_SECONDS = 2
 _M.MAX_INSTRUCTIONS = 2e9
 _M.MAX_FILE_BYTES = 16 * 1024 * 1024
 _M.MAX_STRING = 64 * 1024 * 1024
+_M.MAX_MEMORY_MB = 1024 -- heap growth while loading (checked with the clock)
 local EVERY = 10000 -- instructions between two looks at the clock
 
 local type, pairs, ipairs, tostring, select, error = type, pairs, ipairs, tostring, select, error
@@ -268,6 +270,7 @@ end
 function _M.run(box, fn, ...)
   local deadline = core.monotime() + _M.MAX_SECONDS
   local budget = _M.MAX_INSTRUCTIONS // EVERY
+  local heap_limit = collectgarbage("count") + _M.MAX_MEMORY_MB * 1024
   local function hook()
     if box.stopped then error(box.STOP, 0) end
     budget = budget - 1
@@ -276,6 +279,11 @@ function _M.run(box, fn, ...)
       over = fmt("took more than %g s to load", _M.MAX_SECONDS)
     elseif budget <= 0 then
       over = fmt("ran more than %d instructions while loading", _M.MAX_INSTRUCTIONS)
+    elseif collectgarbage("count") > heap_limit then
+      collectgarbage() -- what is still reachable, not garbage, is what counts
+      if collectgarbage("count") > heap_limit then
+        over = fmt("used more than %d MB while loading", _M.MAX_MEMORY_MB)
+      end
     end
     if over then
       local info = getinfo(2, "Sl")
