@@ -24,7 +24,8 @@ describe("aeflow conventions", function()
     dir = tmpdir()
     aeflow.write(dir, "wf.lua", WF)
     aeflow.write(dir, "ok.sh", "echo fine\n")
-    aeflow.write(dir, "bad.sh", "echo 'bad.sh: failing on purpose' >&2\nexit 3\n")
+    aeflow.write(dir, "bad.sh", "printf 'title \\033]0;pwned\\007 \\033[31mred\\n' >&2\n"
+      .. "echo 'bad.sh: failing on purpose' >&2\nexit 3\n")
   end)
   lazy_teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
 
@@ -77,19 +78,44 @@ describe("aeflow conventions", function()
     local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.1" },
       { dir = dir, env = noenv(), timeout = 120 })
     assert.equals(1, code, err)
-    local bad
+    local bad, log_ev, bad_end
     for line in out:gmatch("[^\n]+") do
       local ev = util.json_decode(line)
       if ev.event == "application_submitted" and ev.step == "bad" then bad = ev.application_id end
+      if ev.event == "application_log" then log_ev = ev end
+      if ev.event == "step_end" and ev.step == "bad" then bad_end = ev end
     end
     assert.is_string(bad)
+    -- Failure context: the end of its stderr in the events and in the step's error.
+    assert.equals(bad, log_ev.application_id)
+    assert.same({ "title \\x1b]0;pwned\\x07 \\x1b[31mred", "bad.sh: failing on purpose" }, log_ev.lines)
+    assert.matches("ended FAILED %(return code 3%): bad%.sh: failing on purpose$", bad_end.error)
     -- The run's engine is gone...
     assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
     -- ...and `aeflow logs` right after the run reads the same engine's records.
     code, out, err = aeflow.run({ "logs", bad, "--stream", "stderr" }, { dir = dir, env = noenv() })
     assert.equals(0, code, err)
-    assert.equals("bad.sh: failing on purpose\n", out)
+    assert.matches("bad.sh: failing on purpose\n$", out)
     assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
+  end)
+
+  it("shows why an application failed: in run's lines and in the report, escaped, with the engine gone", function()
+    local code, out = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.1", "--state", "lines.json",
+                                   "--report", "r.md" }, { dir = dir, env = noenv(), timeout = 120 })
+    assert.equals(1, code)
+    assert.matches("\n    | bad.sh: failing on purpose\n", out, 1, true)
+    assert.matches("title \\x1b]0;pwned\\x07 \\x1b[31mred", out, 1, true)
+    assert.is_nil(out:find("\27", 1, true), "a raw escape reached the terminal")
+    assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
+    local md = aeflow.read(dir .. "/r.md")
+    assert.matches("bad.sh: failing on purpose", md, 1, true)
+    -- The report made again from the record alone (no engine running) still has it.
+    local rc, html = aeflow.run({ "report", "lines.json", "-o", "-" }, { dir = dir, env = noenv() })
+    assert.equals(0, rc)
+    assert.matches('<tr class="attempt-log"', html, 1, true)
+    assert.matches("bad.sh: failing on purpose", html, 1, true)
+    assert.matches("title \\x1b]0;pwned\\x07", html, 1, true)
+    assert.is_nil(html:find("\27", 1, true))
   end)
 
   it("keeps an engine only when asked: serve --background says so, serve --stop ends it", function()

@@ -101,7 +101,7 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
     local status = runner:run()
     session:release()
     if not json and not quiet then
-      io.stdout:write("\n", render.summary(plan, runner.state.doc))
+      io.stdout:write("\n", render.summary(plan, runner.state.doc), render.tails(plan, runner.state.doc))
       io.stdout:write(("state: %s\n"):format(state_path))
     end
     if opt["--report"] then

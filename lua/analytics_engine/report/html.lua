@@ -3,6 +3,7 @@
 -- application, ending) so tools and tests can read the page.
 local util = require "analytics_engine.util"
 local model = require "analytics_engine.report.model"
+local sanitize = require "analytics_engine.sanitize"
 local svg = require "analytics_engine.report.svg"
 local stylesheet = require "analytics_engine.stylesheet"
 
@@ -15,6 +16,8 @@ local esc, class_of = svg.esc, svg.class_of
 _M.CSS = stylesheet.with [[
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre.error { background: #fdecea; color: #8a1f17; }
+pre.log { background: #f3f1ee; color: #3b2f2a; border-left: 3px solid #d93025; }
+.log-title { font-size: 12px; color: #555; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
          color: #fff; background: var(--pend); }
 .badge.st-succeeded, .badge.st-finished { background: var(--ok); }
@@ -166,6 +169,16 @@ function _M.render(doc, now)
         if a.error then
           add(fmt('<tr class="attempt-error"><td></td><td colspan="11"><pre class="error">%s</pre></td></tr>\n',
             esc(a.error)))
+        end
+        -- The end of its stderr, copied into the run's record when it failed:
+        -- readable after the engine is gone.
+        local t = a.log_tail
+        if t and (t.pointer or (type(t.lines) == "table" and #t.lines > 0)) then
+          local text = t.pointer or concat(t.lines, "\n")
+          add(fmt('<tr class="attempt-log" data-application="%s"><td></td><td colspan="11">'
+            .. '<div class="log-title">the end of its %s (<code>aeflow logs %s --stream stderr</code>)</div>'
+            .. '<pre class="log">%s</pre></td></tr>\n', esc(a.application_id or ""), esc(t.stream or "stderr"),
+            esc(a.application_id or ""), esc(sanitize.escape(text, true))))
         end
       end
     end

@@ -2,6 +2,7 @@
 -- ($GITHUB_STEP_SUMMARY and the like): the run's status and one table row
 -- per step, then one per application.
 local model = require "analytics_engine.report.model"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -50,6 +51,20 @@ function _M.render(doc, now)
       o[#o + 1] = fmt("| %s | %s | %s | `%s` | %s | %s | %s |", cell(s.name), cell(item.index), cell(a.n),
         cell(a.application_id), cell(a.state), cell(type(a.return_code) ~= "userdata" and a.return_code or ""),
         status(a.ending) .. (a.retry and " (retry)" or ""))
+    end
+  end
+  -- The ends of failed applications' stderr, from the run's record.
+  for _, t in ipairs(apps) do
+    local a = t[3]
+    local tail = a.log_tail
+    if tail and (tail.pointer or (type(tail.lines) == "table" and #tail.lines > 0)) then
+      o[#o + 1] = ""
+      o[#o + 1] = fmt("**%s** `%s` %s, the end of its %s:", cell(t[1].name), cell(a.application_id),
+        cell(a.state), cell(tail.stream or "stderr"))
+      o[#o + 1] = "~~~~"
+      local text = tail.pointer or concat(tail.lines, "\n")
+      o[#o + 1] = (sanitize.escape(text, true):gsub("~~~~", "~ ~ ~ ~"))
+      o[#o + 1] = "~~~~"
     end
   end
   return concat(o, "\n") .. "\n"

@@ -120,11 +120,14 @@ function _M.build(doc, now)
                      attempts = {} }
       for _, att in ipairs(type(it.attempts) == "table" and it.attempts or {}) do
         local a = { n = math.tointeger(att.n) or att.n, application_id = str(att.application_id),
-                    state = str(att.state),
+                    -- the state the engine last reported (a wait = false one's too)
+                    state = str(type(att.states) == "table" and att.states[#att.states]
+                      and att.states[#att.states].state or att.state),
                     return_code = att.return_code, error = str(att.error), stopped = att.stopped,
                     resumed = att.resumed, started_at = num(att.intent_at) or num(att.started_at),
                     finished_at = num(att.finished_at), ending = ending(att, it.status),
-                    states = type(att.states) == "table" and att.states or {} }
+                    states = type(att.states) == "table" and att.states or {},
+                    log_tail = type(att.log_tail) == "table" and att.log_tail or nil }
         a.retry = (tonumber(att.n) or 1) > 1
         a.phases = phases(att, t1 or now)
         widen(a.started_at)

@@ -121,7 +121,7 @@ function _M.new(out, opts)
           -- one's still running) stay, with their state.
           if a.step == name and (st.status ~= "succeeded" or not api.is_terminal(a.state)) then
             lines[#lines + 1] = ("        %s  %-10s %s"):format(id, a.state, elapsed((a.until_ or now) - a.since))
-            if a.tail then lines[#lines + 1] = "          " .. a.tail end
+            for _, t in ipairs(a.tail or {}) do lines[#lines + 1] = "          | " .. t end
           end
         end
       end
@@ -186,8 +186,15 @@ function _M.new(out, opts)
         a.state, a.since = "STOPPING", now
       end
     elseif e == "application_log" then
+      -- The end of a failed application's stderr, under it (three lines).
       local a = apps[ev.application_id]
-      if a and ev.tail then a.tail = sanitize.clean((ev.tail:gsub("%s+$", ""):match("[^\n]*$"))) end
+      if a then
+        local t = {}
+        if ev.pointer then t[1] = sanitize.clean(ev.pointer) end
+        local ls = ev.lines or {}
+        for i = math.max(1, #ls - 2), #ls do t[#t + 1] = sanitize.clean(tostring(ls[i])) end
+        a.tail = t
+      end
     elseif e == "run_end" then
       run.finished, run.status = now, ev.status
     end

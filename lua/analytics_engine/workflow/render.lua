@@ -63,6 +63,13 @@ local LINES = {
   application = function(ev)
     return ("application %s: %s"):format(short(ev.application_id), ev.state)
   end,
+  application_log = function(ev)
+    if ev.pointer then return ("application %s: %s"):format(short(ev.application_id), ev.pointer) end
+    local out = { ("step %s: application %s failed; the end of its %s:"):format(ev.step, ev.application_id,
+      ev.stream or "stderr") }
+    for _, l in ipairs(ev.lines or {}) do out[#out + 1] = "    | " .. sanitize.clean(l) end
+    return table.concat(out, "\n")
+  end,
   application_stop = function(ev)
     local why = ev.reason and (" (" .. ev.reason .. ")") or ""
     return ("application %s: stopping%s"):format(short(ev.application_id), why)
@@ -116,6 +123,34 @@ function _M.step_counts(rec)
     end
   end
   return attempts, apps, last
+end
+
+--- The ends of failed applications' stderr the run copied into its record
+-- (at most `n` lines each), for the text after the summary; "" when none.
+function _M.tails(plan, doc, n)
+  n = n or 10
+  local out = {}
+  local function add(step, rec)
+    for _, it in pairs(rec and rec.items or {}) do
+      for _, att in ipairs(it.attempts or {}) do
+        local t = att.log_tail
+        if type(t) == "table" and att.application_id then
+          if t.pointer then
+            out[#out + 1] = ("%s: application %s: %s"):format(step.name, att.application_id, sanitize.clean(t.pointer))
+          elseif t.lines and #t.lines > 0 then
+            out[#out + 1] = ("%s: application %s %s, the end of its %s:"):format(step.name, att.application_id,
+              tostring(att.state), t.stream or "stderr")
+            for i = math.max(1, #t.lines - n + 1), #t.lines do
+              out[#out + 1] = "    | " .. sanitize.clean(tostring(t.lines[i]))
+            end
+          end
+        end
+      end
+    end
+  end
+  for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
+  for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end
+  return #out > 0 and (table.concat(out, "\n") .. "\n") or ""
 end
 
 --- The summary table: one row per step (and finally step).

@@ -13,6 +13,7 @@ local kernel_action = require "analytics_engine.workflow.kernel_action"
 local admission = require "analytics_engine.workflow.admission"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
+local logtail = require "analytics_engine.workflow.logtail"
 
 local _M = {}
 local mt = { __index = _M }
@@ -238,6 +239,31 @@ function _M.timed_attempt(self, step, scope, att, index)
   return ok, out, final
 end
 
+--- An application that ended badly: copy the end of its stderr into the
+-- attempt's record (for the report, after the engine is gone), tell the
+-- views, and add its last line to the error. Returns the error to use.
+function _M.failure_context(self, step, att, index, err)
+  local id = att.application_id
+  if self.cancelled or not id or att.stopped or att.log_tail or (att.state or ""):upper() == "FINISHED"
+     or not att.state then
+    return err
+  end
+  local engine = self.state.doc.engine
+  local tail, terr = logtail.fetch(self.client, id, engine and engine["local"])
+  if not tail then
+    self:emit { event = "error", message = ("could not read the logs of %s: %s"):format(id, terr) }
+    return err
+  end
+  att.log_tail = tail
+  self:emit { event = "application_log", step = step.name, item = index, attempt = att.n, application_id = id,
+              stream = tail.stream, lines = tail.lines and util.array(tail.lines) or nil, pointer = tail.pointer }
+  local last = logtail.summary(tail)
+  if last and type(err) == "string" then err = err .. ": " .. last end
+  att.error = err
+  self:save()
+  return err
+end
+
 function _M.run_item(self, step, rec, index, item)
   local irec = self.state:item(rec, index)
   if irec.status == "succeeded" then return true, irec.outputs end
@@ -265,6 +291,7 @@ function _M.run_item(self, step, rec, index, item)
       return true, out
     end
     att.result, att.error = "failed", out
+    out = self:failure_context(step, att, index, out)
     if self.cancelled then
       irec.status, irec.error = "cancelled", out
       self:save()
