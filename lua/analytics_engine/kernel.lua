@@ -60,63 +60,31 @@ local function kernel_error(fields)
 end
 
 ---------------------------------------------------------------------------
--- the WebSocket underneath (the C core's client). Outside a loop the calls
--- block up to their timeout; inside one they step without blocking and the
--- task waits until the socket is ready, so other tasks run meanwhile.
+-- the WebSocket underneath: an analytics_engine.ws socket (connect.lua opens
+-- it). Outside a loop its calls block up to their timeout; inside one they
+-- step without blocking and the task waits until the socket is ready, so
+-- other tasks run meanwhile.
 
 -- The loop when the calling coroutine is one of its tasks.
 local active = loop_mod.active
 
--- Repeat `step(0)` (a ws method) until it stops answering "timeout" or the deadline.
-local function stepped(sched, ws, deadline, step)
-  while true do
-    local a, b = step(ws, 0)
-    if a ~= nil or type(b) ~= "table" or b.kind ~= "timeout" then return a, b end
-    local left = deadline and (deadline - core().monotime()) or nil
-    if left and left <= 0 then return a, b end
-    local ok, cerr = sched:wait_ws(ws, left)
-    if ok == nil and cerr then return nil, cerr end
-  end
-end
-
-local function ws_connect(ws, sched, timeout)
-  local s = active(sched)
-  if not s then return ws:connect(timeout) end
-  return stepped(s, ws, timeout and core().monotime() + timeout, ws.connect)
-end
-
-local function ws_receive(ws, sched, timeout)
-  local s = active(sched)
-  if not s then return ws:receive(timeout) end
-  return stepped(s, ws, timeout and core().monotime() + timeout, ws.receive)
-end
-
-local function ws_send(ws, sched, text)
-  local ok, err = ws:send(text)
-  if not ok then return nil, err end
-  -- Outside a loop, make sure it is written; inside, later steps write the rest.
-  if not active(sched) then return ws:flush(30) end
-  return true
+-- Send one message. Outside a loop it is written before this returns; inside
+-- one it is queued and the socket's next steps write it (another task may be
+-- reading the socket).
+local function ws_send(sock, loop, text)
+  if active(loop) then return sock:queue(text) end
+  return sock:send(text)
 end
 
 --- c:connect_kernel(id [, opts]) -> session | nil, err
 -- opts: { timeout = connect seconds (30), max_message_size = bytes }
 -- target (from the client): id, path, url, headers, context, loop, TLS options.
 function _M.connect(c, target, opts)
-  local ws, err = core().ws_connect(target.url, {
-    headers = target.headers, connect_timeout = target.connect_timeout, max_message_size = opts.max_message_size,
-    cafile = target.cafile, capath = target.capath, insecure = target.insecure, proxy = target.proxy,
-  })
-  if ws then
-    local ok, cerr = ws_connect(ws, target.loop, opts.timeout or _M.CONNECT_TIMEOUT)
-    if not ok then
-      ws:close()
-      ws, err = nil, cerr
-    end
-  end
-  if not ws then return nil, connect.error(err, target.context) end
+  local sock, err = connect.connect(c, target, { timeout = opts.timeout or _M.CONNECT_TIMEOUT,
+                                                 max_message_size = opts.max_message_size })
+  if not sock then return nil, err end
   return setmetatable({
-    client = c, id = target.id, ws = ws, path = target.path,
+    client = c, id = target.id, ws = sock, path = target.path,
     loop = target.loop,
     session_id = new_id(),
     collectors = {},   -- msg_id → collector of that request's replies
@@ -199,7 +167,7 @@ local function wait_for(self, col, deadline)
       local left = deadline and math.max(0, deadline - core().monotime()) or nil
       if left and left <= 0 then break end
       self.reading = true
-      local data, opcode = ws_receive(ws, tsched, left)
+      local data, opcode = ws:receive(left)
       self.reading = false
       if data ~= nil then dispatch(self, data, opcode) end
       -- Whoever waits looks at its collector again (and one of them reads next).

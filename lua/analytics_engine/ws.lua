@@ -84,6 +84,15 @@ function _M.send(self, data, opts)
   return stepped(self, opts and opts.timeout or _M.SEND_TIMEOUT, flush_step)
 end
 
+--- ws:queue(data [, opts]) -> true | nil, err: the message is queued and
+-- written by the socket's next steps (a receive or a send), without waiting.
+-- For a socket another task of the loop reads (kernel sessions): a waiting
+-- send would wait on the socket beside the reader.
+function _M.queue(self, data, opts)
+  if type(data) ~= "string" then error("bad argument #1 to 'queue' (string expected, got " .. type(data) .. ")", 2) end
+  return self.h:send(data, opts)
+end
+
 --- ws:receive([timeout]) -> data, opcode | nil, err (err.kind "timeout", or
 -- "closed" with err.code and err.reason after the peer's close).
 function _M.receive(self, timeout)
@@ -94,10 +103,14 @@ function _M.ping(self, data)
   return self.h:ping(data)
 end
 
---- ws:close([code [, reason]]) -> true: the close handshake (bounded by
--- CLOSE_TIMEOUT), then the socket is released. Safe to call twice.
-function _M.close(self, code, reason)
+--- ws:close([code [, reason [, wait]]]) -> true: the close handshake (bounded
+-- by CLOSE_TIMEOUT), then the socket is released. Safe to call twice. With
+-- `wait` (seconds) the core's own close waits at most that long without
+-- stepping the loop (0: send the close frame and release; a socket another
+-- task reads is closed so).
+function _M.close(self, code, reason, wait)
   local h = self.h
+  if wait then return h:close(code or 1000, reason, wait) end
   if h:state() == "open" then
     h:shutdown(code or 1000, reason)
     local clock = self.clock or monotime
