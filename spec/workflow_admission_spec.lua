@@ -144,4 +144,104 @@ return workflow "%s" {
     end
     assert.is_true(saw >= 4, "held events: " .. saw)
   end)
+  local function queued_ever()
+    local n = 0
+    for _, r in ipairs(engine_records(e)) do
+      for _, t in ipairs(r.transitions) do
+        if t.state == "QUEUED" then
+          n = n + 1
+          break
+        end
+      end
+    end
+    return n
+  end
+
+  it("says what can never fit before anything is sent, with the numbers", function()
+    local d = fan("big", 2)
+    aeflow.write(d, "wf.lua", [[
+return workflow "big" {
+  params = { n = "2" },
+  step "configs" { update_configs = { ["spark.executor.memory"] = "4g" } },
+  step "fan" { after = "configs", for_each = { 1, 2 },
+               submit = { application = "slow.sh", conf = { ["spark.executor.instances"] = "${n}" } } },
+}]])
+    -- With the instances the param asks for: 1 + 2 × 1 = 3 cores, 1 + 2 × 4 = 9 GiB: fits.
+    local code, out = aeflow.run({ "plan", "wf.lua", "--max-cores", "6", "--max-memory", "24Gi" }, { dir = d })
+    assert.equals(0, code, out)
+    assert.matches("fan: needs 3 cores / 9 GiB each, 2 applications; 2 at a time in 6 cores / 24 GiB: 1 wave", out,
+      1, true)
+    -- 1 + 8 = 9 cores: more than the whole quota.
+    code, out = aeflow.run({ "plan", "wf.lua", "--param", "n=8", "--online" }, { dir = d, env = env() })
+    assert.equals(1, code, out)
+    assert.matches("fan: CANNOT FIT: needs 9 cores / 33 GiB, more than the instance's whole limits of 6 cores / "
+      .. "24 GiB", out, 1, true)
+    local err
+    code, out, err = aeflow.run({ "run", "wf.lua", "--param", "n=8" }, { dir = d, env = env() })
+    assert.equals(1, code, out .. err)
+    assert.matches("needs 9 cores / 33 GiB, more than the instance's whole limits of 6 cores / 24 GiB", out, 1, true)
+    assert.equals(0, #engine_records(e), "an application was sent")
+    local _, conf = engine.request(e, "GET", engine.v4(e, "/default_configs"))
+    assert.is_nil(conf["spark.executor.memory"], "the configs step ran")
+  end)
+
+  it("shows held for quota in the lines, the report, and follows the AIMD window on 503s", function()
+    local d = fan("lines", 5)
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.2", "--max-poll-interval", "0.5",
+                                        "--report", "r.md" }, { dir = d, env = env() })
+    assert.equals(0, code, out .. err)
+    assert.matches("item %d held for quota: needs 2 cores / 2 GiB; free 0 of 6 cores", out)
+    assert.matches("item %d admitted after [%d.]+s held for quota", out)
+    assert.matches("held [%d.]+s for quota", aeflow.read(d .. "/r.md"))
+    assert.equals(0, queued_ever())
+  end)
+
+  it("backs off on 503 from the service and still submits everything once", function()
+    engine.stop(e)
+    e = engine.start({ "--quota-cores", "6", "--quota-memory", "24Gi", "--faults", "0.4", "--fault-kinds", "503",
+                       "--fault-ops", "create_application", "--fault-seed", "3" })
+    local d = fan("aimd", 6)
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.2",
+                                        "--max-poll-interval", "0.5" }, { dir = d, env = env() })
+    assert.equals(0, code, out .. err)
+    local cuts = 0
+    for _, ev in ipairs(events(out)) do
+      if ev.event == "admission_rate" then
+        cuts = cuts + 1
+        assert.equals(503, ev.status)
+        assert.is_true(ev.window >= 1)
+      end
+    end
+    assert.is_true(cuts >= 1, "no admission_rate event under 40% 503s")
+    assert.equals(6, #engine_records(e))
+    assert.equals(0, queued_ever())
+  end)
+
+  it("--no-admission and admission = false send as they come (and the engine queues)", function()
+    local d = fan("off", 6)
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--no-admission", "--poll-interval", "0.2" },
+      { dir = d, env = env() })
+    assert.equals(0, code, out .. err)
+    assert.is_nil(out:find('"application_held"', 1, true))
+    assert.is_true(queued_ever() >= 1, "6 applications into room for 3 and none queued")
+    local d2 = fan("step_off", 6)
+    aeflow.write(d2, "wf.lua", [[
+local items = {}
+for i = 1, 6 do items[i] = i end
+return workflow "step_off" {
+  step "fan" { for_each = items, admission = false, submit = { application = "slow.sh" } },
+}]])
+    code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.2" }, { dir = d2, env = env() })
+    assert.equals(0, code, out .. err)
+    assert.is_nil(out:find('"application_held"', 1, true))
+  end)
+
+  it("with no limits set, behaves as without admission", function()
+    assert.equals(204, (engine.request(e, "DELETE", engine.v4(e, "/resource_consumption_limits"))))
+    local d = fan("nolimits", 4)
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.2" }, { dir = d, env = env() })
+    assert.equals(0, code, out .. err)
+    assert.is_nil(out:find('"application_held"', 1, true))
+    assert.equals(4, #engine_records(e))
+  end)
 end)

@@ -48,6 +48,7 @@ svg text { font: 12px system-ui, Helvetica, Arial, sans-serif; fill: #1f2933; }
 .timeline .bar.st-failed { fill: var(--bad); }
 .timeline .bar.st-cancelled { fill: var(--cancel); }
 .timeline .bar.st-running { fill: var(--run); }
+.timeline .phase.ph-held { fill: #8d6e63; }
 .timeline .phase.ph-submitted { fill: #b39ddb; }
 .timeline .phase.ph-queued { fill: #ffca28; }
 .timeline .phase.ph-running, .timeline .phase.ph-attempt { fill: #42a5f5; }
@@ -126,6 +127,7 @@ function _M.render(doc, now)
   add('<section id="graph">\n<h2>Graph</h2>\n', svg.dag(m), "\n</section>\n")
 
   add('<section id="timeline">\n<h2>Time line</h2>\n<div class="legend">',
+      '<span><i style="background:#8d6e63">&#160;</i>held for quota</span>',
       '<span><i style="background:#b39ddb">&#160;</i>submitted</span>',
       '<span><i style="background:#ffca28">&#160;</i>queued</span>',
       '<span><i style="background:#42a5f5">&#160;</i>running</span><span><i style="background:#2e9d4f">&#160;</i>step '

@@ -50,7 +50,9 @@ function _M.render(doc, now)
       local s, item, a = t[1], t[2], t[3]
       o[#o + 1] = fmt("| %s | %s | %s | `%s` | %s | %s | %s |", cell(s.name), cell(item.index), cell(a.n),
         cell(a.application_id), cell(a.state), cell(type(a.return_code) ~= "userdata" and a.return_code or ""),
-        status(a.ending) .. (a.retry and " (retry)" or ""))
+        status(a.ending) .. (a.retry and " (retry)" or "")
+          .. (a.held_at and a.admitted_at and (" (held %s for quota)"):format(model.duration(a.admitted_at - a.held_at))
+            or ""))
     end
   end
   -- The ends of failed applications' stderr, from the run's record.

@@ -60,14 +60,23 @@ local function ending(att, item_status)
   return "failed"
 end
 
--- Phases of one attempt: { kind = submitted|queued|running|attempt, from, to }.
+-- Phases of one attempt: { kind = held|submitted|queued|running|attempt, from, to }.
+-- "held" is the runner's own wait for room in the instance's quota (admission),
+-- before the service saw anything; "queued" is the service's.
 local function phases(att, now)
   local out = {}
   local start = num(att.intent_at) or num(att.started_at)
   local stop = num(att.finished_at) or now
   local states = type(att.states) == "table" and att.states or {}
+  local held = num(att.held_at)
+  if held then
+    local to = num(att.admitted_at) or stop
+    out[1] = { kind = "held", state = "for quota", from = held, to = math.max(held, to), detail = str(att.held) }
+  end
   if not att.application_id or #states == 0 then
-    if start then out[1] = { kind = "attempt", from = num(att.started_at) or start, to = stop } end
+    if start and not (held and not att.admitted_at) then
+      out[#out + 1] = { kind = "attempt", from = num(att.started_at) or start, to = stop }
+    end
     return out
   end
   local sub = num(att.submitted_at) or (states[1] and num(states[1].at))
@@ -125,11 +134,13 @@ function _M.build(doc, now)
                       and att.states[#att.states].state or att.state),
                     return_code = att.return_code, error = str(att.error), stopped = att.stopped,
                     resumed = att.resumed, started_at = num(att.intent_at) or num(att.started_at),
+                    held_at = num(att.held_at), admitted_at = num(att.admitted_at), held = str(att.held),
                     finished_at = num(att.finished_at), ending = ending(att, it.status),
                     states = type(att.states) == "table" and att.states or {},
                     log_tail = type(att.log_tail) == "table" and att.log_tail or nil }
         a.retry = (tonumber(att.n) or 1) > 1
         a.phases = phases(att, t1 or now)
+        widen(a.held_at)
         widen(a.started_at)
         widen(a.finished_at)
         for _, st in ipairs(a.states) do widen(num(st.at)) end

@@ -64,7 +64,10 @@ function _M.fanout_text(c, items, ended)
   if c.failed > 0 then parts[#parts + 1] = ("%d failed"):format(c.failed) end
   if c.stopped > 0 then parts[#parts + 1] = ("%d stopped"):format(c.stopped) end
   if c.running > 0 then parts[#parts + 1] = ("%d running"):format(c.running) end
-  local waiting = items and math.max(0, items - c.submitted) or 0
+  -- Held by the runner for room in the quota (workflow/admission.lua): not the service's queue.
+  local held = c.held or 0
+  if held > 0 and not ended then parts[#parts + 1] = ("%d held for quota"):format(held) end
+  local waiting = items and math.max(0, items - c.submitted - (ended and 0 or held)) or 0
   if ended then
     if c.queued > 0 then parts[#parts + 1] = ("%d queued"):format(c.queued) end
     if waiting > 0 then parts[#parts + 1] = ("%d not run"):format(waiting) end
@@ -107,6 +110,7 @@ function _M.new(out, opts)
       local st = steps[name]
       local took = st.started and elapsed((st.finished or now) - st.started) or ""
       local c = counts(st, apps)
+      c.held = st.held_n
       local fan = (st.items and st.items > 1) or c.submitted > _M.LIST_MAX
       local label = name .. (st.finally and " (finally)" or "")
       local row = ("  [%s] %-24s %-9s"):format(SYMBOL[st.status] or "?", label, st.status)
@@ -114,6 +118,9 @@ function _M.new(out, opts)
       row = row .. "  " .. took
       if st.error then row = row .. "  " .. st.error end
       lines[#lines + 1] = row
+      if (st.held_n or 0) > 0 and st.status == "running" then
+        lines[#lines + 1] = "        held for quota: " .. (st.held_msg or "")
+      end
       if not fan then
         for _, id in ipairs(app_order) do
           local a = apps[id]
@@ -156,6 +163,7 @@ function _M.new(out, opts)
     cancel = function(ev) return ("cancelling: %s"):format(ev.reason or "") end,
     log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
     error = function(ev) return "error: " .. tostring(ev.message) end,
+    admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
   }
 
   local function emit(ev)
@@ -173,6 +181,13 @@ function _M.new(out, opts)
     elseif e == "application_submitted" or e == "application_adopted" then
       if not apps[ev.application_id] then app_order[#app_order + 1] = ev.application_id end
       apps[ev.application_id] = { step = ev.step, state = ev.state or "SUBMITTED", since = now }
+    elseif (e == "application_held" or e == "application_admitted") and ev.step and ev.token then
+      local st = step_of(ev.step)
+      st.held = st.held or {}
+      local was = st.held[ev.token]
+      st.held[ev.token] = e == "application_held" or nil
+      st.held_n = (st.held_n or 0) + ((st.held[ev.token] and 1 or 0) - (was and 1 or 0))
+      if e == "application_held" then st.held_msg = sanitize.clean(tostring(ev.message or "")) end
     elseif e == "application" then
       local a = apps[ev.application_id]
       if a and ev.state then

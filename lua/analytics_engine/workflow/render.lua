@@ -57,6 +57,15 @@ local LINES = {
   application_submitted = function(ev)
     return ("step %s: submitted application %s (attempt %d)"):format(ev.step, ev.application_id, ev.attempt)
   end,
+  -- Quota-aware admission (workflow/admission.lua): its own phase, before the service sees anything.
+  application_held = function(ev)
+    return ("step %s: item %s held for quota: %s"):format(ev.step, tostring(ev.item), ev.message)
+  end,
+  application_admitted = function(ev)
+    return ("step %s: item %s admitted after %.1fs held for quota"):format(ev.step, tostring(ev.item),
+      ev.held_seconds or 0)
+  end,
+  admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
   application_adopted = function(ev)
     return ("step %s: adopted application %s accepted before the restart"):format(ev.step, ev.application_id)
   end,
