@@ -22,13 +22,14 @@ _aeflow() {
     -o|--output|--report) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --data|--app-root|--examples-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     --stream) COMPREPLY=($(compgen -W "stdout stderr" -- "$cur")); return ;;
-    --profile|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
+    --profile|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--max-cores|--max-memory|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
       return ;;
   esac
   local opts=""
   case $verb in
-    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report" ;;
-    validate|plan) opts="--param --json" ;;
+    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report --no-admission" ;;
+    validate) opts="--param --json" ;;
+    plan) opts="--param --json --max-cores --max-memory --online" ;;
     graph) opts="--format --param -o --json" ;;
     report) opts="-o --format --json" ;;
     orphans) opts="--state --stop --json" ;;
