@@ -82,6 +82,23 @@ return workflow "w" {
   end)
 end)
 
+describe("admission in the live view", function()
+  it("counts held for quota apart from the service's queue", function()
+    local live = require "analytics_engine.workflow.live"
+    local c = { finished = 1, failed = 0, stopped = 0, running = 3, queued = 1, submitted = 5, held = 4 }
+    assert.equals("1/10 finished · 3 running · 4 held for quota · 2 queued", live.fanout_text(c, 10, false))
+    local out = {}
+    local emit, tick = live.new({ write = function(_, ...) for _, x in ipairs { ... } do out[#out + 1] = x end end,
+                            flush = function() end }, { now = function() return 0 end })
+    emit { event = "step_start", step = "big" }
+    emit { event = "application_held", step = "big", item = 1, token = "t1", phase = "held for quota",
+           message = "needs 2 cores / 2 GiB; free 0 of 6 cores" }
+    tick()
+    local text = table.concat(out)
+    assert.matches("held for quota: needs 2 cores / 2 GiB; free 0 of 6 cores", text, 1, true)
+  end)
+end)
+
 describe("admission AIMD", function()
   it("starts unlimited, halves on back-pressure once per round, adds one per quiet round", function()
     local a = admission.aimd()
