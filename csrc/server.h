@@ -1,6 +1,7 @@
 /* The HTTP server's insides, shared by server.c (the daemon, its callbacks,
- * the server's life), server_req.c (requests as Lua sees them: ids, poll,
- * respond, drop) and server_ws.c (WebSocket upgrades). */
+ * the server's life), server_framing.c (framing checks), server_req.c
+ * (requests as Lua sees them: ids, poll, respond, drop) and server_ws.c
+ * (WebSocket upgrades). */
 #ifndef AE_SERVER_H
 #define AE_SERVER_H
 #include <poll.h>
@@ -99,6 +100,10 @@ typedef struct server {
 /* server.c */
 server *srv_open(lua_State *L); /* the open server, or NULL after pushing nil, "closed" */
 void srv_unpark(request *r);
+
+/* server_framing.c */
+const char *srv_bad_framing(struct MHD_Connection *c, const char *version);
+AE_MHD_RESULT srv_refuse_framing(struct MHD_Connection *c, const char *why);
 
 /* server_req.c */
 void srv_slot_release(server *s, request *r, int gone);
