@@ -9,6 +9,7 @@ local reply = require "analytics_engine.engine.reply"
 local runner = require "analytics_engine.engine.runner"
 local resources = require "analytics_engine.resources"
 local views = require "analytics_engine.engine.views"
+local validate = require "analytics_engine.engine.validate"
 local confine = require "analytics_engine.engine.confine"
 local children = require "analytics_engine.engine.children"
 
@@ -21,101 +22,12 @@ local tointeger = util.tointeger
 -- The states no application leaves: api.lua's one set (client and reports read it too).
 _M.TERMINAL = api.TERMINAL_STATES
 _M.PENDING = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = true }
-_M.STRING_FIELDS = { "class", "name", "jars", "packages", "repositories", "files", "archives" }
 _M.KILL_GRACE = 5
 _M.LOG_CHUNK = 8 * 1024 * 1024 -- the most one logs answer carries
 
-local null = util.null
 
----------------------------------------------------------------------------
--- validation
-
-local function is_array(t)
-  if type(t) ~= "table" then return false end
-  local n = #t
-  for k in pairs(t) do
-    if type(k) ~= "number" or k ~= floor(k) or k < 1 or k > n then return false end
-  end
-  return true
-end
-_M.is_array = is_array
-
-local function is_object(t)
-  return type(t) == "table" and (next(t) == nil or not is_array(t))
-end
-_M.is_object = is_object
-
-local function absent(v) return v == nil or v == null end
-
---- A map of string values, or nil, message.
-function _M.check_string_map(t, where)
-  if not is_object(t) then return nil, where .. " must be an object" end
-  for k, v in pairs(t) do
-    if type(v) ~= "string" then return nil, ("%s.%s must be a string"):format(where, tostring(k)) end
-  end
-  return true
-end
-
---- Validate a create_application body -> details, extras | nil, message
-function _M.validate(body, versions)
-  local d = body.application_details
-  if absent(d) then return nil, "application_details is required" end
-  if not is_object(d) then return nil, "application_details must be an object" end
-  local out = {}
-  if type(d.application) ~= "string" or d.application == "" then
-    return nil, absent(d.application) and "application_details.application is required"
-      or "application_details.application must be a non-empty string"
-  end
-  out.application = d.application
-  if not absent(d.arguments) then
-    if not is_array(d.arguments) then return nil, "application_details.arguments must be an array of strings" end
-    for _, a in ipairs(d.arguments) do
-      if type(a) ~= "string" then return nil, "application_details.arguments must be an array of strings" end
-    end
-    out.arguments = util.array(util.copy(d.arguments))
-  end
-  for _, f in ipairs(_M.STRING_FIELDS) do
-    if not absent(d[f]) then
-      if type(d[f]) ~= "string" then return nil, ("application_details.%s must be a string"):format(f) end
-      out[f] = d[f]
-    end
-  end
-  for _, f in ipairs({ "conf", "env" }) do
-    if not absent(d[f]) then
-      local ok, err = _M.check_string_map(d[f], "application_details." .. f)
-      if not ok then return nil, err end
-      out[f] = util.copy(d[f])
-    end
-  end
-  if not absent(d.runtime) then
-    if not is_object(d.runtime) then return nil, "application_details.runtime must be an object" end
-    local v = d.runtime.spark_version
-    if not absent(v) then
-      if not versions.set[v] then
-        return nil, ("application_details.runtime.spark_version must be one of %s"):format(versions.text)
-      end
-      out.runtime = { spark_version = v }
-    end
-  end
-  local extras = {}
-  if not absent(body.volumes) then
-    if not is_array(body.volumes) then return nil, "volumes must be an array of objects" end
-    for i, v in ipairs(body.volumes) do
-      if not is_object(v) then return nil, "volumes must be an array of objects" end
-      for _, f in ipairs({ "name", "mount_path", "source_sub_path" }) do
-        if not absent(v[f]) and type(v[f]) ~= "string" then
-          return nil, ("volumes[%d].%s must be a string"):format(i, f)
-        end
-      end
-    end
-    extras.volumes = util.array(util.deepcopy(body.volumes))
-  end
-  if not absent(body.queuing_enabled) then
-    if type(body.queuing_enabled) ~= "boolean" then return nil, "queuing_enabled must be a boolean" end
-    extras.queuing_enabled = body.queuing_enabled
-  end
-  return out, extras
-end
+-- The create_application body: engine/validate.lua (after the schema's check).
+_M.validate = validate.application
 
 ---------------------------------------------------------------------------
 -- resources

@@ -7,6 +7,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local apps = require "analytics_engine.engine.apps"
+local validate = require "analytics_engine.engine.validate"
 local history = require "analytics_engine.engine.history"
 local clusters = require "analytics_engine.engine.clusters"
 
@@ -121,7 +122,7 @@ function H.get_instance_default_configs(eng)
 end
 
 function H.replace_instance_default_configs(eng, ctx)
-  local ok, err = apps.check_string_map(ctx.body, "default_configs")
+  local ok, err = validate.check_string_map(ctx.body, "default_configs")
   if not ok then return reply.bad_request(err) end
   local s = eng.store:settings()
   s.default_configs = util.copy(ctx.body)
@@ -136,7 +137,7 @@ function H.update_instance_default_configs(eng, ctx)
     return reply.error(415, "unsupported_media_type",
       "Content-Type must be application/merge-patch+json or application/json")
   end
-  if not apps.is_object(ctx.body) then return reply.bad_request("default_configs must be an object") end
+  if not validate.is_object(ctx.body) then return reply.bad_request("default_configs must be an object") end
   for k, v in pairs(ctx.body) do
     if v ~= null and type(v) ~= "string" then
       return reply.bad_request(("default_configs.%s must be a string or null"):format(tostring(k)))

@@ -65,7 +65,7 @@ local function decode_body(op, req)
   end
   local v, err = util.json_decode(raw)
   if v == nil then return nil, reply.error(400, "invalid_json", "request body is not valid JSON: " .. tostring(err)) end
-  if not apps.is_object(v) or (next(v) == nil and raw:find("^%s*%[")) then
+  if not validate.is_object(v) or (next(v) == nil and raw:find("^%s*%[")) then
     return nil, reply.bad_request("request body must be a JSON object")
   end
   return v
