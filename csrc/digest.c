@@ -9,18 +9,66 @@
 #include <string.h>
 #include <sys/random.h>
 
-/* ---------------------------------------------------------------- SHA-1 */
-
-typedef struct {
-  uint32_t h[5];
+/* SHA-1 and SHA-256 share everything but the block function and the
+ * initial state: 64-byte blocks, padding with 0x80, zeros and the bit length
+ * big-endian, the digest as big-endian words. */
+typedef struct md_ctx {
+  uint32_t h[8];
   uint64_t len;
   unsigned char buf[64];
   size_t n;
-} sha1_ctx;
+  void (*block)(struct md_ctx *c, const unsigned char *p);
+} md_ctx;
+
+static void md_init(md_ctx *c, const uint32_t *iv, size_t nwords,
+                    void (*block)(md_ctx *, const unsigned char *)) {
+  memcpy(c->h, iv, nwords * sizeof *iv);
+  c->len = 0;
+  c->n = 0;
+  c->block = block;
+}
+
+static void md_update(md_ctx *c, const void *data, size_t len) {
+  const unsigned char *p = data;
+  c->len += len;
+  if (c->n) {
+    size_t k = 64 - c->n < len ? 64 - c->n : len;
+    memcpy(c->buf + c->n, p, k);
+    c->n += k, p += k, len -= k;
+    if (c->n < 64) return;
+    c->block(c, c->buf);
+    c->n = 0;
+  }
+  for (; len >= 64; p += 64, len -= 64) c->block(c, p);
+  memcpy(c->buf, p, len);
+  c->n = len;
+}
+
+static void md_final(md_ctx *c, unsigned char *out, int nwords) {
+  uint64_t bits = c->len * 8;
+  int i;
+  c->buf[c->n++] = 0x80;
+  if (c->n > 56) {
+    memset(c->buf + c->n, 0, 64 - c->n);
+    c->block(c, c->buf);
+    c->n = 0;
+  }
+  memset(c->buf + c->n, 0, 56 - c->n);
+  for (i = 0; i < 8; i++) c->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
+  c->block(c, c->buf);
+  for (i = 0; i < nwords; i++) {
+    out[4 * i] = (unsigned char)(c->h[i] >> 24);
+    out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
+    out[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
+    out[4 * i + 3] = (unsigned char)c->h[i];
+  }
+}
+
+/* ---------------------------------------------------------------- SHA-1 */
 
 #define ROL(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
 
-static void sha1_block(sha1_ctx *c, const unsigned char *p) {
+static void sha1_block(md_ctx *c, const unsigned char *p) {
   uint32_t w[80], a, b, d, e, f, k, t, cc;
   int i;
   for (i = 0; i < 16; i++)
@@ -39,41 +87,13 @@ static void sha1_block(sha1_ctx *c, const unsigned char *p) {
   c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d, c->h[4] += e;
 }
 
-static void sha1_init(sha1_ctx *c) {
-  static const uint32_t h0[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-  memcpy(c->h, h0, sizeof h0);
-  c->len = 0;
-  c->n = 0;
-}
-
-static void sha1_update(sha1_ctx *c, const void *data, size_t len) {
-  const unsigned char *p = data;
-  c->len += len;
-  while (len > 0) {
-    size_t k = 64 - c->n < len ? 64 - c->n : len;
-    memcpy(c->buf + c->n, p, k);
-    c->n += k, p += k, len -= k;
-    if (c->n == 64) sha1_block(c, c->buf), c->n = 0;
-  }
-}
-
-static void sha1_final(sha1_ctx *c, unsigned char out[20]) {
-  uint64_t bits = c->len * 8;
-  unsigned char pad = 0x80, z = 0, lenb[8];
-  int i;
-  sha1_update(c, &pad, 1);
-  while (c->n != 56) sha1_update(c, &z, 1);
-  for (i = 0; i < 8; i++) lenb[i] = (unsigned char)(bits >> (56 - 8 * i));
-  sha1_update(c, lenb, 8);
-  for (i = 0; i < 20; i++) out[i] = (unsigned char)(c->h[i / 4] >> (24 - 8 * (i % 4)));
-}
-
 void ae_sha1(const void *a, size_t alen, const void *b, size_t blen, unsigned char out[20]) {
-  sha1_ctx c;
-  sha1_init(&c);
-  sha1_update(&c, a, alen);
-  if (blen) sha1_update(&c, b, blen);
-  sha1_final(&c, out);
+  static const uint32_t h0[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+  md_ctx c;
+  md_init(&c, h0, 5, sha1_block);
+  md_update(&c, a, alen);
+  md_update(&c, b, blen);
+  md_final(&c, out, 5);
 }
 
 /* --------------------------------------------------------------- base64 */
@@ -162,13 +182,6 @@ static int l_random_bytes(lua_State *L) {
 
 /* ------------------------------------------------------- SHA-256, HMAC */
 
-typedef struct {
-  uint32_t h[8];
-  uint64_t len;
-  unsigned char buf[64];
-  size_t n;
-} sha256_ctx;
-
 static const uint32_t K256[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -181,7 +194,7 @@ static const uint32_t K256[64] = {
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void sha256_block(sha256_ctx *c, const unsigned char *p) {
+static void sha256_block(md_ctx *c, const unsigned char *p) {
   uint32_t w[64], a, b, cc, d, e, f, g, h, t1, t2;
   int i;
   for (i = 0; i < 16; i++)
@@ -204,58 +217,20 @@ static void sha256_block(sha256_ctx *c, const unsigned char *p) {
   c->h[4] += e, c->h[5] += f, c->h[6] += g, c->h[7] += h;
 }
 
-static void sha256_init(sha256_ctx *c) {
+static void sha256_init(md_ctx *c) {
   static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  memcpy(c->h, iv, sizeof iv);
-  c->len = 0;
-  c->n = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const void *data, size_t len) {
-  const unsigned char *p = data;
-  c->len += len;
-  if (c->n) {
-    size_t k = 64 - c->n < len ? 64 - c->n : len;
-    memcpy(c->buf + c->n, p, k);
-    c->n += k, p += k, len -= k;
-    if (c->n < 64) return;
-    sha256_block(c, c->buf);
-    c->n = 0;
-  }
-  for (; len >= 64; p += 64, len -= 64) sha256_block(c, p);
-  memcpy(c->buf, p, len);
-  c->n = len;
-}
-
-static void sha256_final(sha256_ctx *c, unsigned char out[32]) {
-  uint64_t bits = c->len * 8;
-  int i;
-  c->buf[c->n++] = 0x80;
-  if (c->n > 56) {
-    memset(c->buf + c->n, 0, 64 - c->n);
-    sha256_block(c, c->buf);
-    c->n = 0;
-  }
-  memset(c->buf + c->n, 0, 56 - c->n);
-  for (i = 0; i < 8; i++) c->buf[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-  sha256_block(c, c->buf);
-  for (i = 0; i < 8; i++) {
-    out[4 * i] = (unsigned char)(c->h[i] >> 24);
-    out[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
-    out[4 * i + 2] = (unsigned char)(c->h[i] >> 8);
-    out[4 * i + 3] = (unsigned char)c->h[i];
-  }
+  md_init(c, iv, 8, sha256_block);
 }
 
 static int l_sha256(lua_State *L) {
   size_t n;
   const char *d = luaL_checklstring(L, 1, &n);
-  sha256_ctx c;
+  md_ctx c;
   unsigned char out[32];
   sha256_init(&c);
-  sha256_update(&c, d, n);
-  sha256_final(&c, out);
+  md_update(&c, d, n);
+  md_final(&c, out, 8);
   lua_pushlstring(L, (const char *)out, 32);
   return 1;
 }
@@ -265,25 +240,25 @@ static int l_hmac_sha256(lua_State *L) {
   const char *key = luaL_checklstring(L, 1, &kl);
   const char *data = luaL_checklstring(L, 2, &dl);
   unsigned char k[64], pad[64], inner[32], out[32];
-  sha256_ctx c;
+  md_ctx c;
   memset(k, 0, sizeof k);
   if (kl > 64) {
     sha256_init(&c);
-    sha256_update(&c, key, kl);
-    sha256_final(&c, k);
+    md_update(&c, key, kl);
+    md_final(&c, k, 8);
   } else {
     memcpy(k, key, kl);
   }
   for (i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
   sha256_init(&c);
-  sha256_update(&c, pad, 64);
-  sha256_update(&c, data, dl);
-  sha256_final(&c, inner);
+  md_update(&c, pad, 64);
+  md_update(&c, data, dl);
+  md_final(&c, inner, 8);
   for (i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
   sha256_init(&c);
-  sha256_update(&c, pad, 64);
-  sha256_update(&c, inner, 32);
-  sha256_final(&c, out);
+  md_update(&c, pad, 64);
+  md_update(&c, inner, 32);
+  md_final(&c, out, 8);
   lua_pushlstring(L, (const char *)out, 32);
   return 1;
 }
