@@ -194,6 +194,10 @@ return workflow "big" {
     assert.matches("item %d admitted after [%d.]+s held for quota", out)
     assert.matches("held [%d.]+s for quota", aeflow.read(d .. "/r.md"))
     assert.equals(0, queued_ever())
+    -- The hold is part of the checked state file: a resume takes it and sends nothing again.
+    code, out, err = aeflow.run({ "run", "wf.lua", "--resume" }, { dir = d, env = env() })
+    assert.equals(0, code, out .. err)
+    assert.equals(5, #engine_records(e))
   end)
 
   it("backs off on 503 from the service and still submits everything once", function()

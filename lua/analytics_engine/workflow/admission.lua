@@ -538,13 +538,16 @@ function _M.plan_demands(plan, defaults, scope)
 end
 
 --- At run start: read the limits and default configs, and find a submit
--- step whose application can never fit. Returns nil, or { step = name,
--- message } (the run then sends nothing).
-function _M.preflight(self, plan, scope)
+-- step whose application can never fit (`done(name)`: a step a resumed run
+-- finished already, left alone). Returns nil, or { step = name, message }
+-- (the run then sends nothing).
+function _M.preflight(self, plan, scope, done)
   if not self:prepare() or not self.limits then return nil end
   for _, p in ipairs(_M.plan_demands(plan, self.defaults, scope)) do
     local big = _M.too_large(p.d, self.limits)
-    if big then return { step = p.step.name, message = big .. "; nothing was sent" } end
+    if big and not (done and done(p.step.name)) then
+      return { step = p.step.name, message = big .. "; nothing was sent" }
+    end
   end
   return nil
 end

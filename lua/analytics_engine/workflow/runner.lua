@@ -419,7 +419,10 @@ function _M.main(self)
               file = plan.file, params = self.params }
   self:save()
   -- An application that can never fit the quota: said before anything is sent.
-  local bad = self.admission and self.admission:preflight(plan, self:scope())
+  local bad = self.admission and self.admission:preflight(plan, self:scope(), function(name)
+    local rec = self.state.doc.steps[name]
+    return rec ~= nil and rec.status == "succeeded"
+  end)
   if bad then
     local rec = self.state:step(bad.step)
     rec.status, rec.error = "failed", bad.message

@@ -158,6 +158,8 @@ local scalar = want(function(v) local t = type(v) return t == "string" or t == "
 local ATTEMPT = record({
   n = count_, application_id = string_, token = string_, result = one_of { succeeded = true, failed = true },
   error = scalar, started_at = number_, finished_at = number_, resumed = boolean_, stopped = boolean_,
+  -- quota-aware admission (workflow/admission.lua): when it wanted to go, was held, was let through, and why
+  wanted_at = number_, held_at = number_, admitted_at = number_, held = string_,
 }, { "n" })
 
 local ITEM = record({ status = STATUS, attempts = array_of(ATTEMPT), error = scalar, outputs = any_ },
