@@ -10,12 +10,15 @@ local apps = require "analytics_engine.engine.apps"
 local validate = require "analytics_engine.engine.validate"
 local history = require "analytics_engine.engine.history"
 local clusters = require "analytics_engine.engine.clusters"
+local kernels = require "analytics_engine.engine.kernels"
 
 local _M = {}
 local H = {}
 _M.handlers = H
 for name, h in pairs(apps.handlers) do H[name] = h end
 for name, h in pairs(clusters.handlers) do H[name] = h end
+-- kernels: forwarded to a Jupyter Server
+for name, h in pairs(kernels.handlers) do H[name] = h end
 
 local floor = math.floor
 local null = util.null
@@ -251,11 +254,6 @@ function H.stop_spark_history_server(eng)
   eng.store:touch("settings")
   return 204
 end
-
----------------------------------------------------------------------------
--- kernels: forwarded to a Jupyter Server (engine/kernels.lua)
-
-require("analytics_engine.engine.kernels").install(H)
 
 ---------------------------------------------------------------------------
 -- token exchange and the engine's own endpoints

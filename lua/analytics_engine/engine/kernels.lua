@@ -332,13 +332,13 @@ local function forward(eng, ctx, name)
   end
 end
 
---- Install the kernel handlers into the engine's handler table.
-function _M.install(H)
-  for _, name in ipairs(_M.NAMES) do
-    H[name] = function(eng, ctx) return forward(eng, ctx, name) end
-  end
-  H[_M.OPERATION.name] = function(eng, ctx) return forward(eng, ctx, _M.OPERATION.name) end
+--- The kernel handlers by operation name (merged into the engine's handlers):
+-- every one forwards to the Jupyter Server.
+_M.handlers = {}
+for _, name in ipairs(_M.NAMES) do
+  _M.handlers[name] = function(eng, ctx) return forward(eng, ctx, name) end
 end
+_M.handlers[_M.OPERATION.name] = function(eng, ctx) return forward(eng, ctx, _M.OPERATION.name) end
 
 --- Once per engine loop turn -> the longest the loop may wait (nil: no limit).
 function _M.tick(eng)
