@@ -40,11 +40,22 @@ describe("the workflow sandbox", function()
     end)
   end
 
-  it("has no way to the real string library through a string's metatable that changes it", function()
-    -- ("").rep is the real function (every Lua string shares one metatable),
-    -- but it cannot do anything outside the process; the file's copy is capped.
+  it("caps string.rep, also through a string's methods, and gives no dump", function()
     local _, err = load("local s = string.rep('x', 2^40)" .. OK)
     assert.matches("x.lua:1: string.rep: the result would be", err)
+    _, err = load("local s = ('x'):rep(2^40)" .. OK)
+    assert.matches("x.lua:1: string.rep: the result would be", err)
+    _, err = load("local s = ('x').dump(function() end)" .. OK)
+    assert.matches("x.lua:1: attempt to call a nil value", err)
+    assert.equals("function", type(("x").dump)) -- the host's methods are back
+  end)
+
+  it("strips the file's metatables from every table of a step, not only its arguments", function()
+    local p = assert(load([[
+local after = setmetatable({ "a" }, { __index = function(_, k) if k == 99 then error("planted") end end })
+return workflow "w" { step "a" { delete_limits = true }, step "b" { after = after, delete_limits = true } }]]))
+    assert.is_nil(getmetatable(p.by_name.b.after))
+    assert.is_nil(p.by_name.b.after[99])
   end)
 
   it("does not let a bytecode chunk in through load", function()

@@ -214,12 +214,18 @@ function _M.load_string(src, chunkname, overrides)
     local p, e = _M.build(fn(), file, overrides)
     if p then
       -- What leaves the sandbox is plain data: a metatable of the file's on
-      -- an argument table would run its code when `plan` or the runner reads it.
+      -- any table of a step (args, after, for_each...) would run its code when
+      -- `plan` or the runner reads it, outside the sandbox.
       for _, group in ipairs { p.steps, p.finally } do
         for _, step in ipairs(group) do
-          step.args, step.for_each = plain(step.args), plain(step.for_each)
+          local k, v = next(step)
+          while k ~= nil do
+            rawset(step, k, plain(v))
+            k, v = next(step, k)
+          end
         end
       end
+      p.params = plain(p.params)
     end
     return p, e
   end)

@@ -294,12 +294,21 @@ function _M.run(box, fn, ...)
     end
   end
   local old = pack(gethook())
+  -- Every string's methods ("x"):rep(...) come from the one string
+  -- metatable: while the file loads they are the sandbox's (capped rep, no
+  -- dump), and the real ones again right after.
+  local string_mt = getmetatable("")
+  local string_index = string_mt.__index
   box.loading, box.stopped = true, nil
+  string_mt.__index = box.env.string
   sethook(hook, "", EVERY)
   local res = pack(pcall(fn, ...))
+  string_mt.__index = string_index
   if not res[1] and res[2] ~= box.STOP and type(res[2]) ~= "string" then
     -- an error object's __tostring is the file's code: still inside the bounds
+    string_mt.__index = box.env.string
     local okm, msg = pcall(tostring, res[2])
+    string_mt.__index = string_index
     res[2] = okm and type(msg) == "string" and msg or "the workflow file raised an error that is not a string"
   end
   sethook(unpack(old, 1, old.n))
