@@ -54,7 +54,7 @@ static request *req_new(server *s) {
   r->status = 0;
   r->slot = NO_SLOT;
   r->state = RQ_COLLECTING;
-  r->started = r->suspended = r->too_large = 0;
+  r->started = r->suspended = r->parked = r->too_large = 0;
   r->all_prev = NULL;
   r->all_next = s->all;
   if (s->all) s->all->all_prev = r;
@@ -127,7 +127,7 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
 
 /* Suspend a connection whose request waits for Lua. */
 static void park(server *s, request *r) {
-  r->suspended = 1;
+  r->suspended = r->parked = 1;
   s->nsuspended++;
   MHD_suspend_connection(r->conn);
 }
@@ -210,6 +210,16 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
     park(s, r);
     return MHD_YES;
   case RQ_ANSWERED:
+    if (!r->parked) {
+      /* Answered before it was parked. Park and resume at once all the
+       * same: the resume is what makes libmicrohttpd look at the socket
+       * again (its epoll is edge-triggered), so a client's end-of-file that
+       * came with the request is seen after the answer and the connection
+       * closes instead of idling to its timeout. */
+      park(s, r);
+      MHD_resume_connection(c);
+      return MHD_YES;
+    }
     if (r->resp) {
       AE_MHD_RESULT ret = MHD_queue_response(c, r->status, r->resp);
       MHD_destroy_response(r->resp);

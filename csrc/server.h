@@ -46,7 +46,7 @@ typedef struct request {
   struct MHD_Response *resp;
   unsigned int status;
   uint32_t slot;
-  unsigned char state, started, suspended, too_large;
+  unsigned char state, started, suspended, parked, too_large;
   char qbuf[112];
 } request;
 
