@@ -84,6 +84,14 @@ describe("request body validation (real engine)", function()
     assert.matches("^default_configs%.spark%.driver%.memory must be a memory size", b.errors[1].message)
   end)
 
+  it("refuses 1e308 cores for the history server (was a 500) as a number or a string", function()
+    for _, cores in ipairs({ 1e308, "1e308", -1 }) do
+      local status, b = helper.request(e, "POST", helper.v4(e, "/spark_history_server"), { cores = cores })
+      assert.equal(400, status)
+      assert.matches("^cores must be a number of cores between 0.001 and 1000", b.errors[1].message)
+    end
+  end)
+
   it("stored nothing it refused; the list stays strict JSON and consumption is untouched", function()
     local status, b, _, raw = helper.request(e, "GET", helper.v4(e, "/spark_applications"))
     assert.equal(200, status)

@@ -14,6 +14,8 @@
 --   upto      the largest value (integer, number)
 --   nullable  a string map value may be null (merge-patch: delete the key)
 --   root      how messages name the body itself (a top-level node only)
+--   resource  "cores", "memory" or "instances": a string or number that
+--             resources.lua parses in range (type is then "any")
 -- Beyond a schema, every body is held to LIMITS: nesting, sizes, finite
 -- numbers, valid UTF-8 without NUL in every key and string.
 local _M = {}
@@ -93,7 +95,7 @@ _M.replace_resource_consumption_limits = object {
 }
 
 _M.start_spark_history_server = object {
-  cores = { type = "any" }, memory = str { max = 64 },
+  cores = { type = "any", resource = "cores" }, memory = { type = "any", resource = "memory" },
 }
 
 _M.create_kernel = object {

@@ -100,8 +100,16 @@ local function check_fields(node, v, path)
   return true
 end
 
+local RESOURCE = { cores = resources.millicores, memory = resources.memory_mib, instances = resources.instances }
+
 function check(node, v, path)
   local t = node.type
+  if node.resource then -- a Spark size: a string, or a plain number, that parses in range
+    if (type(v) ~= "string" and type(v) ~= "number") or not RESOURCE[node.resource](v) then
+      return nil, name(path) .. " " .. resources.EXPECT[node.resource]
+    end
+    return true
+  end
   if t == "any" then return true end
   if t == "string" then
     if type(v) ~= "string" then return nil, name(path) .. " must be a string" end
