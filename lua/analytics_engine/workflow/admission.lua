@@ -332,7 +332,9 @@ function _M.pump(self)
   while w do
     local ok
     ok, why = self:room_for(w.d)
-    if ok and self.peers and self.peers:older(w.intent_at) then ok, why = false, "turn" end
+    if ok and self.peers and self.limits and not self.open and self.peers:older(w.intent_at) then
+      ok, why = false, "turn"
+    end
     if not ok then break end
     table.remove(self.waiters, 1)
     local t = { d = w.d, state = "admitted" }
@@ -353,9 +355,20 @@ function _M.pump(self)
   end
 end
 
--- One round at a time, while anything waits: a read when the pace says so
--- (sooner after one of this run's applications changed state), then the
--- admissions it allows. The task wakes every min_interval to look.
+-- One round: a read of the service (one request at most), then the
+-- admissions it allows. Never two reads at once.
+local function round(self)
+  if self.reading then return end
+  self.reading = true
+  self.round_at = self.clock()
+  _M.aimd_round(self.aimd)
+  self:read()
+  self.reading = false
+  self:pump()
+end
+
+-- Rounds while anything waits: a read when the pace says so; the task looks
+-- every min_interval.
 local function ensure_rounds(self)
   if self.rounds and not self.rounds.done then return end
   self.rounds = self.sched:spawn("admission", function()
@@ -363,22 +376,19 @@ local function ensure_rounds(self)
       local ok, err = self.sched:sleep(self.min_interval * (0.85 + 0.3 * math.random()))
       if ok == nil and err then return end
       local now = self.clock()
-      if now >= self.aimd.not_before and (self.nudged or not self.round_at or now - self.round_at >= self:pace()) then
-        self.nudged = false
-        self.round_at = now
-        _M.aimd_round(self.aimd)
-        self:read()
-        self:pump()
+      if now >= self.aimd.not_before and (not self.round_at or now - self.round_at >= self:pace()) then
+        round(self)
       end
     end
   end)
 end
 
---- One of this run's applications changed state: room may have freed, so
--- the next look reads the consumption again whatever the pace.
+--- One of this run's applications changed state (the poller saw it): room
+-- may have freed, so a round runs now rather than at the pace.
 function _M.nudge(self)
   self.interval = self.min_interval
-  self.nudged = true
+  if #self.waiters == 0 or self.reading or self.clock() < self.aimd.not_before then return end
+  self.sched:spawn("admission read", function() round(self) end)
 end
 
 --- Wait until an application asking for `d` may be sent. `w`: { intent_at,
@@ -398,15 +408,11 @@ function _M.acquire(self, d, w)
   while i >= 1 and (self.waiters[i].intent_at > at) do i = i - 1 end
   table.insert(self.waiters, i + 1, w)
   -- No read yet, or an old one: this task makes this round's read.
-  if self.limits ~= false and not self.reading
-    and (not self.snap or self.clock() - self.snap.at >= self:pace() or self.stale.limits) then
-    self.reading = true
-    self.round_at = self.clock()
-    _M.aimd_round(self.aimd)
-    self:read()
-    self.reading = false
+  if self.limits ~= false and (not self.snap or self.clock() - self.snap.at >= self:pace() or self.stale.limits) then
+    round(self)
+  else
+    self:pump()
   end
-  self:pump()
   if w.ticket then return w.ticket end
   ensure_rounds(self)
   w.suspended = true
@@ -452,13 +458,17 @@ end
 --- Send a submission under a ticket (one at a time, so the service counts
 -- each before it sees the next) and account for the answer.
 function _M.send(self, t, fn)
-  if not self.sending then self.sending = self.sched:semaphore(1) end
-  if not self.sending.acquire() then
-    self.tickets[t] = nil
-    return nil, { message = "cancelled", cancelled = true }
+  -- One at a time only where the quota is in play; without limits as before.
+  local lock = self.limits and not self.open
+  if lock then
+    if not self.sending then self.sending = self.sched:semaphore(1) end
+    if not self.sending.acquire() then
+      self.tickets[t] = nil
+      return nil, { message = "cancelled", cancelled = true }
+    end
   end
   local res, err = fn()
-  self.sending.release()
+  if lock then self.sending.release() end
   if res or (err and err.ambiguous) then
     -- Accepted (or maybe): counted until a read of the consumption shows it.
     self.landings = self.landings + 1

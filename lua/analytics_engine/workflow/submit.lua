@@ -179,6 +179,10 @@ function _M.run(ctx, step, body, att, index)
         res, err = client:create_application(body)
       end
     until not (ticket and adm.refused(err)) or refusals >= adm.MAX_REFUSALS
+    if not res and err.cancelled then
+      release()
+      return false, "cancelled"
+    end
     if not res and err.ambiguous then
       -- The server may have accepted it: look before anything is sent again.
       local found, why = _M.settle(ctx, step, token, att.intent_at)
