@@ -6,6 +6,7 @@
 -- UI, and its answer says so.
 local core = require "analytics_engine.core"
 local children = require "analytics_engine.engine.children"
+local runner = require "analytics_engine.engine.runner"
 
 local _M = {}
 
@@ -28,7 +29,6 @@ function _M.spark_home()
 end
 
 local function script_env(eng, h)
-  local runner = require "analytics_engine.engine.runner"
   local dir = eng.opts.data_dir .. "/history"
   core.mkdir_p(dir, 448)
   core.mkdir_p(eng.opts.event_log_dir, 448)
