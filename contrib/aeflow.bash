@@ -5,7 +5,7 @@ _aeflow() {
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
   verb=${COMP_WORDS[1]}
-  local verbs="run validate plan graph report orphans exec call operations serve logs help --version --help"
+  local verbs="run runs retry validate plan graph report orphans exec call operations serve logs help --version --help"
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
     return
@@ -33,10 +33,12 @@ _aeflow() {
     graph) opts="--format --param -o --json" ;;
     report) opts="-o --format --json" ;;
     orphans) opts="--state --stop --json" ;;
-    logs) opts="--stream --follow --data --json" ;;
+    logs) opts="--run --stream --follow --data --json" ;;
     operations) opts="--json" ;;
     serve) opts="--background --stop --json --host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --max-connections --request-timeout --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
-    help) COMPREPLY=($(compgen -W "run validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
+    runs) opts="--prune --json" ;;
+    retry) opts="--json --quiet --report --poll-interval --max-poll-interval --submit-grace --max-parallel --on-cancel" ;;
+    help) COMPREPLY=($(compgen -W "run runs retry validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
     call)
       if [ "$COMP_CWORD" -eq 2 ]; then
         COMPREPLY=($(compgen -W "$(aeflow operations 2>/dev/null | awk '{print $1}')" -- "$cur"))

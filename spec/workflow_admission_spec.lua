@@ -105,7 +105,14 @@ return workflow "%s" {
 
     -- Within a run: submitted in the order of the intents.
     local held = 0
-    local states = { da .. "/.aeflow/a.state.json", db .. "/.aeflow/b.state.json" }
+    -- Each run keeps its record under .aeflow/runs/<workflow>/<run id>/.
+    local function kept(d, name)
+      local p = assert(io.popen("ls " .. d .. "/.aeflow/runs/" .. name .. "/*/state.json"))
+      local path = p:read("l")
+      p:close()
+      return (assert(path, "no kept run of " .. name))
+    end
+    local states = { kept(da, "a"), kept(db, "b") }
     for _, path in ipairs(states) do
       local list = attempts(path)
       assert.equals(5, #list)

@@ -19,8 +19,12 @@ commands:
   plan FILE                    the DAG and every request it would make
   graph FILE [--format dot|mermaid|svg|png] [-o FILE]
                                the step graph (svg and png need Graphviz)
-  report STATE_FILE [-o FILE] [--format html|md]
-                               a run's report: graph, time line, outputs
+  runs [WORKFLOW] [--prune KEEP]
+                               the kept runs: workflow, id, start, duration, result
+  retry [RUN]                  run a kept run's failed, skipped and cancelled steps
+                               (and finally) again, keeping what succeeded
+  report [RUN|STATE_FILE] [-o FILE] [--format html|md]
+                               a run's report (default: the latest run)
   orphans [--state F]... [--stop]
                                applications with a run token no kept run knows
   exec FILE                    run a plain Lua script with `client` ready
@@ -30,8 +34,9 @@ commands:
   serve [--background] [--port N] [--data DIR] ...
                                run the local engine (the v4 API on this machine)
   serve --stop [--data DIR]    stop a local engine started in the background
-  logs APP_ID [--stream stderr] [--follow]
+  logs [APP_ID] [--run RUN] [--stream stderr] [--follow]
                                an application's output on the local engine
+                               (default: the latest run's failed application)
   help [COMMAND]               this text, or one command's
   --version                    print the version
 
@@ -49,7 +54,7 @@ it is started for the command and stopped when the command ends.
 ]]
 
 -- Verb modules: each returns { verb = { run, help, options[, raw][, stop_at] } }.
-local MODULES = { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec" }
+local MODULES = { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec", "runs", "retry" }
 
 local COMMANDS, HELP = {}, {}
 for _, m in ipairs(MODULES) do

@@ -7,6 +7,7 @@ local util = require "analytics_engine.util"
 local sanitize = require "analytics_engine.sanitize"
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
+local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
@@ -36,11 +37,40 @@ local function fetch(c, o)
   end
 end
 
+-- The application a run's logs default to: its last failed one, else its
+-- last one. Returns id, step or nil, message.
+local function app_of_run(run)
+  local doc = util.read_json_file(run.state)
+  if type(doc) ~= "table" then return nil, "cannot read " .. run.state end
+  local failed, any
+  for _, bucket in ipairs { doc.steps or {}, doc.finally or {} } do
+    for name, rec in pairs(bucket) do
+      for _, it in pairs(rec.items or {}) do
+        for _, att in ipairs(it.attempts or {}) do
+          local id = att.application_id
+          if id then
+            local at = tonumber(att.finished_at or att.intent_at) or 0
+            if not any or at > any.at then any = { id = id, step = name, at = at } end
+            if att.log_tail and (not failed or at > failed.at) then failed = { id = id, step = name, at = at } end
+          end
+        end
+      end
+    end
+  end
+  local pick = failed or any
+  if not pick then return nil, ("run %s submitted no application"):format(run.run_id) end
+  return pick.id, pick.step, failed ~= nil
+end
+
 _M.logs = {
   options = { ["--stream"] = "value", ["--follow"] = "flag", ["-f"] = "flag", ["--data"] = "value",
-              ["--json"] = "flag" },
+              ["--json"] = "flag", ["--run"] = "value" },
   help = [[
-usage: aeflow logs APP_ID [--stream stdout|stderr] [--follow] [--json] [--profile NAME]
+usage: aeflow logs [APP_ID] [--run RUN] [--stream stdout|stderr] [--follow] [--json] [--profile NAME]
+
+Without APP_ID: the last failed application of the latest kept run (--run RUN:
+of that run), else its last application; its stderr unless --stream says
+otherwise.
 
 Prints an application's stdout (or stderr) as the local engine kept it under
 its data directory. --follow keeps printing until the application ends, then
@@ -52,7 +82,16 @@ for another), started for the command if none is running.]],
   run = function(pos, opt, ctx)
     local o = { id = pos[1], stream = opt["--stream"] or "stdout", follow = opt["--follow"] or opt["-f"],
                 json = opt["--json"] }
-    if not o.id then return out.fail(2, "logs", "which application? (aeflow logs APP_ID)") end
+    if not o.id then
+      local run, rerr = runstore.find(opt["--run"])
+      if not run then return out.fail(2, "logs", "which application? (aeflow logs APP_ID): %s", rerr) end
+      local id, step, failed = app_of_run(run)
+      if not id then return out.fail(1, "logs", "%s", step) end
+      o.id = id
+      if failed and not opt["--stream"] then o.stream = "stderr" end
+      io.stderr:write(("aeflow: logs: %s of application %s (step %s of run %s %s)\n"):format(o.stream, id, step,
+        run.workflow, run.run_id))
+    end
     if pos[2] then return out.fail(2, "logs", "unexpected argument '%s'", pos[2]) end
     if not util.is_uuid(o.id) then return out.fail(2, "logs", "'%s' is not an application id", o.id) end
     if o.stream ~= "stdout" and o.stream ~= "stderr" then

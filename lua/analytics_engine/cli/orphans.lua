@@ -6,6 +6,7 @@ local sanitize = require "analytics_engine.sanitize"
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 local submit = require "analytics_engine.workflow.submit"
+local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
@@ -29,30 +30,20 @@ local function known_tokens(paths)
   return known
 end
 
--- The state files of every kept run under the local directory.
-function _M.state_files(dir)
-  local paths = {}
-  local h = io.popen("ls '" .. dir:gsub("'", "'\\''") .. "'/*.state.json 2>/dev/null")
-  if h then
-    for line in h:lines() do paths[#paths + 1] = line end
-    h:close()
-  end
-  return paths
-end
-
 _M.orphans = {
   options = { ["--state"] = "multi", ["--stop"] = "flag", ["--json"] = "flag" },
   help = [[
 usage: aeflow orphans [--state FILE]... [--stop] [--json] [--profile NAME]
 
 Lists applications on the instance that carry an aeflow run token which no
-kept run (default: every state file under $AEFLOW_DIR, else .aeflow) records
+kept run (default: every run under $AEFLOW_DIR/runs, else .aeflow/runs, and
+older .aeflow/*.state.json files) records
 with that application id: submissions whose runner died before saving the id.
 --stop stops them. --json prints one JSON array of
 {application_id, state, token}.]],
   run = function(pos, opt, ctx)
     if pos[1] then return out.fail(2, "orphans", "unexpected argument '%s'", pos[1]) end
-    local paths = opt["--state"] or _M.state_files(which.local_dir())
+    local paths = opt["--state"] or runstore.state_files()
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = true }
     if not c then return out.fail(1, nil, "%s", session) end
     local list, err = c:list_applications()

@@ -1,6 +1,8 @@
 --- `aeflow report`: a run's report from its record alone.
 local out = require "analytics_engine.cli.out"
 local report = require "analytics_engine.report"
+local util = require "analytics_engine.util"
+local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
@@ -11,9 +13,10 @@ end
 _M.report = {
   options = { ["-o"] = "value", ["--output"] = "value", ["--format"] = "value", ["--json"] = "flag" },
   help = [[
-usage: aeflow report STATE_FILE [-o FILE] [--format html|md] [--json]
+usage: aeflow report [RUN|STATE_FILE] [-o FILE] [--format html|md] [--json]
 
-Writes the report of a run from its state file (default .aeflow/NAME.state.json):
+Writes the report of a kept run (its id or a unique prefix, see `aeflow runs`;
+default: the latest run) or of a state file, from the record alone:
 one self-contained HTML page (no scripts, no network) with the step graph, a
 time line of steps and applications (submitted, queued, running, finished;
 retries, timeouts and cancels marked), durations, outputs, errors and, for a
@@ -24,14 +27,20 @@ to standard output; the format follows FILE's extension when not given.
 Exit status: 0 written, 1 the state file could not be read or the report written,
 2 usage.]],
   run = function(pos, opt)
-    if not pos[1] then return out.fail(2, "report", "which state file? (.aeflow/NAME.state.json)") end
     if pos[2] then return out.fail(2, "report", "unexpected argument '%s'", pos[2]) end
     local target = opt["-o"] or opt["--output"]
     local format = opt["--format"] or (target and target ~= "-" and format_of(target)) or "html"
     if format ~= "html" and format ~= "md" then
       return out.fail(2, "report", "--format wants html or md, got '%s'", format)
     end
-    local doc, err = report.load(pos[1])
+    -- A path to a state file, else a kept run's id, else the latest run.
+    local path = pos[1]
+    if not path or not util.read_file(path) then
+      local run, rerr = runstore.find(path)
+      if not run then return out.fail(path and 2 or 1, "report", "%s", rerr) end
+      path = run.state
+    end
+    local doc, err = report.load(path)
     if not doc then return out.fail(1, "report", "%s", err) end
     if opt["--json"] then
       out.json(doc)

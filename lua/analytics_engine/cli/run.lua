@@ -8,6 +8,8 @@ local render = require "analytics_engine.workflow.render"
 local runner_mod = require "analytics_engine.workflow.runner"
 local state_mod = require "analytics_engine.workflow.state"
 local report = require "analytics_engine.report"
+local util = require "analytics_engine.util"
+local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
@@ -42,6 +44,82 @@ local function emitter(opt, plan)
   return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1 })
 end
 
+--- The options run and retry share: nil, or the exit code after saying why.
+function _M.check(opt, verb)
+  local max_parallel = opt["--max-parallel"]
+  if max_parallel and max_parallel < 1 then
+    return out.fail(2, verb, "--max-parallel wants a positive integer, got '%s'", max_parallel)
+  end
+  local on_cancel = opt["--on-cancel"]
+  if on_cancel and on_cancel ~= "stop" and on_cancel ~= "leave" then
+    return out.fail(2, verb, "--on-cancel wants stop or leave, got '%s'", on_cancel)
+  end
+end
+
+--- Run `plan` with its record at where.state_path (where.run_dir: a kept
+-- run's directory; where.resume / where.retry: continue that record).
+-- Returns the exit code.
+function _M.execute(plan, opt, ctx, where)
+  local state_path, run_dir = where.state_path, where.run_dir
+  -- Locked before anything starts: a second runner on the same state file
+  -- leaves at once and touches nothing (not even a shared local engine).
+  local lock, lerr = state_mod.lock(state_path)
+  if not lock then return out.fail(2, where.verb, "%s", lerr) end
+  local json, quiet = opt["--json"], opt["--quiet"]
+  local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
+  if not c then return out.fail(1, nil, "%s", session) end
+  local on_event, on_tick = emitter(opt, plan)
+  local events_file = run_dir and io.open(run_dir .. "/events.ndjson", "a")
+  if events_file then
+    local to_file, to_person = render.json(events_file), on_event
+    on_event = function(ev)
+      to_file(ev)
+      if to_person then to_person(ev) end
+    end
+  end
+  local runner, rerr = runner_mod.new(plan, {
+    run_id = where.run_id,
+    client = c, state_path = state_path, lock = lock, resume = where.resume, retry = where.retry,
+    max_parallel = opt["--max-parallel"],
+    on_cancel = opt["--on-cancel"], on_event = on_event, on_tick = on_tick, engine_local = session.engine ~= nil,
+    poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
+    submit_grace = opt["--submit-grace"], admission = not opt["--no-admission"],
+  })
+  if not runner then
+    session:release()
+    return out.fail(2, nil, "%s", rerr)
+  end
+  core.signal_watch { "INT", "TERM" }
+  local status = runner:run()
+  session:release()
+  if events_file then events_file:close() end
+  if run_dir then
+    -- The run's own report, from its record (see `aeflow report RUN`).
+    local ok, werr = report.write(runner.state.doc, run_dir .. "/report.html", "html")
+    if not ok then out.fail(1, where.verb, "%s", werr) end
+  end
+  if not json and not quiet then
+    io.stdout:write("\n", render.summary(plan, runner.state.doc), render.tails(plan, runner.state.doc))
+    io.stdout:write(("state: %s\n"):format(state_path))
+    if run_dir then
+      io.stdout:write(("run %s kept in %s (aeflow runs; aeflow report %s%s)\n"):format(runner.run_id, run_dir,
+        runner.run_id, status == "succeeded" and "" or ("; aeflow retry " .. runner.run_id)))
+    end
+  end
+  if opt["--report"] then
+    -- Written whatever the outcome: a failed or cancelled run is the one to look at.
+    local ok, werr = report.write(runner.state.doc, opt["--report"], _M.report_format(opt["--report"]))
+    if not ok then
+      out.fail(1, where.verb, "%s", werr)
+    elseif not json and not quiet then
+      io.stdout:write(("report: %s\n"):format(opt["--report"]))
+    end
+  end
+  if status == "succeeded" then return 0 end
+  if status == "cancelled" then return 130 end
+  return 1
+end
+
 _M.run = {
   options = OPTIONS,
   help = [[
@@ -50,9 +128,13 @@ usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
                   [--max-poll-interval S] [--submit-grace S] [--quiet] [--report FILE]
                   [--no-admission] [--profile NAME]
 
-Runs the workflow FILE returns. The state file (default .aeflow/NAME.state.json)
-records every submission before it is sent; --resume continues a run that
-crashed or was killed, adopting applications already accepted. SIGINT/SIGTERM
+Runs the workflow FILE returns. Each run is kept in a directory of its own,
+.aeflow/runs/NAME/RUN_ID/ ($AEFLOW_DIR/runs when set): state.json records
+every submission before it is sent (and the end of failed applications'
+stderr), events.ndjson every event, report.html the report (see `aeflow
+runs`). --state FILE puts the state there instead. --resume continues the
+workflow's latest run (or --state FILE's) that crashed or was killed,
+adopting applications already accepted; `aeflow retry` re-runs what failed. SIGINT/SIGTERM
 cancel: stop the applications this run started (unless --on-cancel leave), run
 the finally steps, exit 130. --submit-grace S (default 120): how long after a
 submission whose answer was lost the service may still act on it; the runner
@@ -68,54 +150,29 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
   run = function(pos, opt, ctx)
     local plan, code = offline.load("run", pos, opt)
     if not plan then return code end
-    local max_parallel = opt["--max-parallel"]
-    if max_parallel and max_parallel < 1 then
-      return out.fail(2, "run", "--max-parallel wants a positive integer, got '%s'", max_parallel)
-    end
-    local on_cancel = opt["--on-cancel"]
-    if on_cancel and on_cancel ~= "stop" and on_cancel ~= "leave" then
-      return out.fail(2, "run", "--on-cancel wants stop or leave, got '%s'", on_cancel)
-    end
-    local dir = which.local_dir()
-    local state_path = opt["--state"] or (dir .. "/" .. slug(plan.name) .. ".state.json")
-    if not opt["--state"] and core.mkdir_p then core.mkdir_p(dir, 448) end
-    -- Locked before anything starts: a second runner on the same state file
-    -- leaves at once and touches nothing (not even a shared local engine).
-    local lock, lerr = state_mod.lock(state_path)
-    if not lock then return out.fail(2, "run", "%s", lerr) end
-    local json, quiet = opt["--json"], opt["--quiet"]
-    local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
-    if not c then return out.fail(1, nil, "%s", session) end
-    local on_event, on_tick = emitter(opt, plan)
-    local runner, rerr = runner_mod.new(plan, {
-      client = c, state_path = state_path, lock = lock, resume = opt["--resume"], max_parallel = max_parallel,
-      on_cancel = on_cancel, on_event = on_event, on_tick = on_tick, engine_local = session.engine ~= nil,
-      poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
-      submit_grace = opt["--submit-grace"], admission = not opt["--no-admission"],
-    })
-    if not runner then
-      session:release()
-      return out.fail(2, nil, "%s", rerr)
-    end
-    core.signal_watch { "INT", "TERM" }
-    local status = runner:run()
-    session:release()
-    if not json and not quiet then
-      io.stdout:write("\n", render.summary(plan, runner.state.doc), render.tails(plan, runner.state.doc))
-      io.stdout:write(("state: %s\n"):format(state_path))
-    end
-    if opt["--report"] then
-      -- Written whatever the outcome: a failed or cancelled run is the one to look at.
-      local ok, werr = report.write(runner.state.doc, opt["--report"], _M.report_format(opt["--report"]))
-      if not ok then
-        out.fail(1, "run", "%s", werr)
-      elseif not json and not quiet then
-        io.stdout:write(("report: %s\n"):format(opt["--report"]))
+    local bad = _M.check(opt, "run")
+    if bad then return bad end
+    -- Where the run's record goes: --state FILE as asked; else a directory of
+    -- its own under the kept runs (--resume: the workflow's latest run, or
+    -- an older single state file).
+    local state_path, run_dir, run_id = opt["--state"], nil, nil
+    if not state_path and opt["--resume"] then
+      local latest = runstore.find(nil, plan.name)
+      local legacy = which.local_dir() .. "/" .. slug(plan.name) .. ".state.json"
+      if latest then
+        state_path, run_dir = latest.state, latest.dir
+      elseif util.read_file(legacy) then
+        state_path = legacy
+      else
+        return out.fail(2, "run", "--resume: no kept run of workflow '%s' (see `aeflow runs`)", plan.name)
       end
+    elseif not state_path then
+      run_id = util.hex(core.random_bytes(4))
+      run_dir = runstore.dir_for(plan.name, run_id, true)
+      state_path = run_dir .. "/state.json"
     end
-    if status == "succeeded" then return 0 end
-    if status == "cancelled" then return 130 end
-    return 1
+    return _M.execute(plan, opt, ctx, { state_path = state_path, run_dir = run_dir, run_id = run_id,
+                                        resume = opt["--resume"], verb = "run" })
   end,
 }
 

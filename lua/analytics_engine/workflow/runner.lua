@@ -14,6 +14,7 @@ local admission = require "analytics_engine.workflow.admission"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
 local logtail = require "analytics_engine.workflow.logtail"
+local retry = require "analytics_engine.workflow.retry"
 
 local _M = {}
 local mt = { __index = _M }
@@ -45,7 +46,12 @@ function _M.new(plan, opts)
       return nil, ("cannot resume: %s belongs to workflow '%s', not '%s'"):format(opts.state_path,
         tostring(st.doc.workflow), plan.name)
     end
-    st.doc.resumes = (st.doc.resumes or 0) + 1
+    if opts.retry then
+      local n, rerr = retry.prepare(st.doc, plan)
+      if not n then return nil, rerr end
+    else
+      st.doc.resumes = (st.doc.resumes or 0) + 1
+    end
     st.doc.status = "running"
     self.state = st
     self.run_id = st.doc.run_id
@@ -297,7 +303,8 @@ function _M.run_item(self, step, rec, index, item)
       self:save()
       return false, out
     end
-    if final or att.n > step.retries then
+    -- retry_base: attempts made before an `aeflow retry` do not use up its budget.
+    if final or att.n - (irec.retry_base or 0) > step.retries then
       irec.status, irec.error = "failed", out
       self:save()
       return false, out
