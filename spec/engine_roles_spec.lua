@@ -84,6 +84,15 @@ describe("every door x every role", function()
     assert.same({ "authorize", "page_login", "page_login_form" }, open)
   end)
 
+  it("docs/security.md's door table is the one the engine enforces", function()
+    local doc = assert(util.read_file("docs/security.md"))
+    local tbl = doc:match("<!%-%- doors:begin[^\n]*%-%->\n(.-)<!%-%- doors:end %-%->")
+    assert.truthy(tbl, "docs/security.md has no doors:begin/doors:end section")
+    assert.equal(router.doors_markdown(), tbl, "regenerate the table: lua5.4 -e "
+      .. "'package.path=\"lua/?.lua;\"..package.path io.write(require(\"analytics_engine.engine.router\")"
+      .. ".doors_markdown())'")
+  end)
+
   it("code runs only for the role that may create applications", function()
     local need = api.by_name.create_application.role
     for _, d in ipairs(doors) do

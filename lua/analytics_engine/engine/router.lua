@@ -49,6 +49,24 @@ function _M.doors()
   return out
 end
 
+--- The doors as a Markdown table (docs/security.md holds this text; a spec
+-- checks that it matches, so the page cannot drift from the data).
+function _M.doors_markdown()
+  local ranks = { "viewer", "user", "editor", "admin" }
+  local lines = { "| door | method | path | least role | " .. table.concat(ranks, " | ") .. " |",
+                  "|---|---|---|---|" .. ("---|"):rep(#ranks) }
+  for _, d in ipairs(_M.doors()) do
+    local row = { d.name, d.method == "*" and "any" or d.method,
+                  "`" .. d.full_path:gsub("^" .. api.BASE:gsub("%p", "%%%0"), "…") .. "`",
+                  d.role or "none (open)" }
+    for _, r in ipairs(ranks) do
+      row[#row + 1] = (not d.role or api.ROLE_RANK[r] >= api.ROLE_RANK[d.role]) and "yes" or "403"
+    end
+    lines[#lines + 1] = "| " .. table.concat(row, " | ") .. " |"
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
 -- A route is its path's segments: literal strings, or false where a
 -- {parameter} goes (names kept apart). Matching splits the request path once
 -- and compares segments, far cheaper than a pattern per row on every request.
