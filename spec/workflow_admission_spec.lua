@@ -197,6 +197,8 @@ return workflow "big" {
     local code, out, err = aeflow.run({ "run", "wf.lua", "--poll-interval", "0.2", "--max-poll-interval", "0.5",
                                         "--report", "r.md" }, { dir = d, env = env() })
     assert.equals(0, code, out .. err)
+    assert.matches("admission: submissions wait for room in 6 cores / 24 GiB (resource_consumption_limits)", out, 1,
+      true)
     assert.matches("item %d held for quota: needs 2 cores / 2 GiB; free 0 of 6 cores", out)
     assert.matches("item %d admitted after [%d.]+s held for quota", out)
     assert.matches("held [%d.]+s for quota", aeflow.read(d .. "/r.md"))
@@ -254,5 +256,10 @@ return workflow "step_off" {
     assert.equals(0, code, out .. err)
     assert.is_nil(out:find('"application_held"', 1, true))
     assert.equals(4, #engine_records(e))
+    local said
+    for _, ev in ipairs(events(out)) do
+      if ev.event == "admission" then said = ev.message end
+    end
+    assert.matches("^no resource consumption limits to wait for %(404 ", said)
   end)
 end)

@@ -28,6 +28,9 @@ _M.MAX_WINDOW = 64         -- admissions per round above which the rate is unlim
 _M.FAIL_OPEN_AFTER = 5     -- failed reads in a row before submitting without admission
 _M.MAX_REFUSALS = 30       -- 429/503 answers to one attempt before it fails
 _M.BACKOFF_STATUS = { [429] = true, [503] = true }
+-- Answers that say the limits are not published (none set, no scheduler that
+-- supports them, not for this caller): admission stands aside.
+_M.UNPUBLISHED = { [400] = true, [403] = true, [404] = true, [405] = true, [501] = true }
 _M.PHASE = "held for quota"
 -- Actions after which the limits or default configs are read again.
 _M.CHANGES = { set_configs = true, update_configs = true, set_limits = true, delete_limits = true, call = true }
@@ -234,10 +237,20 @@ function _M.read(self)
   local c = self.client
   if self.stale.limits then
     local body, err = c:get_resource_consumption_limits()
-    if body or (err and err.status == 404) then
+    if body or (err and _M.UNPUBLISHED[err.status]) then
       self.stale.limits, self.failures, self.open = false, 0, false
       self.learned_at = now
+      local before = self.limits
       self.limits = body and _M.limits_of(body) or false
+      if before == nil or (before and not self.limits) or (self.limits and not before) then
+        self.emit { event = "admission", limits = self.limits and {
+                      cores = self.limits.cores_m < huge and _M.cores_text(self.limits.cores_m) or nil,
+                      memory_mib = self.limits.memory_mib < huge and floor(self.limits.memory_mib) or nil } or nil,
+                    message = self.limits and ("submissions wait for room in %s (resource_consumption_limits)")
+                      :format(_M.limits_text(self.limits))
+                      or ("no resource consumption limits to wait for (%s): submissions go as they come")
+                      :format(body and "none set" or tostring(err.status) .. " " .. tostring(err.message)) }
+      end
       return true
     end
     failed_read(self, "resource consumption limits", err)
@@ -257,7 +270,7 @@ function _M.read(self)
   local seq = self.landings
   local body, err = c:get_current_resource_consumption()
   if not body then
-    if err.status == 404 then -- the service says the instance has no quota
+    if _M.UNPUBLISHED[err.status] then -- the service says the instance has no quota (or not to us)
       self.limits = false
       return true
     end

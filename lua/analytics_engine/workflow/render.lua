@@ -66,6 +66,7 @@ local LINES = {
       ev.held_seconds or 0)
   end,
   admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
+  admission = function(ev) return "admission: " .. tostring(ev.message) end,
   application_adopted = function(ev)
     return ("step %s: adopted application %s accepted before the restart"):format(ev.step, ev.application_id)
   end,
