@@ -121,10 +121,18 @@ describe("application confinement", function()
   end)
 
   it("still runs the seed's sample payloads (their stand-ins)", function()
-    local status, b = submit({ application = "/opt/ibm/spark/examples/src/main/python/wordcount.py",
-                               arguments = { "/opt/ibm/spark/examples/src/main/resources/people.txt" } })
-    assert.equal(202, status, util.json_encode(b))
-    assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
+    for _, d in ipairs({
+      { application = "/opt/ibm/spark/examples/src/main/python/wordcount.py",
+        arguments = { "/opt/ibm/spark/examples/src/main/resources/people.txt" } },
+      { application = "/opt/ibm/spark/examples/jars/spark-examples_2.12-3.4.1.jar",
+        class = "org.apache.spark.examples.SparkPi", arguments = { "2" } },
+      { application = "/opt/ibm/spark/examples/src/main/r/dataframe.R" },
+    }) do
+      local status, b = submit(d)
+      assert.equal(202, status, util.json_encode(b))
+      local app = helper.wait_app(e, b.application_id)
+      assert.equal("FINISHED", app.state, d.application .. ": " .. util.json_encode(app.state_details))
+    end
   end)
 
   it("no escape ran", function()

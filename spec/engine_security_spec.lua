@@ -78,6 +78,27 @@ describe("a handler that fails", function()
   end)
 end)
 
+describe("a timer and a loop step that fail", function()
+  it("a delayed answer whose timer fails is a 500; the next request is answered", function()
+    local e = helper.start({ "--no-jupyter", "--faults", "1", "--fault-kinds", "delay", "--fault-delay", "0.1",
+                             "--fault-ops", "get_instance" },
+      { bin = { "env", "AE_ENGINE_FAIL_POINTS=timer", helper.bin() } })
+    finally(function() helper.stop(e) end)
+    local status, b = helper.request(e, "GET", helper.v4(e, ""))
+    assert.equal(500, status)
+    assert.equal("internal_error", b.errors[1].code)
+    alive(e)
+    assert.truthy(read(e.log):find("deliberate failure at timer", 1, true))
+  end)
+
+  it("an applications' tick that fails on every turn is logged; requests are still answered", function()
+    local e = helper.start({ "--no-jupyter" }, { bin = { "env", "AE_ENGINE_FAIL_POINTS=tick", helper.bin() } })
+    finally(function() helper.stop(e) end)
+    for _ = 1, 5 do alive(e) end
+    assert.truthy(read(e.log):find("internal error in the applications' tick", 1, true))
+  end)
+end)
+
 describe("hostile clients of the cluster connect WebSocket", function()
   local e, path
   lazy_setup(function()

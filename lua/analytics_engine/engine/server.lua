@@ -165,7 +165,10 @@ local function dispatch(eng, req, t0)
 
   if kind == "delay" then
     eng.timers[#eng.timers + 1] = { at = monotime() + eng.faults.delay, fn = function()
-      local ok, err = xpcall(function() send(eng, req, t0, run()) end, debug.traceback)
+      local ok, err = xpcall(function()
+        guard.fail_point("timer")
+        send(eng, req, t0, run())
+      end, debug.traceback)
       if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
     end }
     return
@@ -201,12 +204,7 @@ local function fire_timers(eng)
   end
   if #due == 0 then return end
   eng.timers = keep
-  for _, t in ipairs(due) do
-    guard.call("a timer", function()
-      guard.fail_point("timer")
-      t.fn()
-    end)
-  end
+  for _, t in ipairs(due) do guard.call("a timer", t.fn) end
 end
 
 local function busy(eng)
