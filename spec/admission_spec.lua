@@ -82,6 +82,47 @@ return workflow "w" {
   end)
 end)
 
+describe("admission turns between runs on one machine", function()
+  local peers = require "analytics_engine.workflow.admission_peers"
+  local core = require "analytics_engine.core"
+  local dir
+  local iid = "11111111-2222-4333-8444-555555555555"
+  before_each(function()
+    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-turns-"))
+  end)
+  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  local function open(run_id) return assert(peers.open(iid, run_id, dir)) end
+
+  it("an older intent of another live run goes first; a run that ends gives up its turn", function()
+    local a, b = open("aaaa"), open("bbbb")
+    a:note(100)
+    b:note(200)
+    assert.is_true(b:older(200), "a waits since 100")
+    assert.is_false(a:older(100))
+    a:note(nil) -- a holds nothing any more
+    assert.is_false(b:older(200))
+    a:note(50)
+    a:close()
+    assert.is_false(b:older(200), "a closed: its turn is gone")
+    b:close()
+  end)
+
+  it("ignores an entry of a process that is gone", function()
+    local b = open("bbbb")
+    local db = assert(core.sqlite_open(dir .. "/" .. iid .. ".db"))
+    -- pid 2^22 + 1 is above Linux's pid_max default: no such process
+    assert(db:run("INSERT INTO heads (run_id, pid, intent_at, noted) VALUES ('dead', 4194305, 1, ?)", core.time()))
+    db:close()
+    assert.is_false(b:older(200))
+    b:close()
+  end)
+
+  it("refuses an instance id that is not a plain name", function()
+    assert.is_nil(peers.open("../etc", "x"))
+  end)
+end)
+
 describe("admission in the live view", function()
   it("counts held for quota apart from the service's queue", function()
     local live = require "analytics_engine.workflow.live"

@@ -26,10 +26,12 @@ local function alive(pid)
   return io.open("/proc/self/stat", "r") == nil
 end
 
---- The turn file of `instance_id`, or nil (then runs share through the service alone).
-function _M.open(instance_id, run_id)
+--- The turn file of `instance_id` (in `dir`, default $AEFLOW_ADMISSION_DIR,
+-- else $XDG_RUNTIME_DIR/aeflow-admission or /tmp/aeflow-admission), or nil
+-- (then runs share through the service alone).
+function _M.open(instance_id, run_id, dir)
   if type(instance_id) ~= "string" or not instance_id:find("^[%w-]+$") then return nil end
-  local dir = dir_of()
+  dir = dir or dir_of()
   if core.mkdir_p then core.mkdir_p(dir, 448) end
   local db = core.sqlite_open(dir .. "/" .. instance_id .. ".db", { busy_timeout = 500 })
   if not db then return nil end
