@@ -178,6 +178,12 @@ return workflow "big" {
     assert.equals(0, code, out)
     assert.matches("fan: needs 3 cores / 9 GiB each, 2 applications; 2 at a time in 6 cores / 24 GiB: 1 wave", out,
       1, true)
+    code, out = aeflow.run({ "plan", "wf.lua", "--json", "--max-cores", "4" }, { dir = d })
+    assert.equals(0, code, out)
+    local doc = assert(util.json_decode(out))
+    assert.same({ cores = "4" }, doc.admission.limits)
+    assert.same({ "fan: needs 3 cores / 9 GiB each, 2 applications; 1 at a time in 4 cores: 2 waves" },
+      doc.admission.waves)
     -- 1 + 8 = 9 cores: more than the whole quota.
     code, out = aeflow.run({ "plan", "wf.lua", "--param", "n=8", "--online" }, { dir = d, env = env() })
     assert.equals(1, code, out)
