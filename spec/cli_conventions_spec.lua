@@ -46,6 +46,18 @@ describe("aeflow conventions", function()
     assert.matches("aeflow: plan: unknown option '--frob'", err, 1, true)
   end)
 
+  it("names an unknown global of a workflow file with a did-you-mean, at its line", function()
+    aeflow.write(dir, "typo.lua", 'return workflow "t" {\n  stpe "a" { set_runtime = {} },\n}\n')
+    local code, _, err = aeflow.run({ "validate", "typo.lua" }, { dir = dir, env = noenv() })
+    assert.equals(2, code)
+    assert.equals("aeflow: typo.lua:2: unknown name 'stpe' (did you mean 'step'?)\n", err)
+    aeflow.write(dir, "typo2.lua",
+      'return workflow "t" {\n  step "a" { set_runtime = { spark_version = zzyzx } },\n}\n')
+    code, _, err = aeflow.run({ "validate", "typo2.lua" }, { dir = dir, env = noenv() })
+    assert.equals(2, code)
+    assert.equals("aeflow: typo2.lua:2: unknown name 'zzyzx'\n", err)
+  end)
+
   it("prints data as one JSON document with --json", function()
     local code, out = aeflow.run({ "operations", "--json" }, { dir = dir, env = noenv() })
     assert.equals(0, code)

@@ -31,6 +31,7 @@
 -- confining a run the user asked for.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local schema = require "analytics_engine.workflow.schema"
 
 local _M = {}
 
@@ -260,6 +261,16 @@ function _M.new(file, full_ae)
   env._G = env
   setmetatable(env, { __index = function(_, k)
     if not box.loading then return _G[k] end
+    -- Withheld while loading (io, require, ...): absent, as the sandbox means.
+    if _G[k] ~= nil then return nil end
+    -- Any other name the file never defined is a typo (`stpe "a"`): say so
+    -- at the user's line, with the nearest name the file can use.
+    local names = {}
+    for name in pairs(env) do
+      if type(name) == "string" and name ~= "_G" then names[#names + 1] = name end
+    end
+    local near = type(k) == "string" and schema.suggest(k, names)
+    error(("unknown name '%s'%s"):format(tostring(k), near and (" (did you mean '%s'?)"):format(near) or ""), 2)
   end })
   box.env = env
   return setmetatable(box, { __index = _M })
