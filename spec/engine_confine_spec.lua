@@ -161,6 +161,12 @@ describe("application confinement", function()
       assert.equal(403, status)
     end)
 
+    it("an engine beyond loopback refuses to start with / as its application root (it binds nothing)", function()
+      local code, _, err = aeflow.run({ "serve", "--host", "0.0.0.0", "--app-root", "/", "--data", base .. "/d2" })
+      assert.equal(1, code)
+      assert.truthy(err:find("programs would run from anywhere (--app-root is /)", 1, true), err)
+    end)
+
     it("is refused when the engine listens beyond loopback", function()
       local code, _, err = aeflow.run({ "serve", "--host", "0.0.0.0", "--allow-any-program", "--data", base .. "/d" })
       assert.equal(2, code)

@@ -42,6 +42,25 @@ local function active_cluster(e)
   end
 end
 
+describe("close codes and reasons the engine sends (guard)", function()
+  local guard = require "analytics_engine.engine.guard"
+  it("never sends 1005, 1006, 1015 or a code outside what RFC 6455 allows", function()
+    local want = { [0] = 1000, [1000] = 1000, [1001] = 1001, [1004] = 1011, [1005] = 1000, [1006] = 1011,
+                   [1011] = 1011, [1015] = 1011, [1016] = 1011, [2999] = 1011, [3000] = 3000, [4999] = 4999,
+                   [5000] = 1011, [999] = 1011, [-1] = 1011 }
+    for code, sent in pairs(want) do assert.equal(sent, guard.close_code(code), tostring(code)) end
+    assert.equal(1000, guard.close_code(nil))
+    assert.equal(1011, guard.close_code(1000.5))
+  end)
+  it("keeps a reason to one line of at most 123 bytes, not cutting a character", function()
+    assert.equal("a b", guard.close_reason("a\nb"))
+    assert.equal(123, #guard.close_reason(("x"):rep(300)))
+    local r = guard.close_reason(("x"):rep(122) .. "é")
+    assert.equal(("x"):rep(122), r)
+    assert.equal("", guard.close_reason(nil))
+  end)
+end)
+
 describe("a handler that fails", function()
   local e
   lazy_setup(function()

@@ -57,9 +57,10 @@ end
 -- (no code), 1006 (abnormal) and 1015 (TLS) are never sent: they become 1000
 -- and 1011; anything else outside what RFC 6455 lets an endpoint send is 1011.
 function _M.close_code(code)
+  if code == nil then return 1000 end
   code = tonumber(code)
-  if code and code ~= math.floor(code) then code = nil end
-  if code == nil or code == 0 or code == 1005 then return 1000 end
+  if code == nil or code ~= math.floor(code) then return 1011 end
+  if code == 0 or code == 1005 then return 1000 end
   if code == 1006 or code == 1015 then return 1011 end
   if (code >= 1000 and code <= 1003) or (code >= 1007 and code <= 1014) or (code >= 3000 and code <= 4999) then
     return code

@@ -238,6 +238,15 @@ function _M.serve(args)
   if not eng then return fail(err) end
 
   local host = o.host or "127.0.0.1"
+  if not confine.loopback(host) then
+    for _, r in ipairs(eng.opts.roots) do
+      if r == "/" then
+        eng.store:close()
+        return fail("programs would run from anywhere (--app-root is /) and this engine listens on " .. host
+          .. ": give --app-root the directory your applications are in")
+      end
+    end
+  end
   local cert, key
   if o["tls-cert"] then
     cert, key = read_file(o["tls-cert"]), read_file(o["tls-key"])
