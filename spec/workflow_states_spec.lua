@@ -45,7 +45,8 @@ return workflow "states" {
     assert.same({ "RUNNING", "FINISHED" }, states.second)
     assert.same({ "RUNNING", "FINISHED" }, states.first)
     assert.equals("FINISHED", states.bg and states.bg[#states.bg], "bg's state was not followed")
-    local doc = util.read_json_file(dir .. "/.aeflow/states.state.json")
+    local _, listed = aeflow.run({ "runs", "--json" }, { dir = dir, env = aeflow.env(nil) })
+    local doc = util.read_json_file(dir .. "/" .. util.json_decode(listed)[1].dir .. "/state.json")
     local att = doc.steps.bg.items["1"].attempts[1]
     assert.equals("FINISHED", att.states[#att.states].state)
   end)
