@@ -223,6 +223,14 @@ function _M.read_json_file(path)
   return type(v) == "table" and v or nil
 end
 
+--- The directory part of a path ("." for a bare name, "/" for the root).
+function _M.dirname(path)
+  local d = path:match("^(.*)/[^/]*$")
+  if d == nil then return "." end
+  if d == "" then return "/" end
+  return d
+end
+
 --- Shallow copy.
 function _M.copy(t)
   local c = {}

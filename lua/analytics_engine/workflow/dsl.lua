@@ -10,6 +10,7 @@
 -- into a plan (plan.lua) and returned as plain data:
 --
 --   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
+local util = require "analytics_engine.util"
 local schema = require "analytics_engine.workflow.schema"
 local planner = require "analytics_engine.workflow.plan"
 local sandbox = require "analytics_engine.workflow.sandbox"
@@ -110,13 +111,6 @@ local function is_step(v)
   return false
 end
 
-local function dirname(path)
-  local d = path:match("^(.*)/[^/]*$")
-  if d == nil then return "." end
-  if d == "" then return "/" end
-  return d
-end
-
 -- Merge `--param k=v` overrides into the defaults, keeping the default's type.
 local function merge_params(defaults, overrides)
   local params = copy(defaults)
@@ -174,7 +168,7 @@ function _M.build(wf, file, overrides)
   if not opts then return nil, wf_err(err) end
 
   local p = {
-    name = wf.name, where = wf.where, file = file, dir = dirname(file),
+    name = wf.name, where = wf.where, file = file, dir = util.dirname(file),
     max_parallel = opts.max_parallel, on_cancel = opts.on_cancel, description = opts.description,
     steps = {}, finally = {}, by_name = {},
   }

@@ -55,17 +55,10 @@ local function copy(t, except)
   return c
 end
 
-local function dirname(path)
-  local d = path:match("^(.*)/[^/]*$")
-  if d == nil then return "." end
-  if d == "" then return "/" end
-  return d
-end
-
 --- A new sandbox for the file `file`. Fields: env (give it to `load`),
 -- and the methods below.
 function _M.new(file, full_ae)
-  local box = { file = file, dir = dirname(file), loading = false, stopped = nil }
+  local box = { file = file, dir = util.dirname(file), loading = false, stopped = nil }
   local STOP = setmetatable({}, { __tostring = function() return box.stopped or "stopped" end })
   box.STOP = STOP
 

@@ -60,6 +60,20 @@ end
 -- "1d"): the project's one grammar, analytics_engine.duration.
 _M.parse_duration = duration.parse
 
+-- A check for an array whose elements' types are among `kinds` (a set of
+-- type names); with `lone_string`, a string alone passes too, kept as written.
+local STRING = { string = true }
+local function array_of(kinds, lone_string)
+  return function(v)
+    if lone_string and type(v) == "string" then return true, v end
+    if not is_array(v) then return false end
+    for _, x in ipairs(v) do
+      if not kinds[type(x)] then return false end
+    end
+    return true, v
+  end
+end
+
 --- Types: `desc` for messages, `check(v)` → ok, normalised value.
 _M.types = {
   string = { desc = "a string", check = function(v) return type(v) == "string", v end },
@@ -85,57 +99,22 @@ _M.types = {
   -- a step name or a list of them (after = "a" becomes { "a" })
   names = { desc = "a step name or an array of step names", check = function(v)
     if type(v) == "string" then return true, { v } end
-    if not is_array(v) then return false end
+    if not array_of(STRING)(v) then return false end
     local out = {}
-    for i, x in ipairs(v) do
-      if type(x) ~= "string" then return false end
-      out[i] = x
-    end
+    for i, x in ipairs(v) do out[i] = x end
     return true, out
   end },
   -- what `ids` actions take: a string or an array of strings, kept as written
-  ids = { desc = "a string or an array of strings", check = function(v)
-    if type(v) == "string" then return true, v end
-    if not is_array(v) then return false end
-    for _, x in ipairs(v) do
-      if type(x) ~= "string" then return false end
-    end
-    return true, v
-  end },
-  strings = { desc = "an array of strings", check = function(v)
-    if not is_array(v) then return false end
-    for _, x in ipairs(v) do
-      if type(x) ~= "string" then return false end
-    end
-    return true, v
-  end },
-  arguments = { desc = "an array of strings or numbers", check = function(v)
-    if not is_array(v) then return false end
-    for _, x in ipairs(v) do
-      if type(x) ~= "string" and type(x) ~= "number" then return false end
-    end
-    return true, v
-  end },
-  tables = { desc = "an array of tables", check = function(v)
-    if not is_array(v) then return false end
-    for _, x in ipairs(v) do
-      if type(x) ~= "table" then return false end
-    end
-    return true, v
-  end },
+  ids = { desc = "a string or an array of strings", check = array_of(STRING, true) },
+  strings = { desc = "an array of strings", check = array_of(STRING) },
+  arguments = { desc = "an array of strings or numbers", check = array_of({ string = true, number = true }) },
+  tables = { desc = "an array of tables", check = array_of({ table = true }) },
   -- none: `{}` or `true`
   none = { desc = "{} or true (it takes no arguments)", check = function(v)
     return v == true or (type(v) == "table" and next(v) == nil), v
   end },
-  for_each = { desc = 'an array of values or a "${param}" string', check = function(v)
-    if type(v) == "string" then return true, v end
-    if not is_array(v) then return false end
-    for _, x in ipairs(v) do
-      local t = type(x)
-      if t ~= "string" and t ~= "number" and t ~= "table" and t ~= "boolean" then return false end
-    end
-    return true, v
-  end },
+  for_each = { desc = 'an array of values or a "${param}" string',
+               check = array_of({ string = true, number = true, table = true, boolean = true }, true) },
   operation = { desc = "the name of an operation in api.lua", check = function(v)
     return type(v) == "string" and api.by_name[v] ~= nil, v
   end },
