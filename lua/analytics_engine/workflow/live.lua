@@ -77,6 +77,20 @@ function _M.fanout_text(c, items, ended)
   return table.concat(parts, " · ")
 end
 
+--- The events the view shows as notes above the table, one line each;
+-- render.lua's line output prints the same lines for them.
+local NOTES = {
+  retry = function(ev)
+    return ("step %s: attempt %d failed (%s); retrying in %.1fs"):format(ev.step, ev.attempt, ev.error, ev.delay)
+  end,
+  timeout = function(ev) return ("step %s: attempt %d timed out"):format(ev.step, ev.attempt) end,
+  cancel = function(ev) return ("cancelling: %s"):format(ev.reason or "") end,
+  log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
+  error = function(ev) return "error: " .. tostring(ev.message) end,
+  admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
+}
+_M.NOTES = NOTES
+
 --- live(out, { now = fn, plan = plan, width = columns }) -> emit(ev), tick()
 function _M.new(out, opts)
   out = out or io.stdout
@@ -155,17 +169,6 @@ function _M.new(out, opts)
     drawn = #lines
   end
 
-  local NOTE = {
-    retry = function(ev)
-      return ("step %s: attempt %d failed (%s); retrying in %.1fs"):format(ev.step, ev.attempt, ev.error, ev.delay)
-    end,
-    timeout = function(ev) return ("step %s: attempt %d timed out"):format(ev.step, ev.attempt) end,
-    cancel = function(ev) return ("cancelling: %s"):format(ev.reason or "") end,
-    log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
-    error = function(ev) return "error: " .. tostring(ev.message) end,
-    admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
-  }
-
   local function emit(ev)
     local e = ev.event
     local now = now_of()
@@ -213,7 +216,7 @@ function _M.new(out, opts)
     elseif e == "run_end" then
       run.finished, run.status = now, ev.status
     end
-    local note = NOTE[e]
+    local note = NOTES[e]
     if note then notes[#notes + 1] = os.date("%H:%M:%S") .. " " .. sanitize.clean(note(ev)) end
     draw(e == "run_end" or e == "step_end" or e == "step_start" or #notes > 0)
   end

@@ -65,7 +65,6 @@ local LINES = {
     return ("step %s: item %s admitted after %.1fs held for quota"):format(ev.step, tostring(ev.item),
       ev.held_seconds or 0)
   end,
-  admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
   admission = function(ev) return "admission: " .. tostring(ev.message) end,
   application_adopted = function(ev)
     return ("step %s: adopted application %s accepted before the restart"):format(ev.step, ev.application_id)
@@ -84,15 +83,11 @@ local LINES = {
     local why = ev.reason and (" (" .. ev.reason .. ")") or ""
     return ("application %s: stopping%s"):format(short(ev.application_id), why)
   end,
-  retry = function(ev)
-    return ("step %s: attempt %d failed (%s); retrying in %.1fs"):format(ev.step, ev.attempt, ev.error, ev.delay)
-  end,
-  timeout = function(ev) return ("step %s: attempt %d timed out"):format(ev.step, ev.attempt) end,
-  cancel = function(ev) return ("cancelling: %s"):format(ev.reason or "") end,
-  log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
-  error = function(ev) return "error: " .. tostring(ev.message) end,
   run_end = function(ev) return ("run %s: %s in %.1fs"):format(ev.run_id, ev.status, ev.seconds or 0) end,
 }
+
+-- retry, timeout, cancel, log, error, admission_rate: the live view's notes.
+for event, f in pairs(live.NOTES) do LINES[event] = f end
 
 --- One line per event, for logs and terminals.
 function _M.lines(out)
