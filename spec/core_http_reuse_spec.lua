@@ -4,34 +4,18 @@
 -- loopback test server as core_http_spec.
 local core = require "analytics_engine.core"
 local cjson = require "cjson"
-
-local SERVER = "spec/helpers/test_http_server.py"
-
-local function start_server()
-  local proc = assert(io.popen("exec python3 " .. SERVER))
-  local info = {}
-  for _ = 1, 3 do
-    local line = proc:read("l")
-    assert(line, "test server did not start")
-    local k, v = line:match("^(%u+) (%d+)$")
-    info[k] = tonumber(v)
-  end
-  assert(info.PORT and info.PID, "test server: bad greeting")
-  info.proc = proc
-  return info
-end
+local http_server = require "helpers.http_server"
 
 describe("core.http_session request path", function()
   local srv, base
 
   setup(function()
-    srv = start_server()
+    srv = http_server.start()
     base = "http://127.0.0.1:" .. srv.PORT
   end)
 
   teardown(function()
-    os.execute("kill " .. srv.PID .. " 2>/dev/null")
-    srv.proc:close()
+    http_server.stop(srv)
   end)
 
   local function echo(s, req)

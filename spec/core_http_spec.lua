@@ -2,8 +2,7 @@
 -- (spec/helpers/test_http_server.py, Python stdlib only).
 local core = require "analytics_engine.core"
 local cjson = require "cjson"
-
-local SERVER = "spec/helpers/test_http_server.py"
+local http_server = require "helpers.http_server"
 
 local function wall_clock()
   local p = assert(io.popen("date +%s.%N"))
@@ -12,37 +11,16 @@ local function wall_clock()
   return t
 end
 
-local function start_server()
-  local proc = assert(io.popen("exec python3 " .. SERVER))
-  local info = {}
-  for _ = 1, 3 do
-    local line = proc:read("l")
-    assert(line, "test server did not start")
-    local k, v = line:match("^(%u+) (%d+)$")
-    info[k] = tonumber(v)
-  end
-  assert(info.PORT and info.PID and info.CLOSED, "test server: bad greeting")
-  info.proc = proc
-  return info
-end
-
-local function stop_server(srv)
-  if srv then
-    os.execute("kill " .. srv.PID .. " 2>/dev/null")
-    srv.proc:close()
-  end
-end
-
 describe("core.http_session", function()
   local srv, base, session
 
   setup(function()
-    srv = start_server()
+    srv = http_server.start { "CLOSED" }
     base = "http://127.0.0.1:" .. srv.PORT
   end)
 
   teardown(function()
-    stop_server(srv)
+    http_server.stop(srv)
   end)
 
   before_each(function()

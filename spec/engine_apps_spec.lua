@@ -58,14 +58,13 @@ describe("local engine applications", function()
   local function app_path(id, suffix) return "/spark_applications/" .. id .. (suffix or "") end
 
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/fail3.sh", "echo hello from sh\necho to stderr >&2\nexit 3\n")
-    helper.write(root .. "/ok.py", "import os, sys\nprint('python says', sys.argv[1:])\n"
-      .. "print('app id', os.environ['AE_APPLICATION_ID'])\nprint('greeting', os.environ.get('GREETING'))\n")
-    helper.write(root .. "/sleepy.sh", "echo $$\nsleep 30\necho never\n")
-    helper.write(root .. "/env.sh", 'echo "id=$AE_APPLICATION_ID greeting=$GREETING"\n')
+    root = helper.app_root {
+      ["fail3.sh"] = "echo hello from sh\necho to stderr >&2\nexit 3\n",
+      ["ok.py"] = "import os, sys\nprint('python says', sys.argv[1:])\n"
+        .. "print('app id', os.environ['AE_APPLICATION_ID'])\nprint('greeting', os.environ.get('GREETING'))\n",
+      ["sleepy.sh"] = "echo $$\nsleep 30\necho never\n",
+      ["env.sh"] = 'echo "id=$AE_APPLICATION_ID greeting=$GREETING"\n',
+    }
     e = helper.start({ "--app-root", root })
   end)
   lazy_teardown(function()
@@ -329,11 +328,10 @@ end)
 describe("local engine restarts", function()
   local e, dir, root, finished_id, killed_id, orphan
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/quick.sh", "echo quick\n")
-    helper.write(root .. "/sleepy.sh", "echo $$\nsleep 30\n")
+    root = helper.app_root {
+      ["quick.sh"] = "echo quick\n",
+      ["sleepy.sh"] = "echo $$\nsleep 30\n",
+    }
     e = helper.start({ "--app-root", root })
     dir = e.data_dir
   end)

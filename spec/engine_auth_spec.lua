@@ -5,24 +5,17 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local helper = require "helpers.engine"
 
-local function sha256_hex(s) return util.hex(core.sha256(s)) end
+local sha256_hex = helper.sha256_hex
 
 local KEYS = { editor = "editor-key-0123456789", user = "user-key-0123456789", viewer = "viewer-key-0123456789" }
 
 describe("local engine authorization matrix", function()
   local e, users_file, app_root
   lazy_setup(function()
-    users_file = os.tmpname()
-    local list = {}
-    for role, key in pairs(KEYS) do
-      list[#list + 1] = { username = role .. "1", role = role, api_key_sha256 = sha256_hex(key) }
-    end
-    list[#list + 1] = { username = "pw", role = "user", password_sha256 = sha256_hex("pw-secret-password") }
-    helper.write(users_file, util.json_encode(list))
-    app_root = os.tmpname()
-    os.remove(app_root)
-    assert(os.execute("mkdir -p " .. app_root))
-    helper.write(app_root .. "/ok.sh", "echo ok\n")
+    users_file = helper.users_file(KEYS, {
+      { username = "pw", role = "user", password_sha256 = sha256_hex("pw-secret-password") },
+    })
+    app_root = helper.app_root { ["ok.sh"] = "echo ok\n" }
     e = helper.start({ "--users", users_file, "--app-root", app_root })
   end)
   lazy_teardown(function()

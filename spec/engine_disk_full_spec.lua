@@ -96,12 +96,9 @@ describe("store:revert (unit)", function()
   local state = require "analytics_engine.engine.state"
   local path
   before_each(function()
-    path = os.tmpname()
-    os.remove(path)
+    path = helper.db_path()
   end)
-  after_each(function()
-    for _, s in ipairs({ "", "-wal", "-shm" }) do os.remove(path .. s) end
-  end)
+  after_each(function() helper.remove_db(path) end)
 
   it("drops records put after the mark, restores changed ones in place, keeps earlier pending changes", function()
     local s = assert(state.open(path))

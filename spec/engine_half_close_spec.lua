@@ -9,10 +9,7 @@ local helper = require "helpers.engine"
 describe("half-closed create_application requests", function()
   local e, root
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/ok.sh", "#!/bin/sh\nexit 0\n")
+    root = helper.app_root { ["ok.sh"] = "#!/bin/sh\nexit 0\n" }
     e = helper.start({ "--no-jupyter", "--quiet", "--app-root", root })
   end)
   lazy_teardown(function()

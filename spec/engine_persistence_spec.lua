@@ -44,12 +44,11 @@ describe("local engine killed during a 100-application run", function()
   end
 
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/quick.sh", "echo quick $1\n")
-    helper.write(root .. "/sleepy.sh", "echo $$\nsleep 60\n")
-    helper.write(root .. "/submit.lua", SUBMITTER)
+    root = helper.app_root {
+      ["quick.sh"] = "echo quick $1\n",
+      ["sleepy.sh"] = "echo $$\nsleep 60\n",
+      ["submit.lua"] = SUBMITTER,
+    }
     e = helper.start({ "--app-root", root })
     dir = e.data_dir
     assert.equal(200, (req("PUT", "/default_configs", { ["spark.driver.memory"] = "2G" })))
@@ -191,12 +190,9 @@ describe("engine.state", function()
   local state = require "analytics_engine.engine.state"
   local path
   before_each(function()
-    path = os.tmpname()
-    os.remove(path)
+    path = helper.db_path()
   end)
-  after_each(function()
-    for _, s in ipairs({ "", "-wal", "-shm" }) do os.remove(path .. s) end
-  end)
+  after_each(function() helper.remove_db(path) end)
 
   it("gives back what a commit wrote, in insertion order", function()
     local s = assert(state.open(path))

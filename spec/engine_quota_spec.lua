@@ -26,11 +26,10 @@ describe("local engine quota and scheduling", function()
   local function open_gate(name) helper.write(root .. "/" .. name, "") end
 
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/gate.sh", 'while [ ! -f "$GATE" ]; do sleep 0.05; done\necho released\n')
-    helper.write(root .. "/sleepy.sh", "echo $$\nsleep 30\n")
+    root = helper.app_root {
+      ["gate.sh"] = 'while [ ! -f "$GATE" ]; do sleep 0.05; done\necho released\n',
+      ["sleepy.sh"] = "echo $$\nsleep 30\n",
+    }
     e = helper.start({ "--app-root", root, "--quota-cores", "8", "--quota-memory", "32Gi" })
     -- Each application asks for the defaults: driver 1 core 1G, one executor 1 core 1G.
     local status = req("PUT", "/resource_consumption_limits", { max_cores = "2", max_memory = "8Gi" })
@@ -163,11 +162,10 @@ end)
 describe("local engine application timeout", function()
   local e, root
   lazy_setup(function()
-    root = os.tmpname()
-    os.remove(root)
-    assert(os.execute("mkdir -p " .. root))
-    helper.write(root .. "/sleepy.sh", "echo $$\nsleep 30\n")
-    helper.write(root .. "/quick.sh", "echo quick\n")
+    root = helper.app_root {
+      ["sleepy.sh"] = "echo $$\nsleep 30\n",
+      ["quick.sh"] = "echo quick\n",
+    }
     e = helper.start({ "--app-root", root, "--app-timeout", "1" })
   end)
   lazy_teardown(function()

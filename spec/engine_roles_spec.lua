@@ -10,8 +10,6 @@ local api = require "analytics_engine.api"
 local router = require "analytics_engine.engine.router"
 local helper = require "helpers.engine"
 
-local function sha256_hex(s) return util.hex(core.sha256(s)) end
-
 local KEYS = { editor = "editor-key-0123456789", user = "user-key-0123456789", viewer = "viewer-key-0123456789" }
 local WHO = { "admin", "editor", "user", "viewer", "none", "bad" }
 
@@ -27,16 +25,8 @@ end
 describe("every door x every role", function()
   local e, users_file, app_root, ids
   lazy_setup(function()
-    users_file = os.tmpname()
-    local list = {}
-    for role, key in pairs(KEYS) do
-      list[#list + 1] = { username = role .. "1", role = role, api_key_sha256 = sha256_hex(key) }
-    end
-    helper.write(users_file, util.json_encode(list))
-    app_root = os.tmpname()
-    os.remove(app_root)
-    assert(os.execute("mkdir -p " .. app_root))
-    helper.write(app_root .. "/ok.sh", "echo ok\n")
+    users_file = helper.users_file(KEYS)
+    app_root = helper.app_root { ["ok.sh"] = "echo ok\n" }
     e = helper.start({ "--users", users_file, "--app-root", app_root, "--no-jupyter" })
     local _, a = helper.request(e, "POST", helper.v4(e, "/spark_applications"),
       { application_details = { application = "ok.sh" } })

@@ -281,6 +281,24 @@ return workflow "p" {
   end)
 end)
 
+-- Kill the runner `h` once step a's first attempt has its intent saved in
+-- dir/s.json and the engine `e` holds the POST. The intent is on disk before
+-- the POST leaves: kill only once the engine holds it (on a loaded machine
+-- the kill could otherwise land between the two).
+local function kill_after_intent(h, e, dir)
+  engine.eventually(function()
+    local st = state_of(dir .. "/s.json")
+    local it = st and st.steps.a and st.steps.a.items["1"]
+    return it and it.attempts[1] and it.attempts[1].intent_at
+  end, 30)
+  engine.eventually(function()
+    local _, stats = engine.request(e, "GET", "/engine/v1/stats")
+    return stats and (stats.requests.create_application or 0) >= 1
+  end, 30)
+  core.kill(h.pid, "KILL")
+  aeflow.wait(h)
+end
+
 describe("aeflow run against a faulty engine", function()
   it("finds an application accepted before the runner died, lists it as an orphan, and adopts it on resume", function()
     local e = engine.start { "--faults", "1", "--fault-kinds", "delay" }
@@ -289,20 +307,7 @@ describe("aeflow run against a faulty engine", function()
     aeflow.write(dir, "ok.sh", "exit 0\n")
     aeflow.write(dir, "wf.lua", [[return workflow "orph" { step "a" { submit = { application = "ok.sh" } } }]])
     local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json" }, { dir = dir, engine = e })
-    -- The intent is saved, the POST is stalled by the engine: kill the runner now.
-    engine.eventually(function()
-      local st = state_of(dir .. "/s.json")
-      local it = st and st.steps.a and st.steps.a.items["1"]
-      return it and it.attempts[1] and it.attempts[1].intent_at
-    end, 30)
-    -- The intent is on disk before the POST leaves: kill only once the engine holds the POST
-    -- (on a loaded machine the kill could otherwise land between the two).
-    engine.eventually(function()
-      local _, stats = engine.request(e, "GET", "/engine/v1/stats")
-      return stats and (stats.requests.create_application or 0) >= 1
-    end, 30)
-    core.kill(h.pid, "KILL")
-    aeflow.wait(h)
+    kill_after_intent(h, e, dir)
     engine.eventually(function() return #aeflow.applications(e) == 1 end, 30)
     local code, out = aeflow.run({ "orphans", "--state", "s.json" }, { dir = dir, engine = e })
     assert.equals(0, code)
@@ -326,19 +331,7 @@ describe("aeflow run against a faulty engine", function()
     aeflow.write(dir, "ok.sh", "exit 0\n")
     aeflow.write(dir, "wf.lua", [[return workflow "stall" { step "a" { submit = { application = "ok.sh" } } }]])
     local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json" }, { dir = dir, engine = e })
-    engine.eventually(function()
-      local st = state_of(dir .. "/s.json")
-      local it = st and st.steps.a and st.steps.a.items["1"]
-      return it and it.attempts[1] and it.attempts[1].intent_at
-    end, 30)
-    -- The intent is on disk before the POST leaves: kill only once the engine holds the POST
-    -- (on a loaded machine the kill could otherwise land between the two).
-    engine.eventually(function()
-      local _, stats = engine.request(e, "GET", "/engine/v1/stats")
-      return stats and (stats.requests.create_application or 0) >= 1
-    end, 30)
-    core.kill(h.pid, "KILL")
-    aeflow.wait(h)
+    kill_after_intent(h, e, dir)
     -- Resume at once, while the engine still holds the first POST.
     local code, out = aeflow.run({ "run", "wf.lua", "--state", "s.json", "--resume", "--poll-interval", "0.2",
                                    "--submit-grace", "8" }, { dir = dir, engine = e })

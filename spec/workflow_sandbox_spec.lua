@@ -11,6 +11,17 @@ local function load(src, name)
   return dsl.load_string(src, name or "x.lua")
 end
 
+-- load(src, file) with the sandbox's limit `name` lowered to `value`; the
+-- limit is put back afterwards.
+local function load_with(name, value, src, file)
+  local old = sandbox[name]
+  sandbox[name] = value
+  local ok, plan, err = pcall(load, src, file)
+  sandbox[name] = old
+  if not ok then error(plan, 0) end
+  return plan, err
+end
+
 describe("the workflow sandbox", function()
   local ESCAPES = {
     { "os.exit", "os.exit(0)" },
@@ -74,53 +85,38 @@ return workflow "w" { step "a" { delete_limits = true }, step "b" { after = afte
   end)
 
   it("stops an endless loop after the time bound, naming the file and the line", function()
-    local old = sandbox.MAX_SECONDS
-    sandbox.MAX_SECONDS = 0.2
     local t0 = core.monotime()
-    local plan, err = load("local n = 0\nwhile true do n = n + 1 end" .. OK, "nightly.lua")
-    sandbox.MAX_SECONDS = old
+    local plan, err = load_with("MAX_SECONDS", 0.2, "local n = 0\nwhile true do n = n + 1 end" .. OK, "nightly.lua")
     assert.is_nil(plan)
     assert.equals("nightly.lua: took more than 0.2 s to load (an endless loop? at line 2)", err)
     assert.is_true(core.monotime() - t0 < 10)
   end)
 
   it("cannot be swallowed by pcall, xpcall or an error handler that loops", function()
-    local old = sandbox.MAX_SECONDS
-    sandbox.MAX_SECONDS = 0.2
-    local _, err1 = load("while true do pcall(function() while true do end end) end" .. OK)
-    local _, err2 = load("while true do xpcall(function() while true do end end, function() while true do end end) end"
-      .. OK)
-    local _, err3 = load("local ok = pcall(function() while true do end end)" .. OK)
-    sandbox.MAX_SECONDS = old
+    local _, err1 = load_with("MAX_SECONDS", 0.2, "while true do pcall(function() while true do end end) end" .. OK)
+    local _, err2 = load_with("MAX_SECONDS", 0.2,
+      "while true do xpcall(function() while true do end end, function() while true do end end) end" .. OK)
+    local _, err3 = load_with("MAX_SECONDS", 0.2, "local ok = pcall(function() while true do end end)" .. OK)
     assert.matches("took more than 0.2 s to load", err1)
     assert.matches("took more than 0.2 s to load", err2)
     assert.matches("took more than 0.2 s to load", err3)
   end)
 
   it("bounds instructions as well as time", function()
-    local old = sandbox.MAX_INSTRUCTIONS
-    sandbox.MAX_INSTRUCTIONS = 1e6
-    local _, err = load("for i = 1, 1e9 do end" .. OK)
-    sandbox.MAX_INSTRUCTIONS = old
+    local _, err = load_with("MAX_INSTRUCTIONS", 1e6, "for i = 1, 1e9 do end" .. OK)
     assert.matches("x.lua: ran more than 1000000 instructions while loading %(an endless loop%? at line 1%)", err)
   end)
 
   it("bounds the memory a file can take while loading", function()
-    local old = sandbox.MAX_MEMORY_MB
-    sandbox.MAX_MEMORY_MB = 16
-    local _, err = load("local t = {}\nfor i = 1, 1e8 do t[i] = i end" .. OK)
-    sandbox.MAX_MEMORY_MB = old
+    local _, err = load_with("MAX_MEMORY_MB", 16, "local t = {}\nfor i = 1, 1e8 do t[i] = i end" .. OK)
     assert.matches("x.lua: used more than 16 MB while loading %(an endless loop%? at line 2%)", err)
     collectgarbage()
   end)
 
   it("bounds a loop hidden in a metamethod the schema check triggers", function()
-    local old = sandbox.MAX_SECONDS
-    sandbox.MAX_SECONDS = 0.2
-    local _, err = load([[return workflow "w" {
+    local _, err = load_with("MAX_SECONDS", 0.2, [[return workflow "w" {
       step "a" (setmetatable({}, { __index = function() while true do end end,
                                    __pairs = function() while true do end end })) }]])
-    sandbox.MAX_SECONDS = old
     assert.matches("took more than 0.2 s to load", err)
   end)
 
@@ -133,10 +129,8 @@ return workflow "w" { step "a" { update_configs = conf } }]]))
   end)
 
   it("turns an error object into its message inside the bounds", function()
-    local old = sandbox.MAX_SECONDS
-    sandbox.MAX_SECONDS = 0.2
-    local _, err = load("error(setmetatable({}, { __tostring = function() while true do end end }))" .. OK)
-    sandbox.MAX_SECONDS = old
+    local _, err = load_with("MAX_SECONDS", 0.2,
+      "error(setmetatable({}, { __tostring = function() while true do end end }))" .. OK)
     assert.matches("took more than 0.2 s to load", err)
   end)
 

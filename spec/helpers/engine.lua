@@ -141,4 +141,37 @@ function helper.write(path, text)
   return path
 end
 
+--- A fresh directory under /tmp with sample applications in it:
+-- helper.app_root { ["ok.sh"] = "exit 0\n" } -> path (remove it with rm -rf).
+function helper.app_root(files)
+  local root = os.tmpname()
+  os.remove(root)
+  assert(os.execute("mkdir -p " .. root))
+  for name, text in pairs(files or {}) do helper.write(root .. "/" .. name, text) end
+  return root
+end
+
+--- A users file (for --users) with one user "<role>1" per role of `keys`
+-- ({ role = api_key }) and the rows of `extra` -> path.
+function helper.users_file(keys, extra)
+  local list = {}
+  for role, key in pairs(keys) do
+    list[#list + 1] = { username = role .. "1", role = role, api_key_sha256 = helper.sha256_hex(key) }
+  end
+  for _, row in ipairs(extra or {}) do list[#list + 1] = row end
+  return helper.write(os.tmpname(), util.json_encode(list))
+end
+function helper.sha256_hex(s) return util.hex(core.sha256(s)) end
+
+--- A path for a state database that does not exist yet, and its removal
+-- with the WAL files SQLite keeps beside it.
+function helper.db_path()
+  local path = os.tmpname()
+  os.remove(path)
+  return path
+end
+function helper.remove_db(path)
+  for _, s in ipairs({ "", "-wal", "-shm" }) do os.remove(path .. s) end
+end
+
 return helper
