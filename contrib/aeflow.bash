@@ -22,7 +22,7 @@ _aeflow() {
     -o|--output|--report) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --data|--app-root|--examples-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     --stream) COMPREPLY=($(compgen -W "stdout stderr" -- "$cur")); return ;;
-    --profile|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--max-cores|--max-memory|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
+    --profile|--prune|--run|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--max-cores|--max-memory|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
       return ;;
   esac
   local opts=""
@@ -37,7 +37,7 @@ _aeflow() {
     operations) opts="--json" ;;
     serve) opts="--background --stop --json --host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --max-connections --request-timeout --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
     runs) opts="--prune --json" ;;
-    retry) opts="--json --quiet --report --poll-interval --max-poll-interval --submit-grace --max-parallel --on-cancel" ;;
+    retry) opts="--state --json --quiet --report --poll-interval --max-poll-interval --submit-grace --max-parallel --on-cancel --no-admission" ;;
     help) COMPREPLY=($(compgen -W "run runs retry validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
     call)
       if [ "$COMP_CWORD" -eq 2 ]; then

@@ -88,6 +88,25 @@ describe("the man page and the bash completion", function()
   end)
 end)
 
+describe("the workflow reference", function()
+  it("covers every action, step option and await form (docs/workflow-reference.md is current)", function()
+    local p = assert(io.popen("lua5.4 docs/ref/gen_workflow.lua --print"))
+    local fresh = p:read("a")
+    p:close()
+    assert.equals(fresh, read("docs/workflow-reference.md"),
+      "docs/workflow-reference.md is stale: run lua5.4 docs/ref/gen_workflow.lua")
+    for name in pairs(require("analytics_engine.workflow.actions").list) do
+      assert.truthy(fresh:find("| `" .. name .. "` |", 1, true), name)
+    end
+    local schema = require "analytics_engine.workflow.schema"
+    for _, t in ipairs { schema.step, schema.workflow, schema.submit } do
+      for key in pairs(t) do assert.truthy(fresh:find("| `" .. key .. "`", 1, true), key) end
+    end
+    assert.matches("## await forms", fresh, 1, true)
+    assert.matches("`wait` is a step option", fresh, 1, true)
+  end)
+end)
+
 describe("the API reference", function()
   it("documents every operation of api.lua (docs/ref/operations.lua is current)", function()
     local p = assert(io.popen("lua5.4 docs/ref/gen_operations.lua --print"))
