@@ -205,13 +205,30 @@ describe("plan.graph", function()
 
   it("labels nodes with name and action", function()
     local dot = plan.graph(p, "dot")
-    assert.truthy(has_line(dot, '  "reports" [label="reports\\nsubmit × 3"];'))
+    -- A fan-out: one node with its count, drawn as a stack.
+    assert.truthy(has_line(dot, '  "reports" [label=<<b>reports</b><br/><font point-size="9" color="#52606d">'
+      .. 'submit × 3</font>>, peripheries=2];'))
   end)
 
   it("puts finally steps in a dashed cluster, after the last steps", function()
     local dot = plan.graph(p, "dot")
-    assert.matches('subgraph cluster_finally {\n    label="finally"; style=dashed;\n    "stop history"', dot)
+    assert.matches('subgraph cluster_finally {\n    label=<<i>finally</i>>; style="dashed,rounded"; color="#9aa5ab"; '
+      .. 'fontcolor="#7b8794";\n    "stop history"', dot, 1, true)
     assert.truthy(has_line(dot, '  "check" -> "stop history" [style=dashed];'))
+  end)
+
+  it("draws in the report's palette and fonts", function()
+    local dot = plan.graph(p, "dot")
+    local css = require("analytics_engine.report.html").CSS
+    local n = 0
+    for color in dot:gmatch('"(#%x%x%x%x%x%x)"') do
+      n = n + 1
+      assert.truthy(css:find(color, 1, true), color .. " is not one of the report's colours")
+    end
+    assert.is_true(n >= 5)
+    assert.truthy(css:find("Helvetica", 1, true) and dot:find('fontname="Helvetica"', 1, true))
+    assert.truthy(has_line(dot, "  graph [rankdir=LR, fontname=\"Helvetica\", fontsize=11, nodesep=0.25, ranksep=0.5, "
+      .. "pad=0.2, bgcolor=\"white\"];"), "left to right, as the report's DAG")
   end)
 
   it("draws Mermaid flowchart text", function()

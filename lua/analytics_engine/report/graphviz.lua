@@ -34,7 +34,10 @@ function _M.render(text, format, out)
   f:close()
   local target = out or (tmp .. "." .. format)
   local errf = tmp .. ".err"
-  local pid, serr = core.spawn { argv = { dot, "-T" .. format, "-o", target, tmp }, stdout = "/dev/null",
+  -- PNG at twice the screen resolution: readable on a high-density display.
+  local argv = format == "png" and { dot, "-Tpng", "-Gdpi=144", "-o", target, tmp }
+    or { dot, "-T" .. format, "-o", target, tmp }
+  local pid, serr = core.spawn { argv = argv, stdout = "/dev/null",
                                  stderr = errf }
   if not pid then
     os.remove(tmp)

@@ -416,17 +416,31 @@ local function label(step)
   return s
 end
 
+-- The report's look (report/html.lua's DAG): its palette (pending fill,
+-- slate strokes and edges), its fonts, the step's name over its kind, and
+-- the finally steps in a dashed box. A fan-out is one node with its count,
+-- drawn as a stack (two outlines).
+local DOT_STYLE = {
+  '  graph [rankdir=LR, fontname="Helvetica", fontsize=11, nodesep=0.25, ranksep=0.5, pad=0.2, bgcolor="white"];',
+  '  node [shape=box, style="rounded,filled", fillcolor="#cfd8dc", color="#52606d", penwidth=1, '
+    .. 'fontname="Helvetica", fontsize=11, fontcolor="#1f2933", margin="0.12,0.06"];',
+  '  edge [color="#7b8794", penwidth=1.2, arrowsize=0.7];',
+}
+
+local function dot_node(indent, step)
+  local esc = function(x) return (tostring(x):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;")) end
+  return fmt('%s"%s" [label=<<b>%s</b><br/><font point-size="9" color="#52606d">%s</font>>%s];', indent,
+    step.name, esc(step.name), esc(label(step)), step.for_each and ", peripheries=2" or "")
+end
+
 local function dot(p)
-  local out = { fmt('digraph "%s" {', p.name), "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];' }
-  for _, name in ipairs(sorted_names(p.steps)) do
-    out[#out + 1] = fmt('  "%s" [label="%s\\n%s"];', name, name, label(p.by_name[name]))
-  end
+  local out = { fmt('digraph "%s" {', p.name) }
+  for _, l in ipairs(DOT_STYLE) do out[#out + 1] = l end
+  for _, name in ipairs(sorted_names(p.steps)) do out[#out + 1] = dot_node("  ", p.by_name[name]) end
   if #p.finally > 0 then
     out[#out + 1] = "  subgraph cluster_finally {"
-    out[#out + 1] = '    label="finally"; style=dashed;'
-    for _, name in ipairs(sorted_names(p.finally)) do
-      out[#out + 1] = fmt('    "%s" [label="%s\\n%s"];', name, name, label(p.by_name[name]))
-    end
+    out[#out + 1] = '    label=<<i>finally</i>>; style="dashed,rounded"; color="#9aa5ab"; fontcolor="#7b8794";'
+    for _, name in ipairs(sorted_names(p.finally)) do out[#out + 1] = dot_node("    ", p.by_name[name]) end
     out[#out + 1] = "  }"
   end
   for _, e in ipairs(edges_of(p.steps)) do out[#out + 1] = fmt('  "%s" -> "%s";', e[1], e[2]) end
