@@ -7,7 +7,8 @@
 --   fields    object: field name -> node (other fields pass the generic limits)
 --   values    map: the node every value must match
 --   conf      map: values of the Spark keys resources.lua reads (cores,
---             memory, executor count) must parse and be in range
+--             memory, executor count) and of the engine's own keys
+--             (ENGINE_CONF) must parse and be in range
 --   items     array: the node every item must match
 --   max       the most items (array), keys (map) or bytes (string)
 --   min       the fewest bytes (string); the least value (integer, number)
@@ -50,6 +51,16 @@ local function map(values, max, o)
   o.type, o.values, o.max = "map", values, max
   return o
 end
+
+-- The engine's own conf keys (an application's conf, default_configs): what
+-- each must parse as. Unchecked, a bad one was taken and then ignored (no
+-- time limit at all), or failed a later request that never sent it.
+_M.ENGINE_CONF = {
+  ["ae.local-engine.timeout"] = "duration",
+  ["ae.spark.history-server.cores"] = "cores",
+  ["ae.spark.history-server.memory"] = "memory",
+}
+_M.MAX_DURATION = 366 * 86400 -- seconds: an application time limit of at most a year
 
 local MAX_CONF = 1000
 local PATH = 4096

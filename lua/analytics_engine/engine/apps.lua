@@ -408,6 +408,26 @@ function H.delete_application(eng, ctx)
   return 204
 end
 
+-- An application writes bytes, a JSON answer carries text: a character the
+-- chunk (or a still running application) has only begun is left for the next
+-- read, unless the output ends there; bytes that are not UTF-8 become U+FFFD,
+-- so the answer is strict JSON. -> text, bytes of `raw` it stands for
+local function json_text(raw, complete)
+  local used = #raw
+  if not complete then
+    for back = 1, math.min(3, #raw) do
+      local b = raw:byte(#raw - back + 1)
+      if b >= 0xC0 then -- a lead byte: cut it when its character is not whole yet
+        if (b >= 0xF0 and 4 or b >= 0xE0 and 3 or 2) > back then used = #raw - back end
+        break
+      elseif b < 0x80 then
+        break
+      end
+    end
+  end
+  return reply.utf8(raw:sub(1, used), "\u{FFFD}"), used
+end
+
 --- GET /engine/v1/applications/{id}/logs?stream=stdout|stderr[&offset=N][&format=json]
 -- Plain text by default; format=json answers {stream, offset, next_offset,
 -- text, state, terminal} so `aeflow logs --follow` can poll from an offset.
@@ -430,8 +450,10 @@ function H.engine_application_logs(eng, ctx)
     f:close()
   end
   if q.format == "json" then
-    return 200, { stream = stream, offset = offset, next_offset = offset + #text, text = text,
-                  state = rec.state, terminal = _M.TERMINAL[rec.state] or false }
+    local terminal = _M.TERMINAL[rec.state] or false
+    local shown, used = json_text(text, terminal and #text < _M.LOG_CHUNK)
+    return 200, { stream = stream, offset = offset, next_offset = offset + used, text = shown,
+                  state = rec.state, terminal = terminal }
   end
   return 200, text, { ["Content-Type"] = "text/plain; charset=utf-8" }
 end

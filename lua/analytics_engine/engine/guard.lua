@@ -30,7 +30,8 @@ function _M.log(where, err, trace)
   local msg, tb = tostring(err), ""
   local cut = msg:find("\nstack traceback:", 1, true)
   if cut then msg, tb = msg:sub(1, cut - 1), msg:sub(cut + 1) end
-  io.stderr:write(("engine: internal error in %s (trace %s): %s\n"):format(where, trace or "-", one_line(msg)))
+  io.stderr:write(("engine: internal error in %s (trace %s): %s\n"):format(reply.printable(where), trace or "-",
+    reply.printable(one_line(msg))))
   if tb ~= "" then io.stderr:write("  ", (tb:gsub("\n", "\n  ")), "\n") end
   io.stderr:flush()
 end

@@ -157,8 +157,11 @@ end
 ---------------------------------------------------------------------------
 -- quotas
 
+-- The service's spelling ("10", "0.5", "500m"; "20Gi", "512M"), and a value
+-- the quota can apply: one it cannot parse ("0", "5Ei") would be stored and
+-- echoed while the quota went on using the instance's own.
 local CORES = { "^%d+$", "^%d+%.%d+$", "^%d+m$" }
-local MEMORY = { "^%d+[KMGTPE]i?$", "^%d+%.%d+[KMGTPE]i?$" }
+local MEMORY = { "^%d+[KMGTP]i?$", "^%d+%.%d+[KMGTP]i?$" }
 
 local function matches_any(v, pats)
   if type(v) ~= "string" then return false end
@@ -176,10 +179,10 @@ end
 
 function H.replace_resource_consumption_limits(eng, ctx)
   local b = ctx.body
-  if not matches_any(b.max_cores, CORES) then
+  if not matches_any(b.max_cores, CORES) or not apps.millicores(b.max_cores) then
     return reply.bad_request('max_cores must be a string with a number of cores, such as "10"')
   end
-  if not matches_any(b.max_memory, MEMORY) then
+  if not matches_any(b.max_memory, MEMORY) or not apps.memory_mib(b.max_memory) then
     return reply.bad_request('max_memory must be a string with a memory quantity, such as "20Gi"')
   end
   local s = eng.store:settings()

@@ -4,6 +4,7 @@
 -- X-Global-Transaction-ID header carrying the same trace.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 
 local _M = {}
 
@@ -14,7 +15,33 @@ local function trace()
 end
 _M.trace = trace
 
+--- s with every byte that is not part of valid UTF-8 replaced: by
+-- `replacement`, or shown as \xNN. A message naming a client's bytes (a
+-- request target, an id) stays strict JSON, and a log line stays text.
+function _M.utf8(s, replacement)
+  if type(s) ~= "string" or utf8.len(s) then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local ok, bad = utf8.len(s, i)
+    if ok then
+      out[#out + 1] = s:sub(i)
+      break
+    end
+    out[#out + 1] = s:sub(i, bad - 1)
+    out[#out + 1] = replacement or ("\\x%02x"):format(s:byte(bad))
+    i = bad + 1
+  end
+  return table.concat(out)
+end
+
+--- What the engine's log shows of a client's bytes: valid UTF-8 with control
+-- characters visible, so a request cannot write escapes to the terminal.
+function _M.printable(s)
+  return sanitize.escape(_M.utf8(tostring(s)))
+end
+
 function _M.error(status, code, message, headers)
+  message = _M.utf8(message)
   local t = trace()
   local h = { ["X-Global-Transaction-ID"] = t }
   if headers then for k, v in pairs(headers) do h[k] = v end end

@@ -25,8 +25,9 @@ local KERNEL_PREFIX = kernels.PREFIX
 
 local function log(eng, req, status, t0, note)
   if eng.opts.quiet then return end
-  io.stdout:write(("%s %s %d %.1fms%s\n"):format(req.method, req.path, status, (monotime() - t0) * 1000,
-    note and (" " .. note) or ""))
+  -- the method and path are the client's bytes: shown, never sent to a terminal as they are
+  io.stdout:write(("%s %s %d %.1fms%s\n"):format(reply.printable(req.method), reply.printable(req.path), status,
+    (monotime() - t0) * 1000, note and (" " .. note) or ""))
   io.stdout:flush()
 end
 

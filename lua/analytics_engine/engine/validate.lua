@@ -9,6 +9,7 @@
 local util = require "analytics_engine.util"
 local schemas = require "analytics_engine.schemas"
 local resources = require "analytics_engine.resources"
+local duration = require "analytics_engine.duration"
 
 local _M = {}
 
@@ -102,6 +103,23 @@ end
 
 local RESOURCE = { cores = resources.millicores, memory = resources.memory_mib, instances = resources.instances }
 
+-- A conf value: Spark's resource keys (resources.check) and the engine's own
+-- keys (schemas.ENGINE_CONF) -> true | nil, message (without the field name).
+local function check_conf(k, x)
+  local parsed, perr = resources.check(k, x)
+  if parsed == nil and perr then return nil, perr end
+  local kind = schemas.ENGINE_CONF[k]
+  if kind == "duration" then
+    local n = duration.parse(x)
+    if not n or n <= 0 or n > schemas.MAX_DURATION then
+      return nil, "must be a duration such as 600, 90s, 15m or 2h, up to 366d"
+    end
+  elseif kind and not RESOURCE[kind](x) then
+    return nil, resources.EXPECT[kind]
+  end
+  return true
+end
+
 function check(node, v, path)
   local t = node.type
   if node.resource then -- a Spark size: a string, or a plain number, that parses in range
@@ -163,8 +181,8 @@ function check(node, v, path)
       local ok, err = check(node.values, x, kp)
       if not ok then return nil, err end
       if node.conf then
-        local parsed, perr = resources.check(k, x)
-        if parsed == nil and perr then return nil, kp .. " " .. perr end
+        local cok, cerr = check_conf(k, x)
+        if not cok then return nil, kp .. " " .. cerr end
       end
     end
   end
@@ -174,7 +192,8 @@ end
 --- Check a decoded body against the generic limits and its operation's
 -- schema -> true | nil, message.
 function _M.body(op_name, body)
-  local schema = op_name ~= "LIMITS" and schemas[op_name] or nil
+  local schema = schemas[op_name]
+  if type(schema) ~= "table" or not schema.type then schema = nil end
   local root = schema and schema.root or ""
   local ok, err = generic(body, root, 1)
   if not ok then return nil, err end
