@@ -236,12 +236,19 @@ describe("files are private whatever the umask or the directory's previous mode"
     assert.truthy(mode(dir .. "/state.db"))
   end)
 
-  it("an existing 0644 state.db is made 0600 at the next start", function()
+  it("an existing 0644 state.db and 0755 application directories are made private at the next start", function()
     helper.stop(e, true)
-    assert(os.execute(("chmod 0644 '%s/state.db'; chmod 0755 '%s'"):format(dir, dir)))
+    assert(os.execute(("chmod 0644 '%s/state.db' %s/apps/*/stdout; chmod 0755 '%s' %s/apps/*")
+      :format(dir, dir, dir, dir)))
     e = helper.start({ "--app-root", root, "--no-jupyter" }, { data_dir = dir })
     assert.equal(tonumber("600", 8), mode(dir .. "/state.db"))
     assert.equal(tonumber("700", 8), mode(dir))
+    local p = assert(io.popen("ls " .. dir .. "/apps"))
+    for id in p:lines() do
+      assert.equal(tonumber("700", 8), mode(dir .. "/apps/" .. id))
+      assert.equal(tonumber("600", 8), mode(dir .. "/apps/" .. id .. "/stdout"))
+    end
+    p:close()
   end)
 end)
 

@@ -35,6 +35,21 @@ function _M.enforce(data_dir)
     local ok, err = set(data_dir .. "/" .. f, 384) -- 0600
     if not ok then return nil, err end
   end
+  -- each application's directory and output (an older engine made them 0755/0644)
+  local p = io.popen("ls -A '" .. (data_dir .. "/apps"):gsub("'", "'\\''") .. "' 2>/dev/null")
+  if p then
+    for name in p:lines() do
+      local d = data_dir .. "/apps/" .. name
+      local ok, err = set(d, 448)
+      if ok then ok, err = set(d .. "/stdout", 384) end
+      if ok then ok, err = set(d .. "/stderr", 384) end
+      if not ok then
+        p:close()
+        return nil, err
+      end
+    end
+    p:close()
+  end
   return true
 end
 
