@@ -266,8 +266,8 @@ describe("engine.state", function()
   end)
 end)
 
-describe("engine.main.parse of the engine's options", function()
-  local main = require "analytics_engine.engine.main"
+describe("aeflow serve's parse of the engine's options", function()
+  local main = require "analytics_engine.cli.serve" -- the CLI parses the engine's options
   it("takes the quota, timeout and Spark options", function()
     local o = assert(main.parse({ "--quota-cores", "8", "--quota-memory", "32Gi", "--app-timeout", "15m",
       "--spark-master", "yarn", "--deploy-mode", "cluster" }))

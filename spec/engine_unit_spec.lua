@@ -6,7 +6,7 @@ local router = require "analytics_engine.engine.router"
 local faults = require "analytics_engine.engine.faults"
 local apps = require "analytics_engine.engine.apps"
 local runner = require "analytics_engine.engine.runner"
-local main = require "analytics_engine.engine.main"
+local main = require "analytics_engine.cli.serve" -- the CLI parses the engine's options
 
 local IID = "e64c907a-e82f-46fd-addc-ccfafbd28b09"
 local AID = "ff48cc19-0e7e-4627-aac6-0b4ad080397b"
@@ -77,7 +77,7 @@ describe("engine.faults", function()
   end)
 end)
 
-describe("engine.main.parse", function()
+describe("aeflow serve's option parsing", function()
   it("parses options in both spellings", function()
     local o = main.parse({ "--port", "8080", "--data=/tmp/x", "--faults", "0.5", "--quiet" })
     assert.equal(8080, o.port)

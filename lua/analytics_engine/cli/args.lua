@@ -1,6 +1,6 @@
 --- aeflow's one argument parser. Every verb declares its options as data:
 --   { ["--state"] = "value", ["--json"] = "flag", ["--param"] = "multi", ["-o"] = "value" }
--- Kinds: "flag", "value", "multi" (repeatable), "integer", "number".
+-- Kinds: "flag", "value" (or "string"), "multi" (repeatable), "integer", "number".
 -- Every verb also takes -h/--help (anywhere) and --profile NAME. `--name=value`
 -- is the same as `--name value`; a lone "-" is a positional (standard input).
 local _M = {}

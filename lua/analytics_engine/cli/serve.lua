@@ -1,11 +1,12 @@
---- `aeflow serve`: the local engine in the foreground (the engine's own
--- options, parsed by engine.main), in the background (--background: says
+--- `aeflow serve`: the local engine in the foreground (the engine's options,
+-- parsed by the CLI's one parser from engine/main.lua's table), in the background (--background: says
 -- where and how to stop it), or stopped (--stop). Its data directory follows
 -- the CLI's one rule (cli/engine.lua) unless --data says otherwise.
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 local launcher = require "analytics_engine.engine.launcher"
 local engine_main = require "analytics_engine.engine.main"
+local args_mod = require "analytics_engine.cli.args"
 
 local _M = {}
 
@@ -45,30 +46,52 @@ usage: aeflow serve [options]
   --quiet             no per-request log lines
 ]]
 
--- Take our own switches out of the engine's arguments.
-local function split(args)
-  local rest, mine = {}, {}
-  for _, a in ipairs(args) do
-    if a == "--stop" or a == "--background" or a == "--json" or a == "-h" or a == "--help" then
-      mine[a] = true
-    else
-      rest[#rest + 1] = a
+-- The engine's options (engine/main.lua's OPTIONS) and this verb's own.
+local SPEC = { ["--stop"] = "flag", ["--background"] = "flag", ["--json"] = "flag" }
+for name, kind in pairs(engine_main.OPTIONS) do SPEC["--" .. name] = kind end
+
+--- parse(args) -> options (names without dashes), own switches | nil, message
+function _M.parse(args)
+  local pos, opt = args_mod.parse(args, SPEC)
+  if not pos then return nil, opt end
+  if pos[1] then return nil, ("unexpected argument '%s'"):format(pos[1]) end
+  local o, mine = {}, {}
+  for k, v in pairs(opt) do
+    local name = type(k) == "string" and k:match("^%-%-(.+)$")
+    if name and engine_main.OPTIONS[name] then o[name] = v else mine[k] = v end
+  end
+  local ok, err = engine_main.check(o)
+  if not ok then return nil, err end
+  return o, mine
+end
+
+-- The engine's command line for a background start (launcher adds --data and --port).
+local function argv_of(o)
+  local list = {}
+  for name, v in pairs(o) do
+    local kind = engine_main.OPTIONS[name]
+    if kind and name ~= "data" and name ~= "port" then
+      if kind == "flag" then
+        list[#list + 1] = "--" .. name
+      else
+        list[#list + 1] = "--" .. name .. "=" .. tostring(v)
+      end
     end
   end
-  return rest, mine
+  table.sort(list)
+  return list
 end
 
 _M.serve = {
-  raw = true, -- the engine parses its own options
+  raw = true, -- parsed below, against the engine's option table
   help = HELP,
   run = function(args, ctx)
-    local rest, mine = split(args)
-    if mine["-h"] or mine["--help"] then
+    local o, mine = _M.parse(args)
+    if not o then return out.fail(2, "serve", "%s (see `aeflow serve -h`)", mine) end
+    if mine.help then
       io.stdout:write(HELP)
       return 0
     end
-    local o, perr = engine_main.parse(rest)
-    if not o then return out.fail(2, "serve", "%s", perr) end
     local dir = o.data or which.data_dir()
     if mine["--stop"] then
       local info = launcher.find_running(dir)
@@ -77,26 +100,13 @@ _M.serve = {
       io.stdout:write(("stopped the local engine at %s\n"):format(info.url))
       return 0
     end
-    if not o.data then
-      rest[#rest + 1] = "--data"
-      rest[#rest + 1] = dir
-    end
+    o.data = dir
     if mine["--background"] then
       local running = launcher.find_running(dir)
       if running then
         return out.fail(1, "serve", "a local engine (pid %d) already serves %s at %s", running.pid, dir, running.url)
       end
-      -- launcher adds --data and --port; pass the rest through.
-      local pass, i = {}, 1
-      while rest[i] do
-        if rest[i] == "--data" or rest[i] == "--port" then
-          i = i + 1
-        elseif not rest[i]:find("^%-%-data=") and not rest[i]:find("^%-%-port=") then
-          pass[#pass + 1] = rest[i]
-        end
-        i = i + 1
-      end
-      local info, err = launcher.start { data_dir = dir, bin = ctx.exe, port = o.port, args = pass }
+      local info, err = launcher.start { data_dir = dir, bin = ctx.exe, port = o.port, args = argv_of(o) }
       if not info then return out.fail(1, "serve", "%s", err) end
       if mine["--json"] then
         out.json { url = info.url, instance_id = info.instance_id, pid = info.pid, data_dir = dir,
@@ -104,11 +114,12 @@ _M.serve = {
       else
         io.stdout:write(("local engine: running in the background at %s (pid %d, data %s, log %s)\n"):format(
           info.url, info.pid, dir, info.log),
-          "  it keeps running until `aeflow serve --stop", o.data and (" --data " .. dir) or "", "`\n")
+          "  it keeps running until `aeflow serve --stop", dir ~= which.data_dir() and (" --data " .. dir) or "",
+          "`\n")
       end
       return 0
     end
-    return engine_main.serve(rest, ctx.exe)
+    return engine_main.serve(o)
   end,
 }
 

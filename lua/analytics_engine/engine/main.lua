@@ -1,5 +1,5 @@
 --- `aeflow serve`: options, the data directory, start-up and shutdown of the
--- local engine. serve(args) returns an exit code: 0 ok, 1 failure, 2 usage.
+-- local engine. serve(o) returns an exit code: 0 ok, 1 failure.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local state = require "analytics_engine.engine.state"
@@ -45,37 +45,13 @@ function _M.max_connections(asked)
   return asked and math.min(asked, math.max(16, soft - FD_RESERVE)) or fit
 end
 
---- parse(args) -> opts | nil, message
-function _M.parse(args)
-  local o = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^%-%-([%w%-]+)=(.*)$")
-    if not name then name = a:match("^%-%-([%w%-]+)$") end
-    local kind = name and OPTIONS[name]
-    if not kind then return nil, ("unknown argument '%s' (see aeflow serve --help)"):format(a) end
-    if kind == "flag" then
-      if inline then return nil, ("--%s takes no value"):format(name) end
-      o[name] = true
-    else
-      local v = inline
-      if v == nil then
-        i = i + 1
-        v = args[i]
-        if v == nil then return nil, ("--%s needs a value"):format(name) end
-      end
-      if kind ~= "string" then
-        local n = tonumber(v)
-        if kind == "integer" then n = tointeger(n) end
-        if not n then return nil, ("--%s must be %s, not '%s'"):format(name, kind == "integer"
-          and "an integer" or "a number", v) end
-        v = n
-      end
-      o[name] = v
-    end
-    i = i + 1
-  end
+--- The engine's options, name → kind (string, integer, number, flag): the
+-- CLI's one argument parser (cli/args.lua, via cli/serve.lua) reads them.
+_M.OPTIONS = OPTIONS
+
+--- check(o) -> o | nil, message: what the options mean together, once
+-- parsed (o: option name without dashes → value).
+function _M.check(o)
   if o.port and (o.port < 0 or o.port > 65535) then return nil, "--port must be between 0 and 65535" end
   if o.faults and (o.faults < 0 or o.faults > 1) then return nil, "--faults must be between 0 and 1" end
   if o["token-ttl"] and o["token-ttl"] < 1 then return nil, "--token-ttl must be at least 1" end
@@ -228,12 +204,8 @@ function _M.setup(o)
   return eng
 end
 
-function _M.serve(args)
-  local o, perr = _M.parse(args or {})
-  if not o then
-    io.stderr:write("aeflow serve: ", perr, "\n")
-    return 2
-  end
+--- serve(o): o as cli/serve.lua parsed and check() accepted it.
+function _M.serve(o)
   local eng, err = _M.setup(o)
   if not eng then return fail(err) end
 
