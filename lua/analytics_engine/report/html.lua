@@ -202,7 +202,9 @@ function _M.render(doc, now)
   add("</section>\n")
   if m.engine and m.engine.url then
     add(fmt('<p class="note">Engine: <code>%s</code>%s.</p>\n', esc(m.engine.url),
-      m.engine["local"] and " (local: logs are linked; the page asks for the API key once)" or ""))
+      m.engine["local"] and (" (local: logs are linked while that engine serves them, and the page asks for the"
+        .. " API key once; <code>aeflow logs APP_ID</code> reads them later; the end of a failed application's"
+        .. " stderr is copied above)") or ""))
   end
   add("</main>\n</body>\n</html>\n")
   return concat(o)
