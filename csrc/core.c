@@ -56,5 +56,6 @@ int luaopen_analytics_engine_core(lua_State *L) {
   ae_open_digest(L);
   ae_open_websocket(L);
   ae_open_sqlite(L);
+  ae_open_bounds(L);
   return 1;
 }

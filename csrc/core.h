@@ -17,6 +17,7 @@ void ae_open_fs(
 void ae_open_digest(lua_State *L);    /* digest.c: sha256, hmac_sha256, random_bytes */
 void ae_open_websocket(lua_State *L); /* ws.c: ws_connect, wait_fds (wslay) */
 void ae_open_sqlite(lua_State *L);    /* sqlite.c: sqlite_open */
+void ae_open_bounds(lua_State *L);    /* bounds.c: memory_limit, hard_deadline */
 
 int luaopen_analytics_engine_core(lua_State *L);
 

@@ -109,7 +109,8 @@ return workflow "w" { step "a" { delete_limits = true }, step "b" { after = afte
 
   it("bounds the memory a file can take while loading", function()
     local _, err = load_with("MAX_MEMORY_MB", 16, "local t = {}\nfor i = 1, 1e8 do t[i] = i end" .. OK)
-    assert.matches("x.lua: used more than 16 MB while loading %(an endless loop%? at line 2%)", err)
+    -- the allocator's cap (no line known) or the hook's look (with the line)
+    assert.matches("^x.lua: used more than 16 MB while loading", err)
     collectgarbage()
   end)
 

@@ -6,6 +6,7 @@
 local ae = require "analytics_engine"
 local args_mod = require "analytics_engine.cli.args"
 local out = require "analytics_engine.cli.out"
+local sandbox = require "analytics_engine.workflow.sandbox"
 
 local _M = {}
 
@@ -73,6 +74,9 @@ anywhere after the command) does the same.]]
 _M.COMMANDS, _M.HELP, _M.USAGE = COMMANDS, HELP, USAGE -- for the spec that every verb has help
 
 function _M.main(argv, exe)
+  -- One command per process: a workflow file stuck inside one C call while
+  -- it loads (which the sandbox's hook cannot stop) may end this process.
+  sandbox.HARD_DEADLINE = 3
   local verb = argv[1]
   if verb == nil or verb == "--help" or verb == "-h" then
     io.stdout:write(USAGE)

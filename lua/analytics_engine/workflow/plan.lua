@@ -7,6 +7,7 @@
 local actions = require "analytics_engine.workflow.actions"
 local api = require "analytics_engine.api"
 local duration = require "analytics_engine.duration"
+local sanitize = require "analytics_engine.sanitize"
 local schema = require "analytics_engine.workflow.schema"
 local template = require "analytics_engine.workflow.template"
 local types = require "analytics_engine.workflow.types"
@@ -330,7 +331,9 @@ end
 -- Returns the text (lines joined by "\n", no final newline).
 function _M.describe(p, info)
   local lines = {}
-  local function add(s) lines[#lines + 1] = s end
+  -- descriptions and parameters are the file's text: no escape sequence of
+  -- theirs may reach the terminal
+  local function add(s) lines[#lines + 1] = sanitize.escape(s) end
   add(fmt('workflow "%s" (%s)', p.name, p.where))
   if p.description then add("  " .. p.description) end
   local keys = {}

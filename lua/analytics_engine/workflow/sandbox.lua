@@ -16,6 +16,12 @@
 --   loading stops with
 --   `nightly.lua: took more than 2 s to load (an endless loop? at line 3)`,
 --   and a `pcall` in the file cannot swallow that.
+-- * the hook cannot see inside one C call, so the heap is also capped in the
+--   allocator (core.memory_limit: `s .. s` or table.concat cannot ask for
+--   gigabytes between two hooks), and a one-shot command (the aeflow CLI
+--   sets HARD_DEADLINE) arms a last-resort timer (core.hard_deadline) that
+--   ends the process with exit 2 if one call never returns (a backtracking
+--   `string.find` pattern runs for years).
 --
 -- Helpers for what a file legitimately needs while loading, paths relative to
 -- the workflow file's directory (and inside it):
@@ -39,7 +45,9 @@ _M.MAX_SECONDS = 2
 _M.MAX_INSTRUCTIONS = 2e9
 _M.MAX_FILE_BYTES = 16 * 1024 * 1024
 _M.MAX_STRING = 64 * 1024 * 1024
-_M.MAX_MEMORY_MB = 1024 -- heap growth while loading (checked with the clock)
+_M.MAX_MEMORY_MB = 1024 -- heap growth while loading (checked with the clock, capped in the allocator)
+_M.HARD_DEADLINE = false -- seconds past MAX_SECONDS before the process is ended (false: never)
+local MEMORY_ERROR = "not enough memory" -- Lua's own message for a failed allocation
 local EVERY = 10000 -- instructions between two looks at the clock
 
 local type, pairs, ipairs, tostring, select, error = type, pairs, ipairs, tostring, select, error
@@ -65,6 +73,10 @@ function _M.new(file, full_ae)
   -- After a stop every protected call re-raises it: the file cannot go on.
   local function check_stop(ok, ...)
     if box.stopped then error(STOP, 0) end
+    if not ok and box.loading and (...) == MEMORY_ERROR then
+      box.stopped = fmt("%s: used more than %d MB while loading", box.file, _M.MAX_MEMORY_MB)
+      error(STOP, 0)
+    end
     return ok, ...
   end
   local function safe_pcall(f, ...)
@@ -103,7 +115,14 @@ function _M.new(file, full_ae)
   end
   local function read(fname, p)
     local path = local_path(fname, p)
-    local f = io.open(path, "rb")
+    -- a symlink in the directory must not lead outside it either
+    local real, top = core.realpath(path), core.realpath(box.dir)
+    if not real then error(fmt("%s: %s: cannot read %s (looked in %s)", where_called(), fname, p, box.dir), 0) end
+    if not top or real:sub(1, #top + 1) ~= (top == "/" and "/" or top .. "/") then
+      error(fmt("%s: %s: '%s' leads outside the workflow's directory (a symlink to %s)", where_called(), fname, p,
+        real), 0)
+    end
+    local f = io.open(real, "rb")
     if not f then error(fmt("%s: %s: cannot read %s (looked in %s)", where_called(), fname, p, box.dir), 0) end
     local s = f:read(_M.MAX_FILE_BYTES + 1)
     f:close()
@@ -305,9 +324,18 @@ function _M.run(box, fn, ...)
   local string_index = string_mt.__index
   box.loading, box.stopped = true, nil
   string_mt.__index = box.env.string
+  if _M.HARD_DEADLINE then
+    core.hard_deadline(_M.MAX_SECONDS + _M.HARD_DEADLINE,
+      fmt("aeflow: %s: took more than %g s to load (stuck in one library call, such as a string pattern"
+        .. " that backtracks)\n", box.file, _M.MAX_SECONDS + _M.HARD_DEADLINE))
+  end
+  core.memory_limit(math.floor(collectgarbage("count") * 1024) + _M.MAX_MEMORY_MB * 1048576)
   sethook(hook, "", EVERY)
   local res = pack(pcall(fn, ...))
   string_mt.__index = string_index
+  if not res[1] and res[2] == MEMORY_ERROR and not box.stopped then
+    box.stopped = fmt("%s: used more than %d MB while loading", box.file, _M.MAX_MEMORY_MB)
+  end
   if not res[1] and res[2] ~= box.STOP and type(res[2]) ~= "string" then
     -- an error object's __tostring is the file's code: still inside the bounds
     string_mt.__index = box.env.string
@@ -315,6 +343,8 @@ function _M.run(box, fn, ...)
     string_mt.__index = string_index
     res[2] = okm and type(msg) == "string" and msg or "the workflow file raised an error that is not a string"
   end
+  core.memory_limit(nil)
+  if _M.HARD_DEADLINE then core.hard_deadline(nil) end
   sethook(unpack(old, 1, old.n))
   box.loading = false
   if box.stopped then return false, box.stopped end
