@@ -72,6 +72,27 @@ describe("workflow file helpers and symlinks", function()
   end)
 end)
 
+describe("the env helper and the caller's credentials", function()
+  for _, name in ipairs { "AE_TOKEN", "AE_API_KEY", "AE_PASSWORD" } do
+    it("refuses " .. name .. ", with file:line", function()
+      local _, err = dsl.load_string('local k = env("' .. name .. '", "d")' .. OK, "x.lua")
+      assert.equals("x.lua:1: env: " .. name .. " is the caller's credential; a workflow file cannot read it", err)
+    end)
+  end
+
+  it("aeflow plan cannot be made to print the API key", function()
+    local dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-sbe-"))
+    aeflow.write(dir, "k.lua", 'return workflow "w" { description = env("AE_API_KEY", "none"),'
+      .. ' step "a" { delete_limits = true } }')
+    local code, out, err = aeflow.run({ "plan", "k.lua" }, { dir = dir,
+      env = aeflow.env(nil, { "AE_API_KEY=planted-key-0123456789" }) })
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equals(2, code)
+    assert.is_nil((out .. err):find("planted-key", 1, true))
+    assert.matches("k.lua:1: env: AE_API_KEY is the caller's credential", err, 1, true)
+  end)
+end)
+
 describe("aeflow on hostile files, past what the hook can stop", function()
   local dir
   setup(function() dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-sbh-")) end)

@@ -49,6 +49,9 @@ _M.MAX_MEMORY_MB = 1024 -- heap growth while loading (checked with the clock, ca
 _M.HARD_DEADLINE = false -- seconds past MAX_SECONDS before the process is ended (false: never)
 local MEMORY_ERROR = "not enough memory" -- Lua's own message for a failed allocation
 local EVERY = 10000 -- instructions between two looks at the clock
+-- The caller's own credentials (config.lua reads them): `env` must not hand
+-- them to a file, which could print them in `plan` or send them as arguments.
+local CREDENTIALS = { AE_TOKEN = true, AE_API_KEY = true, AE_PASSWORD = true }
 
 local type, pairs, ipairs, tostring, select, error = type, pairs, ipairs, tostring, select, error
 local fmt = string.format
@@ -136,6 +139,9 @@ function _M.new(file, full_ae)
   local helpers = {}
   function helpers.env(name, default)
     if type(name) ~= "string" then error(fmt("%s: env wants a variable name", where_called()), 0) end
+    if CREDENTIALS[name] then
+      error(fmt("%s: env: %s is the caller's credential; a workflow file cannot read it", where_called(), name), 0)
+    end
     local v = os.getenv(name)
     if v == nil then return default end
     return v
