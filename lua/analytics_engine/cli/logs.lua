@@ -13,11 +13,18 @@ local _M = {}
 
 _M.POLL_INTERVAL = 0.5
 
-local function fetch(c, o)
+local function fetch(c, o, remote)
   local offset = 0
   while true do
     local doc, err = c:engine_application_logs(o.id, { stream = o.stream, offset = offset, format = "json" })
-    if not doc then return out.fail(1, "logs", "%s", tostring(err)) end
+    if not doc then
+      if remote and err.status == 404 then
+        -- The vendor's service has no log endpoint: say where to look instead.
+        return out.fail(1, "logs", "%s (only the local engine serves application logs; on the service, see "
+          .. "the instance's Spark history server or its storage volume)", tostring(err))
+      end
+      return out.fail(1, "logs", "%s", tostring(err))
+    end
     if type(doc) ~= "table" or type(doc.text) ~= "string" then
       return out.fail(1, "logs", "the endpoint did not answer the local engine's log shape")
     end
@@ -100,7 +107,7 @@ for another), started for the command if none is running.]],
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], data = opt["--data"],
                                        quiet = true }
     if not c then return out.fail(1, "logs", "%s", session) end
-    local code = fetch(c, o)
+    local code = fetch(c, o, session.engine == nil)
     session:release()
     return code
   end,

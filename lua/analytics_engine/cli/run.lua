@@ -41,7 +41,8 @@ local function emitter(opt, plan)
   local term = os.getenv("TERM")
   local tty = out.stdout_is_tty() and term and term ~= "dumb"
   if not tty then return render.lines(io.stdout) end
-  return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1 })
+  return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1,
+                                                 width_fn = function() return columns() - 1 end })
 end
 
 --- The options run and retry share: nil, or the exit code after saying why.

@@ -91,12 +91,14 @@ local NOTES = {
 }
 _M.NOTES = NOTES
 
---- live(out, { now = fn, plan = plan, width = columns }) -> emit(ev), tick()
+--- live(out, { now = fn, plan = plan, width = columns, width_fn = fn }) -> emit(ev), tick()
+-- width_fn (optional) is asked again every few seconds: a resized terminal.
 function _M.new(out, opts)
   out = out or io.stdout
   opts = opts or {}
   local now_of = opts.now or os.time
   local width = opts.width
+  local width_fn, width_at = opts.width_fn, now_of()
   local steps, order, apps, app_order = {}, {}, {}, {}
   local run = { id = "", workflow = "", started = now_of() }
   local drawn, last, dirty = 0, -1, false
@@ -223,6 +225,10 @@ function _M.new(out, opts)
 
   local function tick()
     -- A clock: elapsed times move, and a draw an event had to skip happens.
+    if width_fn and now_of() - width_at >= 2 then
+      width_at = now_of()
+      width = width_fn() or width
+    end
     draw(dirty or drawn > 0)
   end
 
