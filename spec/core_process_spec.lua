@@ -1,13 +1,8 @@
 -- analytics_engine.core process and system helpers.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = util.read_file
 
 -- os.execute's success: true on Lua 5.2+, 0 on 5.1/LuaJIT.
 local function sh(cmd)

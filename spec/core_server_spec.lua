@@ -2,6 +2,7 @@
 -- Clients are one-shot python3 scripts (stdlib http.client) run in the
 -- background while the spec answers requests from its poll loop.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 local cjson = require "cjson"
 
 local CLIENT_PY = [=[
@@ -53,13 +54,7 @@ local function write(path, data)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = util.read_file
 
 -- Start a client in the background; returns the path its results will appear at.
 local function start_client(port, cfg)

@@ -17,11 +17,7 @@ local function temp_dir()
   return d
 end
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.exists
 
 describe("application confinement", function()
   local e, base, root, outside, users_file

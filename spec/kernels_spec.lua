@@ -19,11 +19,7 @@ local function temp_dir()
   return d
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.exists
 
 -- Run fn(sched, lc) as tasks on one loop; lc is `c` with that loop as its option.
 local function with_loop(c, fn)

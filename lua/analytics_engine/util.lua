@@ -207,6 +207,13 @@ function _M.parse_query(q)
   return t
 end
 
+--- Whether a file can be opened for reading.
+function _M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
 --- A whole file, or nil and the io error.
 function _M.read_file(path)
   local f, err = io.open(path, "rb")

@@ -2,23 +2,20 @@
 -- rendered, or take a screenshot. A missing chromium is an error (the specs
 -- that need it fail, they do not skip).
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
 
 local helper = {}
 
 local function read(path)
-  return require("analytics_engine.util").read_file(path) or ""
+  return util.read_file(path) or ""
 end
 helper.read = read
 
 --- The chromium binary, or an error naming the package to install.
 function helper.bin()
   for _, p in ipairs { "/usr/bin/chromium", "/usr/bin/chromium-browser" } do
-    local f = io.open(p, "rb")
-    if f then
-      f:close()
-      return p
-    end
+    if util.exists(p) then return p end
   end
   error("chromium is not installed: `make deps` installs Debian's chromium package", 2)
 end

@@ -10,11 +10,7 @@ local launcher = require "analytics_engine.engine.launcher"
 
 local helper = {}
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.exists
 
 --- How to run `aeflow`: $AEFLOW_BIN, else build/aeflow (make build), else PATH.
 function helper.bin()

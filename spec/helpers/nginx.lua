@@ -7,6 +7,7 @@
 --   nginx.stop(n)          -- always, also after a failure (it removes the prefix too)
 -- Fails loudly when nginx or the lua module is missing.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
 
 local helper = {}
@@ -14,11 +15,7 @@ local helper = {}
 helper.NGINX = os.getenv("NGINX_BIN") or "/usr/sbin/nginx"
 helper.MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.exists
 
 local function read(p)
   local f = io.open(p, "rb")

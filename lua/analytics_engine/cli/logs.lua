@@ -8,6 +8,7 @@ local sanitize = require "analytics_engine.sanitize"
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 local runstore = require "analytics_engine.cli.runstore"
+local state = require "analytics_engine.workflow.state"
 
 local _M = {}
 
@@ -50,20 +51,14 @@ local function app_of_run(run)
   local doc = util.read_json_file(run.state)
   if type(doc) ~= "table" then return nil, "cannot read " .. run.state end
   local failed, any
-  for _, bucket in ipairs { doc.steps or {}, doc.finally or {} } do
-    for name, rec in pairs(bucket) do
-      for _, it in pairs(rec.items or {}) do
-        for _, att in ipairs(it.attempts or {}) do
-          local id = att.application_id
-          if id then
-            local at = tonumber(att.finished_at or att.intent_at) or 0
-            if not any or at > any.at then any = { id = id, step = name, at = at } end
-            if att.log_tail and (not failed or at > failed.at) then failed = { id = id, step = name, at = at } end
-          end
-        end
-      end
+  state.each_attempt(doc, function(att, name)
+    local id = att.application_id
+    if id then
+      local at = tonumber(att.finished_at or att.intent_at) or 0
+      if not any or at > any.at then any = { id = id, step = name, at = at } end
+      if att.log_tail and (not failed or at > failed.at) then failed = { id = id, step = name, at = at } end
     end
-  end
+  end)
   local pick = failed or any
   if not pick then return nil, ("run %s submitted no application"):format(run.run_id) end
   return pick.id, pick.step, failed ~= nil

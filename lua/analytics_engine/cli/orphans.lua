@@ -7,6 +7,7 @@ local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 local submit = require "analytics_engine.workflow.submit"
 local runstore = require "analytics_engine.cli.runstore"
+local state = require "analytics_engine.workflow.state"
 
 local _M = {}
 
@@ -16,15 +17,9 @@ local function known_tokens(paths)
   for _, p in ipairs(paths) do
     local doc = util.read_json_file(p)
     if type(doc) == "table" then
-      for _, bucket in ipairs { doc.steps or {}, doc.finally or {} } do
-        for _, rec in pairs(bucket) do
-          for _, it in pairs(rec.items or {}) do
-            for _, att in ipairs(it.attempts or {}) do
-              if att.token and att.application_id then known[att.token] = att.application_id end
-            end
-          end
-        end
-      end
+      state.each_attempt(doc, function(att)
+        if att.token and att.application_id then known[att.token] = att.application_id end
+      end)
     end
   end
   return known

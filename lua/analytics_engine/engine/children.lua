@@ -11,6 +11,7 @@
 -- must be an exact entry of /proc/PID/environ, which is readable only for the
 -- processes of the same user.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 
 local _M = {}
 
@@ -25,11 +26,7 @@ function _M.marker(data_dir)
 end
 
 local function environ(pid)
-  local f = io.open(("/proc/%d/environ"):format(pid), "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
+  return (util.read_file(("/proc/%d/environ"):format(pid)))
 end
 
 local function parent_of(pid)

@@ -5,6 +5,7 @@
 -- it the server is state-only: the engine records start and stop, serves no
 -- UI, and its answer says so.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 local children = require "analytics_engine.engine.children"
 local runner = require "analytics_engine.engine.runner"
 
@@ -15,16 +16,11 @@ _M.STATE_ONLY_NOTE = "The local engine's history server is state-only (Apache Sp
 _M.UI_PORT = 18080
 _M.SCRIPT_TIMEOUT = 60
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
 
 --- The Spark installation whose history server scripts exist, or nil.
 function _M.spark_home()
   local home = os.getenv("SPARK_HOME")
-  if home and home ~= "" and exists(home .. "/sbin/start-history-server.sh") then return home end
+  if home and home ~= "" and util.exists(home .. "/sbin/start-history-server.sh") then return home end
   return nil
 end
 

@@ -154,6 +154,18 @@ local function row(cells, attrs)
   return concat(o)
 end
 
+-- Append to `o` a table with the header cells `head` and a row per item of
+-- `items` (cells(item) -> its cells), or the `empty` paragraph.
+local function listing(o, items, empty, head, cells, attrs)
+  if #items == 0 then
+    o[#o + 1] = "<p>" .. empty .. "</p>\n"
+    return
+  end
+  o[#o + 1] = "<table>\n<thead><tr><th>" .. concat(head, "</th><th>") .. "</th></tr></thead>\n<tbody>\n"
+  for _, item in ipairs(items) do o[#o + 1] = row(cells(item), attrs) end
+  o[#o + 1] = "</tbody>\n</table>\n"
+end
+
 local function state_cell(s)
   return fmt('<span class="state %s">%s</span>', esc(tostring(s or ""):gsub("[^%w_]", "")), esc(s or ""))
 end
@@ -220,16 +232,9 @@ local function kernels(eng)
   local running = k and type(k.jupyter) == "table" and k.jupyter.pid
   o[#o + 1] = fmt("<p>Jupyter Server: %s.</p>\n", running and "running" or "not running (it starts on the first "
     .. "kernel request)")
-  if #ids == 0 then
-    o[#o + 1] = "<p>No kernels were created through this engine.</p>\n"
-  else
-    o[#o + 1] = "<table>\n<thead><tr><th>id</th><th>requested kernel</th></tr></thead>\n<tbody>\n"
-    for _, e in ipairs(ids) do
-      o[#o + 1] = row({ fmt("<code>%s</code>", esc(e[1])), esc(type(e[2]) == "table" and e[2].requested_name or "") },
-        ' class="kernel"')
-    end
-    o[#o + 1] = "</tbody>\n</table>\n"
-  end
+  listing(o, ids, "No kernels were created through this engine.", { "id", "requested kernel" }, function(e)
+    return { fmt("<code>%s</code>", esc(e[1])), esc(type(e[2]) == "table" and e[2].requested_name or "") }
+  end, ' class="kernel"')
   o[#o + 1] = "</section>\n"
   return concat(o)
 end
@@ -237,17 +242,10 @@ end
 local function clusters(eng)
   local list = eng.store:list("clusters")
   local o = { '<section id="clusters">\n<h2>Clusters (', #list, ')</h2>\n' }
-  if #list == 0 then
-    o[#o + 1] = "<p>No clusters.</p>\n"
-  else
-    o[#o + 1] = "<table>\n<thead><tr><th>id</th><th>name</th><th>state</th><th>started</th><th>finished</th>"
-      .. "</tr></thead>\n<tbody>\n"
-    for _, c in ipairs(list) do
-      o[#o + 1] = row({ fmt("<code>%s</code>", esc(c.id)), esc(c.name or ""), state_cell(c.state),
-        when(c.start_ts), when(c.finish_ts) }, ' class="cluster"')
-    end
-    o[#o + 1] = "</tbody>\n</table>\n"
-  end
+  listing(o, list, "No clusters.", { "id", "name", "state", "started", "finished" }, function(c)
+    return { fmt("<code>%s</code>", esc(c.id)), esc(c.name or ""), state_cell(c.state), when(c.start_ts),
+             when(c.finish_ts) }
+  end, ' class="cluster"')
   o[#o + 1] = "</section>\n"
   return concat(o)
 end

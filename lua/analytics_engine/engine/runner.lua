@@ -3,6 +3,8 @@
 -- type (.py python3, .lua lua5.4, .sh sh, .R Rscript), otherwise the file
 -- itself. The vendor's sample applications under /opt/ibm/spark/examples map
 -- to small stand-ins shipped in workflows/apps, so the seed's payloads run.
+local util = require "analytics_engine.util"
+
 local _M = {}
 
 local EXAMPLES = "/opt/ibm/spark/examples"
@@ -23,11 +25,7 @@ _M.SAMPLE_DATA = {
 local INTERPRETERS = { py = "python3", lua = "lua5.4", sh = "sh", R = "Rscript", r = "Rscript" }
 local SUBMITTABLE = { py = true, jar = true, R = true, r = true }
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = util.exists
 _M.exists = exists
 
 --- Find `name` on PATH (or return it when it has a slash and exists).

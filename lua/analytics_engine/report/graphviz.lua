@@ -1,6 +1,7 @@
 --- Rendering dot text to SVG or PNG with Graphviz's `dot` program, when it
 -- is installed; otherwise a one-line message saying what to install.
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 
 local _M = {}
 
@@ -10,17 +11,13 @@ _M.MISSING = "Graphviz is not installed: install the 'graphviz' package (apt-get
 local function find_dot()
   for dir in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
     local p = dir .. "/dot"
-    local f = io.open(p, "rb")
-    if f then
-      f:close()
-      return p
-    end
+    if util.exists(p) then return p end
   end
 end
 _M.find_dot = find_dot
 
 local function read(path)
-  return require("analytics_engine.util").read_file(path) or ""
+  return util.read_file(path) or ""
 end
 
 --- Render `text` (dot) as `format` ("svg" | "png") into `out` (a path; nil

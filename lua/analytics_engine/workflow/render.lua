@@ -6,6 +6,7 @@
 local util = require "analytics_engine.util"
 local sanitize = require "analytics_engine.sanitize"
 local live = require "analytics_engine.workflow.live"
+local state_mod = require "analytics_engine.workflow.state"
 
 local _M = {}
 
@@ -116,17 +117,15 @@ end
 -- service accepted, and the last state the service reported for the last one.
 function _M.step_counts(rec)
   local attempts, apps, last = 0, 0, nil
-  for _, it in pairs(rec.items or {}) do
-    for _, att in ipairs(it.attempts or {}) do
-      if att.application_id then
-        apps = apps + 1
-        attempts = attempts + 1
-        last = att
-      elseif att.intent_at or (att.result and att.error ~= "cancelled") then
-        attempts = attempts + 1
-      end
+  state_mod.each_attempt_of(rec, function(att)
+    if att.application_id then
+      apps = apps + 1
+      attempts = attempts + 1
+      last = att
+    elseif att.intent_at or (att.result and att.error ~= "cancelled") then
+      attempts = attempts + 1
     end
-  end
+  end)
   return attempts, apps, last
 end
 
@@ -136,22 +135,20 @@ function _M.tails(plan, doc, n)
   n = n or 10
   local out = {}
   local function add(step, rec)
-    for _, it in pairs(rec and rec.items or {}) do
-      for _, att in ipairs(it.attempts or {}) do
-        local t = att.log_tail
-        if type(t) == "table" and att.application_id then
-          if t.pointer then
-            out[#out + 1] = ("%s: application %s: %s"):format(step.name, att.application_id, sanitize.clean(t.pointer))
-          elseif t.lines and #t.lines > 0 then
-            out[#out + 1] = ("%s: application %s %s, the end of its %s:"):format(step.name, att.application_id,
-              tostring(att.state), t.stream or "stderr")
-            for i = math.max(1, #t.lines - n + 1), #t.lines do
-              out[#out + 1] = "    | " .. sanitize.clean(tostring(t.lines[i]))
-            end
+    state_mod.each_attempt_of(rec, function(att)
+      local t = att.log_tail
+      if type(t) == "table" and att.application_id then
+        if t.pointer then
+          out[#out + 1] = ("%s: application %s: %s"):format(step.name, att.application_id, sanitize.clean(t.pointer))
+        elseif t.lines and #t.lines > 0 then
+          out[#out + 1] = ("%s: application %s %s, the end of its %s:"):format(step.name, att.application_id,
+            tostring(att.state), t.stream or "stderr")
+          for i = math.max(1, #t.lines - n + 1), #t.lines do
+            out[#out + 1] = "    | " .. sanitize.clean(tostring(t.lines[i]))
           end
         end
       end
-    end
+    end)
   end
   for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
   for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end

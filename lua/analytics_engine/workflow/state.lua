@@ -251,4 +251,22 @@ function _M.item(_, step_rec, index)
   return it
 end
 
+--- fn(att) for every attempt of a step record, item by item (for readers of
+-- a state file: the record may lack parts, nothing is created).
+function _M.each_attempt_of(rec, fn)
+  for _, it in pairs(type(rec) == "table" and rec.items or {}) do
+    for _, att in ipairs(it.attempts or {}) do fn(att) end
+  end
+end
+
+--- fn(att, step_name) for every attempt of every step and finally step of a
+-- state document.
+function _M.each_attempt(doc, fn)
+  for _, bucket in ipairs { doc.steps or {}, doc.finally or {} } do
+    for name, rec in pairs(bucket) do
+      _M.each_attempt_of(rec, function(att) fn(att, name) end)
+    end
+  end
+end
+
 return _M
