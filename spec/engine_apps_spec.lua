@@ -4,9 +4,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local helper = require "helpers.engine"
 
-local LONG_TIME = "^%a+ %d%d %a+ %d%d%d%d %d%d:%d%d:%d%d%.%d%d%d%+0000$"
-local ISO_TIME = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+Z$"
-local MISSING = "00000000-0000-4000-8000-000000000000"
+local LONG_TIME, ISO_TIME, MISSING = helper.LONG_TIME, helper.ISO_TIME, helper.MISSING
 
 -- The vendor's sample payloads, verbatim.
 local SEED_PAYLOADS = {

@@ -13,20 +13,29 @@ local function serve(dir)
   return out:gsub("rc=%d+%s*$", ""), rc
 end
 
-local function fresh_dir()
+-- A data directory an engine made and left, damaged by damage(dir), then
+-- served -> output, exit code.
+local function serve_damaged(damage)
   local e = helper.start({ "--no-jupyter" })
   helper.stop(e, true)
-  return e
+  damage(e.data_dir)
+  local out, rc = serve(e.data_dir)
+  helper.cleanup(e)
+  return out, rc
+end
+
+-- The same, damaged by running `sql` on its state.db.
+local function serve_after_sql(sql)
+  return serve_damaged(function(dir)
+    local db = assert(core.sqlite_open(dir .. "/state.db"))
+    assert(db:exec(sql))
+    db:close()
+  end)
 end
 
 describe("engine start-up on a damaged state.db", function()
   it("names a dropped table in one line and exits 1", function()
-    local e = fresh_dir()
-    local db = assert(core.sqlite_open(e.data_dir .. "/state.db"))
-    assert(db:exec("DROP TABLE applications"))
-    db:close()
-    local out, rc = serve(e.data_dir)
-    helper.cleanup(e)
+    local out, rc = serve_after_sql("DROP TABLE applications")
     assert.equal(1, rc)
     assert.equal(1, select(2, out:gsub("\n", "")), "not one line: " .. out)
     assert.matches("state%.db: table applications is missing; restore a backup or move the file away\n$", out)
@@ -34,25 +43,16 @@ describe("engine start-up on a damaged state.db", function()
   end)
 
   it("names a missing column", function()
-    local e = fresh_dir()
-    local db = assert(core.sqlite_open(e.data_dir .. "/state.db"))
-    assert(db:exec("DROP TABLE kernels; CREATE TABLE kernels (seq INTEGER PRIMARY KEY, id TEXT)"))
-    db:close()
-    local out, rc = serve(e.data_dir)
-    helper.cleanup(e)
+    local out, rc = serve_after_sql("DROP TABLE kernels; CREATE TABLE kernels (seq INTEGER PRIMARY KEY, id TEXT)")
     assert.equal(1, rc)
     assert.matches("table kernels has no column state; restore a backup or move the file away\n$", out)
   end)
 
   it("says a file that is not a database is not one", function()
-    local e = fresh_dir()
-    os.remove(e.data_dir .. "/state.db-wal")
-    os.remove(e.data_dir .. "/state.db-shm")
-    local f = assert(io.open(e.data_dir .. "/state.db", "wb"))
-    f:write(("not a database\n"):rep(400))
-    f:close()
-    local out, rc = serve(e.data_dir)
-    helper.cleanup(e)
+    local out, rc = serve_damaged(function(dir)
+      helper.remove_db(dir .. "/state.db")
+      helper.write(dir .. "/state.db", ("not a database\n"):rep(400))
+    end)
     assert.equal(1, rc)
     assert.equal(1, select(2, out:gsub("\n", "")), "not one line: " .. out)
     assert.matches("state%.db: file is not a database; restore a backup or move the file away\n$", out)

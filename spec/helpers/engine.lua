@@ -10,6 +10,12 @@ local launcher = require "analytics_engine.engine.launcher"
 
 local helper = {}
 
+-- What the engine's answers look like: the v4 API's long time and ISO time,
+-- and an id no record has.
+helper.LONG_TIME = "^%a+ %d%d %a+ %d%d%d%d %d%d:%d%d:%d%d%.%d%d%d%+0000$"
+helper.ISO_TIME = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d+Z$"
+helper.MISSING = "00000000-0000-4000-8000-000000000000"
+
 local exists = util.exists
 
 --- How to run `aeflow`: $AEFLOW_BIN, else build/aeflow (make build), else PATH.
