@@ -55,6 +55,10 @@ function _M.list_item(rec)
     spark_application_name = rec.spark_application_name,
     creation_time = lt(rec.creation_ts),
     runtime = { spark_version = rec.runtime },
+    -- Beyond the vendor's list entry: a runner awaiting thousands of
+    -- applications learns how each ended from the list it polls anyway,
+    -- instead of one get_application per application.
+    return_code = rec.return_code,
   }
 end
 
