@@ -27,7 +27,7 @@ bench_cleanup() {
   for p in "${_bench_pids[@]}"; do kill "$p" 2>/dev/null; done
   if [ -f "$BENCH_TMP/nginx.pid" ]; then kill "$(cat "$BENCH_TMP/nginx.pid")" 2>/dev/null; fi
   sleep 0.2
-  rm -rf "$BENCH_TMP"
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$BENCH_TMP"
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
