@@ -20,9 +20,12 @@ function _M.new(sched, client, opts)
     min_interval = opts.interval or 1,
     max_interval = opts.max_interval or 15,
     max_direct = opts.max_direct or 5,      -- single-status requests per round
-    watched = {},                            -- id → { waiters = {task...}, state = last seen }
+    -- id → { waiters = {task...} or nil, state = last seen }, or the table
+    -- given to follow() (which then carries `state` itself)
+    watched = {},
     count = 0,
     on_state = opts.on_state,                -- function(id, state, app) on every change
+    on_end = opts.on_end,                    -- function(entry, app) for follow()ed ids
     rounds = 0, requests = 0,
   }, mt)
 end
@@ -48,7 +51,7 @@ end
 local function watch(self, id)
   local w = self.watched[id]
   if not w then
-    w = { waiters = {} }
+    w = {}
     self.watched[id] = w
     self.count = self.count + 1
   end
@@ -67,16 +70,51 @@ end
 function _M.await(self, id)
   local w = watch(self, id)
   local me = self.sched:current()
+  w.waiters = w.waiters or {}
   w.waiters[me] = true
   self.interval = self.min_interval
   ensure_running(self)
   return self.sched:suspend(function()
     w.waiters[me] = nil
-    if not next(w.waiters) and self.watched[id] == w then
+    if not next(w.waiters) and not w.follows and self.watched[id] == w then
       self.watched[id] = nil
       self.count = self.count - 1
     end
   end)
+end
+
+--- Follow application `id` without a waiting task: when it is terminal,
+-- opts.on_end(entry, summary) is called from the poller's task. `entry` is
+-- the caller's own small table (it keeps the last state seen in
+-- entry.state), so thousands of awaited applications cost one table each,
+-- not a suspended coroutine each. Returns entry.
+function _M.follow(self, id, entry)
+  local w = self.watched[id]
+  if w and w ~= entry then
+    -- Already watched (a wait = false watch, or a task awaiting it): take its place.
+    entry.state, entry.waiters = w.state, w.waiters
+  elseif not w then
+    self.count = self.count + 1
+  end
+  entry.follows = true
+  self.watched[id] = entry
+  self.interval = self.min_interval
+  ensure_running(self)
+  return entry
+end
+
+--- Stop following `id` (its follower ends otherwise, e.g. cancelled);
+-- tasks awaiting it keep waiting.
+function _M.unfollow(self, id)
+  local w = self.watched[id]
+  if not w or not w.follows then return end
+  w.follows = nil
+  if w.waiters and next(w.waiters) then
+    self.watched[id] = { state = w.state, waiters = w.waiters }
+  else
+    self.watched[id] = nil
+    self.count = self.count - 1
+  end
 end
 
 local function resolve(self, id, app)
@@ -84,7 +122,13 @@ local function resolve(self, id, app)
   if not w then return end
   self.watched[id] = nil
   self.count = self.count - 1
-  for t in pairs(w.waiters) do self.sched:wake(t, app) end
+  if w.waiters then
+    for t in pairs(w.waiters) do self.sched:wake(t, app) end
+  end
+  if w.follows and self.on_end then
+    w.follows = nil
+    self.on_end(w, app)
+  end
 end
 
 local function observe(self, id, app)

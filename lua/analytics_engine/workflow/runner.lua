@@ -13,6 +13,7 @@ local kernel_action = require "analytics_engine.workflow.kernel_action"
 local admission = require "analytics_engine.workflow.admission"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
+local fanout = require "analytics_engine.workflow.fanout"
 local logtail = require "analytics_engine.workflow.logtail"
 local retry = require "analytics_engine.workflow.retry"
 
@@ -20,6 +21,8 @@ local _M = {}
 local mt = { __index = _M }
 
 local DONE = { succeeded = true, failed = true, skipped = true, cancelled = true }
+
+local PENDING = fanout.PENDING
 
 function _M.new(plan, opts)
   local run_id = opts.run_id or util.hex(core.random_bytes(4))
@@ -66,6 +69,7 @@ function _M.new(plan, opts)
   self.state.doc.graph = record.graph(plan)
   self.state.doc.engine = record.engine(opts.client, opts.engine_local)
   self.app_attempts = {}
+  self.detachable = setmetatable({}, { __mode = "k" }) -- item task → its record, while it may detach
   return self
 end
 
@@ -81,7 +85,14 @@ end
 -- commit shared by every task that asks in the same scheduler turn; any other
 -- change is written at most FLUSH_DELAY seconds later, and the run's end
 -- writes synchronously.
-local FLUSH_DELAY = 0.1
+-- Both delays grow with the cost of the last write (the whole document,
+-- ~350 bytes per item: ~3.5 MB and tens of ms at 10,000 items), so writing
+-- takes at most about a tenth of the runner's time however large the run:
+-- a durable commit waits up to COMMIT_PACE x that cost (gathering more
+-- intents; the workers keep the transfers busy meanwhile), other changes
+-- FLUSH_PACE x.
+local FLUSH_DELAY, FLUSH_PACE = 0.1, 10
+local COMMIT_PACE, COMMIT_MAX_DELAY = 8, 0.5
 
 local function in_task(self)
   return self.sched ~= nil and self.sched:current() ~= nil
@@ -90,7 +101,9 @@ end
 --- Write the state file now; wakes the tasks waiting for a durable save.
 function _M.flush(self)
   self.dirty = false
+  local t0 = core.monotime()
   local ok, err = self.state:save()
+  self.write_cost = core.monotime() - t0
   if not ok then self:emit { event = "error", message = err } end
   local waiters = self.save_waiters or {}
   self.save_waiters = {}
@@ -104,7 +117,7 @@ function _M.save(self)
   self.dirty = true
   if not self.flusher then
     self.flusher = self.sched:spawn("state flush", function()
-      self.sched:sleep(FLUSH_DELAY)
+      self.sched:sleep(math.max(FLUSH_DELAY, FLUSH_PACE * (self.write_cost or 0)))
       self.flusher = nil
       if self.dirty then self:flush() end
     end)
@@ -120,8 +133,11 @@ function _M.save_durable(self)
   self.save_waiters = self.save_waiters or {}
   table.insert(self.save_waiters, me)
   if not self.committer then
-    -- Runs after every task already runnable this turn: one write for all.
+    -- Runs after every task already runnable this turn (and, once writes
+    -- cost more than a few ms, a little later): one write for all.
     self.committer = sched:spawn("state commit", function()
+      local cost = self.write_cost or 0
+      if cost > 0.002 then sched:sleep(math.min(COMMIT_MAX_DELAY, COMMIT_PACE * cost)) end
       self.committer = nil
       self:flush()
     end)
@@ -149,6 +165,17 @@ function _M.cancel(self, why)
   self.cancelled = true
   self:emit { event = "cancel", reason = why }
   for task in pairs(self.attempt_tasks) do self.sched:cancel(task) end
+  -- Items whose task let go of their application: ended as cancelled
+  -- (without a result from the poller), like a cancelled await.
+  local followed = {}
+  for id, w in pairs(self.poller.watched) do
+    if w.follows and w.fan then followed[#followed + 1] = id end
+  end
+  for _, id in ipairs(followed) do
+    local w = self.poller.watched[id]
+    self.poller:unfollow(id)
+    self.sched:spawn("cancelled item", fanout.finish_item, self, w, nil)
+  end
 end
 
 -- A simple action: one operation with the templated argument.
@@ -199,7 +226,8 @@ end
 
 -- Run an attempt as its own task so a timeout can cancel it; then stop the
 -- application it made (unless on_timeout = "leave") before anything retries.
-function _M.timed_attempt(self, step, scope, att, index)
+-- `pend` (optional): the item's record for ctx.detach (detach).
+function _M.timed_attempt(self, step, scope, att, index, pend)
   local sched = self.sched
   if not step.timeout and not step.is_finally then
     -- No timeout to enforce: the attempt runs in this task (a step's or a
@@ -208,8 +236,10 @@ function _M.timed_attempt(self, step, scope, att, index)
     -- keeps about 4 MB less alive while it waits.
     local me = sched:current()
     self.attempt_tasks[me] = true
+    self.detachable[me] = pend
     local okx, ok, out, final = xpcall(self.attempt, debug.traceback, self, step, scope, att, index)
     self.attempt_tasks[me] = nil
+    self.detachable[me] = nil
     if not okx then return false, "the step raised an error: " .. tostring(ok), true end
     return ok, out, final
   end
@@ -270,25 +300,40 @@ function _M.failure_context(self, step, att, index, err)
   return err
 end
 
-function _M.run_item(self, step, rec, index, item)
+--- Run item `index` of a step's fan (see run_step) to its end: true,
+-- outputs | false, message | PENDING (its application is followed; the
+-- item ends in finish_item). `ended`: { att, ok, out, final } of an attempt
+-- that ended while followed, to continue from.
+function _M.run_item(self, fan, index, ended)
+  local step, rec = fan.step, fan.rec
   local irec = self.state:item(rec, index)
-  if irec.status == "succeeded" then return true, irec.outputs end
-  local scope = self:scope(item, index)
+  if not ended and irec.status == "succeeded" then return true, irec.outputs end
+  local scope
   local last = irec.attempts[#irec.attempts]
-  local resume_att = last and last.result == nil and last or nil
+  local resume_att = not ended and last and last.result == nil and last or nil
   local n = #irec.attempts
   irec.status = "running"
   while true do
-    local att = resume_att
-    if att then
-      resume_att = nil
-      att.resumed = true
+    local att, ok, out, final
+    if ended then
+      att, ok, out, final = ended.att, ended.ok, ended.out, ended.final
+      ended = nil
     else
-      n = n + 1
-      att = { n = n, started_at = core.time() }
-      irec.attempts[#irec.attempts + 1] = att
+      att = resume_att
+      if att then
+        resume_att = nil
+        att.resumed = true
+      else
+        n = n + 1
+        att = { n = n, started_at = core.time() }
+        irec.attempts[#irec.attempts + 1] = att
+      end
+      scope = scope or self:scope(fan.list and fan.list[index], index)
+      -- The item's record while its application runs: a few fields, no closure.
+      local pend = { fan = fan, index = index, att = att }
+      ok, out, final = self:timed_attempt(step, scope, att, index, pend)
+      if ok == PENDING then return PENDING end
     end
-    local ok, out, final = self:timed_attempt(step, scope, att, index)
     att.finished_at = core.time()
     if ok then
       att.result = "succeeded"
@@ -346,33 +391,11 @@ function _M.run_step(self, step)
   self:emit { event = "step_start", step = step.name, action = step.action, finally = step.is_finally or nil,
               items = list and #list or nil }
   self:save()
-  local ok, outputs, err = true, nil, nil
+  local ok, outputs, err
   if lerr then
     ok, err = false, lerr
-  elseif list then
-    local sem = step.max_parallel and self.sched:semaphore(step.max_parallel)
-    local tasks, results = {}, {}
-    for i, item in ipairs(list) do
-      tasks[i] = self.sched:spawn(step.name .. "[" .. i .. "]", function()
-        if sem then
-          local got = sem.acquire()
-          if not got then return false, "cancelled" end
-        end
-        local a, b = self:run_item(step, rec, i, item)
-        if sem then sem.release() end
-        return a, b
-      end)
-    end
-    for i, t in ipairs(tasks) do
-      local _, a, b = self.sched:join(t)
-      if t.error then a, b = false, t.error end
-      results[i] = a and b or { error = b }
-      if not a then ok, err = false, err or ("item " .. i .. ": " .. tostring(b)) end
-    end
-    outputs = util.array(results)
   else
-    local a, b = self:run_item(step, rec, 1, nil)
-    if a then outputs = b else ok, err = false, b end
+    ok, outputs, err = fanout.run(self, step, rec, list)
   end
   if ok then
     rec.status = "succeeded"
@@ -520,6 +543,8 @@ local function run_context(self)
       app_attempts[id] = att
     end,
     forget = function(id) started_apps[id] = nil end,
+    -- Let go of the running attempt's application (runner.detach); nil: await it in this task.
+    detach = function(id, slot) return fanout.detach(self, id, slot) end,
     started_step = function(id) return started_apps[id] end,
   }
 end
@@ -549,6 +574,8 @@ function _M.run(self)
       if self.admission then self.admission:nudge() end
       local _ = app
     end,
+    -- A followed item's application ended: finish it in a task of its own.
+    on_end = function(pend, app) sched:spawn("item end", fanout.finish_item, self, pend, app) end,
   })
   if self.opts.admission ~= false then
     self.admission = admission.new { client = self.client, sched = sched, emit = function(ev) self:emit(ev) end,

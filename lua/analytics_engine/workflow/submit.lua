@@ -91,12 +91,15 @@ local function outputs_of(app, id, token)
   }
 end
 
--- Await via the shared poller, then read the details once (return code).
-local function await_one(ctx, id, token)
-  local summary, cerr = ctx.poller:await(id)
-  if summary == nil then return false, cerr and cerr.message or "cancelled" end
-  local details = ctx.client:get_application(id)
-  local app = type(details) == "table" and details or summary
+-- Await via the shared poller. The local engine's list (and the status a
+-- direct poll reads) carries the return code; only when the summary lacks it
+-- (the vendor's list) are the details read once, after the end.
+local function ended(ctx, id, token, summary)
+  local app = summary
+  if summary.return_code == nil then
+    local details = ctx.client:get_application(id)
+    if type(details) == "table" then app = details end
+  end
   -- The vendor's page also shows details with the state inside
   -- application_details; take it from wherever it is.
   local inner = type(app.application_details) == "table" and app.application_details or {}
@@ -106,6 +109,29 @@ local function await_one(ctx, id, token)
   if (out.state or ""):upper() == "FINISHED" then return true, out end
   local rc = out.return_code and (" (return code " .. out.return_code .. ")") or ""
   return false, ("application %s ended %s%s"):format(id, tostring(out.state), rc), false, out
+end
+
+local function await_one(ctx, id, token)
+  local summary, cerr = ctx.poller:await(id)
+  if summary == nil then return false, cerr and cerr.message or "cancelled" end
+  return ended(ctx, id, token, summary)
+end
+
+-- The attempt's result once its application ended (or nil: cancelled).
+local function result(att, ok, msg, final, out)
+  if ok then
+    att.state, att.return_code = msg.state, msg.return_code
+    return true, msg
+  end
+  if out then att.state, att.return_code = out.state, out.return_code end
+  return false, msg, final
+end
+
+--- The end of an attempt whose item task the runner let go (ctx.detach):
+-- `summary` is the poller's (nil: cancelled). Same results as run's.
+function _M.finish(ctx, att, summary)
+  if summary == nil then return false, "cancelled" end
+  return result(att, ended(ctx, att.application_id, att.token, summary))
 end
 
 function _M.run(ctx, step, body, att, index)
@@ -216,14 +242,14 @@ function _M.run(ctx, step, body, att, index)
     ctx.poller:watch(id)
     return true, { application_id = id, state = att.state or "SUBMITTED", token = token }
   end
+  -- The item's task may end here: the runner follows the application with
+  -- a small record and finishes the attempt when it ends (_M.finish), the
+  -- --max-parallel slot (if held) going with it.
+  local detached = ctx.detach and ctx.detach(id, holding and sem or nil)
+  if detached then return detached end
   local ok, msg, final, out = await_one(ctx, id, token)
   release()
-  if ok then
-    att.state, att.return_code = msg.state, msg.return_code
-    return true, msg
-  end
-  if out then att.state, att.return_code = out.state, out.return_code end
-  return false, msg, final
+  return result(att, ok, msg, final, out)
 end
 
 --- The await action: one id or a list of ids.
