@@ -67,6 +67,15 @@ function _M.execute(plan, opt, ctx, where)
   local lock, lerr = state_mod.lock(state_path)
   if not lock then return out.fail(2, where.verb, "%s", lerr) end
   local json, quiet = opt["--json"], opt["--quiet"]
+  if where.resume and not where.retry then
+    -- --resume continues a run that died; one that ended has nothing left.
+    local doc = util.read_json_file(state_path)
+    if type(doc) == "table" and doc.finished_at and (doc.status == "failed" or doc.status == "cancelled") then
+      io.stderr:write(("aeflow: run: run %s already ended %s: --resume has nothing left to do; "
+        .. "`aeflow retry %s` re-runs what did not succeed\n"):format(tostring(doc.run_id), doc.status,
+        tostring(doc.run_id)))
+    end
+  end
   local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = json or quiet }
   if not c then return out.fail(1, nil, "%s", session) end
   local on_event, on_tick = emitter(opt, plan)

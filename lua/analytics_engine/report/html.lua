@@ -157,8 +157,11 @@ function _M.render(doc, now)
     for _, item in ipairs(s.items) do
       for _, a in ipairs(item.attempts) do
         local links = model.log_links(m, a.application_id)
-        local logs = links and fmt('<a href="%s">page</a> · <a href="%s">stdout</a> · <a href="%s">stderr</a>',
-          esc(links.page), esc(links.stdout), esc(links.stderr)) or ""
+        -- The links work while that engine serves; the command works later too
+        -- (the engine's records persist; `aeflow logs` starts it if need be).
+        local logs = links and fmt('<a href="%s">page</a> · <a href="%s">stdout</a> · <a href="%s">stderr</a>'
+          .. '<br/><code title="reads the same logs later">aeflow logs %s</code>',
+          esc(links.page), esc(links.stdout), esc(links.stderr), esc(a.application_id)) or ""
         local outcome = badge(a.ending) .. (a.retry and ' <span class="retry">retry</span>' or "")
         add(fmt('<tr class="attempt" data-step="%s" data-attempt="%s" data-application="%s" data-ending="%s">'
           .. "<td>%s</td><td class=\"num\">%s</td><td class=\"num\">%s</td><td><code>%s</code></td><td>%s</td>"
