@@ -4,6 +4,7 @@
 -- log endpoint); the vendor's service has no log endpoint, so there the
 -- record carries a pointer to where the logs live instead.
 local sanitize = require "analytics_engine.sanitize"
+local util = require "analytics_engine.util"
 
 local _M = {}
 
@@ -49,6 +50,28 @@ function _M.summary(tail)
   if type(tail) ~= "table" then return nil end
   if tail.lines and #tail.lines > 0 then return tail.lines[#tail.lines] end
   return nil
+end
+
+--- An attempt whose application ended badly: copy the end of its stderr
+-- into the attempt's record (the report reads it after the engine is gone),
+-- tell the views (application_log), and add its last line to the error.
+-- ctx: the run's context (client, emit, save). Returns the error to use.
+function _M.attach(ctx, step, att, index, err, is_local)
+  local id = att.application_id
+  if not id or att.stopped or att.log_tail or not att.state or att.state:upper() == "FINISHED" then return err end
+  local tail, terr = _M.fetch(ctx.client, id, is_local)
+  if not tail then
+    ctx.emit { event = "error", message = ("could not read the logs of %s: %s"):format(id, terr) }
+    return err
+  end
+  att.log_tail = tail
+  ctx.emit { event = "application_log", step = step.name, item = index, attempt = att.n, application_id = id,
+             stream = tail.stream, lines = tail.lines and util.array(tail.lines) or nil, pointer = tail.pointer }
+  local last = _M.summary(tail)
+  if last and type(err) == "string" then err = err .. ": " .. last end
+  att.error = err
+  ctx.save()
+  return err
 end
 
 return _M

@@ -143,6 +143,23 @@ local function observe(self, id, app)
   return changed
 end
 
+--- Follow `ids` until the service says each ended, at most `seconds`
+-- (from a task: it sleeps between checks).
+function _M.settle(self, ids, seconds)
+  if not ids or #ids == 0 then return end
+  for _, id in ipairs(ids) do _M.watch(self, id) end
+  local deadline = core.monotime() + (seconds or 10)
+  while core.monotime() < deadline do
+    local left = false
+    for _, id in ipairs(ids) do
+      if self.watched[id] then left = true end
+    end
+    if not left then return end
+    local ok, err = self.sched:sleep(0.2)
+    if ok == nil and err then return end
+  end
+end
+
 function _M.round(self)
   self.rounds = self.rounds + 1
   self.last_round = core.monotime()

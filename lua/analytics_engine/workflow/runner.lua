@@ -275,31 +275,6 @@ function _M.timed_attempt(self, step, scope, att, index, pend)
   return ok, out, final
 end
 
---- An application that ended badly: copy the end of its stderr into the
--- attempt's record (for the report, after the engine is gone), tell the
--- views, and add its last line to the error. Returns the error to use.
-function _M.failure_context(self, step, att, index, err)
-  local id = att.application_id
-  if self.cancelled or not id or att.stopped or att.log_tail or (att.state or ""):upper() == "FINISHED"
-     or not att.state then
-    return err
-  end
-  local engine = self.state.doc.engine
-  local tail, terr = logtail.fetch(self.client, id, engine and engine["local"])
-  if not tail then
-    self:emit { event = "error", message = ("could not read the logs of %s: %s"):format(id, terr) }
-    return err
-  end
-  att.log_tail = tail
-  self:emit { event = "application_log", step = step.name, item = index, attempt = att.n, application_id = id,
-              stream = tail.stream, lines = tail.lines and util.array(tail.lines) or nil, pointer = tail.pointer }
-  local last = logtail.summary(tail)
-  if last and type(err) == "string" then err = err .. ": " .. last end
-  att.error = err
-  self:save()
-  return err
-end
-
 --- Run item `index` of a step's fan (see run_step) to its end: true,
 -- outputs | false, message | PENDING (its application is followed; the
 -- item ends in finish_item). `ended`: { att, ok, out, final } of an attempt
@@ -342,7 +317,10 @@ function _M.run_item(self, fan, index, ended)
       return true, out
     end
     att.result, att.error = "failed", out
-    out = self:failure_context(step, att, index, out)
+    if not self.cancelled then
+      local engine = self.state.doc.engine
+      out = logtail.attach(self.ctx, step, att, index, out, engine and engine["local"])
+    end
     if self.cancelled then
       irec.status, irec.error = "cancelled", out
       self:save()
@@ -425,24 +403,6 @@ function _M.readiness(self, step)
   return "yes"
 end
 
---- Follow the applications a cancel stopped until the service says they
--- ended (at most SETTLE_SECONDS), so the last state shown is the real one.
-local SETTLE_SECONDS = 10
-function _M.settle(self, ids)
-  if not ids or #ids == 0 then return end
-  for _, id in ipairs(ids) do self.poller:watch(id) end
-  local deadline = core.monotime() + SETTLE_SECONDS
-  while core.monotime() < deadline do
-    local left = false
-    for _, id in ipairs(ids) do
-      if self.poller.watched[id] then left = true end
-    end
-    if not left then return end
-    local ok, err = self.sched:sleep(0.2)
-    if ok == nil and err then return end
-  end
-end
-
 function _M.main(self)
   local plan, sched = self.plan, self.sched
   self:emit { event = "run_start", workflow = plan.name, resumed = self.opts.resume or nil,
@@ -499,7 +459,10 @@ function _M.main(self)
     if not pending then break end
     changed.wait()
   end
-  if self.cancelled and self.on_cancel == "stop" then self:settle(submit.stop_started(self.ctx)) end
+  if self.cancelled and self.on_cancel == "stop" then
+    -- Followed until the service says they ended: the last state shown is the real one.
+    self.poller:settle(submit.stop_started(self.ctx), 10)
+  end
   -- finally steps: once per run, whatever happened, in declaration order.
   for _, name in ipairs(plan.finally_order) do
     local step = plan.by_name[name]
