@@ -3,6 +3,8 @@
 -- Kinds: "flag", "value" (or "string"), "multi" (repeatable), "integer", "number".
 -- Every verb also takes -h/--help (anywhere) and --profile NAME. `--name=value`
 -- is the same as `--name value`; a lone "-" is a positional (standard input).
+local schema = require "analytics_engine.workflow.schema"
+
 local _M = {}
 
 local COMMON = { ["-h"] = "flag", ["--help"] = "flag", ["--profile"] = "value" }
@@ -39,7 +41,13 @@ function _M.parse(args, spec, opts)
       local name, inline = a:match("^(%-%-?[%w][%w-]*)=(.*)$")
       name = name or a
       local kind = spec[name] or COMMON[name]
-      if not kind then return nil, ("unknown option '%s'"):format(name) end
+      if not kind then
+        local names = {}
+        for k in pairs(spec) do names[#names + 1] = k end
+        for k in pairs(COMMON) do names[#names + 1] = k end
+        local near = schema.suggest(name, names)
+        return nil, ("unknown option '%s'%s"):format(name, near and (" (did you mean '%s'?)"):format(near) or "")
+      end
       if kind == "flag" then
         if inline then return nil, ("%s takes no value"):format(name) end
         opt[name] = true

@@ -6,6 +6,7 @@
 local ae = require "analytics_engine"
 local args_mod = require "analytics_engine.cli.args"
 local out = require "analytics_engine.cli.out"
+local schema = require "analytics_engine.workflow.schema"
 local sandbox = require "analytics_engine.workflow.sandbox"
 
 local _M = {}
@@ -97,7 +98,13 @@ function _M.main(argv, exe)
     return 0
   end
   local cmd = COMMANDS[verb]
-  if not cmd then return out.fail(2, nil, "unknown command '%s' (see `aeflow --help`)", verb) end
+  if not cmd then
+    local names = {}
+    for name in pairs(COMMANDS) do names[#names + 1] = name end
+    local near = schema.suggest(verb, names)
+    return out.fail(2, nil, "unknown command '%s'%s", verb,
+      near and (" (did you mean '%s'?)"):format(near) or " (see `aeflow --help`)")
+  end
   local rest = table.move(argv, 2, #argv, 1, {})
   local ctx = { exe = exe }
   if cmd.raw then return cmd.run(rest, ctx) end

@@ -5,6 +5,8 @@
 local core = require "analytics_engine.core"
 local model = require "analytics_engine.report.model"
 local sanitize = require "analytics_engine.sanitize"
+local html = require "analytics_engine.report.html"
+local markdown = require "analytics_engine.report.markdown"
 
 local _M = {}
 
@@ -18,10 +20,10 @@ function _M.render(doc, format)
   format = format or "html"
   if not _M.FORMATS[format] then error(("bad argument #2 to 'render' (html or md expected, got %s)"):format(
     tostring(format)), 2) end
-  local mod = format == "md" and "analytics_engine.report.markdown" or "analytics_engine.report.html"
+  local mod = format == "md" and markdown or html
   -- What servers and steps said (errors, outputs) is in the state file as
   -- they said it: shown with control characters visible and secrets masked.
-  return require(mod).render(sanitize.deep(doc), core.time())
+  return mod.render(sanitize.deep(doc), core.time())
 end
 
 --- Write the report of `doc` to `path` (atomically).
