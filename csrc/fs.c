@@ -20,13 +20,24 @@ static int fail_errno(lua_State *L, const char *what, const char *path) {
   return 2;
 }
 
-/* file_mode(path) -> mode bits (integer), or nil, err */
+/* file_mode(path) -> mode bits (integer), kind ("file", "directory", "fifo",
+ * "socket", "char", "block"), or nil, err. The kind lets Lua tell a regular
+ * file from a FIFO without opening it: open(2) on a FIFO blocks until a writer
+ * comes, which in the engine's one thread would stop every request. */
 static int l_file_mode(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
   if (stat(path, &st) != 0) return fail_errno(L, "stat", path);
   lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
-  return 1;
+  const char *kind = S_ISREG(st.st_mode)    ? "file"
+                     : S_ISDIR(st.st_mode)  ? "directory"
+                     : S_ISFIFO(st.st_mode) ? "fifo"
+                     : S_ISSOCK(st.st_mode) ? "socket"
+                     : S_ISCHR(st.st_mode)  ? "char"
+                     : S_ISBLK(st.st_mode)  ? "block"
+                                            : "other";
+  lua_pushstring(L, kind);
+  return 2;
 }
 
 /* mkdir_p(path, mode?) -> true, or nil, err */

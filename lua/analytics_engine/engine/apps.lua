@@ -356,6 +356,10 @@ function H.create_application(eng, ctx)
   local details, extras = _M.validate(ctx.body, eng.versions)
   if not details then return reply.bad_request(extras) end
   local allowed, cstatus, ccode, cmessage = confine.check(details.application, eng.opts, ctx.user)
+  if allowed then
+    allowed, cstatus, ccode, cmessage = confine.check_details(details, eng.opts, ctx.user,
+      eng.store:settings().default_configs)
+  end
   if not allowed then return reply.error(cstatus, ccode, cmessage) end
   extras.any_program = ctx.user and ctx.user.role == "admin" or nil
   local rec, status, code, message = _M.create(eng, details, extras)

@@ -51,10 +51,11 @@ local function is_sample(app)
   return false
 end
 
---- check(app, opts, user) -> true | nil, status, code, message
+--- check(app, opts, user, any_type) -> true | nil, status, code, message
 -- app: application_details.application; opts: the engine's options
--- (app_root, examples_dir, allow_any_program, roots); user: the caller.
-function _M.check(app, opts, user)
+-- (app_root, examples_dir, allow_any_program, roots); user: the caller;
+-- any_type: a data file or library, not the program (no type check).
+function _M.check(app, opts, user, any_type)
   local bad = app:find("%c")
   if bad then
     return nil, 400, "invalid_application", ("application_details.application has a control character "
@@ -78,11 +79,103 @@ function _M.check(app, opts, user)
     return nil, 403, "application_not_allowed", ("%s is outside the directories this engine runs programs "
       .. "from (%s)"):format(app, where)
   end
+  -- a FIFO would block the engine when opened, a device or a directory is no program
+  local kind = runner.kind_of(real)
+  if kind and kind ~= "file" then
+    return nil, 400, "invalid_application", ("%s is a %s, not a regular file"):format(app, kind)
+  end
   -- the type is the name's as given: that is what picks the interpreter (runner.lua)
   local ext = path:match("%.([%w]+)$")
-  if not (ext and _M.KNOWN_TYPES[ext]) and not (user and user.role == "admin") then
+  if not any_type and not (ext and _M.KNOWN_TYPES[ext]) and not (user and user.role == "admin") then
     return nil, 403, "application_type_not_allowed", ("%s is not a program of a known type (.py, .jar, .R, "
       .. ".lua, .sh): only an admin may run it"):format(app)
+  end
+  return true
+end
+
+-- What a submission may not set when its program is confined: variables and
+-- Spark settings that make the interpreter, the dynamic loader, the JVM or
+-- spark-submit load code from elsewhere than the program (LUA_INIT runs a
+-- chunk before the bundled SparkPi stand-in, LD_PRELOAD loads any library,
+-- spark.driver.extraJavaOptions=-XX:OnOutOfMemoryError=... runs a command).
+_M.ENV_REFUSED = { "^LD_", "^LUA_INIT", "^LUA_PATH", "^LUA_CPATH", "^PYTHON", "^PYSPARK_", "^SPARK_", "^HADOOP_",
+                   "^JAVA_", "^_JAVA_OPTIONS$", "^JDK_JAVA_OPTIONS$", "^CLASSPATH$", "^R_", "^PATH$",
+                   "^BASH_ENV$", "^ENV$", "^BASH_FUNC_", "^SHELLOPTS$", "^BASHOPTS$", "^PS4$", "^GCONV_PATH$",
+                   "^PERL5", "^RUBYOPT$", "^RUBYLIB$", "^NODE_OPTIONS$" }
+-- PYTHON* variables that only change output or hashing, not what is loaded.
+_M.ENV_ALLOWED = { PYTHONUNBUFFERED = true, PYTHONIOENCODING = true, PYTHONHASHSEED = true,
+                   PYTHONDONTWRITEBYTECODE = true, PYTHONUTF8 = true, PYTHONFAULTHANDLER = true }
+_M.CONF_REFUSED = { "^spark%.driver%.extra", "^spark%.executor%.extra", "^spark%.pyspark%.", "^spark%.r%.",
+                    "^spark%.plugins$", "^spark%.driver%.defaultJavaOptions$", "^spark%.executor%.defaultJavaOptions$" }
+-- Conf keys that set a child's environment: their variable is judged as `env`'s.
+local CONF_ENV = { "^spark%.executorEnv%.(.+)$", "^spark%.yarn%.appMasterEnv%.(.+)$",
+                   "^spark%.kubernetes%.driverEnv%.(.+)$" }
+-- Local files spark-submit puts on a class path or beside the program: confined like it.
+local CONF_FILES = { "spark.jars", "spark.files", "spark.archives", "spark.submit.pyFiles" }
+local DETAIL_FILES = { "jars", "files", "archives" }
+
+local function env_refused(name)
+  if _M.ENV_ALLOWED[name] then return false end
+  for _, p in ipairs(_M.ENV_REFUSED) do
+    if name:find(p) then return true end
+  end
+  return false
+end
+
+local function conf_refused(key)
+  for _, p in ipairs(_M.CONF_REFUSED) do
+    if key:find(p) then return "it chooses what the driver or executors load or run" end
+  end
+  for _, p in ipairs(CONF_ENV) do
+    local name = key:match(p)
+    if name and env_refused(name) then return ("it sets %s in a child's environment"):format(name) end
+  end
+end
+
+--- check_details(details, opts, user, defaults) -> true | nil, status, code, message
+-- What else than the program a submission would make run: `env`, `conf` (and
+-- the instance's default_configs it runs with) and the local files
+-- spark-submit loads. Free for an admin on an --allow-any-program engine.
+function _M.check_details(details, opts, user, defaults)
+  if opts.allow_any_program and user and user.role == "admin" then return true end
+  local names = {}
+  for k in pairs(details.env or {}) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    if env_refused(k) then
+      return nil, 403, "application_env_not_allowed", ("application_details.env.%s is not allowed on this engine: "
+        .. "it changes what the interpreter or the loader runs besides the program"):format(k)
+    end
+  end
+  for _, src in ipairs({ { "application_details.conf", details.conf }, { "default_configs", defaults } }) do
+    local keys = {}
+    for k in pairs(src[2] or {}) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local why = conf_refused(k)
+      if why then
+        return nil, 403, "application_conf_not_allowed", ("%s.%s is not allowed on this engine: %s")
+          :format(src[1], k, why)
+      end
+    end
+  end
+  local lists = {}
+  for _, f in ipairs(DETAIL_FILES) do lists[#lists + 1] = { "application_details." .. f, details[f] } end
+  for _, k in ipairs(CONF_FILES) do
+    lists[#lists + 1] = { "application_details.conf." .. k, (details.conf or {})[k] }
+    lists[#lists + 1] = { "default_configs." .. k, (defaults or {})[k] }
+  end
+  for _, l in ipairs(lists) do
+    if type(l[2]) == "string" then
+      for item in l[2]:gmatch("[^,]+") do
+        item = item:match("^%s*(.-)%s*$")
+        -- a local file goes through the program's own check (roots, real path, no FIFO)
+        local ok, status, code, message = _M.check(item, opts, nil, true)
+        if not ok and item ~= "" then
+          return nil, status, code, ("%s: %s"):format(l[1], message)
+        end
+      end
+    end
   end
   return true
 end

@@ -3,7 +3,7 @@
 -- type (.py python3, .lua lua5.4, .sh sh, .R Rscript), otherwise the file
 -- itself. The vendor's sample applications under /opt/ibm/spark/examples map
 -- to small stand-ins shipped in workflows/apps, so the seed's payloads run.
-local util = require "analytics_engine.util"
+local core = require "analytics_engine.core"
 
 local _M = {}
 
@@ -25,7 +25,19 @@ _M.SAMPLE_DATA = {
 local INTERPRETERS = { py = "python3", lua = "lua5.4", sh = "sh", R = "Rscript", r = "Rscript" }
 local SUBMITTABLE = { py = true, jar = true, R = true, r = true }
 
-local exists = util.exists
+-- What `path` is ("file", "directory", "fifo", ...; symlinks followed) or
+-- nil, by stat: never opened, as open(2) on a FIFO waits for a writer, and
+-- the engine's one thread with it.
+local function kind_of(path)
+  local mode, kind = core.file_mode(path)
+  return mode and kind
+end
+_M.kind_of = kind_of
+
+-- A regular file.
+local function exists(path)
+  return kind_of(path) == "file"
+end
 _M.exists = exists
 
 --- Find `name` on PATH (or return it when it has a slash and exists).
@@ -166,6 +178,11 @@ function _M.plan(details, opts)
   end
   if not note and app:sub(1, 1) ~= "/" then app = (opts.app_root or ".") .. "/" .. app end
   if not exists(app) then
+    local kind = kind_of(app)
+    if kind then
+      return nil, "invalid_application", ("application file %s is a %s, not a regular file")
+        :format(details.application, kind)
+    end
     return nil, "application_not_found", ("application file %s does not exist"):format(details.application)
   end
 
