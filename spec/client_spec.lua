@@ -5,10 +5,9 @@ local util = require "analytics_engine.util"
 local engine = require "helpers.engine"
 
 local function client_for(e, extra)
-  local opts = { url = e.url, instance_id = e.instance_id, auth = { username = e.username, api_key = e.api_key },
-                 retries = { max_attempts = 3, base_delay = 0.01, max_delay = 0.05 } }
+  local opts = { retries = { max_attempts = 3, base_delay = 0.01, max_delay = 0.05 } }
   for k, v in pairs(extra or {}) do opts[k] = v end
-  return assert(ae.client(opts))
+  return engine.client(e, opts)
 end
 
 local function stats(e)

@@ -9,8 +9,7 @@ describe("cluster connect", function()
 
   lazy_setup(function()
     e = helper.start()
-    c = assert(ae.client { url = e.url, instance_id = e.instance_id,
-                           auth = { username = e.username, api_key = e.api_key } })
+    c = helper.client(e)
     local r = assert(c:create_cluster { name = "ws" })
     cid = r.id or r.cluster_id
     helper.eventually(function()
@@ -90,8 +89,7 @@ describe("cluster connect", function()
 
   it("runs two sockets from one loop without blocking either", function()
     local sched = loop.new()
-    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id, loop = sched,
-                                  auth = { username = e.username, api_key = e.api_key } })
+    local sc = helper.client(e, { loop = sched })
     local got, tasks = {}, {}
     for i = 1, 2 do
       tasks[i] = sched:spawn("ws" .. i, function()
@@ -113,8 +111,7 @@ describe("cluster connect", function()
 
   it("waits on a socket and HTTP transfers in the same loop wait", function()
     local sched = loop.new()
-    local sc = assert(ae.client { url = e.url, instance_id = e.instance_id, loop = sched,
-                                  auth = { username = e.username, api_key = e.api_key } })
+    local sc = helper.client(e, { loop = sched })
     local calls, answer = 0, nil
     local t1 = sched:spawn("ws", function()
       local ws = assert(sc:connect_cluster(cid))

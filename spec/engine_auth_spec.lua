@@ -24,10 +24,7 @@ describe("local engine authorization matrix", function()
     os.execute("rm -rf '" .. app_root .. "'")
   end)
 
-  local function as(role)
-    if role == "admin" then return helper.zen(e) end
-    return helper.zen(e, role .. "1", KEYS[role])
-  end
+  local function as(role) return helper.zen_as(e, KEYS, role) end
   local function call(role, method, suffix, body)
     return helper.request(e, method, helper.v4(e, suffix), body, { Authorization = as(role) })
   end

@@ -8,12 +8,7 @@ local util = require "analytics_engine.util"
 local children = require "analytics_engine.engine.children"
 local helper = require "helpers.engine"
 
-local function temp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/ae-children-spec.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function temp_dir() return helper.temp_dir("ae-children-spec-") end
 
 local function alive(pid)
   -- a zombie is dead: only its parent has not reaped it yet

@@ -10,12 +10,7 @@ local aeflow = require "helpers.aeflow"
 
 local function sha256_hex(s) return util.hex(core.sha256(s)) end
 
-local function temp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/ae-confine-spec.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function temp_dir() return helper.temp_dir("ae-confine-spec-") end
 
 local exists = util.exists
 

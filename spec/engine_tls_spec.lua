@@ -57,9 +57,7 @@ describe("local engine over HTTPS", function()
   end)
 
   it("serves the client layer with cafile", function()
-    local ae = require "analytics_engine"
-    local c = assert(ae.client{ url = e.url, instance_id = e.instance_id, cafile = cert,
-                                auth = { username = e.username, api_key = e.api_key } })
+    local c = helper.client(e, { cafile = cert })
     local rt = assert(c:get_instance_default_runtime())
     assert.equal("3.4", rt.spark_version)
   end)

@@ -24,12 +24,7 @@ local function connect(c, id)
   return s
 end
 
-local function temp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/ae-gateway-spec.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function temp_dir() return helper.temp_dir("ae-gateway-spec-") end
 
 -- Start `python3 -m jupyter_server` with its GatewayClient at the engine.
 local function start_gateway_client(e, dir)

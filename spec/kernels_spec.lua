@@ -12,12 +12,7 @@ local jh = require "helpers.jupyter"
 -- Generous: kernels start and restart slowly on a loaded machine (sanitizer runs).
 local EXEC = { timeout = 180 }
 
-local function temp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/ae-kernels-spec.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function temp_dir() return engine.temp_dir("ae-kernels-spec-") end
 
 local exists = util.exists
 
@@ -184,8 +179,7 @@ describe("kernels through the local engine's /jkg/api", function()
   local e, c
   lazy_setup(function()
     e = engine.start()
-    c = assert(ae.client { url = e.url, instance_id = e.instance_id,
-                           auth = { username = e.username, api_key = e.api_key }, retries = false })
+    c = engine.client(e, { retries = false })
   end)
   lazy_teardown(function() engine.stop(e) end)
 

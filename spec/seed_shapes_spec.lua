@@ -1,7 +1,6 @@
 -- The local engine's answers against every example response on the vendor's
 -- page (spec/fixtures/seed/*.json, copied verbatim from the seed): each field
 -- of the example is present with the same JSON type, recursively.
-local ae = require "analytics_engine"
 local util = require "analytics_engine.util"
 local engine = require "helpers.engine"
 
@@ -52,8 +51,7 @@ describe("the local engine's answers have the seed's example shapes", function()
   local e, c, app_id
   lazy_setup(function()
     e = engine.start()
-    c = assert(ae.client { url = e.url, instance_id = e.instance_id,
-                           auth = { username = e.username, api_key = e.api_key } })
+    c = engine.client(e)
     local f = assert(io.open(e.data_dir .. "/app.sh", "w"))
     f:write("echo done\n")
     f:close()

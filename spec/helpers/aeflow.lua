@@ -62,11 +62,7 @@ end
 
 --- Write a workflow (or any) file into dir; returns its path.
 function helper.write(dir, name, text)
-  local p = dir .. "/" .. name
-  local f = assert(io.open(p, "w"))
-  f:write(text)
-  f:close()
-  return p
+  return engine.write(dir .. "/" .. name, text)
 end
 
 --- Every application the engine has on record (asking again through the

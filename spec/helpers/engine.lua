@@ -7,6 +7,7 @@
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
+local ae = require "analytics_engine"
 
 local helper = {}
 
@@ -52,6 +53,14 @@ function helper.cleanup(e)
   if e and e.data_dir and e.data_dir:find("^/tmp/") then
     os.execute("rm -rf '" .. e.data_dir .. "'")
   end
+end
+
+--- A client of the engine `e` as its admin (the generated credentials), with
+-- the client options of `extra` added (loop, retries, cafile, ...).
+function helper.client(e, extra)
+  local opts = { url = e.url, instance_id = e.instance_id, auth = { username = e.username, api_key = e.api_key } }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  return assert(ae.client(opts))
 end
 
 --- The full path of an instance endpoint: helper.v4(e, "/spark_applications").
@@ -143,6 +152,11 @@ function helper.write(path, text)
   return path
 end
 
+--- A fresh private (0700) directory under /tmp named after `prefix`.
+function helper.temp_dir(prefix)
+  return assert(launcher.temp_dir(prefix))
+end
+
 --- A fresh directory under /tmp with sample applications in it:
 -- helper.app_root { ["ok.sh"] = "exit 0\n" } -> path (remove it with rm -rf).
 function helper.app_root(files)
@@ -162,6 +176,12 @@ function helper.users_file(keys, extra)
   end
   for _, row in ipairs(extra or {}) do list[#list + 1] = row end
   return helper.write(os.tmpname(), util.json_encode(list))
+end
+--- The Authorization header for `role` of a users file made by
+-- helper.users_file(keys): "admin" is the engine's generated admin.
+function helper.zen_as(e, keys, role)
+  if role == "admin" then return helper.zen(e) end
+  return helper.zen(e, role .. "1", keys[role])
 end
 function helper.sha256_hex(s) return util.hex(core.sha256(s)) end
 

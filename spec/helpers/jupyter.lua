@@ -7,16 +7,11 @@
 --   jh.stop(j)                    -- stops it (and its kernels), removes the directory
 local core = require "analytics_engine.core"
 local jupyter = require "analytics_engine.engine.jupyter"
+local launcher = require "analytics_engine.engine.launcher"
 
 local helper = {}
 
-local function temp_dir()
-  local p = assert(io.popen("mktemp -d /tmp/ae-jupyter-spec.XXXXXX"))
-  local dir = p:read("l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
+local function temp_dir() return assert(launcher.temp_dir("ae-jupyter-spec-")) end
 
 --- Start a Jupyter Server -> { url, token, dir, server } (errors loudly).
 function helper.start(timeout)
