@@ -30,23 +30,19 @@ describe("aeflow call", function()
     assert.equals("", out)
   end)
 
-  it("exits 2 for a malformed id, before anything is sent", function()
-    local code, _, err = call("get_application", "not-a-uuid")
-    assert.equals(2, code)
-    assert.matches("application_id 'not%-a%-uuid' is not a valid id", err)
-  end)
-
-  it("exits 2 for an unknown operation", function()
-    local code, _, err = call("get_everything")
-    assert.equals(2, code)
-    assert.matches("unknown operation 'get_everything'", err)
-  end)
-
-  it("exits 2 for a body that is not JSON", function()
-    local code, _, err = call("replace_instance_default_runtime", "{spark")
-    assert.equals(2, code)
-    assert.matches("not valid JSON", err)
-  end)
+  -- Usage errors: exit 2 and a message naming what was wrong.
+  for _, case in ipairs {
+    { "a malformed id, before anything is sent", { "get_application", "not-a-uuid" },
+      "application_id 'not%-a%-uuid' is not a valid id" },
+    { "an unknown operation", { "get_everything" }, "unknown operation 'get_everything'" },
+    { "a body that is not JSON", { "replace_instance_default_runtime", "{spark" }, "not valid JSON" },
+  } do
+    it("exits 2 for " .. case[1], function()
+      local code, _, err = call(table.unpack(case[2]))
+      assert.equals(2, code)
+      assert.matches(case[3], err)
+    end)
+  end
 end)
 
 describe("aeflow --version and operations", function()

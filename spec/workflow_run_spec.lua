@@ -36,15 +36,10 @@ end
 describe("aeflow run", function()
   local e, dir
   before_each(function()
-    e = engine.start()
-    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-wf-"))
-    aeflow.write(dir, "ok.sh", "echo ok \"$@\"\n")
-    aeflow.write(dir, "fail.sh", "echo failing >&2; exit 1\n")
+    e, dir = aeflow.workspace("aeflow-wf-", { ["ok.sh"] = "echo ok \"$@\"\n",
+                                              ["fail.sh"] = "echo failing >&2; exit 1\n" })
   end)
-  after_each(function()
-    engine.stop(e)
-    os.execute("rm -rf '" .. dir .. "'")
-  end)
+  after_each(function() aeflow.finish(e, dir) end)
 
   local function run(args, opts)
     opts = opts or {}

@@ -69,14 +69,9 @@ end)
 describe("two runners on one state file", function()
   local e, dir
   before_each(function()
-    e = engine.start()
-    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-two-"))
-    aeflow.write(dir, "s1.sh", "sleep 1\n")
+    e, dir = aeflow.workspace("aeflow-two-", { ["s1.sh"] = "sleep 1\n" })
   end)
-  after_each(function()
-    engine.stop(e)
-    os.execute("rm -rf '" .. dir .. "'")
-  end)
+  after_each(function() aeflow.finish(e, dir) end)
 
   it("resumed twice at once: one exits 2 naming the holder, every item runs exactly once", function()
     aeflow.write(dir, "wf.lua", [[
@@ -120,18 +115,12 @@ end)
 describe("resuming a state file", function()
   local e, dir
   setup(function()
-    e = engine.start()
-    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-st-"))
-    aeflow.write(dir, "ok.sh", "echo ok\n")
-    aeflow.write(dir, "wf.lua", [[
+    e, dir = aeflow.workspace("aeflow-st-", { ["ok.sh"] = "echo ok\n", ["wf.lua"] = [[
 return workflow "st" {
   step "a" { for_each = { "x", "y" }, submit = { application = "ok.sh" } },
-}]])
+}]] })
   end)
-  teardown(function()
-    engine.stop(e)
-    os.execute("rm -rf '" .. dir .. "'")
-  end)
+  teardown(function() aeflow.finish(e, dir) end)
 
   local function resume(doc_text)
     aeflow.write(dir, "bad.json", doc_text)

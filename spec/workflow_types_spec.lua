@@ -10,7 +10,6 @@ local template = require "analytics_engine.workflow.template"
 local api = require "analytics_engine.api"
 local util = require "analytics_engine.util"
 local validate = require "analytics_engine.engine.validate"
-local engine = require "helpers.engine"
 local aeflow = require "helpers.aeflow"
 
 -- Lua source for a value (tables, strings, numbers, booleans).
@@ -169,14 +168,9 @@ end)
 describe("numeric for_each items end to end", function()
   local e, dir
   setup(function()
-    e = engine.start()
-    dir = assert(require("analytics_engine.engine.launcher").temp_dir("aeflow-types-"))
-    aeflow.write(dir, "ok.sh", "echo ok \"$@\"\n")
+    e, dir = aeflow.workspace("aeflow-types-", { ["ok.sh"] = "echo ok \"$@\"\n" })
   end)
-  teardown(function()
-    engine.stop(e)
-    os.execute("rm -rf '" .. dir .. "'")
-  end)
+  teardown(function() aeflow.finish(e, dir) end)
 
   it("validate passes and every item runs, its argument sent as text", function()
     aeflow.write(dir, "wf.lua", [[

@@ -65,6 +65,21 @@ function helper.write(dir, name, text)
   return engine.write(dir .. "/" .. name, text)
 end
 
+--- A local engine (started with `engine_args`) and a fresh directory named
+-- after `prefix` holding `files` ({ name = text }) -> e, dir.
+function helper.workspace(prefix, files, engine_args)
+  local e = engine.start(engine_args)
+  local dir = engine.temp_dir(prefix)
+  for name, text in pairs(files or {}) do helper.write(dir, name, text) end
+  return e, dir
+end
+
+--- Stop what helper.workspace started and remove its directory.
+function helper.finish(e, dir)
+  engine.stop(e)
+  if dir then os.execute("rm -rf '" .. dir .. "'") end
+end
+
 --- Every application the engine has on record (asking again through the
 -- engine's own injected faults).
 function helper.applications(e)
