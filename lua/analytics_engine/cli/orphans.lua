@@ -11,16 +11,17 @@ local state = require "analytics_engine.workflow.state"
 
 local _M = {}
 
--- Every (token → application id) pair the given state files know.
+-- Every (token → application id) pair the given state files know, or nil
+-- and the message of the first file that cannot be read: its applications
+-- would all look orphaned (and --stop would stop them).
 local function known_tokens(paths)
   local known = {}
   for _, p in ipairs(paths) do
-    local doc = util.read_json_file(p)
-    if type(doc) == "table" then
-      state.each_attempt(doc, function(att)
-        if att.token and att.application_id then known[att.token] = att.application_id end
-      end)
-    end
+    local doc, err = state.read(p)
+    if not doc then return nil, err end
+    state.each_attempt(doc, function(att)
+      if att.token and att.application_id then known[att.token] = att.application_id end
+    end)
   end
   return known
 end
@@ -35,10 +36,16 @@ kept run (default: every run under $AEFLOW_DIR/runs, else .aeflow/runs, and
 older .aeflow/*.state.json files) records
 with that application id: submissions whose runner died before saving the id.
 --stop stops them. --json prints one JSON array of
-{application_id, state, token}.]],
+{application_id, state, token}. A state file that cannot be read or is not
+in the shape a run writes is an error (exit 2), not skipped: its
+applications would all look orphaned.]],
   run = function(pos, opt, ctx)
     if pos[1] then return out.fail(2, "orphans", "unexpected argument '%s'", pos[1]) end
     local paths = opt["--state"] or runstore.state_files()
+    local known, kerr = known_tokens(paths)
+    if not known then
+      return out.fail(2, "orphans", "%s (fix or remove it: its applications cannot be told from orphans)", kerr)
+    end
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], quiet = true }
     if not c then return out.fail(1, nil, "%s", session) end
     local list, err = c:list_applications()
@@ -46,7 +53,6 @@ with that application id: submissions whose runner died before saving the id.
       session:release()
       return out.fail(1, "orphans", "%s", tostring(err))
     end
-    local known = known_tokens(paths)
     local found = util.array()
     for _, app in ipairs(list.applications or {}) do
       local id = app.application_id or app.id

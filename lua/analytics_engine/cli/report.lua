@@ -3,6 +3,7 @@ local out = require "analytics_engine.cli.out"
 local report = require "analytics_engine.report"
 local util = require "analytics_engine.util"
 local runstore = require "analytics_engine.cli.runstore"
+local state = require "analytics_engine.workflow.state"
 
 local _M = {}
 
@@ -40,6 +41,10 @@ Exit status: 0 written, 1 the state file could not be read or the report written
       if not run then return out.fail(path and 2 or 1, "report", "%s", rerr) end
       path = run.state
     end
+    -- the state file's schema first: a wrong field is named, not rendered
+    -- as `table: 0x…` or a traceback
+    local checked, serr = state.read(path)
+    if not checked then return out.fail(1, "report", "%s", serr) end
     local doc, err = report.load(path)
     if not doc then return out.fail(1, "report", "%s", err) end
     if opt["--json"] then

@@ -71,7 +71,9 @@ end
 -- A checker takes (value, field path) and returns nil or a message.
 
 local function show(v)
+  if v == util.null then return "null" end
   local t = type(v)
+  if t == "number" and tointeger(v) then return "the number " .. fmt("%d", tointeger(v)) end
   if t == "table" then return next(v) == nil and "an empty table" or (v[1] ~= nil and "an array" or "an object") end
   if t == "string" then return fmt("the string %q", #v > 40 and v:sub(1, 37) .. "..." or v) end
   return "the " .. t .. " " .. tostring(v)
@@ -155,9 +157,29 @@ end
 local scalar = want(function(v) local t = type(v) return t == "string" or t == "number" or t == "boolean" end,
   "a string, number or boolean")
 
+-- An item's key: its 1-based index as text ("1", "2", ...), as _M.item writes it.
+local function items_of(check)
+  local inner = map_of(check)
+  return function(v, path)
+    if is_object(v) then
+      for k in pairs(v) do
+        if not k:find("^[1-9]%d*$") or #k > 15 then
+          return ("expected an item number (1, 2, ...), got %s"):format(show(k)), path .. "." .. k
+        end
+      end
+    end
+    return inner(v, path)
+  end
+end
+
+local LOG_TAIL = record({ stream = string_, pointer = string_, lines = array_of(scalar) })
+
 local ATTEMPT = record({
   n = count_, application_id = string_, token = string_, result = one_of { succeeded = true, failed = true },
   error = scalar, started_at = number_, finished_at = number_, resumed = boolean_, stopped = boolean_,
+  -- the application as last seen: its state, the state changes, return code, log tail
+  state = string_, submitted_at = number_, intent_at = number_, return_code = scalar,
+  states = array_of(record({ at = number_, state = string_ })), log_tail = LOG_TAIL,
   -- quota-aware admission (workflow/admission.lua): when it wanted to go, was held, was let through, and why
   wanted_at = number_, held_at = number_, admitted_at = number_, held = string_,
 }, { "n" })
@@ -165,7 +187,7 @@ local ATTEMPT = record({
 local ITEM = record({ status = STATUS, attempts = array_of(ATTEMPT), error = scalar, outputs = any_ },
   { "status", "attempts" })
 
-local STEP = record({ status = STATUS, items = map_of(ITEM), error = scalar, outputs = any_,
+local STEP = record({ status = STATUS, items = items_of(ITEM), error = scalar, outputs = any_,
                       started_at = number_, finished_at = number_ }, { "status", "items" })
 
 local DOC = record({
@@ -173,6 +195,8 @@ local DOC = record({
     "a run id (letters, digits, . _ -)"),
   workflow = string_, file = string_, params = map_of(scalar), status = string_, started_at = number_,
   finished_at = number_, resumes = count_, steps = map_of(STEP), finally = map_of(STEP),
+  -- which engine the run used (a resume goes back to the same one)
+  engine = record({ ["local"] = boolean_, url = string_, instance_id = string_ }),
 }, { "run_id", "workflow", "params", "steps" })
 
 --- Check a decoded state document: nil, or the message and the field.
@@ -192,24 +216,25 @@ local MIGRATIONS = {
   end,
 }
 
---- Load a state file for --resume; nil, err when it is missing, not ours,
--- or not in the shape a run writes (the first wrong field is named).
-function _M.load(path)
+--- Read, migrate and check a state file: the document, or nil and a
+-- one-line message naming the file and the first wrong field. Every reader
+-- of state files (resume, report, orphans) goes through it.
+function _M.read(path)
   local src, ferr = util.read_file(path)
-  if not src then return nil, "cannot resume: " .. tostring(ferr) end
+  if not src then return nil, sanitize.clean(tostring(ferr)) end
   local doc, jerr = util.json_decode(src)
   if type(doc) ~= "table" then
-    return nil, ("cannot resume: %s is not an aeflow state file (%s)"):format(path,
-      jerr and ("not JSON: " .. jerr) or ("it holds " .. show(doc)))
+    return nil, sanitize.clean(("%s is not an aeflow state file (%s)"):format(path,
+      jerr and ("not JSON: " .. jerr) or ("it holds " .. show(doc))))
   end
   local v = doc.version
   if v == nil then v = 0 end
   if not tointeger(v) or v < 0 then
-    return nil, ("cannot resume: %s: version: expected a whole number, got %s"):format(path, show(v))
+    return nil, sanitize.clean(("%s: version: expected a whole number, got %s"):format(path, show(v)))
   end
   if v > VERSION then
-    return nil, ("cannot resume: %s was written by a newer aeflow (state version %d; this one reads up to %d)")
-      :format(path, v, VERSION)
+    return nil, ("%s was written by a newer aeflow (state version %d; this one reads up to %d)")
+      :format(sanitize.clean(path), v, VERSION)
   end
   for from = v, VERSION - 1 do
     if type(doc.steps) ~= "table" then break end -- reported by the check below
@@ -217,8 +242,16 @@ function _M.load(path)
   end
   local msg, field = _M.check(doc)
   if msg then
-    return nil, sanitize.clean(("cannot resume: %s: %s: %s"):format(path, field ~= "" and field or "(top)", msg))
+    return nil, sanitize.clean(("%s: %s: %s"):format(path, field ~= "" and field or "(top)", msg))
   end
+  return doc
+end
+
+--- Load a state file for --resume; nil, err when it is missing, not ours,
+-- or not in the shape a run writes (the first wrong field is named).
+function _M.load(path)
+  local doc, err = _M.read(path)
+  if not doc then return nil, "cannot resume: " .. err end
   return setmetatable({ path = path, doc = doc }, mt)
 end
 
