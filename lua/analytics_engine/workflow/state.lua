@@ -227,6 +227,9 @@ function _M.read(path)
     return nil, sanitize.clean(("%s is not an aeflow state file (%s)"):format(path,
       jerr and ("not JSON: " .. jerr) or ("it holds " .. show(doc))))
   end
+  if doc.run_id == nil and doc.workflow == nil and doc.steps == nil then
+    return nil, sanitize.clean(("%s is not an aeflow state file (no run_id, workflow or steps)"):format(path))
+  end
   local v = doc.version
   if v == nil then v = 0 end
   if not tointeger(v) or v < 0 then
