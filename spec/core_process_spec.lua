@@ -1,14 +1,9 @@
 -- analytics_engine.core process and system helpers.
 local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
+local shell = require "helpers.shell"
 
-local read = util.read_file
-
--- os.execute's success: true on Lua 5.2+, 0 on 5.1/LuaJIT.
-local function sh(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
+local read, sh = util.read_file, shell.ok
 
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))

@@ -5,11 +5,9 @@
 -- memory, and service resumes by itself when space returns.
 local core = require "analytics_engine.core"
 local helper = require "helpers.engine"
+local shell = require "helpers.shell"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local sh = shell.ok
 
 describe("the engine on a full disk", function()
   local mnt, root, marks, e, first

@@ -4,17 +4,11 @@ local core = require "analytics_engine.core"
 local aeflow = require "helpers.aeflow"
 local engine = require "helpers.engine"
 local launcher = require "analytics_engine.engine.launcher"
+local shell = require "helpers.shell"
 
 local SOCKET = "aeflow-live-" .. core.getpid()
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local s = p:read("a")
-  p:close()
-  return s
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local sh, q = shell.output, shell.quote
 
 local function screen(name)
   return sh(("tmux -L %s capture-pane -p -t %s"):format(SOCKET, name))

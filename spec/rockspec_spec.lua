@@ -4,15 +4,9 @@
 -- environment (env -i: no LUA_PATH, no `luarocks path`, no PATH).
 local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
+local shell = require "helpers.shell"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local sh, q = shell.ok, shell.quote
 
 -- Runs a shell command; returns its success, and its stdout+stderr.
 local function run(cmd)
