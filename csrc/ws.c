@@ -2,7 +2,7 @@
  * both ends (ws_client.c makes clients, ws_server.c server sides).
  *
  * Every operation is a non-blocking step plus an optional wait on the
- * socket, so a timeout of 0 never blocks (the scheduler waits on ws:fd()
+ * socket, so a timeout of 0 never blocks (the Lua loop waits on ws:fd()
  * together with everything else, or on core.wait_fds) and a timeout > 0
  * blocks up to then. */
 #include <limits.h>

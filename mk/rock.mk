@@ -24,7 +24,7 @@ ROCK_CFLAGS  = $(CFLAGS) -Wall -Wextra -Wno-unused-parameter -std=gnu11 -fPIC -D
 ROCK_OBJ     = $(CORE_SRC:csrc/%.c=$(ROCK_BUILD)/obj/%.o)
 # Lua 5.3+ only: everything but the client layer.
 LUA54_ONLY   = analytics_engine/engine/% analytics_engine/workflow/% analytics_engine/report/% \
-               analytics_engine/cli/% analytics_engine/cli.lua analytics_engine/logs_cli.lua
+               analytics_engine/cli/%
 LUA_MODULES  = $(patsubst lua/%,%,$(shell find lua/analytics_engine -name '*.lua' | sort))
 ROCK_MODULES = $(if $(filter 5.4,$(ROCK_LUA_VER)),$(LUA_MODULES),$(filter-out $(LUA54_ONLY),$(LUA_MODULES)))
 

@@ -10,7 +10,7 @@ local _M = {}
 
 -- Delete the kernel. A cancelled task (the step's timeout, the run's
 -- cancel) gets CANCELLED from every wait, so then the request is made
--- outside the scheduler, in a coroutine of its own: it blocks the loop for
+-- outside the loop, in a coroutine of its own: it blocks the loop for
 -- that one short DELETE.
 local function delete(ctx, kernel_id, step_name)
   local c = ctx.client

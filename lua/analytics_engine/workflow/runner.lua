@@ -1,4 +1,4 @@
---- Executes a plan: steps as tasks on one scheduler, the state file written
+--- Executes a plan: steps as tasks on one loop (loop.lua), the state file written
 -- before every submission and after every result, one poller for every
 -- awaited application, retries that first stop the attempt before them, and
 -- cancel that stops what the run started and still runs `finally`.
@@ -82,7 +82,7 @@ end
 -- State writes are coalesced: rewriting the whole file (with fsync) on every
 -- change made 1,000 applications cost O(n^2) bytes. A change that must be on
 -- disk before the next request (a submission intent) waits for one group
--- commit shared by every task that asks in the same scheduler turn; any other
+-- commit shared by every task that asks in the same loop turn; any other
 -- change is written at most FLUSH_DELAY seconds later, and the run's end
 -- writes synchronously.
 -- Both delays grow with the cost of the last write (the whole document,
