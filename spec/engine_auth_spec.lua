@@ -10,19 +10,13 @@ local sha256_hex = helper.sha256_hex
 local KEYS = { editor = "editor-key-0123456789", user = "user-key-0123456789", viewer = "viewer-key-0123456789" }
 
 describe("local engine authorization matrix", function()
-  local e, users_file, app_root
+  local e
   lazy_setup(function()
-    users_file = helper.users_file(KEYS, {
+    e = helper.start_with_roles(KEYS, { users = {
       { username = "pw", role = "user", password_sha256 = sha256_hex("pw-secret-password") },
-    })
-    app_root = helper.app_root { ["ok.sh"] = "echo ok\n" }
-    e = helper.start({ "--users", users_file, "--app-root", app_root })
+    } })
   end)
-  lazy_teardown(function()
-    helper.stop(e)
-    os.remove(users_file)
-    os.execute("rm -rf '" .. app_root .. "'")
-  end)
+  lazy_teardown(function() helper.stop(e) end)
 
   local function as(role) return helper.zen_as(e, KEYS, role) end
   local function call(role, method, suffix, body)

@@ -23,11 +23,9 @@ local function hostile(e, path, auth)
 end
 
 describe("every door x every role", function()
-  local e, users_file, app_root, ids
+  local e, ids
   lazy_setup(function()
-    users_file = helper.users_file(KEYS)
-    app_root = helper.app_root { ["ok.sh"] = "echo ok\n" }
-    e = helper.start({ "--users", users_file, "--app-root", app_root, "--no-jupyter" })
+    e = helper.start_with_roles(KEYS, { args = { "--no-jupyter" } })
     local _, a = helper.request(e, "POST", helper.v4(e, "/spark_applications"),
       { application_details = { application = "ok.sh" } })
     local _, c = helper.request(e, "POST", helper.v4(e, "/spark_clusters"), { cluster_details = {} })
@@ -40,11 +38,7 @@ describe("every door x every role", function()
       core.sleep(0.05)
     until got.state == "ACTIVE" or core.monotime() > deadline
   end)
-  lazy_teardown(function()
-    helper.stop(e)
-    os.remove(users_file)
-    os.execute("rm -rf '" .. app_root .. "'")
-  end)
+  lazy_teardown(function() helper.stop(e) end)
 
   local function auth_for(who)
     if who == "none" then return false end

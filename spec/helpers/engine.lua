@@ -45,6 +45,7 @@ function helper.stop(e, keep)
   if not e then return end
   local ok, how = e:stop()
   if e.temp_data and not keep then helper.cleanup(e) end
+  for _, p in ipairs(e.made or {}) do os.execute("rm -rf '" .. p .. "'") end
   return ok, how
 end
 
@@ -177,6 +178,20 @@ function helper.users_file(keys, extra)
   for _, row in ipairs(extra or {}) do list[#list + 1] = row end
   return helper.write(os.tmpname(), util.json_encode(list))
 end
+--- An engine with users: one "<role>1" per role of `keys` plus the rows of
+-- opts.users (helper.users_file), an app root holding ok.sh, and the extra
+-- arguments opts.args. helper.stop(e) removes the users file and the root too.
+function helper.start_with_roles(keys, opts)
+  opts = opts or {}
+  local users_file = helper.users_file(keys, opts.users)
+  local root = helper.app_root { ["ok.sh"] = "echo ok\n" }
+  local args = { "--users", users_file, "--app-root", root }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local e = helper.start(args)
+  e.made = { users_file, root }
+  return e
+end
+
 --- The Authorization header for `role` of a users file made by
 -- helper.users_file(keys): "admin" is the engine's generated admin.
 function helper.zen_as(e, keys, role)
