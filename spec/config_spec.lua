@@ -48,18 +48,19 @@ describe("config", function()
     local p = write("c.json", '{"profiles":{"default":{"url":"http://d"},"prod":{"url":"http://prod"}}}')
     assert.equals("http://prod", config.resolve({}, env { AE_CONFIG = p, AE_PROFILE = "prod" }, mode_of).url)
   end)
-  it("refuses a profile file readable by others", function()
-    local p = write("c.json", '{"url":"http://p"}', "644")
-    local c, err = config.resolve({}, env { AE_CONFIG = p }, mode_of)
-    assert.is_nil(c)
-    assert.matches("readable by others %(mode 644%); run: chmod 600", err)
-  end)
-  it("reports a profile file that is not JSON", function()
-    local p = write("c.json", "url = 1")
-    local c, err = config.resolve({}, env { AE_CONFIG = p }, mode_of)
-    assert.is_nil(c)
-    assert.matches("c.json: not valid JSON", err)
-  end)
+  -- A profile file it will not use: no configuration, and why.
+  for _, case in ipairs {
+    { "refuses a profile file readable by others", '{"url":"http://p"}', "644",
+      "readable by others %(mode 644%); run: chmod 600" },
+    { "reports a profile file that is not JSON", "url = 1", nil, "c.json: not valid JSON" },
+  } do
+    it(case[1], function()
+      local p = write("c.json", case[2], case[3])
+      local c, err = config.resolve({}, env { AE_CONFIG = p }, mode_of)
+      assert.is_nil(c)
+      assert.matches(case[4], err)
+    end)
+  end
   it("names a missing profile", function()
     local p = write("c.json", '{"profiles":{}}')
     local _, err = config.resolve({}, env { AE_CONFIG = p, AE_PROFILE = "x" }, mode_of)

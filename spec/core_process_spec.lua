@@ -34,6 +34,13 @@ local function alive(pid)
   return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
+-- Spawn, wait for the child and assert it exited (not signalled) -> pid.
+local function spawn_to_exit(opts)
+  local pid = assert(core.spawn(opts))
+  assert.equal("exited", (wait_exit(pid)))
+  return pid
+end
+
 describe("core process helpers", function()
   local dir
 
@@ -59,9 +66,8 @@ describe("core process helpers", function()
     it("appends to existing output files, created with mode 0600", function()
       local out, errf = dir .. "/o", dir .. "/e"
       for i = 1, 2 do
-        local pid = assert(core.spawn{ argv = { "sh", "-c", "echo out" .. i .. "; echo err" .. i .. " >&2" },
-                                       stdout = out, stderr = errf })
-        assert.equal("exited", (wait_exit(pid)))
+        spawn_to_exit{ argv = { "sh", "-c", "echo out" .. i .. "; echo err" .. i .. " >&2" },
+                       stdout = out, stderr = errf }
       end
       assert.equal("out1\nout2\n", read(out))
       assert.equal("err1\nerr2\n", read(errf))
@@ -78,23 +84,20 @@ describe("core process helpers", function()
 
     it("passes the environment given, and only that", function()
       local out = dir .. "/env"
-      local pid = assert(core.spawn{ argv = { "/bin/sh", "-c", "echo \"$AE_X|$AE_Y|${HOME:-nohome}\"" },
-                                     env = { "AE_X=one", "AE_Y=two words" }, stdout = out })
-      assert.equal("exited", (wait_exit(pid)))
+      spawn_to_exit{ argv = { "/bin/sh", "-c", "echo \"$AE_X|$AE_Y|${HOME:-nohome}\"" },
+                     env = { "AE_X=one", "AE_Y=two words" }, stdout = out }
       assert.equal("one|two words|nohome\n", read(out))
     end)
 
     it("inherits the environment when env is nil", function()
       local out = dir .. "/env"
-      local pid = assert(core.spawn{ argv = { "sh", "-c", "echo \"$PATH\"" }, stdout = out })
-      assert.equal("exited", (wait_exit(pid)))
+      spawn_to_exit{ argv = { "sh", "-c", "echo \"$PATH\"" }, stdout = out }
       assert.equal(os.getenv("PATH") .. "\n", read(out))
     end)
 
     it("honours cwd, with relative output paths inside it", function()
-      local pid = assert(core.spawn{ argv = { "sh", "-c", "pwd; echo x > made_here" }, cwd = dir,
-                                     stdout = "pwd.out" })
-      assert.equal("exited", (wait_exit(pid)))
+      spawn_to_exit{ argv = { "sh", "-c", "pwd; echo x > made_here" }, cwd = dir,
+                     stdout = "pwd.out" }
       local real = io.popen("cd " .. dir .. " && pwd -P"):read("l")
       assert.equal(real .. "\n", read(dir .. "/pwd.out"))
       assert.equal("x\n", read(dir .. "/made_here"))
@@ -102,15 +105,13 @@ describe("core process helpers", function()
 
     it("gives stdin /dev/null", function()
       local out = dir .. "/in"
-      local pid = assert(core.spawn{ argv = { "sh", "-c", "cat; echo end" }, stdout = out })
-      assert.equal("exited", (wait_exit(pid)))
+      spawn_to_exit{ argv = { "sh", "-c", "cat; echo end" }, stdout = out }
       assert.equal("end\n", read(out))
     end)
 
     it("puts the child in its own session and process group", function()
       local out = dir .. "/ids"
-      local pid = assert(core.spawn{ argv = { "sh", "-c", "cat /proc/$$/stat" }, stdout = out })
-      assert.equal("exited", (wait_exit(pid)))
+      local pid = spawn_to_exit{ argv = { "sh", "-c", "cat /proc/$$/stat" }, stdout = out }
       local pgrp, sid = read(out):match("^%d+ %b() %a %d+ (%d+) (%d+)")
       assert.equal(pid, tonumber(pgrp))
       assert.equal(pid, tonumber(sid))

@@ -88,13 +88,18 @@ describe("the man page and the bash completion", function()
   end)
 end)
 
+-- A generated file is what its generator prints now -> that text.
+local function assert_generated(generator, file)
+  local p = assert(io.popen("lua5.4 " .. generator .. " --print"))
+  local fresh = p:read("a")
+  p:close()
+  assert.equals(fresh, read(file), file .. " is stale: run lua5.4 " .. generator)
+  return fresh
+end
+
 describe("the workflow reference", function()
   it("covers every action, step option and await form (docs/workflow-reference.md is current)", function()
-    local p = assert(io.popen("lua5.4 docs/ref/gen_workflow.lua --print"))
-    local fresh = p:read("a")
-    p:close()
-    assert.equals(fresh, read("docs/workflow-reference.md"),
-      "docs/workflow-reference.md is stale: run lua5.4 docs/ref/gen_workflow.lua")
+    local fresh = assert_generated("docs/ref/gen_workflow.lua", "docs/workflow-reference.md")
     for name in pairs(require("analytics_engine.workflow.actions").list) do
       assert.truthy(fresh:find("| `" .. name .. "` |", 1, true), name)
     end
@@ -109,11 +114,7 @@ end)
 
 describe("the API reference", function()
   it("documents every operation of api.lua (docs/ref/operations.lua is current)", function()
-    local p = assert(io.popen("lua5.4 docs/ref/gen_operations.lua --print"))
-    local fresh = p:read("a")
-    p:close()
-    assert.equals(fresh, read("docs/ref/operations.lua"),
-      "docs/ref/operations.lua is stale: run lua5.4 docs/ref/gen_operations.lua")
+    local fresh = assert_generated("docs/ref/gen_operations.lua", "docs/ref/operations.lua")
     for _, op in ipairs(api.operations) do
       assert.truthy(fresh:find("@function " .. op.name .. "\n", 1, true), op.name)
     end
