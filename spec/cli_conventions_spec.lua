@@ -148,9 +148,10 @@ describe("aeflow conventions", function()
     assert.equals(0, code)
     assert.equals("3.4", util.json_decode(out).spark_version)
     assert.is_table(launcher.find_running(dir .. "/.aeflow/engine"))
-    code, out = aeflow.run({ "serve", "--stop" }, { dir = dir, env = noenv() })
+    code, out = aeflow.run({ "serve", "--stop", "--json" }, { dir = dir, env = noenv() })
     assert.equals(0, code)
-    assert.matches("stopped the local engine at " .. info.url, out, 1, true)
+    assert.same({ stopped = true, url = info.url, pid = info.pid, data_dir = ".aeflow/engine" },
+      util.json_decode(out))
     assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
   end)
 

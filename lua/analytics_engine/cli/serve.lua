@@ -13,7 +13,7 @@ local _M = {}
 local HELP = [[
 usage: aeflow serve [options]
        aeflow serve --background [--json] [options]   start it and return; it keeps running
-       aeflow serve --stop [--data DIR]                stop the engine serving DIR
+       aeflow serve --stop [--json] [--data DIR]       stop the engine serving DIR
   --host H            address to bind (default 127.0.0.1)
   --port N            port (default 0: any free port)
   --data DIR          state, credentials and logs (default $AEFLOW_DIR/engine, else .aeflow/engine:
@@ -92,12 +92,19 @@ _M.serve = {
       io.stdout:write(HELP)
       return 0
     end
+    if mine["--json"] and not (mine["--background"] or mine["--stop"]) then
+      return out.fail(2, "serve", "--json goes with --background or --stop (the foreground engine prints its log)")
+    end
     local dir = o.data or which.data_dir()
     if mine["--stop"] then
       local info = launcher.find_running(dir)
       if not info then return out.fail(1, "serve", "no local engine is running with data %s", dir) end
       info:stop()
-      io.stdout:write(("stopped the local engine at %s\n"):format(info.url))
+      if mine["--json"] then
+        out.json { stopped = true, url = info.url, pid = info.pid, data_dir = dir }
+      else
+        io.stdout:write(("stopped the local engine at %s\n"):format(info.url))
+      end
       return 0
     end
     o.data = dir
