@@ -72,6 +72,39 @@ describe("engine under hostile values and bytes (QA)", function()
     end)
   end)
 
+  describe("an application larger than the whole resource_consumption_limits", function()
+    -- It waits QUEUED (as the service does: instance_quota_exhausted), but it
+    -- cannot start before the limits are raised: it used to hold up every
+    -- application behind it, on an idle instance, until someone deleted it.
+    local big
+    after_each(function()
+      if big then req("DELETE", "/spark_applications/" .. big) end
+      req("PUT", "/resource_consumption_limits", { max_cores = "16", max_memory = "64Gi" })
+    end)
+
+    it("keeps its place without blocking the ones that fit, and starts once the limits are raised", function()
+      assert.equal(200, (req("PUT", "/resource_consumption_limits", { max_cores = "3", max_memory = "64Gi" })))
+      -- driver 1 + 3 executors x 1 core = 4 cores, more than 3
+      big = helper.submit(e, { application = "split.sh", conf = { ["spark.executor.instances"] = "3" } })
+      local small = helper.submit(e, { application = "binary.sh" })
+      local done = helper.wait_app(e, small)
+      assert.equal("FINISHED", done.state)
+      local _, b = req("GET", "/spark_applications/" .. big)
+      assert.equal("QUEUED", b.state)
+      assert.equal("instance_quota_exhausted", b.state_details[1].code)
+      assert.matches("4000m cores", b.state_details[1].message)
+      -- a submission that may not queue is not refused because of it either
+      local status = req("POST", "/spark_applications",
+        { application_details = { application = "binary.sh" }, queuing_enabled = false })
+      assert.equal(202, status)
+      assert.equal(200, (req("PUT", "/resource_consumption_limits", { max_cores = "8", max_memory = "64Gi" })))
+      assert.truthy(helper.eventually(function()
+        local _, now = req("GET", "/spark_applications/" .. big)
+        return now.state == "RUNNING"
+      end), "the large application did not start once it fitted")
+    end)
+  end)
+
   describe("the engine's own conf keys", function()
     local function submit(conf)
       return req("POST", "/spark_applications", { application_details = { application = "binary.sh", conf = conf } })

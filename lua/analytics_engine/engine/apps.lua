@@ -159,7 +159,7 @@ function _M.create(eng, details, extras)
   if extras.queuing_enabled == false then
     local cap_c, cap_m = _M.capacity(eng)
     local _, run_c, run_m = _M.consumption(eng)
-    if #eng.lifecycle:queued() > 0
+    if _M.queue_waits(eng)
        or not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, { cores_m = run_c, memory_mib = run_m }, d) then
       return nil, 503, "instance_quota_exhausted", "the instance has no room for the application now "
         .. "and queuing_enabled is false"
@@ -225,8 +225,26 @@ local function terminate(eng, pid)
   eng.lifecycle:terminate(pid, _M.KILL_GRACE)
 end
 
+-- Larger than the whole capacity (the limits were set below it): it cannot
+-- start until they are raised, so it waits without holding up the queue.
+local function never_fits(rec, cap_c, cap_m)
+  local c, m = _M.demand(rec)
+  return not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, nil, { cores_m = c, memory_mib = m })
+end
+
+--- Does a queued application that could start hold up new ones? (the
+-- check of a submission with queuing_enabled = false)
+function _M.queue_waits(eng)
+  local cap_c, cap_m = _M.capacity(eng)
+  for _, rec in ipairs(eng.lifecycle:queued()) do
+    if not never_fits(rec, cap_c, cap_m) then return true end
+  end
+  return false
+end
+
 -- Start queued applications in submission order while they fit; the first
--- that does not fit waits (QUEUED) and so does everything behind it.
+-- that does not fit waits (QUEUED) and so does everything behind it, except
+-- one that cannot fit at all: it keeps its place and the next one may start.
 local function schedule(eng, now)
   local lc = eng.lifecycle
   local queue = lc:queued()
@@ -237,10 +255,18 @@ local function schedule(eng, now)
   while i <= #queue do
     local rec = queue[i]
     local p = lc:proc(rec.id)
+    local c, m = _M.demand(rec)
     if p and p.mkdir == false then
       fail(eng, rec, "launch_failed", "could not create " .. rec.dir)
+    elseif never_fits(rec, cap_c, cap_m) then
+      if rec.state ~= "QUEUED" then
+        add_detail(rec, "info", "instance_quota_exhausted", ("the application asks for %.0fm cores and %.0fMi "
+          .. "memory, more than the resource_consumption_limits allow (%.0fm cores, %.0fMi): it waits until they "
+          .. "are raised"):format(floor(c), floor(m), floor(cap_c), floor(cap_m)))
+        set_state(eng, rec, "QUEUED", now)
+      end
+      i = i + 1
     else
-      local c, m = _M.demand(rec)
       if not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, { cores_m = run_c, memory_mib = run_m },
                             { cores_m = c, memory_mib = m }) then
         for j = i, #queue do
