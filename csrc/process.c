@@ -354,11 +354,15 @@ static int l_wait(lua_State *L) {
   return 2;
 }
 
-/* kill(pid, sig): the whole process group, else the process alone. */
+/* kill(pid, sig, group_only): the whole process group, else (unless
+ * group_only) the process alone. */
 static int l_kill(lua_State *L) {
   pid_t pid = check_pid(L, 1);
   int sig = lua_isnoneornil(L, 2) ? SIGTERM : check_signal(L, 2);
-  if (kill(-pid, sig) == 0 || kill(pid, sig) == 0) {
+  /* group_only: the leader is gone (reaped), its pid may be another
+   * process's by now; the group's id cannot be reused while it has members */
+  int group_only = lua_toboolean(L, 3);
+  if (kill(-pid, sig) == 0 || (!group_only && kill(pid, sig) == 0)) {
     lua_pushboolean(L, 1);
     return 1;
   }

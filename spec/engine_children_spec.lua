@@ -146,3 +146,41 @@ describe("kill -9 of the engine while a kernel and an application run", function
     e = nil
   end)
 end)
+
+describe("what an application leaves running", function()
+  local dir, root, e
+  lazy_setup(function()
+    dir, root = temp_dir(), temp_dir()
+    helper.write(root .. "/leave.sh", "sleep 297 &\necho left a sleep\n")
+    helper.write(root .. "/detach.sh", "setsid sleep 296 &\necho detached a sleep\n")
+  end)
+  lazy_teardown(function()
+    if e then helper.stop(e) end
+    for _, pid in ipairs(children.survivors(dir)) do core.kill(pid, "KILL") end
+    os.execute("rm -rf '" .. dir .. "' '" .. root .. "'")
+  end)
+
+  local function running(pattern)
+    local out = {}
+    for _, pid in ipairs(children.survivors(dir)) do
+      if alive(pid) and cmdline(pid):find(pattern, 1, true) then out[#out + 1] = pid end
+    end
+    return out
+  end
+
+  it("ends with the application (its process group) or at the latest with the engine (setsid)", function()
+    e = helper.start({ "--app-root", root }, { data_dir = dir })
+    local id = helper.submit(e, { application = "leave.sh" })
+    assert.equal("FINISHED", helper.wait_app(e, id).state)
+    -- the engine kept running: the sleep in the finished application's group is gone all the same
+    eventually(function() return #running("sleep 297") == 0 end, 10, "a finished application's sleep outlived it")
+
+    id = helper.submit(e, { application = "detach.sh" })
+    assert.equal("FINISHED", helper.wait_app(e, id).state)
+    eventually(function() return #running("sleep 296") == 1 end, 10, "the detached sleep did not start")
+    -- a clean stop ends what left the group too (it carries the engine's marker)
+    helper.stop(e, true)
+    e = nil
+    eventually(function() return #running("sleep 296") == 0 end, 10, "a setsid'd leftover outlived a clean stop")
+  end)
+end)

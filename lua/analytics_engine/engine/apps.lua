@@ -294,6 +294,10 @@ function _M.tick(eng)
     local p = lc:proc(id) or {}
     if rec.state == "RUNNING" and p.pid then
       local st, c = core.wait(p.pid)
+      -- An ended application's processes end with it: what it left running in
+      -- its process group (a `cmd &`, a daemon thread's process) is killed now,
+      -- not when the engine next starts.
+      if st == "exited" or st == "signaled" then core.kill(p.pid, "KILL", true) end
       if st == "exited" then
         rec.return_code = tostring(c)
         if c == 0 then finish(eng, rec, "FINISHED", now)

@@ -267,6 +267,13 @@ function _M.serve(o)
   local sig = server.run(eng)
   if not o.quiet then io.stdout:write("local engine: ", sig, " received, stopping\n") end
   server.shutdown(eng)
+  -- what applications left behind out of their process groups (setsid) ends
+  -- with the engine too, not at its next start
+  local left = children.sweep(dir)
+  if #left > 0 and not o.quiet then
+    io.stdout:write(("local engine: stopped %d process(es) its applications left running (pids %s)\n")
+      :format(#left, table.concat(left, ", ")))
+  end
   srv:close()
   eng.store:close()
   os.remove(dir .. "/engine.json")
