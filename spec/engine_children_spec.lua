@@ -152,7 +152,9 @@ describe("what an application leaves running", function()
   lazy_setup(function()
     dir, root = temp_dir(), temp_dir()
     helper.write(root .. "/leave.sh", "sleep 297 &\necho left a sleep\n")
-    helper.write(root .. "/detach.sh", "setsid sleep 296 &\necho detached a sleep\n")
+    -- the script waits until the sleep has left its group (setsid done), or the group's kill could catch it first
+    helper.write(root .. "/detach.sh", "setsid sh -c 'echo $$ > detached.pid; exec sleep 296' &\n"
+      .. "while [ ! -s detached.pid ]; do sleep 0.05; done\necho detached a sleep\n")
   end)
   lazy_teardown(function()
     if e then helper.stop(e) end
