@@ -23,6 +23,13 @@ describe("sanitize", function()
     assert.truthy(j:find("aeflow-abc", 1, true))
   end)
 
+  it("masks a registered credential a server echoes percent-encoded (in a URL)", function()
+    sanitize.add_secret("tok/with+slash=Zz12345")
+    assert.equals("x *** y", sanitize.clean("x tok%2Fwith%2Bslash%3DZz12345 y"))
+    assert.equals("x *** y", sanitize.clean("x tok%2fwith%2bslash%3dZz12345 y"))
+    assert.equals("x *** y", sanitize.clean("x tok/with+slash=Zz12345 y"))
+  end)
+
   it("masks what looks like a credential nobody registered", function()
     assert.equals("Bearer *** ok", sanitize.redact("Bearer eyJhbGciOi.x-y_z ok"))
     assert.equals("ZenApiKey ***", sanitize.redact("ZenApiKey YWRtaW46c2VjcmV0"))

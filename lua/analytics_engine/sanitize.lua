@@ -30,13 +30,23 @@ local secrets, MAX_SECRETS = {}, 64
 
 --- Remember a value that must never be printed or stored (too short a value,
 -- under 4 bytes, would mask ordinary words, so it is not registered).
-function _M.add_secret(value)
-  if type(value) ~= "string" or #value < 4 then return end
+local function add_one(value)
   for _, s in pairs(secrets) do
     if s == value then return end
   end
   if #secrets >= MAX_SECRETS then table.remove(secrets, 1) end
   secrets[#secrets + 1] = value
+end
+
+function _M.add_secret(value)
+  if type(value) ~= "string" or #value < 4 then return end
+  add_one(value)
+  -- a server that echoes a URL shows the value percent-encoded (%2F or %2f)
+  local pct = gsub(value, "[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end)
+  if pct ~= value then
+    add_one(pct)
+    add_one((gsub(pct, "%%%x%x", string.lower)))
+  end
   table.sort(secrets, function(a, b) return #a > #b end)
 end
 
