@@ -105,6 +105,30 @@ describe("engine under hostile values and bytes (QA)", function()
     end)
   end)
 
+  it("holds default_configs merged by PATCH to PUT's 1,000 keys (patches grew it without end)", function()
+    local function keys(prefix, n)
+      local t = {}
+      for i = 1, n do t[prefix .. i] = "v" end
+      return t
+    end
+    local patch = { ["Content-Type"] = "application/merge-patch+json" }
+    assert.equal(200, (req("PATCH", "/default_configs", keys("a", 600), patch)))
+    local status, b = req("PATCH", "/default_configs", keys("b", 600), patch)
+    assert.equal(400, status)
+    assert.equal("default_configs would have 1200 keys, more than 1000", b.errors[1].message)
+    local _, now = req("GET", "/default_configs")
+    assert.is_nil(now.b1)
+    -- replacing and deleting keys in the same patch count as they end up
+    local mixed = keys("b", 500)
+    for i = 1, 100 do mixed["a" .. i] = cjson.null end
+    assert.equal(200, (req("PATCH", "/default_configs", mixed, patch)))
+    _, now = req("GET", "/default_configs")
+    local n = 0
+    for _ in pairs(now) do n = n + 1 end
+    assert.equal(1000, n)
+    assert.equal(200, (req("PUT", "/default_configs", {})))
+  end)
+
   describe("the engine's own conf keys", function()
     local function submit(conf)
       return req("POST", "/spark_applications", { application_details = { application = "binary.sh", conf = conf } })

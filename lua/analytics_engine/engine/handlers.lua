@@ -8,6 +8,7 @@ local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local apps = require "analytics_engine.engine.apps"
 local validate = require "analytics_engine.engine.validate"
+local schemas = require "analytics_engine.schemas"
 local history = require "analytics_engine.engine.history"
 local clusters = require "analytics_engine.engine.clusters"
 local kernels = require "analytics_engine.engine.kernels"
@@ -147,6 +148,18 @@ function H.update_instance_default_configs(eng, ctx)
     end
   end
   local s = eng.store:settings()
+  -- The merged map is held to PUT's bound too: patches one after another
+  -- grew it without end, and every application keeps a copy of it.
+  local n, max = 0, schemas.replace_instance_default_configs.max
+  for k in pairs(s.default_configs) do
+    if ctx.body[k] ~= null then n = n + 1 end
+  end
+  for k, v in pairs(ctx.body) do
+    if v ~= null and s.default_configs[k] == nil then n = n + 1 end
+  end
+  if n > max then
+    return reply.bad_request(("default_configs would have %d keys, more than %d"):format(n, max))
+  end
   for k, v in pairs(ctx.body) do
     if v == null then s.default_configs[k] = nil else s.default_configs[k] = v end
   end
