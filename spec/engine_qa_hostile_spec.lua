@@ -127,6 +127,16 @@ describe("engine under hostile values and bytes (QA)", function()
     for _ in pairs(now) do n = n + 1 end
     assert.equal(1000, n)
     assert.equal(200, (req("PUT", "/default_configs", {})))
+    -- and to 1 MiB of keys and values: two patches of 16 values of 64,000 bytes each
+    local big = ("x"):rep(64000)
+    for p = 1, 2 do
+      local t = {}
+      for i = 1, 16 do t[("p%d_%d"):format(p, i)] = big end
+      status, b = req("PATCH", "/default_configs", t, patch)
+      assert.equal(p == 1 and 200 or 400, status)
+    end
+    assert.matches("^default_configs would hold %d+ bytes, more than 1048576$", b.errors[1].message)
+    assert.equal(200, (req("PUT", "/default_configs", {})))
   end)
 
   describe("the engine's own conf keys", function()

@@ -11,6 +11,7 @@
 --             (ENGINE_CONF) must parse and be in range
 --   items     array: the node every item must match
 --   max       the most items (array), keys (map) or bytes (string)
+--   bytes     map: the most bytes of its keys and string values together
 --   min       the fewest bytes (string); the least value (integer, number)
 --   upto      the largest value (integer, number)
 --   nullable  a string map value may be null (merge-patch: delete the key)
@@ -96,7 +97,10 @@ _M.create_cluster = object {
   }, { required = true }),
 }
 
-_M.replace_instance_default_configs = map(str { max = TEXT }, MAX_CONF, { conf = true, root = "default_configs" })
+-- default_configs: every application keeps a copy, so the whole map is bounded
+-- too (PATCH holds the merged map to the same bounds).
+_M.replace_instance_default_configs = map(str { max = TEXT }, MAX_CONF,
+  { conf = true, root = "default_configs", bytes = 1024 * 1024 })
 _M.update_instance_default_configs = map(str { max = TEXT, nullable = true }, MAX_CONF,
   { conf = true, root = "default_configs" })
 _M.replace_instance_default_runtime = object { spark_version = str { max = 64 } }

@@ -150,15 +150,17 @@ function H.update_instance_default_configs(eng, ctx)
   local s = eng.store:settings()
   -- The merged map is held to PUT's bound too: patches one after another
   -- grew it without end, and every application keeps a copy of it.
-  local n, max = 0, schemas.replace_instance_default_configs.max
-  for k in pairs(s.default_configs) do
-    if ctx.body[k] ~= null then n = n + 1 end
+  local n, size, bound = 0, 0, schemas.replace_instance_default_configs
+  for k, v in pairs(s.default_configs) do
+    if ctx.body[k] == nil then n, size = n + 1, size + #k + #v end
   end
   for k, v in pairs(ctx.body) do
-    if v ~= null and s.default_configs[k] == nil then n = n + 1 end
+    if v ~= null then n, size = n + 1, size + #k + #v end
   end
-  if n > max then
-    return reply.bad_request(("default_configs would have %d keys, more than %d"):format(n, max))
+  if n > bound.max then
+    return reply.bad_request(("default_configs would have %d keys, more than %d"):format(n, bound.max))
+  elseif size > bound.bytes then
+    return reply.bad_request(("default_configs would hold %d bytes, more than %d"):format(size, bound.bytes))
   end
   for k, v in pairs(ctx.body) do
     if v == null then s.default_configs[k] = nil else s.default_configs[k] = v end

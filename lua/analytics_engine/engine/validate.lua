@@ -172,10 +172,14 @@ function check(node, v, path)
   -- object or map: a JSON object (an empty table counts, whatever it was)
   if next(v) ~= nil and is_array(v) then return nil, name(path) .. " must be " .. want(node) end
   if t == "object" then return check_fields(node, v, path) end
-  local n = 0
+  local n, size = 0, 0
   for k, x in pairs(v) do
     n = n + 1
     if node.max and n > node.max then return nil, ("%s has more than %d keys"):format(name(path), node.max) end
+    size = size + #tostring(k) + (type(x) == "string" and #x or 0)
+    if node.bytes and size > node.bytes then
+      return nil, ("%s holds more than %d bytes"):format(name(path), node.bytes)
+    end
     local kp = join(path, tostring(k))
     if not (node.values.nullable and x == null) then
       local ok, err = check(node.values, x, kp)
