@@ -40,7 +40,7 @@ local function emitter(opt, plan)
   if opt["--quiet"] then return nil end
   local term = os.getenv("TERM")
   local tty = out.stdout_is_tty() and term and term ~= "dumb"
-  if not tty then return render.lines(io.stdout) end
+  if not tty then return render.lines(io.stdout, { now = core.monotime }) end
   return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1,
                                                  width_fn = function() return columns() - 1 end })
 end

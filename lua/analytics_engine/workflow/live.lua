@@ -56,6 +56,7 @@ local function counts(st, apps)
   end
   return c
 end
+_M.counts = counts
 
 --- The text of a fan-out's counts: "37/50 finished · 10 running · 3 queued".
 -- Items not submitted yet are queued while the step runs, "not run" after.

@@ -91,16 +91,58 @@ local LINES = {
 for event, f in pairs(live.NOTES) do LINES[event] = f end
 
 --- One line per event, for logs and terminals.
-function _M.lines(out)
+-- With nothing to say for this long, the lines say what is still running.
+_M.HEARTBEAT = 30
+
+--- One line per event, for logs and CI; returns emit(ev) and tick() (call it
+-- on a clock: after HEARTBEAT quiet seconds a "still running" line, so a log
+-- of a long wait does not look frozen). opts.now: a monotonic clock.
+function _M.lines(out, opts)
   out = out or io.stdout
-  return function(ev)
-    local f = LINES[ev.event]
+  local now_of = opts and opts.now or os.time
+  local last = now_of()
+  local running, order, apps = {}, {}, {}
+  local function emit(ev)
+    local e = ev.event
+    if e == "step_start" then
+      if not running[ev.step] then order[#order + 1] = ev.step end
+      running[ev.step] = { name = ev.step, since = now_of(), items = ev.items }
+    elseif e == "step_end" then
+      running[ev.step] = nil
+    elseif e == "application_submitted" or e == "application_adopted" then
+      apps[ev.application_id] = { step = ev.step, state = "SUBMITTED" }
+    elseif e == "application" and apps[ev.application_id] then
+      apps[ev.application_id].state = ev.state
+    end
+    local f = LINES[e]
     if f then
       ev = safe(ev, sanitize.clean)
       out:write(clock(ev.time), " ", f(ev), "\n")
       out:flush()
+      last = now_of()
     end
   end
+  local function tick()
+    local now = now_of()
+    if now - last < _M.HEARTBEAT then return end
+    last = now
+    local parts = {}
+    for _, name in ipairs(order) do
+      local st = running[name]
+      if st then
+        local c = live.counts(st, apps)
+        local detail = (st.items and st.items > 1 or c.submitted > 1) and live.fanout_text(c, st.items)
+          or (c.running > 0 and "running") or (c.queued > 0 and "queued") or nil
+        parts[#parts + 1] = ("%s %s%s"):format(sanitize.clean(name), live.elapsed(now - st.since),
+          detail and (" (" .. detail .. ")") or "")
+      end
+    end
+    if #parts > 0 then
+      out:write(clock(os.time()), " still running: ", table.concat(parts, "; "), "\n")
+      out:flush()
+    end
+  end
+  return emit, tick
 end
 
 --- The live view for terminals (workflow/live.lua): returns emit(ev) and
