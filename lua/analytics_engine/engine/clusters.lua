@@ -33,13 +33,14 @@ end
 
 _M.MAX_MESSAGE = 1024 * 1024
 
-local function on_news(eng, h)
+local function on_news(eng, h, cid)
   while true do
     guard.fail_point("ws_message")
     local data, op = h:receive(0)
     if data == nil then
       if op.kind ~= "timeout" then -- closed or failed: forget it
         eng.sockets[h] = nil
+        if eng.cluster_sockets and eng.cluster_sockets[cid] then eng.cluster_sockets[cid][h] = nil end
         h:close(nil, nil, 0)
       end
       return
@@ -132,6 +133,11 @@ function H.delete_cluster(eng, ctx)
     eng.clusters_pending[c.id] = nil
     eng.store:touch("clusters", c)
   end
+  -- A stopped cluster's sessions end with it (1001: going away), as the
+  -- service's would; each is forgotten when its close handshake ends.
+  for sock in pairs((eng.cluster_sockets or {})[c.id] or {}) do
+    pcall(sock.shutdown, sock, 1001, "the cluster was stopped")
+  end
   return 204
 end
 
@@ -161,7 +167,11 @@ function H.connect_cluster(eng, ctx)
       return respond(reply.error(400, "not_a_websocket", "connect needs a WebSocket upgrade: " .. tostring(aerr)))
     end
     eng.sockets = eng.sockets or {}
-    eng.sockets[h] = on_news
+    eng.sockets[h] = function(e, sock) return on_news(e, sock, cid) end
+    eng.cluster_sockets = eng.cluster_sockets or {}
+    -- weak: a socket whose callback failed (dispatch drops it) is not held here
+    eng.cluster_sockets[cid] = eng.cluster_sockets[cid] or setmetatable({}, { __mode = "k" })
+    eng.cluster_sockets[cid][h] = true
     h:send(util.json_encode { cluster_id = cid, state = c.state, engine = "local" })
   end
 end
