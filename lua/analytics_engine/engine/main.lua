@@ -105,12 +105,6 @@ local function absolute(p)
   return cwd .. "/" .. p:gsub("^%./", "")
 end
 
-function _M.default_data_dir()
-  local base = os.getenv("XDG_DATA_HOME")
-  if not base or base == "" then base = (os.getenv("HOME") or ".") .. "/.local/share" end
-  return base .. "/analytics-engine/engine"
-end
-
 local function mkdir(dir)
   if core.mkdir_p then return core.mkdir_p(dir, 448) end
   local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' && chmod 700 '" .. dir:gsub("'", "'\\''") .. "'")
@@ -133,7 +127,9 @@ end
 
 --- Build the engine object (everything but the listening socket).
 function _M.setup(o)
-  local data_dir = absolute(o.data or _M.default_data_dir())
+  -- Which directory is the CLI's one rule (cli/engine.lua), not the engine's.
+  if type(o.data) ~= "string" then error("bad argument #1 to 'setup' (o.data, the data directory, expected)", 2) end
+  local data_dir = absolute(o.data)
   core.umask(private.UMASK)
   local ok, err = mkdir(data_dir)
   if not ok then return nil, err end
