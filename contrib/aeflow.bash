@@ -31,11 +31,11 @@ _aeflow() {
     validate) opts="--param --json" ;;
     plan) opts="--param --json --max-cores --max-memory --online" ;;
     graph) opts="--format --param -o --json" ;;
-    report) opts="-o --format --json" ;;
+    report) opts="-o --output --format --json" ;;
     orphans) opts="--state --stop --json" ;;
     logs) opts="--run --stream --follow --data --json" ;;
     operations) opts="--json" ;;
-    serve) opts="--background --stop --json --host --port --data --app-root --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --max-connections --request-timeout --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
+    serve) opts="--background --stop --json --host --port --data --app-root --allow-any-program --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --max-connections --request-timeout --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
     runs) opts="--prune --json" ;;
     retry) opts="--state --json --quiet --report --poll-interval --max-poll-interval --submit-grace --max-parallel --on-cancel --no-admission" ;;
     help) COMPREPLY=($(compgen -W "run runs retry validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
