@@ -86,13 +86,28 @@ _M.null = cjson.null
 local ARRAY_MT = { __name = "analytics_engine.array" }
 local MAX_DEPTH = 1000 -- cjson's own default
 
-local function has_empty_array(v)
+-- Does `v` hold an empty array anywhere? Each table is looked at once per
+-- encode (`memo`: table -> answer): asking again for every container on the
+-- way down walked a large document (a 10,000-item state file) once per level.
+local function has_empty_array(v, memo)
   if type(v) ~= "table" then return false end
-  if next(v) == nil then return getmetatable(v) == ARRAY_MT end
-  for _, x in pairs(v) do
-    if has_empty_array(x) then return true end
+  local known = memo[v]
+  if known ~= nil then return known end
+  memo[v] = false -- a cycle: cjson reports it
+  local found
+  if next(v) == nil then
+    found = getmetatable(v) == ARRAY_MT
+  else
+    found = false
+    for _, x in pairs(v) do
+      if type(x) == "table" and has_empty_array(x, memo) then
+        found = true
+        break
+      end
+    end
   end
-  return false
+  memo[v] = found
+  return found
 end
 
 -- Like cjson: a table whose keys are all positive integers is an array.
@@ -105,8 +120,8 @@ local function array_length(t)
   return n
 end
 
-local function encode_marked(v, depth, out)
-  if not has_empty_array(v) then
+local function encode_marked(v, depth, out, memo)
+  if not has_empty_array(v, memo) then
     local s, err = cjson.encode(v)
     if not s then return nil, err end
     out[#out + 1] = s
@@ -124,7 +139,7 @@ local function encode_marked(v, depth, out)
       if i > 1 then out[#out + 1] = "," end
       local x = v[i]
       if x == nil then x = cjson.null end
-      local ok, err = encode_marked(x, depth + 1, out)
+      local ok, err = encode_marked(x, depth + 1, out, memo)
       if not ok then return nil, err end
     end
     out[#out + 1] = "]"
@@ -143,7 +158,7 @@ local function encode_marked(v, depth, out)
     if not ks then return nil, err end
     out[#out + 1] = ks
     out[#out + 1] = ":"
-    local ok, xerr = encode_marked(x, depth + 1, out)
+    local ok, xerr = encode_marked(x, depth + 1, out, memo)
     if not ok then return nil, xerr end
   end
   out[#out + 1] = "}"
@@ -151,9 +166,11 @@ local function encode_marked(v, depth, out)
 end
 
 function _M.json_encode(v)
-  if not has_empty_array(v) then return cjson.encode(v) end
+  if type(v) ~= "table" then return cjson.encode(v) end
+  local memo = {}
+  if not has_empty_array(v, memo) then return cjson.encode(v) end
   local out = {}
-  local ok, err = encode_marked(v, 1, out)
+  local ok, err = encode_marked(v, 1, out, memo)
   if not ok then return nil, err end
   return concat(out)
 end

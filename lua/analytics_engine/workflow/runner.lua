@@ -91,8 +91,8 @@ end
 -- a durable commit waits up to COMMIT_PACE x that cost (gathering more
 -- intents; the workers keep the transfers busy meanwhile), other changes
 -- FLUSH_PACE x.
-local FLUSH_DELAY, FLUSH_PACE = 0.1, 10
-local COMMIT_PACE, COMMIT_MAX_DELAY = 8, 0.5
+local FLUSH_DELAY, FLUSH_PACE = 0.1, 20
+local COMMIT_PACE, COMMIT_MAX_DELAY = 16, 0.5
 
 local function in_task(self)
   return self.sched ~= nil and self.sched:current() ~= nil
