@@ -429,10 +429,15 @@ function H.get_application(eng, ctx)
   return 200, _M.view(rec)
 end
 
+-- Read only (reply.encode keeps a Content-Type it is given).
+local JSON_HEADERS = { ["Content-Type"] = "application/json" }
+
 function H.get_application_state(eng, ctx)
   local rec, s, b, h = find(eng, ctx.params.application_id)
   if not rec then return s, b, h end
-  return 200, _M.status(rec)
+  local json = views.status_json(rec)
+  if not json then return 200, _M.status(rec) end -- reply.encode says what failed
+  return 200, json, JSON_HEADERS
 end
 
 function H.delete_application(eng, ctx)

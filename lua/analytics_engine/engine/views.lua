@@ -62,6 +62,36 @@ function _M.list_item(rec)
   }
 end
 
+-- get_application_state answers, encoded, by record (weak: a record the
+-- store dropped goes with its answer). Polls make most of an engine's load
+-- and most records do not change between two polls: the cached text is
+-- reused while the fields the answer shows are the same (state_details only
+-- grow, so their count stands for them).
+local status_cache = setmetatable({}, { __mode = "k" })
+
+local function details_count(rec)
+  return rec.state_details and #rec.state_details or 0
+end
+
+--- get_application_state as JSON text (what reply.encode would make of
+-- status(rec)), from the cache while the record did not change.
+function _M.status_json(rec)
+  local c = status_cache[rec]
+  if c and c.state == rec.state and c.start_ts == rec.start_ts and c.finish_ts == rec.finish_ts
+     and c.return_code == rec.return_code and c.spark_application_id == rec.spark_application_id
+     and c.details == details_count(rec) then
+    return c.json
+  end
+  local s, err = util.json_encode(_M.status(rec))
+  if not s then return nil, err end
+  -- cjson escapes every "/" (reply.encode undoes it the same way)
+  s = s:gsub("\\/", "/")
+  status_cache[rec] = { state = rec.state, start_ts = rec.start_ts, finish_ts = rec.finish_ts,
+                        return_code = rec.return_code, spark_application_id = rec.spark_application_id,
+                        details = details_count(rec), json = s }
+  return s
+end
+
 --- get_application_state
 function _M.status(rec)
   local it = util.iso_time
