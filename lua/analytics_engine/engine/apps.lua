@@ -379,10 +379,11 @@ end
 -- handlers: h(eng, ctx) -> status, body, headers
 
 local function find(eng, id)
-  if not util.is_uuid(id) then
+  -- A stored id is a valid one: the pattern runs only for ids not on record.
+  local rec = eng.store:get("applications", id)
+  if not rec and not util.is_uuid(id) then
     return nil, reply.error(400, "invalid_application_id", ("application_id '%s' is not a valid id"):format(id))
   end
-  local rec = eng.store:get("applications", id)
   if not rec then
     return nil, reply.error(404, "application_not_found", ("application %s does not exist"):format(id))
   end

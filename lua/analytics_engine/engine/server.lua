@@ -91,7 +91,7 @@ local function process(eng, req, op, params)
   local user, status, message = admit(eng, req, op)
   if status then return reply.error(status, status == 401 and "unauthorized" or "forbidden", message) end
   local iid = params.instance_id
-  if iid then
+  if iid and iid ~= eng.instance_id then -- (the instance's own id is a valid one: no pattern to run)
     if not util.is_uuid(iid) then
       return reply.error(400, "invalid_instance_id", ("instance_id '%s' is not a valid id"):format(iid))
     end
@@ -111,7 +111,9 @@ local function process(eng, req, op, params)
   if not handler then
     return reply.error(501, "not_implemented", op.name .. " is not implemented by the local engine")
   end
-  local ctx = { method = req.method, params = params, query = util.parse_query(req.query), body = body,
+  local q = req.query
+  q = (q == nil or q == "") and {} or util.parse_query(q)
+  local ctx = { method = req.method, params = params, query = q, body = body,
                 headers = req.headers, user = user, req = req }
   guard.fail_point(op.name)
   -- Only a revertible operation is ever rolled back: the reads that make
