@@ -82,6 +82,17 @@ return workflow "w" {
   end)
 end)
 
+-- Poll until fn() holds (a signal reaches a process asynchronously) -> whether it did.
+local function helper_eventually(fn)
+  local core = require "analytics_engine.core"
+  local deadline = core.monotime() + 10
+  while core.monotime() < deadline do
+    if fn() then return true end
+    core.sleep(0.05)
+  end
+  return false
+end
+
 describe("admission turns between runs on one machine", function()
   local peers = require "analytics_engine.workflow.admission_peers"
   local core = require "analytics_engine.core"
@@ -115,6 +126,24 @@ describe("admission turns between runs on one machine", function()
     assert(db:run("INSERT INTO heads (run_id, pid, intent_at, noted) VALUES ('dead', 4194305, 1, ?)", core.time()))
     db:close()
     assert.is_false(b:older(200))
+    b:close()
+  end)
+
+  it("ignores an entry of a stopped process (a run suspended with Ctrl-Z) until it runs again", function()
+    local b = open("bbbb")
+    local pid = assert(core.spawn{ argv = { "sleep", "30" } })
+    finally(function()
+      core.kill(pid, "KILL")
+      core.wait(pid)
+    end)
+    local db = assert(core.sqlite_open(dir .. "/" .. iid .. ".db"))
+    assert(db:run("INSERT INTO heads (run_id, pid, intent_at, noted) VALUES ('held', ?, 1, ?)", pid, core.time()))
+    db:close()
+    assert.is_true(b:older(200), "a running process holds the older intent")
+    assert(core.kill(pid, "STOP"))
+    assert.is_true(helper_eventually(function() return not b:older(200) end), "a stopped run kept its turn")
+    assert(core.kill(pid, "CONT"))
+    assert.is_true(helper_eventually(function() return b:older(200) end), "a resumed run lost its turn")
     b:close()
   end)
 

@@ -17,12 +17,23 @@ local function dir_of()
   return (os.getenv("XDG_RUNTIME_DIR") or "/tmp") .. "/aeflow-admission"
 end
 
--- Is process `pid` alive (Linux /proc; elsewhere assumed alive until stale)?
+-- States of a process that will not take its turn: a zombie or dead one,
+-- and one stopped (a run suspended with Ctrl-Z, or a debugger's): the others
+-- would otherwise wait for it until its entry is stale. Resumed, it notes its
+-- intent again and gets its place back.
+local NOT_RUNNING = { Z = true, X = true, x = true, T = true, t = true }
+
+-- Is process `pid` alive and running (Linux /proc; elsewhere assumed so until stale)?
 local function alive(pid)
   pid = tonumber(pid)
   if not pid then return false end
   local f = io.open("/proc/" .. math.floor(pid) .. "/stat", "r")
-  if f then f:close() return true end
+  if f then
+    local stat = f:read("a") or ""
+    f:close()
+    -- pid (comm) state ...: comm may hold spaces and parentheses
+    return not NOT_RUNNING[stat:match("%) (%S)") or ""]
+  end
   return io.open("/proc/self/stat", "r") == nil
 end
 
