@@ -119,11 +119,55 @@ local function show_byte(c)
   return NAMED[c] or format("\\x%02x", byte(c))
 end
 
+-- The length of the valid UTF-8 sequence at s[i] (a byte >= 0x80), or nil:
+-- RFC 3629 (no overlong forms, no surrogates, nothing past U+10FFFF).
+local function utf8_seq(s, i)
+  local a, b, c, d = byte(s, i, i + 3)
+  local function cont(x) return x and x >= 0x80 and x <= 0xBF end
+  if a >= 0xC2 and a <= 0xDF then return cont(b) and 2 or nil end
+  if a >= 0xE0 and a <= 0xEF then
+    if not (cont(b) and cont(c)) then return nil end
+    if (a == 0xE0 and b < 0xA0) or (a == 0xED and b > 0x9F) then return nil end
+    return 3
+  end
+  if a >= 0xF0 and a <= 0xF4 then
+    if not (cont(b) and cont(c) and cont(d)) then return nil end
+    if (a == 0xF0 and b < 0x90) or (a == 0xF4 and b > 0x8F) then return nil end
+    return 4
+  end
+  return nil
+end
+
+-- Bytes that are not UTF-8 as \xNN: a lone 0x9B is CSI to a terminal in an
+-- 8-bit mode, and broken sequences garble what follows them.
+local function escape_invalid(s, as_json)
+  local i = find(s, "[\128-\255]")
+  if not i then return s end
+  local out, from = {}, 1
+  while i do
+    local n = utf8_seq(s, i)
+    if n then
+      i = i + n
+    else
+      out[#out + 1] = s:sub(from, i - 1)
+      -- JSON has no \xNN: there the byte becomes U+FFFD, as decoders do
+      out[#out + 1] = as_json and "\\ufffd" or format("\\x%02x", byte(s, i))
+      i = i + 1
+      from = i
+    end
+    i = find(s, "[\128-\255]", i)
+  end
+  out[#out + 1] = s:sub(from)
+  return table.concat(out)
+end
+
 --- Control characters made visible. `multiline` keeps newlines and tabs
 -- (log text); otherwise the result is one line. Backslashes are left as
--- they are: they cannot do anything to a terminal.
+-- they are: they cannot do anything to a terminal. Bytes that are not
+-- UTF-8 are shown as \xNN too.
 function _M.escape(s, multiline)
   if type(s) ~= "string" then return s end
+  s = escape_invalid(s)
   if multiline then
     s = gsub(s, "\r\n", "\n")
     s = gsub(s, "[%z\1-\8\11-\31\127]", show_byte)
@@ -136,10 +180,10 @@ end
 
 --- JSON text made safe for a terminal: cjson escapes C0 controls itself, but
 -- not DEL or the C1 controls (U+0080..U+009F); those become \u escapes, which
--- are still valid JSON. The caller's registered secrets are masked.
+-- are still valid JSON, and bytes that are not UTF-8 become \ufffd. The caller's registered secrets are masked.
 function _M.json(s)
   if type(s) ~= "string" then return s end
-  s = gsub(_M.redact_known(s), "\127", "\\u007f")
+  s = gsub(escape_invalid(_M.redact_known(s), true), "\127", "\\u007f")
   return (gsub(s, "\194([\128-\159])", function(c) return format("\\u%04x", byte(c)) end))
 end
 
