@@ -274,6 +274,9 @@ int ws_queue(ae_ws *w, const char *data, size_t len, int binary, size_t step) {
   return r;
 }
 
+/* How long a server reads and drops after closing for a bad message. */
+#define WS_DISCARD_SECONDS 2.0
+
 /* The connection ended: say why, from wslay's view of the close handshake. */
 static void finish_io(ae_ws *w) {
   uint16_t sent = wslay_event_get_status_code_sent(w->ctx);
@@ -281,6 +284,7 @@ static void finish_io(ae_ws *w) {
       (sent == WSLAY_CODE_MESSAGE_TOO_BIG || sent == WSLAY_CODE_PROTOCOL_ERROR ||
        sent == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA)) {
     w->discard = 1;
+    w->discard_until = ae_clock_mono() + WS_DISCARD_SECONDS;
     w->discard_kind = sent == WSLAY_CODE_MESSAGE_TOO_BIG ? "too_large" : "protocol";
     if (sent == WSLAY_CODE_MESSAGE_TOO_BIG)
       snprintf(w->discard_msg, sizeof w->discard_msg,
@@ -313,15 +317,19 @@ static void step_io(ae_ws *w) {
   int r;
   if (w->discard) {
     char buf[16384];
-    for (;;) {
+    int i;
+    for (i = 0; i < 64; i++) { /* at most 1 MiB a step: a fast peer cannot hold the loop */
       ssize_t n = ws_io_recv(w, buf, sizeof buf);
-      if (n > 0) continue;
-      if (n == -1) return;
+      if ((n > 0 || n == -1) && ae_clock_mono() < w->discard_until) {
+        if (n > 0) continue;
+        return; /* nothing to read now: wait for the peer's end */
+      }
       w->discard = 0;
       w->err_kind = NULL;
       ws_fail(w, w->discard_kind, "%s", w->discard_msg);
       return;
     }
+    return;
   }
   if (wslay_event_want_read(w->ctx)) {
     r = wslay_event_recv(w->ctx);

@@ -47,8 +47,10 @@ struct ae_ws {
   int state, is_server, control, shutdown_called, eof;
   int hs_done; /* the upgrade succeeded (even if frames right after it end the connection) */
   /* server side after it closed for a bad message: read and drop until the
-   * peer closes, so our close frame is not lost to a TCP reset */
+   * peer closes, so our close frame is not lost to a TCP reset; but only
+   * until discard_until (a peer that never closes must not hold it) */
   int discard;
+  double discard_until;
   const char *discard_kind;
   char discard_msg[160];
   int fd;

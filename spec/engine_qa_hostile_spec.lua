@@ -9,18 +9,22 @@ local helper = require "helpers.engine"
 
 local RAW_CLIENT = "spec/helpers/raw_client.py"
 
--- Send raw bytes on one connection -> what came back (the whole answer).
-local function raw_exchange(e, bytes)
+-- Send raw bytes on one connection (half-closed after them unless shut is
+-- false) -> what came back (the whole answer); with `timeout`, the client's
+-- whole result { data, eof } instead.
+local function raw_exchange(e, bytes, timeout, shut)
   local cfg, out = os.tmpname(), os.tmpname()
   -- raw_client.py takes bytes as latin-1 code points
   local latin1 = bytes:gsub("[\128-\255]", function(c) return utf8.char(c:byte()) end)
-  helper.write(cfg, cjson.encode { port = tonumber(e.url:match(":(%d+)$")), timeout = 5,
-                                   conns = { { send = latin1, shut = true } } })
+  helper.write(cfg, cjson.encode { port = tonumber(e.url:match(":(%d+)$")), timeout = timeout or 5,
+                                   conns = { { send = latin1, shut = shut ~= false } } })
   assert(os.execute(("python3 %s %s %s"):format(RAW_CLIENT, cfg, out)))
   local res = cjson.decode((assert(util.read_file(out))))
   os.remove(cfg)
   os.remove(out)
-  return (res[1].data:gsub(utf8.charpattern, function(c) return string.char(utf8.codepoint(c)) end))
+  local data = res[1].data:gsub(utf8.charpattern, function(c) return string.char(utf8.codepoint(c)) end)
+  if timeout then return { data = data, eof = res[1].eof } end
+  return data
 end
 
 local function body_of(answer) return answer:match("\r\n\r\n(.*)$") end
@@ -151,6 +155,20 @@ describe("engine under hostile values and bytes (QA)", function()
     assert.same({ "closed", 1001, "the cluster was stopped" }, { err.kind, err.code, err.reason })
     ws:close()
   end)
+
+  it("closes a connect session that broke the protocol soon after its close frame (it waited for the peer forever)",
+    function()
+      local c = helper.client(e)
+      local cid = assert(c:create_cluster { name = "qa-protocol" }).id
+      assert.truthy(helper.eventually(function() return assert(c:get_cluster(cid)).state == "ACTIVE" end))
+      -- an unmasked frame from a client is a protocol error (RFC 6455 5.1): 1002; then the peer goes silent
+      local answer = raw_exchange(e, "GET " .. helper.v4(e, "/spark_clusters/" .. cid .. "/connect") .. " HTTP/1.1\r\n"
+        .. "Host: x\r\nAuthorization: " .. helper.zen(e) .. "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\129\2hi", 15, false)
+      assert.matches("^HTTP/1.1 101", answer.data)
+      assert.truthy(answer.data:find("\136\2\3\234", 1, true), "no close frame with 1002")
+      assert.is_true(answer.eof, "the engine kept the connection open")
+    end)
 
   describe("the engine's own conf keys", function()
     local function submit(conf)
