@@ -54,6 +54,11 @@ describe("state.read", function()
   it("takes a well-formed state file", function()
     assert.is_nil(state.check(util.json_decode(util.json_encode(GOOD))))
   end)
+
+  it("takes the server's null for an application's state and return code", function()
+    local d = with(function(x) attempt(x).state, attempt(x).return_code = util.null, util.null end)
+    assert.is_nil(state.check(util.json_decode(util.json_encode(d))))
+  end)
   for _, c in ipairs(CASES) do
     it("names the field of " .. c[1], function()
       local msg, field = state.check(util.json_decode(util.json_encode(with(c[2]))))

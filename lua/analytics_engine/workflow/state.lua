@@ -172,14 +172,22 @@ local function items_of(check)
   end
 end
 
+local function or_null(check)
+  return function(v, path)
+    if v == util.null then return nil end
+    return check(v, path)
+  end
+end
+
 local LOG_TAIL = record({ stream = string_, pointer = string_, lines = array_of(scalar) })
 
 local ATTEMPT = record({
   n = count_, application_id = string_, token = string_, result = one_of { succeeded = true, failed = true },
   error = scalar, started_at = number_, finished_at = number_, resumed = boolean_, stopped = boolean_,
   -- the application as last seen: its state, the state changes, return code, log tail
-  state = string_, submitted_at = number_, intent_at = number_, return_code = scalar,
-  states = array_of(record({ at = number_, state = string_ })), log_tail = LOG_TAIL,
+  -- (state and return_code are the server's words: JSON null is kept as it came)
+  state = or_null(string_), submitted_at = number_, intent_at = number_, return_code = or_null(scalar),
+  states = array_of(record({ at = number_, state = or_null(string_) })), log_tail = LOG_TAIL,
   -- quota-aware admission (workflow/admission.lua): when it wanted to go, was held, was let through, and why
   wanted_at = number_, held_at = number_, admitted_at = number_, held = string_,
 }, { "n" })
