@@ -264,6 +264,22 @@ describe("engine under hostile values and bytes (QA)", function()
       assert.equal("\u{FFFD} done\n", logs(id, b.next_offset - 7).text)
     end)
 
+    it("refuses an offset that is no file offset, and has nothing past the end (was a 500, or the start)", function()
+      local id = helper.submit(e, { application = "binary.sh" })
+      helper.wait_app(e, id)
+      local status, b = helper.request(e, "GET",
+        "/engine/v1/applications/" .. id .. "/logs?offset=99999999999999999999")
+      assert.equal(400, status)
+      assert.equal("offset must be a non-negative integer", b.errors[1].message)
+      for _, offset in ipairs({ 1000, 4611686018427387904, math.maxinteger }) do
+        assert.equal("", logs(id, offset).text, offset)
+        local raw
+        status, _, _, raw = helper.request(e, "GET", ("/engine/v1/applications/%s/logs?offset=%d"):format(id, offset))
+        assert.equal(200, status)
+        assert.equal("", raw)
+      end
+    end)
+
     it("does not split a character a running application has half written", function()
       local id = helper.submit(e, { application = "split.sh" })
       local first = helper.eventually(function()

@@ -489,14 +489,14 @@ function H.engine_application_logs(eng, ctx)
   if stream ~= "stdout" and stream ~= "stderr" then return reply.bad_request("stream must be stdout or stderr") end
   local offset = 0
   if q.offset and q.offset ~= "" then
-    offset = tointeger(q.offset)
+    offset = math.tointeger(tointeger(q.offset)) -- 1e20 parses, but is no file offset (was a 500)
     if not offset or offset < 0 then return reply.bad_request("offset must be a non-negative integer") end
   end
   local f = io.open(rec.dir .. "/" .. stream, "rb")
   local text = ""
   if f then
-    if offset > 0 then f:seek("set", offset) end
-    text = f:read(_M.LOG_CHUNK) or ""
+    -- past the end there is nothing yet (a seek the file system refuses read from the start)
+    if offset == 0 or f:seek("set", offset) then text = f:read(_M.LOG_CHUNK) or "" end
     f:close()
   end
   if q.format == "json" then
