@@ -227,7 +227,14 @@ static int l_lock_file(lua_State *L) {
   b->fd = -1; /* closed until the lock is ours: __gc has nothing to undo */
   luaL_getmetatable(L, LOCK_MT);
   lua_setmetatable(L, -2);
-  b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  /* O_NOFOLLOW: a symlink planted in a shared directory must not make us
+   * truncate and write the file it points to. */
+  b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (b->fd < 0 && errno == ELOOP) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s is a symbolic link (refused: it could point at any file)", path);
+    return 2;
+  }
   if (b->fd < 0) return fail_errno(L, "open", path);
   if (flock(b->fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
