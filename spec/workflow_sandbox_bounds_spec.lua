@@ -108,6 +108,27 @@ describe("aeflow on hostile files, past what the hook can stop", function()
     assert.is_true(core.monotime() - t0 < 50)
   end)
 
+  it("a FIFO, /dev/zero or a file over 16 MB: exit 2 with one line, not a hang or all the memory", function()
+    os.execute("mkfifo '" .. dir .. "/fifo.lua'")
+    local f = assert(io.open(dir .. "/big.lua", "wb"))
+    f:write(("-- padding\n"):rep(math.ceil(17 * 2 ^ 20 / 11)))
+    f:close()
+    local cases = {
+      { "fifo.lua", "aeflow: fifo.lua: not a workflow file (a fifo, not a regular file)\n" },
+      { "/dev/zero", "aeflow: /dev/zero: not a workflow file (a character device, not a regular file)\n" },
+      { "big.lua", "aeflow: big.lua: larger than 16 MB (not a workflow file?)\n" },
+    }
+    for _, c in ipairs(cases) do
+      local code, _, err = aeflow.run({ "validate", c[1] }, { dir = dir, timeout = 30 })
+      assert.equals(2, code, err)
+      assert.equals(c[2], err)
+    end
+    aeflow.write(dir, "rf.lua", 'local x = read_json "fifo.lua"' .. OK)
+    local code, _, err = aeflow.run({ "validate", "rf.lua" }, { dir = dir, timeout = 30 })
+    assert.equals(2, code, err)
+    assert.equals("aeflow: rf.lua:1: read_json: fifo.lua is not a regular file (a fifo)\n", err)
+  end)
+
   it("plan shows a file's escape sequences as text (description, step description, params)", function()
     aeflow.write(dir, "esc.lua", 'return workflow "w" { description = "\\27]0;owned\\7",'
       .. ' params = { p = "\\27[31mred" },'

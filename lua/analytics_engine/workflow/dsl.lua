@@ -10,6 +10,7 @@
 -- into a plan (plan.lua) and returned as plain data:
 --
 --   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
+local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local schema = require "analytics_engine.workflow.schema"
 local planner = require "analytics_engine.workflow.plan"
@@ -229,11 +230,21 @@ end
 
 --- Load a workflow file. Returns the plan, or nil and a one-line message.
 function _M.load_file(path, overrides)
+  -- a FIFO would block open() forever and /dev/zero never ends: only a
+  -- regular file, and no larger than the helpers may read
+  local _, kind = core.file_mode(path)
+  if kind and kind ~= "file" then
+    local what = ({ char = "character device", block = "block device" })[kind] or kind
+    return nil, fmt("%s: not a workflow file (a %s, not a regular file)", path, what)
+  end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
-  local src = f:read("a")
+  local src = f:read(sandbox.MAX_FILE_BYTES + 1)
   f:close()
   if src == nil then return nil, path .. ": could not read the file" end
+  if #src > sandbox.MAX_FILE_BYTES then
+    return nil, fmt("%s: larger than %d MB (not a workflow file?)", path, sandbox.MAX_FILE_BYTES // 1048576)
+  end
   -- a #! line is allowed, as lua.c allows it
   if src:sub(1, 2) == "#!" then src = "--" .. src end
   return _M.load_string(src, path, overrides)

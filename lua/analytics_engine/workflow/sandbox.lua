@@ -125,6 +125,10 @@ function _M.new(file, full_ae)
       error(fmt("%s: %s: '%s' leads outside the workflow's directory (a symlink to %s)", where_called(), fname, p,
         real), 0)
     end
+    local _, kind = core.file_mode(real)
+    if kind ~= "file" then
+      error(fmt("%s: %s: %s is not a regular file (a %s)", where_called(), fname, p, tostring(kind)), 0)
+    end
     local f = io.open(real, "rb")
     if not f then error(fmt("%s: %s: cannot read %s (looked in %s)", where_called(), fname, p, box.dir), 0) end
     local s = f:read(_M.MAX_FILE_BYTES + 1)
