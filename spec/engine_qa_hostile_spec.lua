@@ -170,6 +170,21 @@ describe("engine under hostile values and bytes (QA)", function()
       assert.is_true(answer.eof, "the engine kept the connection open")
     end)
 
+  it("answers HEAD wherever it answers GET (RFC 9110 9.3.2: it was a 405)", function()
+    local answer = raw_exchange(e, "HEAD " .. helper.v4(e, "/default_runtime") .. " HTTP/1.1\r\nHost: x\r\n"
+      .. "Authorization: " .. helper.zen(e) .. "\r\nConnection: close\r\n\r\n")
+    assert.matches("^HTTP/1.1 200", answer)
+    local _, _, _, raw = req("GET", "/default_runtime")
+    assert.matches("\r\nContent%-Length: " .. #raw .. "\r\n", answer)
+    assert.equal("", body_of(answer)) -- the headers only
+    -- still what GET may do: authenticated, and a 405 lists HEAD with GET
+    assert.matches("^HTTP/1.1 401", raw_exchange(e, "HEAD " .. helper.v4(e, "/default_runtime")
+      .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    local status, _, headers = req("POST", "/default_runtime", {})
+    assert.equal(405, status)
+    assert.equal("GET, HEAD, PUT", headers.allow)
+  end)
+
   describe("the engine's own conf keys", function()
     local function submit(conf)
       return req("POST", "/spark_applications", { application_details = { application = "binary.sh", conf = conf } })

@@ -33,7 +33,15 @@ describe("engine.router", function()
     local op, status, allowed = r:match("POST", "/v4/analytics_engines/" .. IID .. "/default_configs")
     assert.is_nil(op)
     assert.equal(405, status)
-    assert.equal("GET, PATCH, PUT", allowed)
+    assert.equal("GET, HEAD, PATCH, PUT", allowed)
+  end)
+
+  it("routes HEAD as GET, but not to a WebSocket door", function()
+    assert.equal(api.by_name.get_instance_default_configs,
+      (r:match("HEAD", "/v4/analytics_engines/" .. IID .. "/default_configs")))
+    local op, status = r:match("HEAD", "/v4/analytics_engines/" .. IID .. "/spark_clusters/" .. IID .. "/connect")
+    assert.is_nil(op)
+    assert.equal(405, status)
   end)
 
   it("answers 404 for an unknown path", function()

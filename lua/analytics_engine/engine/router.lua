@@ -130,13 +130,16 @@ function _M:match(method, path)
   local allowed
   for _, r in ipairs(self.by_len[n] or {}) do
     if matches(r, parts) then
-      if r.op.method == method then
+      -- HEAD is GET without the body (RFC 9110 9.3.2; libmicrohttpd sends no body for it)
+      local get = r.op.method == "GET" and not r.op.websocket
+      if r.op.method == method or (method == "HEAD" and get) then
         local params = {}
         for i, name in pairs(r.names) do params[name] = parts[i] end
         return r.op, params
       end
       allowed = allowed or {}
       allowed[#allowed + 1] = r.op.method
+      if get then allowed[#allowed + 1] = "HEAD" end
     end
   end
   if allowed then
