@@ -109,6 +109,15 @@ describe("aeflow report and orphans on a malformed state file", function()
       end
     end)
 
+  it("report and orphans on /dev/zero: one line, not all the memory", function()
+    local code, _, err = aeflow.run({ "report", "/dev/zero", "-o", "r.html" }, { dir = dir, timeout = 30 })
+    assert.equals(1, code, err)
+    assert.equals("aeflow: report: /dev/zero is not an aeflow state file (a char, not a regular file)\n", err)
+    code, _, err = aeflow.run({ "orphans", "--state", "/dev/zero" }, { dir = dir, engine = e, timeout = 30 })
+    assert.equals(2, code, err)
+    assert.matches("^aeflow: orphans: /dev/zero is not an aeflow state file", err)
+  end)
+
   it("orphans with a good state file still lists what it does not know", function()
     aeflow.write(dir, "good.json", util.json_encode(GOOD))
     local code, out, err = aeflow.run({ "orphans", "--state", "good.json" }, { dir = dir, engine = e })

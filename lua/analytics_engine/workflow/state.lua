@@ -228,6 +228,11 @@ local MIGRATIONS = {
 -- one-line message naming the file and the first wrong field. Every reader
 -- of state files (resume, report, orphans) goes through it.
 function _M.read(path)
+  -- /dev/zero never ends and a FIFO blocks: only a regular file is read
+  local _, kind = core.file_mode(path)
+  if kind and kind ~= "file" then
+    return nil, sanitize.clean(("%s is not an aeflow state file (a %s, not a regular file)"):format(path, kind))
+  end
   local src, ferr = util.read_file(path)
   if not src then return nil, sanitize.clean(tostring(ferr)) end
   local doc, jerr = util.json_decode(src)
