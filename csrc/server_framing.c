@@ -1,8 +1,8 @@
 /* Message framing checks libmicrohttpd 0.9.75 does not make: it accepts
  * Content-Length with Transfer-Encoding, differing Content-Lengths, codings
  * other than chunked and white space before a header's colon, which lets a
- * request be smuggled behind a proxy. Such a request is refused with 400 and
- * its connection closed. */
+ * request be smuggled behind a proxy, and a missing or doubled Host. Such a
+ * request is refused with 400 and its connection closed. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -10,7 +10,7 @@
 #include "server.h"
 
 typedef struct {
-  int ncl, nte, bad_name;
+  int ncl, nte, nhost, bad_name;
   const char *cl, *te;
   int cl_differ;
 } framing;
@@ -25,12 +25,15 @@ static AE_MHD_RESULT count_framing(void *cls, enum MHD_ValueKind kind, const cha
   } else if (strcasecmp(k, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
     f->nte++;
     f->te = v;
+  } else if (strcasecmp(k, MHD_HTTP_HEADER_HOST) == 0) {
+    f->nhost++;
   }
   return MHD_YES;
 }
 
 /* What is wrong with the request's framing (RFC 9112 sections 5.1, 6.1,
- * 6.3), or NULL. */
+ * 6.3; and 3.2: an HTTP/1.1 request has exactly one Host, any request at
+ * most one), or NULL. */
 const char *srv_bad_framing(struct MHD_Connection *c, const char *version) {
   framing f;
   memset(&f, 0, sizeof f);
@@ -38,6 +41,9 @@ const char *srv_bad_framing(struct MHD_Connection *c, const char *version) {
   if (f.bad_name) return "a header name is empty or has white space before the colon";
   if (f.nte && f.ncl) return "Content-Length and Transfer-Encoding together";
   if (f.cl_differ) return "Content-Length headers that differ";
+  if (f.nhost > 1) return "more than one Host header";
+  if (f.nhost == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0)
+    return "an HTTP/1.1 request without a Host header";
   if (f.nte) {
     if (strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
       return "Transfer-Encoding in an HTTP/1.0 request";

@@ -63,6 +63,9 @@ local AMBIGUOUS = {
     "POST /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
   ["a Content-Length that is not a number"] =
     "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
+  -- RFC 9112 3.2 (found by QA: both were served)
+  ["an HTTP/1.1 request without Host"] = "GET /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+  ["two Host headers"] = "GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
 }
 
 describe("core.http_server framing", function()
