@@ -215,6 +215,53 @@ return workflow "big" {
     assert.equals(5, #engine_records(e))
   end)
 
+  it("learns limits that shrink under a held submission (from the refusal) and that grow back", function()
+    local d = fan("shrink", 6)
+    aeflow.write(d, "slow.sh", "sleep 1\necho done\n")
+    local h = spawn(d)
+    local waited = false
+    finally(function()
+      if not waited then
+        core.kill(h.pid, "KILL")
+        core.wait(h.pid)
+      end
+    end)
+    -- once the first wave runs (3 of 6), an editor cuts the limits below one application
+    -- (all three started: one accepted but not started yet would be queued by the shrink itself)
+    assert(engine.eventually(function()
+      local running = 0
+      for _, r in ipairs(engine_records(e)) do
+        if r.state == "RUNNING" then running = running + 1 end
+      end
+      return running == 3
+    end, 30), "the first wave did not start")
+    local limits = engine.v4(e, "/resource_consumption_limits")
+    assert.equals(200, (engine.request(e, "PUT", limits, { max_cores = "1", max_memory = "24Gi" })))
+    -- the run must find out: it reads the limits again after a 503 (its
+    -- cached ones are 5 minutes fresh), and keeps reading them while the next
+    -- submission cannot fit at all; then they grow back
+    local function limit_reads()
+      local _, st = engine.request(e, "GET", "/engine/v1/stats")
+      return st.requests.get_resource_consumption_limits or 0
+    end
+    local before = limit_reads()
+    assert(engine.eventually(function() return limit_reads() > before end, 60),
+      "the run never read the limits again after they shrank")
+    assert(engine.eventually(function() return limit_reads() > before + 1 end, 60),
+      "the run stopped reading the limits while nothing could fit")
+    assert.equals(204, (engine.request(e, "DELETE", limits)))
+    local code, out, err = aeflow.wait(h, 120)
+    waited = true
+    assert.equals(0, code, out .. err)
+    local saw_shrink = false
+    for _, ev in ipairs(events(out)) do
+      if ev.event == "admission" and (ev.message or ""):find("room in 1 cores", 1, true) then saw_shrink = true end
+    end
+    assert.is_true(saw_shrink, "the run never learned that the limits shrank to 1 core:\n" .. out)
+    assert.equals(6, #engine_records(e))
+    assert.equals(0, queued_ever())
+  end)
+
   it("backs off on 429/503 from the service and still submits everything once", function()
     engine.stop(e)
     e = engine.start({ "--quota-cores", "6", "--quota-memory", "24Gi", "--faults", "0.4", "--fault-kinds",

@@ -202,6 +202,9 @@ end
 -- retries by itself): 429/503 is back-pressure.
 function _M.observe(self, status, retry_after)
   if not _M.BACKOFF_STATUS[status] then return end
+  -- a 503 may be a refusal for room we counted on: the limits may have
+  -- shrunk since they were read, so the next round reads them again
+  if status == 503 then self.stale.limits = true end
   local window, changed = _M.aimd_backoff(self.aimd, self.clock(), parse_retry_after(retry_after), self:pace())
   if changed then
     self.emit { event = "admission_rate", window = window, status = status,
@@ -242,7 +245,8 @@ function _M.read(self)
       self.learned_at = now
       local before = self.limits
       self.limits = body and _M.limits_of(body) or false
-      if before == nil or (before and not self.limits) or (self.limits and not before) then
+      if before == nil or (before and not self.limits) or (self.limits and not before)
+         or (before and self.limits and _M.limits_text(before) ~= _M.limits_text(self.limits)) then
         self.emit { event = "admission", limits = self.limits and {
                       cores = self.limits.cores_m < huge and _M.cores_text(self.limits.cores_m) or nil,
                       memory_mib = self.limits.memory_mib < huge and floor(self.limits.memory_mib) or nil } or nil,
@@ -358,6 +362,9 @@ function _M.pump(self)
     w = self.waiters[1]
   end
   if self.peers then self.peers:note(self.waiters[1] and self.waiters[1].intent_at) end
+  -- The first in line cannot fit even an idle instance (the limits shrank
+  -- under it): read the limits each round until they grow, not every LIMITS_TTL.
+  if why == "quota" and w and _M.too_large(w.d, self.limits) then self.stale.limits = true end
   if why == "rate" or why == "quota" or why == "turn" then
     for _, h in ipairs(self.waiters) do
       if not h.held then
