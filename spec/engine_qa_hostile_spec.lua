@@ -185,6 +185,15 @@ describe("engine under hostile values and bytes (QA)", function()
     assert.equal("GET, HEAD, PUT", headers.allow)
   end)
 
+  it("takes the history server's sizes as numbers wherever the schema does (1.5 cores, 4096 MiB were 400s)", function()
+    for _, c in ipairs({ { 1.5, 4096, "1.5", "4096" }, { 2, "4G", "2", "4G" }, { "500m", 512.5, "500m", "512.5" } }) do
+      local status, b = req("POST", "/spark_history_server", { cores = c[1], memory = c[2] })
+      assert.equal(200, status, tostring(c[1]))
+      assert.same({ c[3], c[4] }, { b.cores, b.memory })
+      assert.equal(204, (req("DELETE", "/spark_history_server")))
+    end
+  end)
+
   describe("the engine's own conf keys", function()
     local function submit(conf)
       return req("POST", "/spark_applications", { application_details = { application = "binary.sh", conf = conf } })

@@ -132,7 +132,7 @@ describe("spark-submit from SPARK_HOME with a local master", function()
     helper.write(home .. "/bin/spark-submit", RECORDER)
     -- The history server's scripts: record how they were run.
     helper.write(home .. "/sbin/start-history-server.sh",
-      '#!/bin/sh\nprintf "%s\\n" "$SPARK_HISTORY_OPTS" > "$SPARK_PID_DIR/started"\n')
+      '#!/bin/sh\nprintf "%s\\n%s\\n" "$SPARK_HISTORY_OPTS" "$SPARK_DAEMON_MEMORY" > "$SPARK_PID_DIR/started"\n')
     helper.write(home .. "/sbin/stop-history-server.sh", '#!/bin/sh\ntouch "$SPARK_PID_DIR/stopped"\n')
     assert(os.execute("chmod +x '" .. home .. "'/bin/* '" .. home .. "'/sbin/*"))
     helper.write(root .. "/app.jar", "not really a jar\n")
@@ -157,8 +157,9 @@ describe("spark-submit from SPARK_HOME with a local master", function()
     }, argv_of(e, id))
   end)
 
-  it("starts Spark's history server over the engine's event-log directory", function()
-    local status, b = helper.request(e, "POST", helper.v4(e, "/spark_history_server"), { cores = "1", memory = "2G" })
+  it("starts Spark's history server over the engine's event-log directory, its memory in the JVM's terms", function()
+    -- "2Gi" (the service's spelling) is no JVM size: the daemon gets 2048m
+    local status, b = helper.request(e, "POST", helper.v4(e, "/spark_history_server"), { cores = "1", memory = "2Gi" })
     assert.equal(200, status)
     assert.equal("started", b.state)
     assert.equal("spark", b.mode)
@@ -170,6 +171,7 @@ describe("spark-submit from SPARK_HOME with a local master", function()
       return s ~= "" and s
     end)
     assert.truthy(started:find("-Dspark.history.fs.logDirectory=file:" .. e.data_dir .. "/spark-events", 1, true))
+    assert.truthy(started:find("\n2048m\n", 1, true), started)
   end)
 
   it("stops it with Spark's script", function()

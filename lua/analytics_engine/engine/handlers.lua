@@ -239,7 +239,9 @@ function H.start_spark_history_server(eng, ctx)
   local cores = b.cores ~= nil and b.cores ~= null and b.cores or defaults["ae.spark.history-server.cores"] or "1"
   local memory = b.memory ~= nil and b.memory ~= null and b.memory
     or defaults["ae.spark.history-server.memory"] or "4G"
-  if type(cores) == "number" and cores == floor(cores) then cores = ("%d"):format(cores) end
+  -- numbers as the schema took them (a resource: cores, or memory in MiB), kept as the service's strings
+  if type(cores) == "number" then cores = ("%.15g"):format(cores) end
+  if type(memory) == "number" then memory = ("%.15g"):format(memory) end
   if type(cores) ~= "string" or not apps.millicores(cores) then
     return reply.bad_request('cores must be a string with a number of cores, such as "1"')
   end

@@ -8,6 +8,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local children = require "analytics_engine.engine.children"
 local runner = require "analytics_engine.engine.runner"
+local resources = require "analytics_engine.resources"
 
 local _M = {}
 
@@ -24,6 +25,15 @@ function _M.spark_home()
   return nil
 end
 
+--- The daemon's -Xmx from the API's memory ("4G", "2Gi", "4096" = MiB,
+-- "1.5g"): whole MiB, which the JVM takes ("2Gi" or a bare number it would not,
+-- or read as bytes).
+function _M.jvm_memory(memory)
+  local mib = resources.memory_mib(memory, math.huge)
+  if not mib then return memory end
+  return ("%dm"):format(math.max(1, math.floor(mib)))
+end
+
 local function script_env(eng, h)
   local dir = eng.opts.data_dir .. "/history"
   core.mkdir_p(dir, 448)
@@ -31,7 +41,7 @@ local function script_env(eng, h)
   return runner.env(nil, {
     SPARK_HISTORY_OPTS = ("-Dspark.history.fs.logDirectory=file:%s -Dspark.history.ui.port=%d")
       :format(eng.opts.event_log_dir, h.ui_port or _M.UI_PORT),
-    SPARK_LOG_DIR = dir, SPARK_PID_DIR = dir, SPARK_DAEMON_MEMORY = h.memory,
+    SPARK_LOG_DIR = dir, SPARK_PID_DIR = dir, SPARK_DAEMON_MEMORY = _M.jvm_memory(h.memory),
     -- the daemon leaves the script's process group: the marker lets a restart find it
     [children.MARKER] = eng.opts.data_dir,
   })
