@@ -68,9 +68,11 @@ function _M.execute(plan, opt, ctx, where)
   if not lock then return out.fail(2, where.verb, "%s", lerr) end
   local json, quiet = opt["--json"], opt["--quiet"]
   if where.resume and not where.retry then
+    -- The record is checked before an engine is started or contacted.
+    local doc, serr = state_mod.read(state_path)
+    if not doc then return out.fail(2, nil, "cannot resume: %s", serr) end
     -- --resume continues a run that died; one that ended has nothing left.
-    local doc = util.read_json_file(state_path)
-    if type(doc) == "table" and doc.finished_at and (doc.status == "failed" or doc.status == "cancelled") then
+    if doc.finished_at and (doc.status == "failed" or doc.status == "cancelled") then
       io.stderr:write(("aeflow: run: run %s already ended %s: --resume has nothing left to do; "
         .. "`aeflow retry %s` re-runs what did not succeed\n"):format(tostring(doc.run_id), doc.status,
         tostring(doc.run_id)))

@@ -232,8 +232,8 @@ end
 function _M.load_file(path, overrides)
   -- a FIFO would block open() forever and /dev/zero never ends: only a
   -- regular file, and no larger than the helpers may read
-  local _, kind = core.file_mode(path)
-  if kind and kind ~= "file" then
+  local mode, kind = core.file_mode(path) -- nil, err when missing: io.open says so below
+  if mode and kind ~= "file" then
     local what = ({ char = "character device", block = "block device" })[kind] or kind
     return nil, fmt("%s: not a workflow file (a %s, not a regular file)", path, what)
   end

@@ -125,8 +125,8 @@ function _M.new(file, full_ae)
       error(fmt("%s: %s: '%s' leads outside the workflow's directory (a symlink to %s)", where_called(), fname, p,
         real), 0)
     end
-    local _, kind = core.file_mode(real)
-    if kind ~= "file" then
+    local mode, kind = core.file_mode(real)
+    if mode and kind ~= "file" then
       error(fmt("%s: %s: %s is not a regular file (a %s)", where_called(), fname, p, tostring(kind)), 0)
     end
     local f = io.open(real, "rb")
