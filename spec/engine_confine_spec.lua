@@ -167,6 +167,19 @@ describe("application confinement", function()
     assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
   end)
 
+  it("the wordcount stand-in reads only files inside the roots (not the engine's credentials)", function()
+    local wc = "/opt/ibm/spark/examples/src/main/python/wordcount.py"
+    local msg = refused({ application = wc, arguments = { e.data_dir .. "/credentials.json" } }, 403,
+      "application_not_allowed")
+    assert.truthy(msg:find("application_details.arguments[1]: ", 1, true), msg)
+    refused({ application = wc, arguments = { "../outside/evil.sh" } }, 403, "application_not_allowed")
+    for _, arg in ipairs({ "/opt/ibm/spark/examples/src/main/resources/people.txt", "ok.sh" }) do
+      local status, b = submit({ application = wc, arguments = { arg } })
+      assert.equal(202, status, util.json_encode(b))
+      assert.equal("FINISHED", helper.wait_app(e, b.application_id).state)
+    end
+  end)
+
   it("a FIFO, a directory or a device is no program, and never blocks the engine", function()
     assert(os.execute(("mkfifo '%s/pipe.py' '%s/pipe.py' && mkdir '%s/dir.py'"):format(root, outside, root)))
     local t0 = core.monotime()

@@ -159,6 +159,18 @@ function _M.check_details(details, opts, user, defaults)
       end
     end
   end
+  -- A stand-in that reads the file it is given (wordcount) reads only inside
+  -- the roots: otherwise any user could print the engine's credentials.json.
+  for _, smp in ipairs(runner.SAMPLES) do
+    if smp.file_arguments and is_sample(details.application) and details.application:find(smp.pattern) then
+      for i, a in ipairs(details.arguments or {}) do
+        if not runner.SAMPLE_DATA[a] then
+          local ok, status, code, message = _M.check(a, opts, nil, true)
+          if not ok then return nil, status, code, ("application_details.arguments[%d]: %s"):format(i, message) end
+        end
+      end
+    end
+  end
   local lists = {}
   for _, f in ipairs(DETAIL_FILES) do lists[#lists + 1] = { "application_details." .. f, details[f] } end
   for _, k in ipairs(CONF_FILES) do

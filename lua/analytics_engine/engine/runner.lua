@@ -11,8 +11,9 @@ local EXAMPLES = "/opt/ibm/spark/examples"
 
 -- Sample path (Lua pattern) -> stand-in file and what it stands for.
 _M.SAMPLES = {
+  -- file_arguments: the stand-in opens its arguments (confine.lua keeps them inside the roots)
   { pattern = "^" .. EXAMPLES .. "/src/main/python/wordcount%.py$", file = "wordcount.py",
-    what = "the PySpark wordcount example" },
+    what = "the PySpark wordcount example", file_arguments = true },
   { pattern = "^" .. EXAMPLES .. "/jars/spark%-examples[^/]*%.jar$", file = "sparkpi.lua",
     what = "the Scala SparkPi example", class = "org.apache.spark.examples.SparkPi" },
   { pattern = "^" .. EXAMPLES .. "/src/main/r/dataframe%.R$", file = "dataframe.lua",
