@@ -169,8 +169,12 @@ function _M.create(eng, details, extras)
   if extras.queuing_enabled == false then
     local cap_c, cap_m = _M.capacity(eng)
     local _, run_c, run_m = _M.consumption(eng)
-    if _M.queue_waits(eng)
-       or not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, { cores_m = run_c, memory_mib = run_m }, d) then
+    -- What is queued only because the next tick has not started it yet
+    -- (several creates in one batch) counts as running: refused only when
+    -- this one would really wait (behind them, or for room).
+    local q_c, q_m = _M.queued_demand(eng, cap_c, cap_m)
+    if not resources.fits({ cores_m = cap_c, memory_mib = cap_m },
+                          { cores_m = run_c + q_c, memory_mib = run_m + q_m }, d) then
       return nil, 503, "instance_quota_exhausted", "the instance has no room for the application now "
         .. "and queuing_enabled is false"
     end
@@ -244,6 +248,18 @@ end
 
 --- Does a queued application that could start hold up new ones? (the
 -- check of a submission with queuing_enabled = false)
+--- The demand of the queued applications that can ever fit: cores_m, memory_mib.
+function _M.queued_demand(eng, cap_c, cap_m)
+  local c, m = 0, 0
+  for _, rec in ipairs(eng.lifecycle:queued()) do
+    if not never_fits(rec, cap_c, cap_m) then
+      local rc, rm = _M.demand(rec)
+      c, m = c + rc, m + rm
+    end
+  end
+  return c, m
+end
+
 function _M.queue_waits(eng)
   local cap_c, cap_m = _M.capacity(eng)
   for _, rec in ipairs(eng.lifecycle:queued()) do
