@@ -1,0 +1,230 @@
+-- Benchmark 6: one `aeflow run` of N applications for N in SCALING_N
+-- (default 100,1000,10000), each against a fresh local engine with room for
+-- all of them. Per N, two runs:
+--   * "finish": applications of `sleep 1`: wall time, requests per
+--     application (engine counters), peak RSS (/usr/bin/time -v), and the
+--     runner's submission rate;
+--   * "wait": applications of `sleep 600`: once all are submitted (all
+--     running, none finishing), the runner's CPU from /proc/PID/stat over
+--     SCALING_WAIT seconds (default 30) and its peak RSS (VmHWM); then the
+--     runner is killed and the engine stopped (its applications die with it).
+-- And the engine's own create throughput alone: a small Lua client posting
+-- the same N creates (sleep 600) with 32 in flight against a fresh engine,
+-- the baseline of the runner's submission rate (same run, same machine). Writes bench/scaling.svg (or SCALING_SVG) and name=value lines to
+-- BENCH_RESULTS.
+--   lua5.4 bench/scaling.lua AEFLOW_BIN WORKDIR
+local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
+local launcher = require "analytics_engine.engine.launcher"
+local ae = require "analytics_engine"
+local svg = require "scaling_svg"
+
+local bin, work = arg[1], arg[2]
+assert(bin and work, "usage: scaling.lua AEFLOW_BIN WORKDIR")
+local here = core.realpath(arg[0]:match("^(.*)/[^/]*$") or ".")
+local sizes = {}
+for v in (os.getenv("SCALING_N") or "100,1000,10000"):gmatch("%d+") do sizes[#sizes + 1] = tonumber(v) end
+local WAIT = tonumber(os.getenv("SCALING_WAIT") or "30")
+local app = here .. "/../workflows/apps/sleep.sh"
+
+local engines, runners = {}, {}
+local function start_engine(dir, n)
+  local e = assert(launcher.start { bin = bin, data_dir = dir,
+                                    args = { "--quota-cores", 4 * n, "--quota-memory", (4 * n) .. "Gi" } })
+  engines[#engines + 1] = e
+  local c = assert(ae.client { url = e.url, instance_id = e.instance_id,
+                               auth = { username = e.username, api_key = e.api_key } })
+  assert(c:replace_resource_consumption_limits { max_cores = tostring(4 * n), max_memory = (4 * n) .. "Gi" })
+  e.auth = "ZenApiKey " .. util.b64encode(e.username .. ":" .. e.api_key)
+  function e.stats()
+    local res = assert(core.http_session():request { url = e.url .. "/engine/v1/stats", timeout = 120,
+                                                     headers = { Authorization = e.auth } })
+    assert(res.status == 200, "stats: " .. res.status)
+    return util.json_decode(res.body).requests
+  end
+  return e
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function cpu_ticks(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  local after = stat:match("%) (.*)$")
+  if not after then return nil end
+  local f = {}
+  for x in after:gmatch("%S+") do f[#f + 1] = x end
+  return tonumber(f[12]) + tonumber(f[13]) -- utime, stime (fields 14, 15)
+end
+local CLK_TCK = tonumber(io.popen("getconf CLK_TCK"):read("l")) or 100
+
+-- The events of a run: run_start time, submissions (count, last time), run_end.
+local function events_of(path)
+  local ev = { submitted = 0 }
+  for line in (read(path) .. ""):gmatch("[^\n]+") do
+    local e = util.json_decode(line)
+    if type(e) == "table" then
+      if e.event == "run_start" then ev.start = e.time end
+      if e.event == "application_submitted" then
+        ev.submitted = ev.submitted + 1
+        ev.last_submit = math.max(ev.last_submit or 0, e.time)
+      end
+      if e.event == "run_end" then ev.run_end = e end
+    end
+  end
+  return ev
+end
+
+local function run_argv(dir, n, seconds, timed)
+  local argv = { "/usr/bin/env", "AE_URL=" .. dir.e.url, "AE_INSTANCE_ID=" .. dir.e.instance_id,
+                 "AE_USERNAME=" .. dir.e.username, "AE_API_KEY=" .. dir.e.api_key, "BENCH_APPS=" .. n,
+                 "BENCH_SECONDS=" .. seconds }
+  if timed then
+    for _, a in ipairs { "/usr/bin/time", "-v", "-o", dir.path .. "/time.txt" } do argv[#argv + 1] = a end
+  end
+  for _, a in ipairs { bin, "run", here .. "/workflows/thousand.lua", "--json", "--state",
+                       dir.path .. "/state.json" } do argv[#argv + 1] = a end
+  return argv
+end
+
+local function finish_run(n)
+  local path = ("%s/finish-%d"):format(work, n)
+  local e = start_engine(path .. "/engine", n)
+  local before = e.stats()
+  local t0 = core.monotime()
+  local pid = assert(core.spawn { argv = run_argv({ e = e, path = path }, n, "1", true),
+                                  stdout = path .. "/events.ndjson", stderr = path .. "/stderr.txt" })
+  runners[#runners + 1] = pid
+  local st, code
+  repeat
+    core.sleep(0.2)
+    st, code = core.wait(pid)
+  until st
+  local wall = core.monotime() - t0
+  local after = e.stats()
+  e:stop()
+  local ev = events_of(path .. "/events.ndjson")
+  assert(st == "exited" and code == 0 and ev.run_end and ev.run_end.status == "succeeded",
+    ("aeflow run of %d did not succeed (%s %s); see %s/stderr.txt"):format(n, st, tostring(code), path))
+  local rss = tonumber(read(path .. "/time.txt"):match("Maximum resident set size %(kbytes%): (%d+)"))
+  local total, polls = 0, ev.run_end.poll_requests or 0
+  for _, v in pairs(after) do total = total + v end
+  for _, v in pairs(before) do total = total - v end
+  local function d(name) return (after[name] or 0) - (before[name] or 0) end
+  -- (the second stats request is counted in `total` and `other`)
+  return { wall = wall, rss_mb = rss / 1024, creates = d("create_application"), gets = d("get_application"),
+           polls = polls, rounds = ev.run_end.poll_rounds, total = total,
+           other = total - polls - d("create_application") - d("get_application"),
+           per_app = (total - polls) / n, rate = n / (ev.last_submit - ev.start) }
+end
+
+local function wait_run(n)
+  local path = ("%s/wait-%d"):format(work, n)
+  local e = start_engine(path .. "/engine", n)
+  local pid = assert(core.spawn { argv = run_argv({ e = e, path = path }, n, "600", false),
+                                  stdout = path .. "/events.ndjson", stderr = path .. "/stderr.txt" })
+  runners[#runners + 1] = pid
+  local t0 = core.monotime()
+  local ev
+  repeat
+    core.sleep(1)
+    assert(core.wait(pid) == nil, "aeflow run of " .. n .. " ended early; see " .. path .. "/stderr.txt")
+    ev = events_of(path .. "/events.ndjson")
+  until ev.submitted >= n or core.monotime() - t0 > 900
+  assert(ev.submitted >= n, "not all submitted within 900 s")
+  core.sleep(2) -- the poller's first rounds over everything running
+  local c0, w0 = cpu_ticks(pid), core.monotime()
+  core.sleep(WAIT)
+  local c1, w1 = cpu_ticks(pid), core.monotime()
+  local hwm = tonumber(read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)"))
+  core.kill(pid, "KILL")
+  core.wait(pid)
+  e:stop()
+  return { cpu_pct = (c1 - c0) / CLK_TCK / (w1 - w0) * 100, hwm_mb = hwm / 1024,
+           rate = n / (ev.last_submit - ev.start), submit_s = ev.last_submit - ev.start }
+end
+
+-- The engine alone: a small Lua client (core.http_session through the same
+-- loop, CONNS transfers in flight, nothing else) posting the same N creates
+-- (sleep 600) to a fresh engine, so it meets the same growing number of
+-- running applications as the runner. Returns creates per second.
+local CONNS = tonumber(os.getenv("SCALING_CONNS") or "32")
+local function engine_creates(n)
+  local loop = require "analytics_engine.loop"
+  local path = ("%s/load-%d"):format(work, n)
+  local e = start_engine(path .. "/engine", n)
+  local sched = loop.new { max_transfers = CONNS }
+  local session = core.http_session()
+  local req = { method = "POST", url = e.url .. "/v4/analytics_engines/" .. e.instance_id .. "/spark_applications",
+                headers = { Authorization = e.auth, ["Content-Type"] = "application/json" }, timeout = 120,
+                body = util.json_encode { application_details = { application = app, arguments = { "600" } } } }
+  local sent, done, bad = 0, 0, 0
+  local t0 = core.monotime()
+  for _ = 1, CONNS do
+    sched:spawn("create", function()
+      while sent < n do
+        sent = sent + 1
+        local res = sched:http(session, req)
+        if not res or res.status ~= 202 then bad = bad + 1 end
+        done = done + 1
+      end
+    end)
+  end
+  assert(sched:loop(function() return done >= n end))
+  local rate = n / (core.monotime() - t0)
+  e:stop()
+  assert(bad == 0, bad .. " creates were not accepted")
+  return rate
+end
+
+local rows = {}
+local ok, err = pcall(function()
+  for _, n in ipairs(sizes) do
+    local r = finish_run(n)
+    local w = wait_run(n)
+    r.n, r.cpu_pct, r.wait_rss_mb, r.wait_rate = n, w.cpu_pct, w.hwm_mb, w.rate
+    r.engine_rate = engine_creates(n)
+    rows[#rows + 1] = r
+  end
+  print(("== 6. scaling: one `aeflow run` of N applications, fresh local engine per run (%d s CPU window)")
+    :format(WAIT))
+  print(("  engine alone: a Lua client posting the same N creates (sleep 600), %d in flight"):format(CONNS))
+  print(("  %7s | %9s | %9s | %9s | %17s | %8s | %s"):format("N", "RSS fin.", "RSS wait", "CPU wait",
+    "requests/app", "wall", "creates/s: fin. / wait / engine alone = ratio"))
+  local out = os.getenv("BENCH_RESULTS")
+  local res = out and out ~= "" and assert(io.open(out, "a"))
+  for _, r in ipairs(rows) do
+    print(("  %7d | %6.1f MB | %6.1f MB | %8.2f%% | %5.2f (+%d polls) | %6.1f s | %5.0f / %5.0f / %5.0f = %.2fx")
+      :format(r.n, r.rss_mb, r.wait_rss_mb, r.cpu_pct, r.per_app, r.polls, r.wall, r.rate, r.wait_rate,
+        r.engine_rate, r.wait_rate / r.engine_rate))
+    print(("  %7s   creates %d, get_application %d, polls %d in %d rounds, other %d")
+      :format("", r.creates, r.gets, r.polls, r.rounds, r.other))
+    if res then
+      res:write(("scaling_%d_rss_mb=%.1f\nscaling_%d_wait_rss_mb=%.1f\nscaling_%d_wait_cpu_pct=%.2f\n"
+        .. "scaling_%d_requests_per_app=%.2f\nscaling_%d_wall_s=%.1f\nscaling_%d_submit_per_s=%.0f\n"
+        .. "scaling_%d_engine_creates_per_s=%.0f\n")
+        :format(r.n, r.rss_mb, r.n, r.wait_rss_mb, r.n, r.cpu_pct, r.n, r.per_app, r.n, r.wall, r.n, r.wait_rate,
+          r.n, r.engine_rate))
+    end
+  end
+  if res then res:close() end
+  local file = os.getenv("SCALING_SVG") or (here .. "/scaling.svg")
+  local f = assert(io.open(file, "wb"))
+  f:write(svg.render(rows))
+  f:close()
+  print("  plot: " .. file)
+end)
+-- Whatever happened: no runner, engine or application left behind.
+for _, pid in ipairs(runners) do
+  if core.wait(pid) == nil then
+    core.kill(pid, "KILL")
+    core.wait(pid)
+  end
+end
+for _, e in ipairs(engines) do e:stop() end
+if not ok then error(err, 0) end
