@@ -103,7 +103,7 @@ _M.replace_instance_default_configs = map(str { max = TEXT }, MAX_CONF,
   { conf = true, root = "default_configs", bytes = 1024 * 1024 })
 _M.update_instance_default_configs = map(str { max = TEXT, nullable = true }, MAX_CONF,
   { conf = true, root = "default_configs" })
-_M.replace_instance_default_runtime = object { spark_version = str { max = 64 } }
+_M.replace_instance_default_runtime = object { spark_version = str { required = true, max = 64 } }
 
 _M.replace_resource_consumption_limits = object {
   max_cores = str { max = 64 }, max_memory = str { max = 64 },

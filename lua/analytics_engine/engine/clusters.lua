@@ -14,7 +14,6 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local guard = require "analytics_engine.engine.guard"
-local validate = require "analytics_engine.engine.validate"
 
 local _M = {}
 local H = {}
@@ -70,18 +69,9 @@ local function on_news(eng, h, cid)
 end
 
 function H.create_cluster(eng, ctx)
+  -- the shapes are schemas.create_cluster's, checked before a handler runs
   local d = ctx.body.cluster_details
-  if d == nil or d == null then return reply.bad_request("cluster_details is required") end
-  if not validate.is_object(d) then return reply.bad_request("cluster_details must be an object") end
-  if d.name ~= nil and d.name ~= null and type(d.name) ~= "string" then
-    return reply.bad_request("cluster_details.name must be a string")
-  end
-  local conf = {}
-  if d.conf ~= nil and d.conf ~= null then
-    local ok, err = validate.check_string_map(d.conf, "cluster_details.conf")
-    if not ok then return reply.bad_request(err) end
-    conf = util.copy(d.conf)
-  end
+  local conf = d.conf ~= nil and d.conf ~= null and util.copy(d.conf) or {}
   local s = eng.store:settings()
   local version = s.default_runtime.spark_version
   if type(d.runtime) == "table" and d.runtime.spark_version ~= nil then

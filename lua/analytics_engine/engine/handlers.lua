@@ -7,7 +7,6 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local reply = require "analytics_engine.engine.reply"
 local apps = require "analytics_engine.engine.apps"
-local validate = require "analytics_engine.engine.validate"
 local schemas = require "analytics_engine.schemas"
 local history = require "analytics_engine.engine.history"
 local clusters = require "analytics_engine.engine.clusters"
@@ -110,8 +109,7 @@ function H.get_instance_default_runtime(eng)
 end
 
 function H.replace_instance_default_runtime(eng, ctx)
-  local v = ctx.body.spark_version
-  if v == nil or v == null then return reply.bad_request("spark_version is required") end
+  local v = ctx.body.spark_version -- required by the schema
   if not eng.versions.set[v] then
     return reply.bad_request(("spark_version must be one of %s"):format(eng.versions.text))
   end
@@ -125,9 +123,9 @@ function H.get_instance_default_configs(eng)
   return 200, util.copy(eng.store:settings().default_configs)
 end
 
+-- The default_configs bodies are held to their schemas (a map of strings;
+-- PATCH: or null) before a handler runs.
 function H.replace_instance_default_configs(eng, ctx)
-  local ok, err = validate.check_string_map(ctx.body, "default_configs")
-  if not ok then return reply.bad_request(err) end
   local s = eng.store:settings()
   s.default_configs = util.copy(ctx.body)
   eng.store:touch("settings")
@@ -140,12 +138,6 @@ function H.update_instance_default_configs(eng, ctx)
   if ct ~= "application/merge-patch+json" and ct ~= "application/json" then
     return reply.error(415, "unsupported_media_type",
       "Content-Type must be application/merge-patch+json or application/json")
-  end
-  if not validate.is_object(ctx.body) then return reply.bad_request("default_configs must be an object") end
-  for k, v in pairs(ctx.body) do
-    if v ~= null and type(v) ~= "string" then
-      return reply.bad_request(("default_configs.%s must be a string or null"):format(tostring(k)))
-    end
   end
   local s = eng.store:settings()
   -- The merged map is held to PUT's bound too: patches one after another

@@ -206,13 +206,12 @@ function _M.body(op_name, body)
 end
 
 ---------------------------------------------------------------------------
--- application bodies (and the other maps of strings the engine keeps)
+-- application bodies
 
 local STRING_FIELDS = { "class", "name", "jars", "packages", "repositories", "files", "archives" }
 
 -- A Lua sequence (1..n, nothing else): stricter than the limits' is_array.
 local function is_list(t)
-  if type(t) ~= "table" then return false end
   local n = #t
   for k in pairs(t) do
     if type(k) ~= "number" or k ~= math.floor(k) or k < 1 or k > n then return false end
@@ -221,82 +220,37 @@ local function is_list(t)
 end
 
 --- A JSON object (a table that is not a non-empty sequence).
-local function is_object(t)
+function _M.is_object(t)
   return type(t) == "table" and (next(t) == nil or not is_list(t))
 end
-_M.is_object = is_object
 
 local function absent(v) return v == nil or v == null end
 
---- A map of string values, or nil, message.
-function _M.check_string_map(t, where)
-  if not is_object(t) then return nil, where .. " must be an object" end
-  for k, v in pairs(t) do
-    if type(v) ~= "string" then return nil, ("%s.%s must be a string"):format(where, tostring(k)) end
-  end
-  return true
-end
-
 --- A create_application body -> details, extras (the normalised copy the
--- engine keeps) | nil, message. The schema has checked the shapes already;
--- this adds what it cannot know (the engine's Spark versions).
+-- engine keeps) | nil, message. Its shapes are schemas.create_application's,
+-- checked here too so a caller that skipped body() is held to them; this
+-- adds what the schema cannot know (the engine's Spark versions).
 function _M.application(body, versions)
+  local ok, err = check(schemas.create_application, body, "")
+  if not ok then return nil, err end
   local d = body.application_details
-  if absent(d) then return nil, "application_details is required" end
-  if not is_object(d) then return nil, "application_details must be an object" end
-  local out = {}
-  if type(d.application) ~= "string" or d.application == "" then
-    return nil, absent(d.application) and "application_details.application is required"
-      or "application_details.application must be a non-empty string"
-  end
-  out.application = d.application
-  if not absent(d.arguments) then
-    if not is_list(d.arguments) then return nil, "application_details.arguments must be an array of strings" end
-    for _, a in ipairs(d.arguments) do
-      if type(a) ~= "string" then return nil, "application_details.arguments must be an array of strings" end
-    end
-    out.arguments = util.array(util.copy(d.arguments))
-  end
+  local out = { application = d.application }
+  if not absent(d.arguments) then out.arguments = util.array(util.copy(d.arguments)) end
   for _, f in ipairs(STRING_FIELDS) do
-    if not absent(d[f]) then
-      if type(d[f]) ~= "string" then return nil, ("application_details.%s must be a string"):format(f) end
-      out[f] = d[f]
-    end
+    if not absent(d[f]) then out[f] = d[f] end
   end
-  for _, f in ipairs({ "conf", "env" }) do
-    if not absent(d[f]) then
-      local ok, err = _M.check_string_map(d[f], "application_details." .. f)
-      if not ok then return nil, err end
-      out[f] = util.copy(d[f])
+  if not absent(d.conf) then out.conf = util.copy(d.conf) end
+  if not absent(d.env) then out.env = util.copy(d.env) end
+  local v = not absent(d.runtime) and d.runtime.spark_version or nil
+  if not absent(v) then
+    if not versions.set[v] then
+      return nil, ("application_details.runtime.spark_version must be one of %s"):format(versions.text)
     end
-  end
-  if not absent(d.runtime) then
-    if not is_object(d.runtime) then return nil, "application_details.runtime must be an object" end
-    local v = d.runtime.spark_version
-    if not absent(v) then
-      if not versions.set[v] then
-        return nil, ("application_details.runtime.spark_version must be one of %s"):format(versions.text)
-      end
-      out.runtime = { spark_version = v }
-    end
+    out.runtime = { spark_version = v }
   end
   local extras = {}
-  if not absent(body.volumes) then
-    if not is_list(body.volumes) then return nil, "volumes must be an array of objects" end
-    for i, v in ipairs(body.volumes) do
-      if not is_object(v) then return nil, "volumes must be an array of objects" end
-      for _, f in ipairs({ "name", "mount_path", "source_sub_path" }) do
-        if not absent(v[f]) and type(v[f]) ~= "string" then
-          return nil, ("volumes[%d].%s must be a string"):format(i, f)
-        end
-      end
-    end
-    extras.volumes = util.array(util.deepcopy(body.volumes))
-  end
-  if not absent(body.queuing_enabled) then
-    if type(body.queuing_enabled) ~= "boolean" then return nil, "queuing_enabled must be a boolean" end
-    extras.queuing_enabled = body.queuing_enabled
-  end
+  if not absent(body.volumes) then extras.volumes = util.array(util.deepcopy(body.volumes)) end
+  if not absent(body.queuing_enabled) then extras.queuing_enabled = body.queuing_enabled end
   return out, extras
 end
 
