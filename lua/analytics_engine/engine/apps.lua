@@ -1,6 +1,6 @@
---- Spark applications: validation, the state machine
--- (ACCEPTED -> RUNNING -> FINISHED | FAILED | STOPPED), real local processes,
--- resource accounting and the JSON shapes of the v4 answers.
+--- Spark applications: the state machine (ACCEPTED -> RUNNING -> FINISHED |
+-- FAILED | STOPPED), real local processes, resource accounting and the
+-- handlers. Bodies are checked by validate.lua, answers shaped by views.lua.
 local core = require "analytics_engine.core"
 local api = require "analytics_engine.api"
 local util = require "analytics_engine.util"
@@ -42,14 +42,14 @@ function _M.memory_mib(s) return resources.memory_mib(s, QUOTA_MIB) end
 --- A quota's cores ("1", "0.5", "500m") in millicores, or nil.
 function _M.millicores(s) return resources.millicores(s, QUOTA_MILLICORES) end
 
---- What one application asks for: millicores, MiB. A record stored before
--- its conf was validated counts as Spark's defaults rather than failing.
 -- An application's demand, by record: its conf and the defaults it was
 -- submitted with never change, and the scheduler sums the demand of every
 -- live application at each launch (parsing thousands of confs per create
 -- made creates slow down with the number running: ~10/s at 3,000).
 local demands = setmetatable({}, { __mode = "k" })
 
+--- What one application asks for: millicores, MiB. A record stored before
+-- its conf was validated counts as Spark's defaults rather than failing.
 function _M.demand(rec)
   local d = demands[rec]
   if not d then
@@ -59,8 +59,8 @@ function _M.demand(rec)
   return d.cores_m, d.memory_mib
 end
 
---- Running and pending use over the live applications -> view, running millicores, MiB.
-function _M.consumption(eng)
+-- Running and pending use over the live applications -> millicores, MiB of each.
+local function use(eng)
   local run_c, run_m, pend_c, pend_m = 0, 0, 0, 0
   for _, rec in eng.lifecycle:live() do
     local c, m = _M.demand(rec)
@@ -70,8 +70,15 @@ function _M.consumption(eng)
       pend_c, pend_m = pend_c + c, pend_m + m
     end
   end
-  local function fmt(c, m) return { cores = ("%dm"):format(floor(c)), memory = ("%dMi"):format(floor(m)) } end
-  return { running = fmt(run_c, run_m), pending = fmt(pend_c, pend_m) }, run_c, run_m
+  return run_c, run_m, pend_c, pend_m
+end
+
+local function quantities(c, m) return { cores = ("%dm"):format(floor(c)), memory = ("%dMi"):format(floor(m)) } end
+
+--- Running and pending use over the live applications -> view, running millicores, MiB.
+function _M.consumption(eng)
+  local run_c, run_m, pend_c, pend_m = use(eng)
+  return { running = quantities(run_c, run_m), pending = quantities(pend_c, pend_m) }, run_c, run_m
 end
 
 -- The answers' shapes (get_application, a list row, get_application_state).
@@ -159,6 +166,7 @@ function _M.create(eng, details, extras)
   if not d then -- conf itself was validated: the instance's defaults hold the bad value
     return nil, 400, "invalid_default_configs", "default_configs." .. derr
   end
+  demands[rec] = d -- parsed once: the scheduler reads it from here
   local c, m = d.cores_m, d.memory_mib
   local q = eng.opts.quota or {}
   if not resources.fits({ cores_m = q.millicores, memory_mib = q.mib }, nil, d) then
@@ -168,7 +176,7 @@ function _M.create(eng, details, extras)
   end
   if extras.queuing_enabled == false then
     local cap_c, cap_m = _M.capacity(eng)
-    local _, run_c, run_m = _M.consumption(eng)
+    local run_c, run_m = use(eng)
     -- What is queued only because the next tick has not started it yet
     -- (several creates in one batch) counts as running: refused only when
     -- this one would really wait (behind them, or for room).
@@ -246,9 +254,8 @@ local function never_fits(rec, cap_c, cap_m)
   return not resources.fits({ cores_m = cap_c, memory_mib = cap_m }, nil, { cores_m = c, memory_mib = m })
 end
 
---- Does a queued application that could start hold up new ones? (the
--- check of a submission with queuing_enabled = false)
---- The demand of the queued applications that can ever fit: cores_m, memory_mib.
+--- The demand of the queued applications that can ever fit: cores_m,
+-- memory_mib (what a submission with queuing_enabled = false would wait behind).
 function _M.queued_demand(eng, cap_c, cap_m)
   local c, m = 0, 0
   for _, rec in ipairs(eng.lifecycle:queued()) do
@@ -260,14 +267,6 @@ function _M.queued_demand(eng, cap_c, cap_m)
   return c, m
 end
 
-function _M.queue_waits(eng)
-  local cap_c, cap_m = _M.capacity(eng)
-  for _, rec in ipairs(eng.lifecycle:queued()) do
-    if not never_fits(rec, cap_c, cap_m) then return true end
-  end
-  return false
-end
-
 -- Start queued applications in submission order while they fit; the first
 -- that does not fit waits (QUEUED) and so does everything behind it, except
 -- one that cannot fit at all: it keeps its place and the next one may start.
@@ -276,7 +275,7 @@ local function schedule(eng, now)
   local queue = lc:queued()
   if #queue == 0 then return end
   local cap_c, cap_m = _M.capacity(eng)
-  local _, run_c, run_m = _M.consumption(eng)
+  local run_c, run_m = use(eng)
   local i = 1
   while i <= #queue do
     local rec = queue[i]
