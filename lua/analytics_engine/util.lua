@@ -198,7 +198,6 @@ function _M.iso_time(t)
   return os.date("!%Y-%m-%dT%H:%M:%S", floor(t)) .. (".%03dZ"):format(floor((t % 1) * 1000))
 end
 
---- Decode one application/x-www-form-urlencoded component.
 --- An integer from a number or a numeric string; nil for fractions, NaN and
 -- infinities (integral floats from JSON count). Lua 5.1-safe, unlike math.tointeger.
 function _M.tointeger(v)
@@ -207,6 +206,7 @@ function _M.tointeger(v)
   return nil
 end
 
+--- Decode one application/x-www-form-urlencoded component.
 function _M.url_decode(s)
   return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
 end
