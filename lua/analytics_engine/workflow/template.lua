@@ -11,6 +11,7 @@
 -- are interpolated as text (whole numbers without ".0"; a table cannot be).
 -- `expand_args` also brings the result to the types the API wants
 -- (workflow/types.lua), the same rule `validate` applies.
+local util = require "analytics_engine.util"
 local types = require "analytics_engine.workflow.types"
 
 local _M = {}
@@ -91,13 +92,6 @@ function _M.lookup(scope, path)
   return nil, false
 end
 
-local function deepcopy(v)
-  if type(v) ~= "table" then return v end
-  local c = {}
-  for k, x in pairs(v) do c[k] = deepcopy(x) end
-  return setmetatable(c, getmetatable(v))
-end
-
 local function missing(path, s)
   return ("unknown template name '%s' in %q"):format(path, s)
 end
@@ -108,7 +102,7 @@ local function expand_string(s, scope)
   if whole and whole ~= "" then
     local v, ok = _M.lookup(scope, whole)
     if not ok then return nil, missing(whole, s) end
-    return deepcopy(v)
+    return util.deepcopy(v)
   end
   local out = {}
   local ok, err = scan(s, function(text) out[#out + 1] = text end, function(path)

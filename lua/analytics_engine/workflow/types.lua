@@ -46,19 +46,13 @@ function _M.number_text(n)
 end
 
 local STR = { type = "string" }
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
-end
-
 -- An operation's body as a workflow writes it: flat, unless it already holds
 -- the wrapping key (the client wraps { application = ... } itself).
 local function body_node(op, value)
   local node = schemas[op.name]
   if not node or not op.wrap or not node.fields or not node.fields[op.wrap] then return node end
   if type(value) == "table" and not unknown(value) and value[op.wrap] ~= nil then return node end
-  local fields = copy(node.fields[op.wrap].fields or {})
+  local fields = util.copy(node.fields[op.wrap].fields or {})
   for k, sub in pairs(node.fields) do
     if k ~= op.wrap then fields[k] = sub end
   end
