@@ -8,7 +8,7 @@ local dsl = require "analytics_engine.workflow.dsl"
 local plan_mod = require "analytics_engine.workflow.plan"
 local record = require "analytics_engine.report.record"
 local graphviz = require "analytics_engine.report.graphviz"
-local admission = require "analytics_engine.workflow.admission"
+local quota = require "analytics_engine.workflow.quota"
 local resources = require "analytics_engine.resources"
 
 local _M = {}
@@ -58,7 +58,7 @@ local function plan_limits(opt)
     return nil, ("--max-memory wants a size such as 24Gi, got '%s'"):format(mm)
   end
   if mc or mm then
-    limits, source = admission.limits_of { max_cores = mc, max_memory = mm }, "--max-cores/--max-memory"
+    limits, source = quota.limits_of { max_cores = mc, max_memory = mm }, "--max-cores/--max-memory"
   end
   if opt["--online"] then
     local c, err = ae.client { profile = opt["--profile"] }
@@ -66,7 +66,7 @@ local function plan_limits(opt)
     if limits == nil then
       local body, lerr = c:get_resource_consumption_limits()
       if not body and lerr.status ~= 404 then return nil, "--online: " .. tostring(lerr) end
-      limits, source = body and admission.limits_of(body) or false, "the service's resource_consumption_limits"
+      limits, source = body and quota.limits_of(body) or false, "the service's resource_consumption_limits"
     end
     local defs, derr = c:get_instance_default_configs()
     if not defs then return nil, "--online: " .. tostring(derr) end
@@ -82,7 +82,7 @@ local function write_admission(limits, lines, source)
   elseif limits == false then
     io.stdout:write(("\nadmission (%s: none set):\n"):format(source))
   else
-    io.stdout:write(("\nadmission within %s (%s):\n"):format(admission.limits_text(limits), source))
+    io.stdout:write(("\nadmission within %s (%s):\n"):format(quota.limits_text(limits), source))
   end
   for _, l in ipairs(lines) do io.stdout:write("  ", l, "\n") end
 end
@@ -105,7 +105,7 @@ Exit status 1 when an application is larger than the whole limits.]],
     if not plan then return code end
     local ok, limits, defaults, source = plan_limits(opt)
     if not ok then return out.fail(2, "plan", "%s", limits) end
-    local lines = admission.waves(plan, limits, defaults, plan.params)
+    local lines = quota.waves(plan, limits, defaults, plan.params)
     local fits = true
     for _, l in ipairs(lines) do
       if l:find(": CANNOT FIT: ", 1, true) then fits = false end
@@ -117,7 +117,7 @@ Exit status 1 when an application is larger than the whole limits.]],
         s.requests = util.array(reqs)
       end
       g.workflow = plan.name
-      g.admission = { limits = limits and { cores = admission.cores_text(limits.cores_m),
+      g.admission = { limits = limits and { cores = quota.cores_text(limits.cores_m),
                                             memory_mib = limits.memory_mib < math.huge and limits.memory_mib or nil }
                                 or nil, source = source, waves = util.array(lines) }
       out.json(g)

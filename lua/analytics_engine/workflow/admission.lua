@@ -14,14 +14,21 @@
 -- halve the number of admissions per round and add one per quiet round
 -- (AIMD), honouring Retry-After.
 local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local retry = require "analytics_engine.retry"
 local resources = require "analytics_engine.resources"
-local template = require "analytics_engine.workflow.template"
+local quota = require "analytics_engine.workflow.quota"
 
 local _M = {}
 local mt = { __index = _M }
 
 local floor, huge, max, min = math.floor, math.huge, math.max, math.min
+
+-- The quota's arithmetic and texts (workflow/quota.lua) under this module's
+-- name too, as admission's own (its spec reads them so).
+for _, name in ipairs { "cores_text", "memory_text", "need_text", "limits_text", "held_text", "too_large",
+                        "limits_of", "used_of", "at_once", "plan_demands", "waves" } do
+  _M[name] = quota[name]
+end
 
 _M.LIMITS_TTL = 300        -- seconds before the limits and default configs are read again
 _M.MAX_WINDOW = 64         -- admissions per round above which the rate is unlimited again
@@ -35,99 +42,6 @@ _M.UNPUBLISHED = { [400] = true, [403] = true, [404] = true, [405] = true, [501]
 _M.PHASE = "held for quota"
 -- Actions after which the limits or default configs are read again.
 _M.CHANGES = { set_configs = true, update_configs = true, set_limits = true, delete_limits = true, call = true }
-
----------------------------------------------------------------------------
--- numbers as people read them
-
---- Millicores as cores: 2000 → "2", 1500 → "1.5".
-function _M.cores_text(m)
-  if m == huge then return "unlimited" end
-  local c = m / 1000
-  if c == floor(c) then return ("%d"):format(c) end
-  return (("%.2f"):format(c):gsub("0+$", ""))
-end
-
---- MiB as GiB when a GiB or more: 2048 → "2 GiB", 512 → "512 MiB".
-function _M.memory_text(mib)
-  if mib == huge then return "unlimited" end
-  if mib >= 1024 then
-    local g = mib / 1024
-    if g == floor(g) then return ("%d GiB"):format(g) end
-    return (("%.2f"):format(g):gsub("0+$", "")) .. " GiB"
-  end
-  return ("%d MiB"):format(floor(mib))
-end
-
---- "needs 2 cores / 2 GiB"
-function _M.need_text(d)
-  return ("needs %s core%s / %s"):format(_M.cores_text(d.cores_m), d.cores_m == 1000 and "" or "s",
-    _M.memory_text(d.memory_mib))
-end
-
---- "2 cores / 8 GiB" (the parts that are limited)
-function _M.limits_text(limits)
-  local parts = {}
-  if limits.cores_m < huge then parts[#parts + 1] = _M.cores_text(limits.cores_m) .. " cores" end
-  if limits.memory_mib < huge then parts[#parts + 1] = _M.memory_text(limits.memory_mib) end
-  return table.concat(parts, " / ")
-end
-
---- "needs 2 cores / 2 GiB; free 0 of 6 cores": the demand, then what is
--- free of each limit that is short (cores when nothing is).
-function _M.held_text(d, limits, used)
-  local parts = {}
-  local short_c = used.cores_m + d.cores_m > limits.cores_m
-  local short_m = used.memory_mib + d.memory_mib > limits.memory_mib
-  if limits.cores_m < huge and (short_c or not short_m) then
-    parts[#parts + 1] = ("free %s of %s cores"):format(_M.cores_text(max(0, limits.cores_m - used.cores_m)),
-      _M.cores_text(limits.cores_m))
-  end
-  if limits.memory_mib < huge and (short_m or limits.cores_m == huge) then
-    parts[#parts + 1] = ("free %s of %s"):format(_M.memory_text(max(0, limits.memory_mib - used.memory_mib)),
-      _M.memory_text(limits.memory_mib))
-  end
-  if #parts == 0 then return _M.need_text(d) end
-  return _M.need_text(d) .. "; " .. table.concat(parts, ", ")
-end
-
---- A demand larger than the whole limits: the message, or nil when it fits an empty instance.
-function _M.too_large(d, limits)
-  if not limits or resources.fits(limits, { cores_m = 0, memory_mib = 0 }, d) then return nil end
-  return ("%s, more than the instance's whole limits of %s (resource_consumption_limits)"):format(
-    _M.need_text(d), _M.limits_text(limits))
-end
-
---- Limits from an API body ({ max_cores = "10", max_memory = "20Gi" }) as
--- { cores_m, memory_mib } (math.huge where unset); false when nothing is limited.
-function _M.limits_of(body)
-  body = type(body) == "table" and body or {}
-  local l = { cores_m = resources.millicores(body.max_cores, huge) or huge,
-              memory_mib = resources.memory_mib(body.max_memory, huge) or huge }
-  if l.cores_m == huge and l.memory_mib == huge then return false end
-  return l
-end
-
---- Running plus pending from a current_resource_consumption body
--- ({ running = { cores = "1000m", memory = "1024Mi" }, pending = {...} }).
-function _M.used_of(body)
-  body = type(body) == "table" and body or {}
-  local c, m = 0, 0
-  for _, part in ipairs { body.running, body.pending } do
-    if type(part) == "table" then
-      c = c + (resources.millicores(part.cores, huge) or 0)
-      m = m + (resources.memory_mib(part.memory, huge) or 0)
-    end
-  end
-  return { cores_m = c, memory_mib = m }
-end
-
---- How many of `d` fit at once in `limits` (math.huge when unlimited).
-function _M.at_once(d, limits)
-  local n = huge
-  if limits.cores_m < huge and d.cores_m > 0 then n = min(n, floor(limits.cores_m / d.cores_m)) end
-  if limits.memory_mib < huge and d.memory_mib > 0 then n = min(n, floor(limits.memory_mib / d.memory_mib)) end
-  return n
-end
 
 ---------------------------------------------------------------------------
 -- AIMD: `window` admissions per round (nil: unlimited). Back-pressure halves
@@ -196,7 +110,7 @@ end
 
 local function parse_retry_after(v)
   if v == nil then return nil end
-  return require("analytics_engine.retry").parse_retry_after(tostring(v))
+  return retry.parse_retry_after(tostring(v))
 end
 
 --- Note an answer of the service (every attempt, also those the client
@@ -245,14 +159,14 @@ function _M.read(self)
       self.stale.limits, self.failures, self.open = false, 0, false
       self.learned_at = now
       local before = self.limits
-      self.limits = body and _M.limits_of(body) or false
+      self.limits = body and quota.limits_of(body) or false
       if before == nil or (before and not self.limits) or (self.limits and not before)
-         or (before and self.limits and _M.limits_text(before) ~= _M.limits_text(self.limits)) then
+         or (before and self.limits and quota.limits_text(before) ~= quota.limits_text(self.limits)) then
         self.emit { event = "admission", limits = self.limits and {
-                      cores = self.limits.cores_m < huge and _M.cores_text(self.limits.cores_m) or nil,
+                      cores = self.limits.cores_m < huge and quota.cores_text(self.limits.cores_m) or nil,
                       memory_mib = self.limits.memory_mib < huge and floor(self.limits.memory_mib) or nil } or nil,
                     message = self.limits and ("submissions wait for room in %s (resource_consumption_limits)")
-                      :format(_M.limits_text(self.limits))
+                      :format(quota.limits_text(self.limits))
                       or ("no resource consumption limits to wait for (%s): submissions go as they come")
                       :format(body and "none set" or tostring(err.status) .. " " .. tostring(err.message)) }
       end
@@ -283,7 +197,7 @@ function _M.read(self)
     return false
   end
   self.failures, self.open = 0, false
-  local used = _M.used_of(body)
+  local used = quota.used_of(body)
   local before = self.snap and self.snap.used
   self.snap = { used = used, seq = seq, at = self.clock() }
   -- What landed before this read was asked is in it now.
@@ -335,12 +249,12 @@ end
 
 local function held_message(self, w, why)
   if why == "rate" then
-    return _M.need_text(w.d) .. "; the service pushed back (429/503): admitting fewer per round"
+    return quota.need_text(w.d) .. "; the service pushed back (429/503): admitting fewer per round"
   elseif why == "turn" then
-    return _M.need_text(w.d) .. "; another run on this machine has waited longer"
+    return quota.need_text(w.d) .. "; another run on this machine has waited longer"
   end
   local used = self:used()
-  return _M.held_text(w.d, self.limits or { cores_m = huge, memory_mib = huge }, used)
+  return quota.held_text(w.d, self.limits or { cores_m = huge, memory_mib = huge }, used)
 end
 
 --- Admit waiters in intent order while they fit.
@@ -365,7 +279,7 @@ function _M.pump(self)
   if self.peers then self.peers:note(self.waiters[1] and self.waiters[1].intent_at) end
   -- The first in line cannot fit even an idle instance (the limits shrank
   -- under it): read the limits each round until they grow, not every LIMITS_TTL.
-  if why == "quota" and w and _M.too_large(w.d, self.limits) then self.stale.limits = true end
+  if why == "quota" and w and quota.too_large(w.d, self.limits) then self.stale.limits = true end
   if why == "rate" or why == "quota" or why == "turn" then
     for _, h in ipairs(self.waiters) do
       if not h.held then
@@ -416,7 +330,7 @@ end
 -- on_held(message, why, used) }. Returns a ticket, or nil, "cancelled", or
 -- nil, message, "final" (it can never fit).
 function _M.acquire(self, d, w)
-  local big = _M.too_large(d, self.limits)
+  local big = quota.too_large(d, self.limits)
   if big then return nil, big, "final" end
   w.d = d
   w.task = self.sched:current()
@@ -455,17 +369,17 @@ function _M.hold(self, emit, step_name, index, att, conf)
   if not d then return nil, "conf: " .. derr .. "; nothing was sent", "final" end
   att.wanted_at = att.wanted_at or core.time()
   att.admitted_at = nil
-  local needs = { cores = _M.cores_text(d.cores_m), memory_mib = floor(d.memory_mib) }
+  local needs = { cores = quota.cores_text(d.cores_m), memory_mib = floor(d.memory_mib) }
   local t, err, kind = self:acquire(d, { intent_at = att.wanted_at, on_held = function(msg, why, used)
     att.held_at = att.held_at or core.time()
     att.held = msg
     local lim = self.limits or {}
     emit { event = "application_held", phase = _M.PHASE, step = step_name, item = index, attempt = att.n,
            token = att.token, reason = why, message = msg, needs = needs,
-           free = lim.cores_m and { cores = _M.cores_text(max(0, lim.cores_m - used.cores_m)),
+           free = lim.cores_m and { cores = quota.cores_text(max(0, lim.cores_m - used.cores_m)),
                                     memory_mib = lim.memory_mib < huge
                                       and floor(max(0, lim.memory_mib - used.memory_mib)) or nil } or nil,
-           limits = lim.cores_m and { cores = _M.cores_text(lim.cores_m),
+           limits = lim.cores_m and { cores = quota.cores_text(lim.cores_m),
                                       memory_mib = lim.memory_mib < huge and floor(lim.memory_mib) or nil } or nil }
   end })
   if t and att.held_at then
@@ -533,51 +447,7 @@ function _M.invalidate(self)
 end
 
 ---------------------------------------------------------------------------
--- before anything is sent: `aeflow plan` and the start of `aeflow run`
-
---- What each submit step under admission asks for, read without running
--- anything: its conf (templated with `scope`; per item when for_each is a
--- list) over the default configs as the set_configs/update_configs steps
--- before it leave them. A conf that needs a step's outputs is left out.
--- Returns a list of { step, d (the largest item's demand), count (items, or
--- nil when for_each is only known at run time) }.
-function _M.plan_demands(plan, defaults, scope)
-  defaults = util.copy(defaults or {})
-  scope = scope or plan.params or {}
-  local out, names = {}, {}
-  for _, n in ipairs(plan.order or {}) do names[#names + 1] = n end
-  for _, n in ipairs(plan.finally_order or {}) do names[#names + 1] = n end
-  for _, name in ipairs(names) do
-    local step = plan.by_name[name]
-    if step.action == "set_configs" or step.action == "update_configs" then
-      local args = template.expand(step.args, scope)
-      if type(args) == "table" then
-        if step.action == "set_configs" then defaults = {} end
-        for k, v in pairs(args) do
-          if v == util.null then defaults[k] = nil else defaults[k] = v end
-        end
-      end
-    elseif step.action == "submit" and step.admission ~= false and type(step.args) == "table" then
-      local items = type(step.for_each) == "table" and step.for_each or { false }
-      local worst
-      for i, item in ipairs(items) do
-        local sc = setmetatable({ item = item or nil, index = i }, { __index = scope })
-        local conf = template.expand(step.args.conf or {}, sc)
-        if type(conf) == "table" then
-          local d = resources.demand(conf, defaults)
-          if d and (not worst or d.cores_m + d.memory_mib / 1024 > worst.cores_m + worst.memory_mib / 1024) then
-            worst = d
-          end
-        end
-      end
-      if worst then
-        local count = type(step.for_each) == "table" and #step.for_each or (step.for_each == nil and 1 or nil)
-        out[#out + 1] = { step = step, d = worst, count = count }
-      end
-    end
-  end
-  return out
-end
+-- before anything is sent: the start of `aeflow run`
 
 --- At run start: read the limits and default configs, and find a submit
 -- step whose application can never fit (`done(name)`: a step a resumed run
@@ -585,44 +455,13 @@ end
 -- (the run then sends nothing).
 function _M.preflight(self, plan, scope, done)
   if not self:prepare() or not self.limits then return nil end
-  for _, p in ipairs(_M.plan_demands(plan, self.defaults, scope)) do
-    local big = _M.too_large(p.d, self.limits)
+  for _, p in ipairs(quota.plan_demands(plan, self.defaults, scope)) do
+    local big = quota.too_large(p.d, self.limits)
     if big and not (done and done(p.step.name)) then
       return { step = p.step.name, message = big .. "; nothing was sent" }
     end
   end
   return nil
-end
-
---- The expected admission waves of each submit step alone, as text lines:
--- how many fit at once in `limits` (and max_parallel), and how many rounds
--- of that the step takes. Larger-than-the-quota steps say so with numbers.
-function _M.waves(plan, limits, defaults, scope)
-  local lines = {}
-  for _, p in ipairs(_M.plan_demands(plan, defaults, scope)) do
-    local step, d = p.step, p.d
-    local big = _M.too_large(d, limits or nil)
-    local head = ("%s: %s"):format(step.name, _M.need_text(d))
-    if p.count and p.count > 1 then head = head .. (" each, %d applications"):format(p.count) end
-    if big then
-      lines[#lines + 1] = ("%s: CANNOT FIT: %s"):format(step.name, big)
-    elseif not limits then
-      lines[#lines + 1] = head .. "; no limits: all at once"
-    else
-      local n = _M.at_once(d, limits)
-      local cap = step.max_parallel or plan.max_parallel
-      if cap and cap < n then n = cap end
-      if p.count then
-        local waves = math.ceil(p.count / n)
-        lines[#lines + 1] = ("%s; %s at a time in %s: %d wave%s"):format(head,
-          n == huge and "all" or tostring(n), _M.limits_text(limits), waves, waves == 1 and "" or "s")
-      else
-        lines[#lines + 1] = ("%s; %s at a time in %s"):format(head, n == huge and "all" or tostring(n),
-          _M.limits_text(limits))
-      end
-    end
-  end
-  return lines
 end
 
 return _M
