@@ -219,10 +219,13 @@ static int lock_tostring(lua_State *L) {
   return 1;
 }
 
-/* lock_file(path) -> lock | nil, err, "held": an exclusive, non-blocking
- * flock on path (created 0600 if missing). "held": another open file holds it. */
+/* lock_file(path [, "shared"]) -> lock | nil, err, "held": an exclusive (or
+ * shared), non-blocking flock on path (created 0600 if missing). "held":
+ * another open file holds it (exclusively, for a shared lock). */
 static int l_lock_file(lua_State *L) {
+  static const char *const modes[] = {"exclusive", "shared", NULL};
   const char *path = luaL_checkstring(L, 1);
+  int op = luaL_checkoption(L, 2, "exclusive", modes) == 1 ? LOCK_SH : LOCK_EX;
   lockbox *b = (lockbox *)lua_newuserdatauv(L, sizeof *b, 0);
   b->fd = -1; /* closed until the lock is ours: __gc has nothing to undo */
   luaL_getmetatable(L, LOCK_MT);
@@ -236,7 +239,7 @@ static int l_lock_file(lua_State *L) {
     return 2;
   }
   if (b->fd < 0) return fail_errno(L, "open", path);
-  if (flock(b->fd, LOCK_EX | LOCK_NB) != 0) {
+  if (flock(b->fd, op | LOCK_NB) != 0) {
     int e = errno;
     close(b->fd);
     b->fd = -1;

@@ -7,8 +7,15 @@
 --      or with --background) is used as it is; else one is started for the
 --      command and stopped when the command ends, so no verb leaves an engine
 --      running unless asked to.
+-- Commands run at the same time from one directory share that engine: each
+-- holds a shared flock on DATA/engine.users while it uses it (the kernel drops
+-- it when the command ends, even on kill -9), and one started for a command
+-- is marked in DATA/engine.temporary. Whoever ends last (the exclusive lock is
+-- free) stops a marked engine: the command that started it never stops it
+-- under another one's run, and one whose starter was killed does not linger.
 local ae = require "analytics_engine"
 local core = require "analytics_engine.core"
+local util = require "analytics_engine.util"
 local launcher = require "analytics_engine.engine.launcher"
 
 local _M = {}
@@ -27,12 +34,47 @@ end
 
 local session_mt = { __index = {} }
 
---- Stop the engine if this command started it (safe to call twice).
+--- Stop the engine if it was started for a command and no other command
+-- still uses it (safe to call twice).
 function session_mt.__index.release(self)
-  if self.started and self.engine and not self.released then
-    self.released = true
-    self.engine:stop()
+  if not self.engine or self.released then return end
+  self.released = true
+  if self.lock then self.lock:close() end
+  local dir = self.engine.data_dir
+  local marked = tonumber(util.read_file(dir .. "/engine.temporary") or "")
+  if not (self.started or marked == self.engine.pid) then return end
+  -- The exclusive lock is ours only when no other command holds it shared.
+  local alone = core.lock_file(dir .. "/engine.users")
+  if not alone then return end
+  self.engine:stop()
+  os.remove(dir .. "/engine.temporary")
+  alone:close()
+end
+
+-- The engine serving dir with this command's shared hold on it, starting one
+-- if none serves it. -> info, started, lock | nil, message
+local function hold(dir, exe)
+  local started = false
+  for _ = 1, 100 do
+    local info = launcher.find_running(dir)
+    if not info then
+      if core.mkdir_p then core.mkdir_p(_M.local_dir(), 448) end
+      local lerr
+      info, lerr = launcher.start { data_dir = dir, bin = exe }
+      if not info then return nil, "cannot start a local engine: " .. tostring(lerr) end
+      started = true
+      local f = io.open(dir .. "/engine.temporary", "w")
+      if f then
+        f:write(tostring(math.tointeger(info.pid) or info.pid))
+        f:close()
+      end
+    end
+    local lock, _, why = core.lock_file(dir .. "/engine.users", "shared")
+    -- "held": the last user is stopping it right now; wait and look again.
+    if lock or why ~= "held" then return info, started, lock end
+    core.sleep(0.05)
   end
+  return nil, "the local engine in " .. dir .. " is being stopped; try again"
 end
 
 --- connect{ exe, profile, quiet, data } -> client, session | nil, message
@@ -48,22 +90,15 @@ function _M.connect(o)
     return nil, tostring(err and err.message or err)
   end
   local dir = o.data or _M.data_dir()
-  local info = launcher.find_running(dir)
-  local started = false
-  if not info then
-    if core.mkdir_p then core.mkdir_p(_M.local_dir(), 448) end
-    local lerr
-    info, lerr = launcher.start { data_dir = dir, bin = o.exe }
-    if not info then return nil, "cannot start a local engine: " .. tostring(lerr) end
-    started = true
-  end
+  local info, started, lock = hold(dir, o.exe)
+  if not info then return nil, started end
   if not o.quiet then
     io.stderr:write(("aeflow: no endpoint configured; %s the local engine at %s (data %s)\n"):format(
       started and "started" or "using", info.url, dir))
   end
   c, err = ae.client { url = info.url, instance_id = info.instance_id,
                        auth = { username = info.username, api_key = info.api_key } }
-  local session = setmetatable({ engine = info, started = started }, session_mt)
+  local session = setmetatable({ engine = info, started = started, lock = lock }, session_mt)
   if not c then
     session:release()
     return nil, tostring(err)
