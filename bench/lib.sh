@@ -97,6 +97,16 @@ stop_nginx() {
   fi
 }
 
+# run_aeflow_bench NAME: a benchmark whose driver, bench/NAME.lua, times
+# `aeflow run` under Debian's /usr/bin/time; it gets the aeflow binary and a
+# work folder of its own under BENCH_TMP.
+run_aeflow_bench() {
+  [ -x /usr/bin/time ] || die "/usr/bin/time is missing (Debian's time; make bench-deps)"
+  [ -x "$AEFLOW" ] || die "$AEFLOW is missing (make build)"
+  mkdir -p "$BENCH_TMP/$1"
+  "$LUA" "$BENCH_DIR/$1.lua" "$AEFLOW" "$BENCH_TMP/$1"
+}
+
 # Arithmetic on decimals (bash has none).
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

@@ -45,13 +45,8 @@ local function start_engine(dir, n)
   return e
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+-- A file's text; "" when it cannot be read (a process that just ended).
+local function read(path) return util.read_file(path) or "" end
 
 local function cpu_ticks(pid)
   local stat = read("/proc/" .. pid .. "/stat")

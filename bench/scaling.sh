@@ -6,7 +6,4 @@
 # stopped and its temporary directory removed, also on failure or Ctrl-C.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-[ -x /usr/bin/time ] || die "/usr/bin/time is missing (Debian's time; make bench-deps)"
-[ -x "$AEFLOW" ] || die "$AEFLOW is missing (make build)"
-mkdir -p "$BENCH_TMP/scaling"
-"$LUA" "$BENCH_DIR/scaling.lua" "$AEFLOW" "$BENCH_TMP/scaling"
+run_aeflow_bench scaling

@@ -17,13 +17,8 @@ helper.MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
 
 local exists = util.exists
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+-- A log's text; "" before nginx wrote it.
+local function read(p) return util.read_file(p) or "" end
 
 local function write(p, s)
   local f = assert(io.open(p, "wb"))
