@@ -22,44 +22,45 @@ local function state_details(rec)
   return util.array(util.deepcopy(rec.state_details))
 end
 
+-- The fields every view shows, times in the view's format `fmt`, added to
+-- the view's own fields `t`.
+local function with_common(rec, fmt, t)
+  t.state = rec.state
+  t.start_time = time_or_nil(fmt, rec.start_ts)
+  t.finish_time = time_or_nil(fmt, rec.finish_ts)
+  t.spark_application_id = rec.spark_application_id
+  t.return_code = rec.return_code
+  return t
+end
+
 --- get_application
 function _M.view(rec)
   local lt = util.long_time
-  return {
+  return with_common(rec, lt, {
     application_details = details_view(rec),
     application_id = rec.id,
     template_id = rec.template_id,
-    state = rec.state,
     state_details = state_details(rec),
-    return_code = rec.return_code,
     creation_time = lt(rec.creation_ts),
-    start_time = time_or_nil(lt, rec.start_ts),
-    finish_time = time_or_nil(lt, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
     spark_application_name = rec.spark_application_name,
     deploy_mode = "stand-alone",
     volumes = rec.volumes and util.array(util.deepcopy(rec.volumes)) or nil,
-  }
+  })
 end
 
---- one row of list_applications
+--- one row of list_applications. Its return_code (from with_common) is
+-- beyond the vendor's list entry: a runner awaiting thousands of
+-- applications learns how each ended from the list it polls anyway,
+-- instead of one get_application per application.
 function _M.list_item(rec)
   local lt = util.long_time
-  return {
+  return with_common(rec, lt, {
     application_id = rec.id,
     template_id = rec.template_id,
-    state = rec.state,
-    start_time = time_or_nil(lt, rec.start_ts),
-    finish_time = time_or_nil(lt, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
     spark_application_name = rec.spark_application_name,
     creation_time = lt(rec.creation_ts),
     runtime = { spark_version = rec.runtime },
-    -- Beyond the vendor's list entry: a runner awaiting thousands of
-    -- applications learns how each ended from the list it polls anyway,
-    -- instead of one get_application per application.
-    return_code = rec.return_code,
-  }
+  })
 end
 
 -- get_application_state answers, encoded, by record (weak: a record the
@@ -94,16 +95,7 @@ end
 
 --- get_application_state
 function _M.status(rec)
-  local it = util.iso_time
-  return {
-    id = rec.id,
-    state = rec.state,
-    start_time = time_or_nil(it, rec.start_ts),
-    finish_time = time_or_nil(it, rec.finish_ts),
-    spark_application_id = rec.spark_application_id,
-    return_code = rec.return_code,
-    state_details = state_details(rec),
-  }
+  return with_common(rec, util.iso_time, { id = rec.id, state_details = state_details(rec) })
 end
 
 return _M
