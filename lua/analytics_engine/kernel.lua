@@ -216,12 +216,17 @@ end
 ---------------------------------------------------------------------------
 -- execute
 
+-- A message's type and its content ({} where the kernel sent no table).
+local function type_and_content(msg)
+  return type(msg.header) == "table" and msg.header.msg_type or nil,
+         type(msg.content) == "table" and msg.content or {}
+end
+
 local Exec = {}
 Exec.__index = Exec
 
 function Exec.add(col, msg)
-  local t = type(msg.header) == "table" and msg.header.msg_type
-  local c = type(msg.content) == "table" and msg.content or {}
+  local t, c = type_and_content(msg)
   if t == "status" then
     if c.execution_state == "idle" then col.idle = true end
   elseif t == "stream" then
@@ -340,10 +345,10 @@ end
 local Reply = {}
 Reply.__index = Reply
 function Reply.add(col, msg)
-  local t = type(msg.header) == "table" and msg.header.msg_type
+  local t, c = type_and_content(msg)
   if t == col.want then
     col.reply = msg.content
-  elseif t == "status" and type(msg.content) == "table" and msg.content.execution_state == "idle" then
+  elseif t == "status" and c.execution_state == "idle" then
     col.idle = true
   end
   col.done = col.reply ~= nil and col.idle == true
