@@ -99,7 +99,6 @@ local function add_detail(rec, kind, code, message)
   end
   rec.state_details[#rec.state_details + 1] = { type = kind, code = code, message = message }
 end
-_M.add_detail = add_detail
 
 local function set_state(eng, rec, state, now)
   rec.state = state

@@ -14,7 +14,6 @@ local _M = {}
 
 local FAIL = {}
 for name in (os.getenv("AE_ENGINE_FAIL_POINTS") or ""):gmatch("[^,%s]+") do FAIL[name] = true end
-_M.FAIL_POINTS = FAIL
 
 --- Raise when `name` is one of the deliberate failure points (specs only).
 function _M.fail_point(name)

@@ -25,7 +25,6 @@ local null = util.null
 
 _M.SPARK_VERSIONS = { "3.3", "3.4", "3.5" }
 _M.DEFAULT_SPARK_VERSION = "3.4"
-_M.HISTORY_NOTE = history.STATE_ONLY_NOTE
 
 --- {set = {["3.4"] = true, ...}, text = "3.3, 3.4, 3.5"}
 function _M.versions()

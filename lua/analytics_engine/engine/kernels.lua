@@ -15,7 +15,6 @@ local router = require "analytics_engine.engine.router"
 local guard = require "analytics_engine.engine.guard"
 
 local _M = {}
-_M.MESSAGE = jupyter.MISSING
 _M.NAMES = { "list_kernelspecs", "list_kernels", "create_kernel", "get_kernel", "delete_kernel",
              "interrupt_kernel", "restart_kernel", "connect_kernel" }
 _M.TIMEOUT = 120
