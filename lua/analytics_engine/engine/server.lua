@@ -95,9 +95,7 @@ local function process(eng, req, op, params)
     if not util.is_uuid(iid) then
       return reply.error(400, "invalid_instance_id", ("instance_id '%s' is not a valid id"):format(iid))
     end
-    if iid ~= eng.instance_id then
-      return reply.error(404, "instance_not_found", ("instance %s does not exist"):format(iid))
-    end
+    return reply.error(404, "instance_not_found", ("instance %s does not exist"):format(iid))
   end
   local body
   if op.body then
