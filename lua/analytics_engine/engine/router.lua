@@ -35,15 +35,22 @@ function _M.page_door(method, path)
   end
 end
 
---- Every door of the engine, in one list: api.lua's operations, the token
--- exchange, the WebSockets, the engine's own rows, the Jupyter pass-through
--- and the page. Each has `role` (the least role that may pass) or none (open).
-function _M.doors()
+-- The rows the router matches: api.lua's operations, the token exchange, the
+-- WebSockets and the engine's own rows.
+local function routed()
   local out = {}
   for _, op in ipairs(api.operations) do out[#out + 1] = op end
   out[#out + 1] = api.authorize
   for _, op in ipairs(api.websockets) do out[#out + 1] = op end
   for _, op in ipairs(_M.ENGINE_OPERATIONS) do out[#out + 1] = op end
+  return out
+end
+
+--- Every door of the engine, in one list: the routed rows, the Jupyter
+-- pass-through and the page. Each has `role` (the least role that may pass)
+-- or none (open).
+function _M.doors()
+  local out = routed()
   out[#out + 1] = _M.JUPYTER_API
   for _, op in ipairs(_M.PAGE_DOORS) do out[#out + 1] = op end
   return out
@@ -87,13 +94,7 @@ end
 --- A router over `ops` (default: api.operations, api.authorize, api.websockets
 -- and the engine rows).
 function _M.new(ops)
-  if not ops then
-    ops = {}
-    for _, op in ipairs(api.operations) do ops[#ops + 1] = op end
-    ops[#ops + 1] = api.authorize
-    for _, op in ipairs(api.websockets) do ops[#ops + 1] = op end
-    for _, op in ipairs(_M.ENGINE_OPERATIONS) do ops[#ops + 1] = op end
-  end
+  ops = ops or routed()
   local by_len = {}
   for _, op in ipairs(ops) do
     -- a door without a role would be open by omission: refuse to start
