@@ -52,6 +52,10 @@ _M.SCHEMA_VERSION = #MIGRATIONS
 
 local read_file = util.read_file
 
+-- Insert a record or replace its state and document (its seq and creation stay).
+local UPSERT = "INSERT INTO %s (seq, id, state, created, doc) VALUES (?, ?, ?, ?, ?) "
+  .. "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc"
+
 local function rollback(db, err)
   if db:in_transaction() then db:exec("ROLLBACK") end
   return nil, err
@@ -114,7 +118,7 @@ local ADVICE = "restore a backup or move the file away"
 
 local function check_schema(self)
   local db = self.db
-  for _, name in ipairs({ "settings", "applications", "clusters", "kernels" }) do
+  for _, name in ipairs({ "settings", table.unpack(_M.KINDS) }) do
     local rows, err = db:query("SELECT name FROM pragma_table_info(?)", name)
     if not rows then return nil, err end
     if #rows == 0 then return nil, ("table %s is missing; %s"):format(name, ADVICE) end
@@ -197,8 +201,7 @@ function _M.open(path, opts)
   if not lres then return bail(lerr) end
   self.upsert = {}
   for _, kind in ipairs(_M.KINDS) do
-    local st, serr = db:prepare(("INSERT INTO %s (seq, id, state, created, doc) VALUES (?, ?, ?, ?, ?) "
-      .. "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc"):format(kind))
+    local st, serr = db:prepare(UPSERT:format(kind))
     if not st then return bail(serr) end
     self.upsert[kind] = st
   end
@@ -259,6 +262,7 @@ local function write_record(self, kind, rec)
   local doc, err = util.json_encode(rec)
   if not doc then return nil, ("cannot encode %s record %s: %s"):format(kind, tostring(rec.id), tostring(err)) end
   if self.written[kind][rec.id] == doc then return true end
+  -- prepared once open() is done; the import in migrate() runs before that
   local st = self.upsert and self.upsert[kind]
   local ok
   if st then
@@ -266,9 +270,7 @@ local function write_record(self, kind, rec)
     ok, err = st:step()
     st:reset()
   else
-    ok, err = self.db:run(("INSERT INTO %s (seq, id, state, created, doc) VALUES (?, ?, ?, ?, ?) "
-      .. "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc"):format(kind),
-      self.data[kind].seq[rec.id], rec.id, rec.state, rec.creation_ts, doc)
+    ok, err = self.db:run(UPSERT:format(kind), self.data[kind].seq[rec.id], rec.id, rec.state, rec.creation_ts, doc)
   end
   if ok == nil then return nil, err end
   self.pending[#self.pending + 1] = { kind, rec.id, doc }
