@@ -5,7 +5,6 @@
 -- it the server is state-only: the engine records start and stop, serves no
 -- UI, and its answer says so.
 local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
 local children = require "analytics_engine.engine.children"
 local runner = require "analytics_engine.engine.runner"
 local resources = require "analytics_engine.resources"
@@ -21,7 +20,7 @@ _M.SCRIPT_TIMEOUT = 60
 --- The Spark installation whose history server scripts exist, or nil.
 function _M.spark_home()
   local home = os.getenv("SPARK_HOME")
-  if home and home ~= "" and util.exists(home .. "/sbin/start-history-server.sh") then return home end
+  if home and home ~= "" and runner.exists(home .. "/sbin/start-history-server.sh") then return home end
   return nil
 end
 
@@ -48,8 +47,7 @@ local function script_env(eng, h)
 end
 
 -- Run one of Spark's sbin scripts; the loop reaps it (it daemonizes and exits).
-local function run_script(eng, name, h)
-  local home = _M.spark_home()
+local function run_script(eng, home, name, h)
   local dir = eng.opts.data_dir .. "/history"
   local pid, err = core.spawn{ argv = { home .. "/sbin/" .. name }, env = script_env(eng, h),
                                stdout = dir .. "/" .. name .. ".out", stderr = dir .. "/" .. name .. ".out",
@@ -61,17 +59,19 @@ end
 
 --- Start it (h: the settings' history table, filled in) -> true | nil, err
 function _M.start(eng, h)
-  if not _M.spark_home() then
+  local home = _M.spark_home()
+  if not home then
     h.mode = "state-only"
     return true
   end
   h.mode = "spark"
   h.ui_port = h.ui_port or _M.UI_PORT
-  return run_script(eng, "start-history-server.sh", h)
+  return run_script(eng, home, "start-history-server.sh", h)
 end
 
 function _M.stop(eng, h)
-  if h.mode == "spark" and _M.spark_home() then return run_script(eng, "stop-history-server.sh", h) end
+  local home = h.mode == "spark" and _M.spark_home()
+  if home then return run_script(eng, home, "stop-history-server.sh", h) end
   return true
 end
 
