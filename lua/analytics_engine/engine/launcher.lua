@@ -27,10 +27,7 @@ local function tail(path, n)
   return table.concat(lines, " | ")
 end
 
-local function mkdir(dir)
-  if core.mkdir_p then return core.mkdir_p(dir, 448) end
-  return os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-end
+local function mkdir(dir) return core.mkdir_p(dir, 448) end -- 0700
 
 --- A fresh private directory under the system's temporary directory.
 function _M.temp_dir(prefix)

@@ -105,12 +105,7 @@ local function absolute(p)
   return cwd .. "/" .. p:gsub("^%./", "")
 end
 
-local function mkdir(dir)
-  if core.mkdir_p then return core.mkdir_p(dir, 448) end
-  local ok = os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' && chmod 700 '" .. dir:gsub("'", "'\\''") .. "'")
-  if not ok then return nil, "cannot create " .. dir end
-  return true
-end
+local function mkdir(dir) return core.mkdir_p(dir, 448) end -- 0700
 
 local read_file, read_json = util.read_file, util.read_json_file
 
