@@ -117,6 +117,7 @@ int srv_drop(lua_State *L);
 /* server_ws.c */
 void srv_ent_free(server *s, wsent *e);
 int srv_pump_ws(server *s);
+void srv_evict_ws(server *s);
 int srv_wait_all(server *s, int32_t ms);
 int srv_accept_websocket(lua_State *L);
 #endif

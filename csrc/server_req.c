@@ -217,6 +217,7 @@ int srv_poll(lua_State *L) {
     double rem = s->ready_head ? 0 : deadline - ae_clock_mono();
     int32_t ms = rem > 0 ? (int32_t)ceil(rem * 1000.0) : 0;
     ae_guard_sweep(&s->guard, ae_clock_mono());
+    srv_evict_ws(s);
     if (s->ws) {
       if (!srv_wait_all(s, ms)) break;
       news = srv_pump_ws(s);

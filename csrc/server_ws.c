@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "server.h"
 
 void srv_ent_free(server *s, wsent *e) {
@@ -55,6 +56,41 @@ int srv_pump_ws(server *s) {
   return any;
 }
 
+static int by_idle_since(const void *a, const void *b) {
+  double x = ae_ws_idle_since((*(wsent *const *)a)->w),
+         y = ae_ws_idle_since((*(wsent *const *)b)->w);
+  return (x > y) - (x < y);
+}
+
+/* Sessions count in the guard's connection budget: when the idle HTTP
+ * connections the guard closed were not enough, close the sessions idle the
+ * longest (between frames) with 1001, down to the guard's low mark. Sessions
+ * that ended but Lua has not released yet count as closing already. */
+void srv_evict_ws(server *s) {
+  ae_guard *g = &s->guard;
+  size_t live = g->n - g->nshut, n = 0, i;
+  wsent **v, *e;
+  if (live <= g->high || !s->ws) return;
+  for (e = s->ws; e; e = e->next) {
+    if (!e->w || !e->urh) continue; /* released, or not upgraded yet */
+    if (ae_ws_idle_since(e->w) >= 0) n++;
+    else if (ae_ws_frame_deadline(e->w) == 0 && live > 0) live--;
+  }
+  if (live <= g->high || n == 0) return;
+  v = malloc(n * sizeof *v);
+  if (!v) return;
+  n = 0;
+  for (e = s->ws; e; e = e->next)
+    if (e->w && e->urh && ae_ws_idle_since(e->w) >= 0) v[n++] = e;
+  qsort(v, n, sizeof *v, by_idle_since);
+  for (i = 0; i < n && live > g->low; i++, live--) {
+    ae_ws_close_for(v[i]->w, 1001, "evicted", "the server is at its connection limit");
+    v[i]->news = 1;
+    g->evicted++;
+  }
+  free(v);
+}
+
 /* Wait for the daemon and the WebSockets at once: poll() on MHD's epoll
  * descriptor plus every upgraded socket, then run MHD and the sockets. */
 int srv_wait_all(server *s, int32_t ms) {
@@ -75,8 +111,11 @@ int srv_wait_all(server *s, int32_t ms) {
   for (e = s->ws; e; e = e->next) {
     int fd, r;
     short ev;
+    double dl;
     if (!e->w) continue;
     if (e->news) ms = 0;
+    dl = ae_ws_frame_deadline(e->w); /* wake for a stalled frame's deadline */
+    if (dl > 0 && ae_clock_ms_until(dl) < ms) ms = ae_clock_ms_until(dl);
     r = ae_ws_waitfd(e->w, &fd, &ev);
     if (r == 0) ms = 0; /* buffered bytes to process */
     if (r != 1 || ev == 0) continue;
@@ -176,6 +215,7 @@ int srv_accept_websocket(lua_State *L) {
   s->ws = e;
   r->ent = e;
   ae_ws_set_owner(w, e, on_ws_release);
+  ae_ws_set_frame_timeout(w, s->guard.request_timeout);
   ae_guard_upgraded(r->conn);
   r->resp = resp;
   r->status = 101;

@@ -102,10 +102,14 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     size_t k = w->in.len - w->in_off < len ? w->in.len - w->in_off : len;
     memcpy(buf, w->in.p + w->in_off, k);
     w->in_off += k;
+    w->rx_total += k;
     return (ssize_t)k;
   }
   n = ws_io_recv(w, buf, len);
-  if (n > 0) return n;
+  if (n > 0) {
+    w->rx_total += (uint64_t)n;
+    return n;
+  }
   if (n == -1) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
@@ -178,10 +182,29 @@ static ssize_t cb_frag(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)k;
 }
 
+/* A frame's header and payload are known (wslay refuses lengths that are
+ * not in their shortest form, so the header's size follows from them). */
+static void cb_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud) {
+  ae_ws *w = ud;
+  uint64_t n = arg->payload_length;
+  (void)ctx;
+  w->frame_len = 2 + (n >= 65536 ? 8 : n >= 126 ? 2 : 0) + (w->is_server ? 4 : 0) + n;
+}
+
+static void cb_frame_end(wslay_event_context_ptr ctx, void *ud) {
+  ae_ws *w = ud;
+  (void)ctx;
+  w->rx_framed += w->frame_len;
+  w->frame_len = 0;
+  w->last_frame = ae_clock_mono();
+}
+
 /* ---- lifecycle ------------------------------------------------------------- */
 
 int ws_make_ctx(ae_ws *w) {
-  struct wslay_event_callbacks cbs = {cb_recv, cb_send, cb_genmask, NULL, NULL, NULL, cb_msg};
+  struct wslay_event_callbacks cbs = {cb_recv, cb_send,      cb_genmask, cb_frame_start,
+                                      NULL,    cb_frame_end, cb_msg};
   int r = w->is_server ? wslay_event_context_server_init(&w->ctx, &cbs, w)
                        : wslay_event_context_client_init(&w->ctx, &cbs, w);
   if (r != 0) {
@@ -333,6 +356,8 @@ static void step_io(ae_ws *w) {
   }
   if (wslay_event_want_read(w->ctx)) {
     r = wslay_event_recv(w->ctx);
+    if (w->rx_framed >= w->rx_total) w->frame_since = 0;
+    else if (w->frame_since == 0) w->frame_since = ae_clock_mono();
     if (r != 0) {
       if (!w->eof) ws_fail(w, "protocol", "websocket receive failed (wslay %d)", r);
       if (w->state == WS_OPEN) finish_io(w);

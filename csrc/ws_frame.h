@@ -53,6 +53,13 @@ struct ae_ws {
   double discard_until;
   const char *discard_kind;
   char discard_msg[160];
+  /* server side: a frame that has started must be whole within
+   * frame_timeout (<= 0: none); rx_total counts bytes read, rx_framed the
+   * bytes of the frames wslay finished, so a difference is a frame under
+   * way (a bare header claiming 2^63 bytes, too) since frame_since (0: none) */
+  double frame_timeout, frame_since;
+  double last_frame; /* the last whole frame (or the upgrade): eviction order */
+  uint64_t rx_total, rx_framed, frame_len;
   int fd;
   CURLM *multi;
   CURL *easy;

@@ -3,9 +3,11 @@
  * framing by ws_frame.c. The owner (server_ws.c) closes the socket through the
  * release callback. */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "ws_frame.h"
 
 ae_ws *ae_ws_new_server(lua_State *L, int opts) {
@@ -43,6 +45,29 @@ void ae_ws_upgraded(ae_ws *w, int fd, const char *extra, size_t n, void *urh) {
     }
   }
   w->state = WS_OPEN;
+  w->last_frame = ae_clock_mono();
+}
+
+void ae_ws_set_frame_timeout(ae_ws *w, double t) {
+  w->frame_timeout = t;
+}
+
+double ae_ws_frame_deadline(const ae_ws *w) {
+  if (w->state != WS_OPEN || w->frame_timeout <= 0 || w->frame_since <= 0) return 0;
+  return w->frame_since + w->frame_timeout;
+}
+
+double ae_ws_idle_since(const ae_ws *w) {
+  if (w->state != WS_OPEN || w->discard || w->frame_since > 0) return -1;
+  return w->last_frame;
+}
+
+void ae_ws_close_for(ae_ws *w, int code, const char *kind, const char *msg) {
+  if (w->state != WS_OPEN) return;
+  /* best effort: the peer may not read, and nothing here may block */
+  if (wslay_event_queue_close(w->ctx, (uint16_t)code, (const uint8_t *)msg, strlen(msg)) == 0)
+    (void)wslay_event_send(w->ctx);
+  ws_fail(w, kind, "websocket: %s; closed with %d", msg, code);
 }
 
 void ae_ws_fail_upgrade(ae_ws *w, const char *why) {
@@ -54,8 +79,15 @@ void ae_ws_fail_upgrade(ae_ws *w, const char *why) {
 int ae_ws_pump(ae_ws *w) {
   int before = w->state;
   size_t n = w->nmsg;
+  double dl;
   if (w->state != WS_OPEN) return 0;
   ws_step(w);
+  dl = ae_ws_frame_deadline(w);
+  if (dl > 0 && ae_clock_mono() >= dl) {
+    char why[96];
+    snprintf(why, sizeof why, "a frame was not complete within %g s", w->frame_timeout);
+    ae_ws_close_for(w, 1008, "stalled", why);
+  }
   return w->nmsg > n || w->state != before;
 }
 

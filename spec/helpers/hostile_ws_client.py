@@ -11,6 +11,7 @@ prints the handshake's status line ("STATUS 101"), then does each ACTION:
     close:CODE     send a close frame with CODE (even one that must not be sent)
     read:SECONDS   read frames for up to SECONDS, print "FRAME <opcode> <len>"
                    and "CLOSE <code>" for a close
+    raw:HEX        send these bytes as they are (a partial frame, a bare header)
     drop           end the TCP connection at once (RST), without a close frame
     sleep:SECONDS  wait
 Exits 0 after the last action (the socket is then closed abruptly).
@@ -118,6 +119,8 @@ def main():
             sock.sendall(frame(8, b""))
         elif kind == "close":
             sock.sendall(frame(8, struct.pack("!H", int(arg))))
+        elif kind == "raw":
+            sock.sendall(bytes.fromhex(arg))
         elif kind == "read":
             read_frames(sock, float(arg))
         elif kind == "sleep":
