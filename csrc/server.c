@@ -138,6 +138,16 @@ void srv_unpark(request *r) {
   if (r->suspended) MHD_resume_connection(r->conn);
 }
 
+/* The request is whole (or refused before its body): queue it for Lua. */
+static void hand_to_lua(server *s, request *r, struct MHD_Connection *c) {
+  r->state = RQ_READY;
+  ae_guard_busy(c);
+  r->next = NULL;
+  if (s->ready_tail) s->ready_tail->next = r;
+  else s->ready_head = r;
+  s->ready_tail = r;
+}
+
 static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char *url,
                                 const char *method, const char *version, const char *upload_data,
                                 size_t *upload_data_size, void **con_cls) {
@@ -170,6 +180,17 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       if (cl) {
         unsigned long long n = strtoull(cl, NULL, 10);
+        if (n > s->max_body) {
+          /* Refused on the claim, before any of the body is read, instead
+           * of after all of it (or never, for a client that stalls). Lua
+           * answers (413); parked now, the connection is still where
+           * libmicrohttpd takes an early answer: it sends it without
+           * reading the body and closes (no 100 Continue either). */
+          r->too_large = 1;
+          hand_to_lua(s, r, c);
+          park(s, r);
+          return MHD_YES;
+        }
         /* Reserve up front, but not more than a little on a mere claim. */
         if (n > 0 && n <= s->max_body && n <= PRERESERVE_MAX &&
             ae_buf_reserve(&r->body, (size_t)n) != 0)
@@ -198,12 +219,7 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
      * before the answer is written. Returning without a response lets it
      * mark the connection as waiting for the application (no reading); it
      * calls again on its next run, and that call suspends. */
-    r->state = RQ_READY;
-    ae_guard_busy(c);
-    r->next = NULL;
-    if (s->ready_tail) s->ready_tail->next = r;
-    else s->ready_head = r;
-    s->ready_tail = r;
+    hand_to_lua(s, r, c);
     return MHD_YES;
   case RQ_READY:
   case RQ_PENDING: /* the call after the request completed: park it now */
