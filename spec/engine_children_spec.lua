@@ -35,6 +35,24 @@ local function eventually(fn, timeout, what)
   end
 end
 
+-- A describe's directories: a data directory and an app root holding
+-- `scripts` (made before its first test). After its last test the engine
+-- that `engine()` returns is stopped, whatever still carries the directory's
+-- marker killed, and both directories removed.
+local function engine_dirs(scripts, engine)
+  local d = {}
+  lazy_setup(function()
+    d.dir, d.root = temp_dir(), temp_dir()
+    for name, text in pairs(scripts) do helper.write(d.root .. "/" .. name, text) end
+  end)
+  lazy_teardown(function()
+    if engine() then helper.stop(engine()) end
+    for _, pid in ipairs(children.survivors(d.dir)) do core.kill(pid, "KILL") end
+    os.execute("rm -rf '" .. d.dir .. "' '" .. d.root .. "'")
+  end)
+  return d
+end
+
 local function jupyter_servers(data_dir)
   local n = {}
   for _, pid in ipairs(children.survivors(data_dir)) do
@@ -76,19 +94,12 @@ core.sleep(300)
 end)
 
 describe("kill -9 of the engine while a kernel and an application run", function()
-  local dir, root, e
-  lazy_setup(function()
-    dir, root = temp_dir(), temp_dir()
-    -- sh waits on a sleep of its own: the sleep is a grandchild of the engine
-    helper.write(root .. "/sleepy.sh", "sleep 300\necho never\n")
-  end)
-  lazy_teardown(function()
-    if e then helper.stop(e) end
-    for _, pid in ipairs(children.survivors(dir)) do core.kill(pid, "KILL") end
-    os.execute("rm -rf '" .. dir .. "' '" .. root .. "'")
-  end)
+  local e
+  -- sh waits on a sleep of its own: the sleep is a grandchild of the engine
+  local d = engine_dirs({ ["sleepy.sh"] = "sleep 300\necho never\n" }, function() return e end)
 
   it("leaves no survivor after the restart, and the new engine runs exactly one Jupyter Server", function()
+    local dir, root = d.dir, d.root
     e = helper.start({ "--app-root", root }, { data_dir = dir })
     local status, k = helper.request(e, "POST", helper.v4(e, "/jkg/api/kernels"), { name = "python3" })
     assert.equal(201, status, util.json_encode(k))
@@ -150,29 +161,24 @@ describe("kill -9 of the engine while a kernel and an application run", function
 end)
 
 describe("what an application leaves running", function()
-  local dir, root, e
-  lazy_setup(function()
-    dir, root = temp_dir(), temp_dir()
-    helper.write(root .. "/leave.sh", "sleep 297 &\necho left a sleep\n")
+  local e
+  local d = engine_dirs({
+    ["leave.sh"] = "sleep 297 &\necho left a sleep\n",
     -- the script waits until the sleep has left its group (setsid done), or the group's kill could catch it first
-    helper.write(root .. "/detach.sh", "setsid sh -c 'echo $$ > detached.pid; exec sleep 296' &\n"
-      .. "while [ ! -s detached.pid ]; do sleep 0.05; done\necho detached a sleep\n")
-  end)
-  lazy_teardown(function()
-    if e then helper.stop(e) end
-    for _, pid in ipairs(children.survivors(dir)) do core.kill(pid, "KILL") end
-    os.execute("rm -rf '" .. dir .. "' '" .. root .. "'")
-  end)
+    ["detach.sh"] = "setsid sh -c 'echo $$ > detached.pid; exec sleep 296' &\n"
+      .. "while [ ! -s detached.pid ]; do sleep 0.05; done\necho detached a sleep\n",
+  }, function() return e end)
 
   local function running(pattern)
     local out = {}
-    for _, pid in ipairs(children.survivors(dir)) do
+    for _, pid in ipairs(children.survivors(d.dir)) do
       if alive(pid) and cmdline(pid):find(pattern, 1, true) then out[#out + 1] = pid end
     end
     return out
   end
 
   it("ends with the application (its process group) or at the latest with the engine (setsid)", function()
+    local dir, root = d.dir, d.root
     e = helper.start({ "--app-root", root }, { data_dir = dir })
     local id = helper.submit(e, { application = "leave.sh" })
     assert.equal("FINISHED", helper.wait_app(e, id).state)
