@@ -87,6 +87,22 @@ define install_packages
 	fi
 endef
 
+# A capability whose specs need packages the suite does not install:
+#   $(eval $(call capability,NAME,$$(PACKAGES),TEST_TARGET,$$(SPECS)))
+# makes deps-NAME (installs the packages) and TEST_TARGET (deps-NAME, the
+# build, then the specs), adds the target to `make test` (TEST_EXTRA) and
+# keeps the specs out of the suite (CAPABILITY_SPECS).
+define capability
+DEB_PACKAGES_ALL += $(2)
+CAPABILITY_SPECS += $(4)
+TEST_EXTRA += $(3)
+.PHONY: deps-$(1) $(3)
+deps-$(1): deps-test
+	$$(call install_packages,$(2))
+$(3): deps-$(1) build
+	$$(BUSTED) --lua=$$(LUA) -o utfTerminal $(4)
+endef
+
 .PHONY: all deps deps-build deps-demo deps-test build test suite demo lint install clean
 
 all: build
