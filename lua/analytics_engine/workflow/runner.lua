@@ -11,6 +11,7 @@ local actions = require "analytics_engine.workflow.actions"
 local submit = require "analytics_engine.workflow.submit"
 local kernel_action = require "analytics_engine.workflow.kernel_action"
 local admission = require "analytics_engine.workflow.admission"
+local admission_peers = require "analytics_engine.workflow.admission_peers"
 local template = require "analytics_engine.workflow.template"
 local record = require "analytics_engine.report.record"
 local fanout = require "analytics_engine.workflow.fanout"
@@ -530,12 +531,11 @@ function _M.run(self)
   end })
   self.poller = poller_mod.new(sched, self.client, {
     interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
-    on_state = function(id, state, app)
+    on_state = function(id, state)
       self:emit { event = "application", application_id = id, state = state, step = self.started_apps[id] }
       if self.client.is_terminal(state) then self.started_apps[id] = nil end
       record.state_change(self.app_attempts[id], state)
       if self.admission then self.admission:nudge() end
-      local _ = app
     end,
     -- A followed item's application ended: finish it in a task of its own.
     on_end = function(pend, app) sched:spawn("item end", fanout.finish_item, self, pend, app) end,
@@ -543,7 +543,7 @@ function _M.run(self)
   if self.opts.admission ~= false then
     self.admission = admission.new { client = self.client, sched = sched, emit = function(ev) self:emit(ev) end,
       interval = self.opts.poll_interval, max_interval = self.opts.max_poll_interval,
-      peers = require("analytics_engine.workflow.admission_peers").open(self.client.instance_id, self.run_id) }
+      peers = admission_peers.open(self.client.instance_id, self.run_id) }
   end
   if self.max_parallel then self.global_sem = sched:semaphore(self.max_parallel) end
   self.ctx = run_context(self)
