@@ -6,12 +6,12 @@
 -- after a sleep that grew while nothing changed), so the state a person sees
 -- is the engine's within about one interval.
 local core = require "analytics_engine.core"
-local client_mod = require "analytics_engine.client"
+local api = require "analytics_engine.api"
 
 local _M = {}
 local mt = { __index = _M }
 
-local is_terminal = client_mod.is_terminal
+local is_terminal = api.is_terminal
 
 function _M.new(sched, client, opts)
   opts = opts or {}
