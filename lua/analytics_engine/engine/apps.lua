@@ -364,11 +364,7 @@ end
 local function still_ours(pid, id)
   pid = tointeger(pid) -- JSON gives back 1234.0
   if not pid or pid <= 1 then return false end
-  local f = io.open(("/proc/%d/environ"):format(pid), "rb")
-  if not f then return false end
-  local env = f:read("a") or ""
-  f:close()
-  return env:find("AE_APPLICATION_ID=" .. id, 1, true) ~= nil
+  return children.carries(pid, "AE_APPLICATION_ID=" .. id)
 end
 
 --- After a restart: what was live when the engine died did not finish.

@@ -25,15 +25,16 @@ function _M.marker(data_dir)
   return _M.MARKER .. "=" .. data_dir
 end
 
-local function environ(pid)
-  return (util.read_file(("/proc/%d/environ"):format(pid)))
+--- Does process `pid` carry `entry` ("K=V") as an exact entry of its
+-- environment? (false when it is gone or another user's)
+function _M.carries(pid, entry)
+  local env = util.read_file(("/proc/%d/environ"):format(pid))
+  return env ~= nil and ("\0" .. env):find("\0" .. entry .. "\0", 1, true) ~= nil
 end
 
 local function parent_of(pid)
-  local f = io.open(("/proc/%d/stat"):format(pid), "rb")
-  if not f then return nil end
-  local s = f:read("a") or ""
-  f:close()
+  local s = util.read_file(("/proc/%d/stat"):format(pid))
+  if not s then return nil end
   -- pid (comm) state ppid ...: comm may hold spaces and parentheses
   return tonumber(s:match("%) %S+ (%d+)"))
 end
@@ -53,7 +54,7 @@ end
 --- The processes whose environment carries this data directory's marker
 -- (never this process nor its ancestors).
 function _M.survivors(data_dir)
-  local entry = "\0" .. _M.marker(data_dir) .. "\0"
+  local entry = _M.marker(data_dir)
   local spared = {}
   local p = core.getpid()
   while p and p > 1 and not spared[p] do
@@ -62,10 +63,7 @@ function _M.survivors(data_dir)
   end
   local found = {}
   for _, pid in ipairs(pids()) do
-    if not spared[pid] then
-      local env = environ(pid)
-      if env and ("\0" .. env):find(entry, 1, true) then found[#found + 1] = pid end
-    end
+    if not spared[pid] and _M.carries(pid, entry) then found[#found + 1] = pid end
   end
   return found
 end
