@@ -88,7 +88,9 @@ _M.KEYS = {
   ["spark.driver.memory"] = "memory", ["spark.executor.memory"] = "memory",
   ["spark.executor.instances"] = "instances",
 }
+-- Each kind's parser (validate.lua checks the schemas' resource fields by it).
 local PARSE = { cores = _M.millicores, memory = _M.memory_mib, instances = _M.instances }
+_M.PARSE = PARSE
 
 --- Check one conf value -> parsed | nil, message (nil, nil for a key demand() does not read).
 function _M.check(key, v)

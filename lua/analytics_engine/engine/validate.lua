@@ -101,7 +101,7 @@ local function check_fields(node, v, path)
   return true
 end
 
-local RESOURCE = { cores = resources.millicores, memory = resources.memory_mib, instances = resources.instances }
+local RESOURCE = resources.PARSE
 
 -- A conf value: Spark's resource keys (resources.check) and the engine's own
 -- keys (schemas.ENGINE_CONF) -> true | nil, message (without the field name).
