@@ -110,6 +110,10 @@ local function document(title, body, refresh)
     "<title>", esc(title), "</title>\n<style>\n", CSS, "</style>\n</head>\n<body>\n", body, "</body>\n</html>\n" }
 end
 
+local function forbidden(why)
+  return 403, document("Forbidden", fmt("<main><p>%s</p></main>\n", esc(why))), headers()
+end
+
 -- Only local targets after login: a path on this page, never another site.
 local function safe_next(v)
   if type(v) == "string" and v:match("^/%??[%w%-%._~=&%%]*$") and not v:find("^//") then return v end
@@ -293,7 +297,7 @@ function _M.handle(eng, req, user, status, message)
   if req.path == "/login" and req.method == "POST" then
     local same_site, why = _M.same_origin(eng, req)
     if not same_site then
-      return 403, document("Forbidden", fmt("<main><p>%s</p></main>\n", esc(why))), headers()
+      return forbidden(why)
     end
     local form = form_decode(req.body)
     local name, key = form.username or "admin", form.api_key or ""
@@ -315,7 +319,7 @@ function _M.handle(eng, req, user, status, message)
   local query = util.parse_query(req.query)
   if req.path == "/login" then return 200, login_form(nil, query.next), headers() end
   if status == 403 then
-    return 403, document("Forbidden", fmt("<main><p>%s</p></main>\n", esc(message or "forbidden"))), headers()
+    return forbidden(message or "forbidden")
   end
   if not user then
     local next_path = query.app and ("/?app=" .. query.app) or "/"
