@@ -2,51 +2,52 @@
 -- api.lua (the client's methods are generated from those rows, so their
 -- reference is generated too). Run: lua5.4 docs/ref/gen_operations.lua
 -- (spec/docs_spec.lua checks the file is current).
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;docs/ref/?.lua;" .. package.path
 local api = require "analytics_engine.api"
+local described = require "described"
 
-local SUMMARY = {
-  get_instance = "The instance's details: state, resource quota, home volume.",
-  get_instance_default_runtime = "The instance's default Spark runtime ({spark_version}).",
-  replace_instance_default_runtime = "Set the default Spark runtime.",
-  get_instance_default_configs = "The instance's default Spark configuration.",
-  replace_instance_default_configs = "Replace the default Spark configuration.",
-  update_instance_default_configs = "Change the default Spark configuration (JSON merge-patch: ae.null unsets).",
-  get_resource_consumption_limits = "The instance's resource limits (max_cores, max_memory).",
-  replace_resource_consumption_limits = "Set the instance's resource limits.",
-  delete_resource_consumption_limits = "Remove the instance's resource limits.",
-  get_current_resource_consumption = "Cores and memory in use now.",
-  start_spark_history_server = "Start the Spark history server.",
-  get_spark_history_server = "The history server's state, cores and memory.",
-  stop_spark_history_server = "Stop the Spark history server.",
-  create_application = "Submit a Spark application. Never retried after an ambiguous failure.",
-  list_applications = "List applications (optionally filtered by state, paged by limit/start).",
-  get_application = "One application's details.",
-  get_application_state = "One application's state, start and finish times.",
-  delete_application = "Stop an application.",
-  list_kernelspecs = "The kernel specs the Jupyter Kernel Gateway offers.",
-  list_kernels = "The running kernels.",
-  create_kernel = "Start a kernel.",
-  get_kernel = "One kernel.",
-  delete_kernel = "Shut a kernel down.",
-  interrupt_kernel = "Interrupt a kernel.",
-  restart_kernel = "Restart a kernel.",
-  create_cluster = "Create a Spark cluster.",
-  list_clusters = "List clusters.",
-  get_cluster = "One cluster.",
-  delete_cluster = "Stop a cluster.",
-}
+local SUMMARY = described.parse [[
+get_instance                         The instance's details: state, resource quota, home volume.
+get_instance_default_runtime         The instance's default Spark runtime ({spark_version}).
+replace_instance_default_runtime     Set the default Spark runtime.
+get_instance_default_configs         The instance's default Spark configuration.
+replace_instance_default_configs     Replace the default Spark configuration.
+update_instance_default_configs      Change the default Spark configuration (JSON merge-patch: ae.null unsets).
+get_resource_consumption_limits      The instance's resource limits (max_cores, max_memory).
+replace_resource_consumption_limits  Set the instance's resource limits.
+delete_resource_consumption_limits   Remove the instance's resource limits.
+get_current_resource_consumption     Cores and memory in use now.
+start_spark_history_server           Start the Spark history server.
+get_spark_history_server             The history server's state, cores and memory.
+stop_spark_history_server            Stop the Spark history server.
+create_application                   Submit a Spark application. Never retried after an ambiguous failure.
+list_applications                    List applications (optionally filtered by state, paged by limit/start).
+get_application                      One application's details.
+get_application_state                One application's state, start and finish times.
+delete_application                   Stop an application.
+list_kernelspecs                     The kernel specs the Jupyter Kernel Gateway offers.
+list_kernels                         The running kernels.
+create_kernel                        Start a kernel.
+get_kernel                           One kernel.
+delete_kernel                        Shut a kernel down.
+interrupt_kernel                     Interrupt a kernel.
+restart_kernel                       Restart a kernel.
+create_cluster                       Create a Spark cluster.
+list_clusters                        List clusters.
+get_cluster                          One cluster.
+delete_cluster                       Stop a cluster.
+]]
 
-local EXAMPLE_BODY = {
-  replace_instance_default_runtime = '{ spark_version = "3.4" }',
-  replace_instance_default_configs = '{ ["spark.driver.memory"] = "8G" }',
-  update_instance_default_configs = '{ ["spark.driver.cores"] = ae.null }',
-  replace_resource_consumption_limits = '{ max_cores = "10", max_memory = "20Gi" }',
-  start_spark_history_server = '{ cores = "1", memory = "4G" }',
-  create_application = '{ application = "/opt/jobs/etl.py", arguments = { "2026-01-01" } }',
-  create_kernel = '{ name = "python310" }',
-  create_cluster = '{ name = "adhoc" }',
-}
+local EXAMPLE_BODY = described.parse [[
+replace_instance_default_runtime     { spark_version = "3.4" }
+replace_instance_default_configs     { ["spark.driver.memory"] = "8G" }
+update_instance_default_configs      { ["spark.driver.cores"] = ae.null }
+replace_resource_consumption_limits  { max_cores = "10", max_memory = "20Gi" }
+start_spark_history_server           { cores = "1", memory = "4G" }
+create_application                   { application = "/opt/jobs/etl.py", arguments = { "2026-01-01" } }
+create_kernel                        { name = "python310" }
+create_cluster                       { name = "adhoc" }
+]]
 
 local out = { "--- The client's API operations: one method per row of api.lua.",
   "-- Generated by docs/ref/gen_operations.lua; do not edit.",

@@ -5,59 +5,62 @@
 -- Run: lua5.4 docs/ref/gen_workflow.lua (--print: to stdout);
 -- spec/docs_spec.lua checks the file is current. A table entry without a
 -- description below is an error: describe it here when you add it.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;docs/ref/?.lua;" .. package.path
 local actions = require "analytics_engine.workflow.actions"
 local schema = require "analytics_engine.workflow.schema"
+local described = require "described"
 
-local STEP = {
-  after = "Steps this one comes after (it starts when they are done; a failed or skipped one skips it).",
-  retries = "How many times a failed attempt is tried again (exponential backoff with jitter).",
-  retry_delay = "The first retry's delay; each next one doubles.",
-  timeout = "Longest an attempt may take; then its application is stopped (see on_timeout) and it fails.",
-  on_timeout = "`stop` the timed-out attempt's application, or `leave` it running (detached).",
-  continue_on_failure = "A failure of this step does not skip the steps after it nor fail the run.",
-  for_each = "Run the action once per item (`${item}`, `${index}`); the output is the array of the items' outputs.",
-  max_parallel = "With for_each: items at once.",
-  wait = "submit only: `false` returns once the service accepted the application (its state is still followed).",
-  admission = "submit only: `false` sends without waiting for room in the instance's quota.",
-  description = "Free text, shown by `aeflow plan` and in the report.",
-}
+local STEP = described.parse [[
+after                Steps this one comes after (it starts when they are done; a failed or skipped one skips it).
+retries              How many times a failed attempt is tried again (exponential backoff with jitter).
+retry_delay          The first retry's delay; each next one doubles.
+timeout              Longest an attempt may take; then its application is stopped (see on_timeout) and it fails.
+on_timeout           `stop` the timed-out attempt's application, or `leave` it running (detached).
+continue_on_failure  A failure of this step does not skip the steps after it nor fail the run.
+for_each             Run the action once per item (`${item}`, `${index}`); the output is the array of the items'
+                     outputs.
+max_parallel         With for_each: items at once.
+wait                 submit only: `false` returns once the service accepted the application (its state is still
+                     followed).
+admission            submit only: `false` sends without waiting for room in the instance's quota.
+description          Free text, shown by `aeflow plan` and in the report.
+]]
 
-local WORKFLOW = {
-  params = "Parameters and their defaults (`--param k=v` overrides; `${name}` in any action string).",
-  max_parallel = "Applications at once across the whole run (`--max-parallel`).",
-  on_cancel = "On SIGINT/SIGTERM: `stop` the applications the run started, or `leave` them.",
-  description = "Free text.",
-}
+local WORKFLOW = described.parse [[
+params        Parameters and their defaults (`--param k=v` overrides; `${name}` in any action string).
+max_parallel  Applications at once across the whole run (`--max-parallel`).
+on_cancel     On SIGINT/SIGTERM: `stop` the applications the run started, or `leave` them.
+description   Free text.
+]]
 
-local SUBMIT = {
-  application = "The application file (a path on the cluster, or relative to the workflow file).",
-  arguments = "Its arguments.",
-  class = "The main class (JVM applications).",
-  conf = "Spark configuration (`spark.*` keys).",
-  env = "Environment variables.",
-  name = "The application's name (the run's token is appended).",
-  jars = "Comma-separated jars.",
-  packages = "Comma-separated Maven coordinates.",
-  repositories = "Comma-separated Maven repositories.",
-  files = "Comma-separated files.",
-  archives = "Comma-separated archives.",
-  runtime = "`{ spark_version = \"3.4\" }`.",
-  volumes = "`{ { name, mount_path, source_sub_path } }`, sent beside application_details.",
-  queuing_enabled = "Whether the service may queue it, sent beside application_details.",
-}
+local SUBMIT = described.parse [[
+application      The application file (a path on the cluster, or relative to the workflow file).
+arguments        Its arguments.
+class            The main class (JVM applications).
+conf             Spark configuration (`spark.*` keys).
+env              Environment variables.
+name             The application's name (the run's token is appended).
+jars             Comma-separated jars.
+packages         Comma-separated Maven coordinates.
+repositories     Comma-separated Maven repositories.
+files            Comma-separated files.
+archives         Comma-separated archives.
+runtime          `{ spark_version = "3.4" }`.
+volumes          `{ { name, mount_path, source_sub_path } }`, sent beside application_details.
+queuing_enabled  Whether the service may queue it, sent beside application_details.
+]]
 
-local KERNEL = {
-  name = "The kernel spec (e.g. python310).",
-  engine = "The kernel's engine settings (`{ conf = {...} }`).",
-  cells = "Code cells executed in order; their outputs are the step's.",
-}
+local KERNEL = described.parse [[
+name    The kernel spec (e.g. python310).
+engine  The kernel's engine settings (`{ conf = {...} }`).
+cells   Code cells executed in order; their outputs are the step's.
+]]
 
-local CALL = {
-  operation = "The operation's name (see `aeflow operations`).",
-  ids = "Path ids, in the order of the path.",
-  body = "The body (or the query of list operations).",
-}
+local CALL = described.parse [[
+operation  The operation's name (see `aeflow operations`).
+ids        Path ids, in the order of the path.
+body       The body (or the query of list operations).
+]]
 
 local AWAIT = {
   { 'await = "${outputs.ingest.application_id}"', "one application id from an earlier step's output" },
