@@ -3,6 +3,7 @@ local util = require "analytics_engine.util"
 local out = require "analytics_engine.cli.out"
 local runstore = require "analytics_engine.cli.runstore"
 local live = require "analytics_engine.workflow.live"
+local render = require "analytics_engine.workflow.render"
 
 local _M = {}
 
@@ -59,15 +60,7 @@ array.]],
       rows[#rows + 1] = { r.workflow, r.run_id, r.started_at and os.date("%Y-%m-%d %H:%M:%S", math.floor(r.started_at))
                           or "-", took(r), r.status }
     end
-    local w = {}
-    for _, row in ipairs(rows) do
-      for i, c in ipairs(row) do w[i] = math.max(w[i] or 0, #c) end
-    end
-    for _, row in ipairs(rows) do
-      local cells = {}
-      for i, c in ipairs(row) do cells[i] = i < #row and (c .. (" "):rep(w[i] - #c)) or c end
-      io.stdout:write(table.concat(cells, "  "), "\n")
-    end
+    io.stdout:write(render.columns(rows))
     return 0
   end,
 }

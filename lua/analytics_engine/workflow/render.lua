@@ -223,6 +223,12 @@ function _M.summary(plan, doc)
   end
   for _, name in ipairs(plan.order) do add(plan.by_name[name], doc.steps[name]) end
   for _, step in ipairs(plan.finally) do add(step, doc.finally[step.name]) end
+  return _M.columns(rows)
+end
+
+--- Rows of text cells as aligned columns, two spaces apart (the last column
+-- unpadded), one line each: the summary's table and `aeflow runs`.
+function _M.columns(rows)
   local widths = {}
   for _, r in ipairs(rows) do
     for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
