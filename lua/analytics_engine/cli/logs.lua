@@ -48,8 +48,8 @@ end
 -- The application a run's logs default to: its last failed one, else its
 -- last one. Returns id, step or nil, message.
 local function app_of_run(run)
-  local doc = util.read_json_file(run.state)
-  if type(doc) ~= "table" then return nil, "cannot read " .. run.state end
+  local doc, err = state.read(run.state)
+  if not doc then return nil, err end
   local failed, any
   state.each_attempt(doc, function(att, name)
     local id = att.application_id

@@ -5,6 +5,7 @@ local out = require "analytics_engine.cli.out"
 local runstore = require "analytics_engine.cli.runstore"
 local run_cli = require "analytics_engine.cli.run"
 local dsl = require "analytics_engine.workflow.dsl"
+local state_mod = require "analytics_engine.workflow.state"
 
 local _M = {}
 
@@ -36,13 +37,13 @@ Exit status: 0 success, 1 a step failed, 2 usage (or nothing to retry), 130 canc
       if not run then return out.fail(2, "retry", "%s", rerr) end
       state_path, run_dir = run.state, run.dir
     end
-    local doc = util.read_json_file(state_path)
-    if type(doc) ~= "table" or type(doc.file) ~= "string" then
+    -- Through state.read, as every reader of a state file: a regular file, checked.
+    local doc, derr = state_mod.read(state_path)
+    if not doc then return out.fail(2, "retry", "%s", derr) end
+    if type(doc.file) ~= "string" then
       return out.fail(2, "retry", "%s: not a run's state (no workflow file recorded)", state_path)
     end
-    local params = {}
-    for k, v in pairs(type(doc.params) == "table" and doc.params or {}) do params[k] = v end
-    local plan, err = dsl.load_file(doc.file, params)
+    local plan, err = dsl.load_file(doc.file, util.copy(doc.params))
     if not plan then return out.fail(2, nil, "%s", err) end
     return run_cli.execute(plan, opt, ctx, { state_path = state_path, run_dir = run_dir, resume = true,
                                              retry = true, verb = "retry" })
