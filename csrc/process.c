@@ -239,7 +239,7 @@ static int start_child(const char *path, char *const argv[], char *const envp[],
 }
 
 static int l_spawn(lua_State *L) {
-  const char **argv, **envp = NULL, *cwd, *paths[3], *prog;
+  const char **argv, **envp = NULL, *cwd, *paths[3], *prog, *deathname;
   static const char *const fields[3] = {"stdin", "stdout", "stderr"};
   int fds[3] = {-1, -1, -1};
   int argc, envc = 0, i, rc, use_env, deathsig = 0;
@@ -259,8 +259,9 @@ static int l_spawn(lua_State *L) {
   if (use_env) envc = (int)lua_rawlen(L, 3);
   cwd = ae_optstrfield(L, 1, "cwd", NULL);
   for (i = 0; i < 3; i++) paths[i] = opt_path(L, fields[i], cwd);
-  if (ae_optstrfield(L, 1, "die_with_parent", NULL)) {
-    deathsig = signal_by_name(ae_optstrfield(L, 1, "die_with_parent", NULL));
+  deathname = ae_optstrfield(L, 1, "die_with_parent", NULL);
+  if (deathname) {
+    deathsig = signal_by_name(deathname);
     luaL_argcheck(L, deathsig > 0, 1,
                   "field 'die_with_parent' must be a signal name such as \"KILL\"");
   }
