@@ -26,7 +26,7 @@ _M.KILL_GRACE = 5
 _M.LOG_CHUNK = 8 * 1024 * 1024 -- the most one logs answer carries
 
 
--- The create_application body: engine/validate.lua (after the schema's check).
+-- The create_application body, checked and normalised: engine/validate.lua.
 _M.validate = validate.application
 
 ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 -- The message names the field as a client wrote it (a.b[2].c; conf keys with
 -- dots stay as they are: application_details.conf.spark.executor.instances).
 --   validate.application(body, versions) -> details, extras | nil, message:
--- a create_application body normalised for the engine to keep (after body()).
+-- a create_application body normalised for the engine to keep (its schema is
+-- checked again, so a caller need not have called body()).
 local util = require "analytics_engine.util"
 local schemas = require "analytics_engine.schemas"
 local resources = require "analytics_engine.resources"
