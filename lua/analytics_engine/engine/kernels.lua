@@ -141,12 +141,10 @@ function _M.map_name(specs, name)
 end
 
 -- POST /api/kernels with the name mapped to a kernelspec; `engine` is kept here.
+-- (schemas.create_kernel has checked name and path before the handler ran)
 local function create(k, ctx, respond)
   local body = ctx.body or {}
   local name = body.name
-  if name ~= nil and name ~= null and type(name) ~= "string" then
-    return respond(reply.bad_request("name must be a string"))
-  end
   if body.engine ~= nil and body.engine ~= null and type(body.engine) ~= "table" then
     return respond(reply.bad_request("engine must be an object"))
   end
