@@ -7,17 +7,7 @@ local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local helper = require "helpers.engine"
 
-local HOSTILE = "spec/helpers/hostile_ws_client.py"
-
-local function hostile(e, path, auth, ...)
-  local args = { "python3", HOSTILE, e.url:gsub("^http", "ws") .. path, auth or helper.zen(e) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = a end
-  for i, a in ipairs(args) do args[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local hostile = helper.hostile_ws
 
 local function read(path)
   return util.read_file(path) or ""
@@ -30,17 +20,7 @@ local function alive(e)
   assert.is_true(core.kill(e.pid, 0))
 end
 
-local function active_cluster(e)
-  local status, b = helper.request(e, "POST", helper.v4(e, "/spark_clusters"), { cluster_details = { name = "c" } })
-  assert.equal(202, status)
-  local deadline = core.monotime() + 20
-  while true do
-    local _, c = helper.request(e, "GET", helper.v4(e, "/spark_clusters/" .. b.id))
-    if c and c.state == "ACTIVE" then return b.id end
-    assert(core.monotime() < deadline, "the cluster did not become ACTIVE")
-    core.sleep(0.05)
-  end
-end
+local function active_cluster(e) return helper.active_cluster(e, "c") end
 
 describe("close codes and reasons the engine sends (guard)", function()
   local guard = require "analytics_engine.engine.guard"

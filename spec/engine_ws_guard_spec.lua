@@ -7,29 +7,9 @@
 local core = require "analytics_engine.core"
 local helper = require "helpers.engine"
 
-local HOSTILE = "spec/helpers/hostile_ws_client.py"
+local function hostile(e, path, ...) return helper.hostile_ws(e, path, nil, ...) end
 
-local function hostile(e, path, ...)
-  local args = { "python3", HOSTILE, e.url:gsub("^http", "ws") .. path, helper.zen(e) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = a end
-  for i, a in ipairs(args) do args[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function active_cluster(e)
-  local status, b = helper.request(e, "POST", helper.v4(e, "/spark_clusters"), { cluster_details = { name = "g" } })
-  assert.equal(202, status)
-  local deadline = core.monotime() + 20
-  while true do
-    local _, c = helper.request(e, "GET", helper.v4(e, "/spark_clusters/" .. b.id))
-    if c and c.state == "ACTIVE" then return b.id end
-    assert(core.monotime() < deadline, "the cluster did not become ACTIVE")
-    core.sleep(0.05)
-  end
-end
+local function active_cluster(e) return helper.active_cluster(e, "g") end
 
 local function alive(e)
   local status = helper.request(e, "GET", helper.v4(e, "/default_runtime"))

@@ -116,6 +116,33 @@ function helper.wait_app(e, id, timeout)
   return body
 end
 
+--- spec/helpers/hostile_ws_client.py against the WebSocket `path` of `e`, doing
+-- its steps ("read:1", "text:hi", "drop", ...) as `auth` (the admin's
+-- ZenApiKey header when nil) -> what it printed.
+function helper.hostile_ws(e, path, auth, ...)
+  local args = { "python3", "spec/helpers/hostile_ws_client.py", e.url:gsub("^http", "ws") .. path,
+                 auth or helper.zen(e) }
+  for _, a in ipairs({ ... }) do args[#args + 1] = a end
+  for i, a in ipairs(args) do args[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- Create a cluster named `name` and wait until it is ACTIVE -> its id.
+function helper.active_cluster(e, name)
+  local status, b = helper.request(e, "POST", helper.v4(e, "/spark_clusters"), { cluster_details = { name = name } })
+  assert(status == 202, "create_cluster answered " .. tostring(status))
+  local deadline = core.monotime() + 20
+  while true do
+    local _, c = helper.request(e, "GET", helper.v4(e, "/spark_clusters/" .. b.id))
+    if c and c.state == "ACTIVE" then return b.id end
+    assert(core.monotime() < deadline, "the cluster did not become ACTIVE")
+    core.sleep(0.05)
+  end
+end
+
 --- Submit application_details -> application_id (asserts the 202).
 function helper.submit(e, details, extra)
   local payload = { application_details = details }
