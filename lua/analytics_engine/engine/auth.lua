@@ -16,7 +16,7 @@ local ROLES = api.ROLE_RANK
 local function sha256_hex(s) return util.hex(core.sha256(s)) end
 _M.sha256_hex = sha256_hex
 
-local read_file, read_json = util.read_file, util.read_json_file
+local read_file = util.read_file
 
 --- Equal-time comparison of two strings (secrets, signatures): the engine's
 -- one copy, also used by the page's session check.
@@ -49,6 +49,41 @@ local function check_users(list, where)
   return out
 end
 
+-- The admin's key from credentials.json: nil on a first start (neither file
+-- there), nil, message when a file is damaged or credentials.json is gone
+-- while users.json still holds a key. Making a new key then would lock out
+-- every client of the old one with a bare 401, so start-up stops and says
+-- which file and what to do.
+local function admin_key(dir)
+  local cpath, upath = dir .. "/credentials.json", dir .. "/users.json"
+  local cs, cerr = read_file(cpath)
+  local us, uerr = read_file(upath)
+  for _, e in pairs({ cerr or false, uerr or false }) do -- there but unreadable is not "missing"
+    if e and not e:find("No such file", 1, true) then return nil, "cannot read " .. e end
+  end
+  local fresh = "delete it to have a new admin key made (clients with the old key then get 401)"
+  if us then
+    local list = util.json_decode(us)
+    if not check_users(list, upath) then
+      return nil, upath .. ": damaged (not the engine's JSON list of users); it is made again from "
+        .. "credentials.json at start: move it away and start again"
+    end
+  end
+  if cs then
+    local c = util.json_decode(cs)
+    if type(c) ~= "table" or type(c.api_key) ~= "string" or c.api_key == "" then
+      return nil, cpath .. ": damaged (not JSON with the admin's api_key); restore it from a backup, or "
+        .. fresh
+    end
+    return c.api_key
+  end
+  if us then
+    return nil, cpath .. " is missing but " .. upath .. " holds the admin's key; restore credentials.json "
+      .. "from a backup, or delete users.json to have a new admin key made (clients with the old key then get 401)"
+  end
+  return nil
+end
+
 --- open{ data_dir, token_ttl = 3600, users_file = nil } -> auth | nil, err
 function _M.open(opts)
   local dir = opts.data_dir
@@ -63,8 +98,8 @@ function _M.open(opts)
   end
   self.secret = secret
 
-  local creds = read_json(dir .. "/credentials.json")
-  local key = type(creds) == "table" and type(creds.api_key) == "string" and creds.api_key or nil
+  local key, kerr = admin_key(dir)
+  if kerr then return nil, kerr end
   if not key then key = util.hex(core.random_bytes(24)) end
   self.admin = { username = "admin", role = "admin", api_key_sha256 = sha256_hex(key) }
   self.admin_key = key
