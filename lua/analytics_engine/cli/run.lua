@@ -13,8 +13,6 @@ local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
-local function slug(s) return (s:gsub("[^%w._-]+", "_")) end
-
 -- The report format a file name asks for: .md is Markdown, anything else HTML.
 function _M.report_format(path)
   return path:lower():find("%.md$") and "md" or "html"
@@ -170,10 +168,10 @@ Exit status: 0 success, 1 a step failed, 2 usage or validation error, 130 cancel
     local state_path, run_dir, run_id = opt["--state"], nil, nil
     if not state_path and opt["--resume"] then
       local latest = runstore.find(nil, plan.name)
-      local legacy = which.local_dir() .. "/" .. slug(plan.name) .. ".state.json"
+      local legacy = which.local_dir() .. "/" .. runstore.slug(plan.name) .. ".state.json"
       if latest then
         state_path, run_dir = latest.state, latest.dir
-      elseif util.read_file(legacy) then
+      elseif util.exists(legacy) then
         state_path = legacy
       else
         return out.fail(2, "run", "--resume: no kept run of workflow '%s' (see `aeflow runs`)", plan.name)
