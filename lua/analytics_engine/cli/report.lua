@@ -7,10 +7,6 @@ local state = require "analytics_engine.workflow.state"
 
 local _M = {}
 
-local function format_of(path)
-  return path:lower():find("%.md$") and "md" or "html"
-end
-
 _M.report = {
   options = { ["-o"] = "value", ["--output"] = "value", ["--format"] = "value", ["--json"] = "flag" },
   help = [[
@@ -30,7 +26,7 @@ Exit status: 0 written, 1 the state file could not be read or the report written
   run = function(pos, opt)
     if pos[2] then return out.fail(2, "report", "unexpected argument '%s'", pos[2]) end
     local target = opt["-o"] or opt["--output"]
-    local format = opt["--format"] or (target and target ~= "-" and format_of(target)) or "html"
+    local format = opt["--format"] or (target and target ~= "-" and report.format_of(target)) or "html"
     if format ~= "html" and format ~= "md" then
       return out.fail(2, "report", "--format wants html or md, got '%s'", format)
     end

@@ -13,11 +13,6 @@ local runstore = require "analytics_engine.cli.runstore"
 
 local _M = {}
 
--- The report format a file name asks for: .md is Markdown, anything else HTML.
-function _M.report_format(path)
-  return path:lower():find("%.md$") and "md" or "html"
-end
-
 local OPTIONS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "flag", ["--json"] = "flag",
                   ["--max-parallel"] = "integer", ["--on-cancel"] = "value", ["--poll-interval"] = "number",
                   ["--max-poll-interval"] = "number", ["--submit-grace"] = "number", ["--quiet"] = "flag",
@@ -118,7 +113,7 @@ function _M.execute(plan, opt, ctx, where)
   end
   if opt["--report"] then
     -- Written whatever the outcome: a failed or cancelled run is the one to look at.
-    local ok, werr = report.write(runner.state.doc, opt["--report"], _M.report_format(opt["--report"]))
+    local ok, werr = report.write(runner.state.doc, opt["--report"], report.format_of(opt["--report"]))
     if not ok then
       out.fail(1, where.verb, "%s", werr)
     elseif not json and not quiet then

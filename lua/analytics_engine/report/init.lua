@@ -12,6 +12,13 @@ local _M = {}
 
 _M.FORMATS = { html = true, md = true }
 
+--- The format a file name asks for: .md is Markdown, anything else HTML.
+-- @tparam string path the report's file name
+-- @treturn string "md" or "html"
+function _M.format_of(path)
+  return path:lower():find("%.md$") and "md" or "html"
+end
+
 --- Render a state document.
 -- @tparam table doc the decoded state file
 -- @tparam[opt="html"] string format "html" or "md"
