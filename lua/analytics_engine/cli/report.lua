@@ -37,12 +37,10 @@ Exit status: 0 written, 1 the state file could not be read or the report written
       if not run then return out.fail(path and 2 or 1, "report", "%s", rerr) end
       path = run.state
     end
-    -- the state file's schema first: a wrong field is named, not rendered
-    -- as `table: 0x…` or a traceback
-    local checked, serr = state.read(path)
-    if not checked then return out.fail(1, "report", "%s", serr) end
-    local doc, err = report.load(path)
-    if not doc then return out.fail(1, "report", "%s", err) end
+    -- read once, checked against the state schema: a wrong field is named,
+    -- not rendered as `table: 0x…` or a traceback
+    local doc, serr = state.read(path)
+    if not doc then return out.fail(1, "report", "%s", serr) end
     if opt["--json"] then
       out.json(doc)
       return 0
