@@ -1,4 +1,4 @@
--- Benchmark 6: one `aeflow run` of N applications for N in SCALING_N
+-- Benchmark 7: one `aeflow run` of N applications for N in SCALING_N
 -- (default 100,1000,10000), each against a fresh local engine with room for
 -- all of them. Per N, two runs:
 --   * "finish": applications of `sleep 1`: wall time, requests per
@@ -179,14 +179,17 @@ end
 
 local rows = {}
 local ok, err = pcall(function()
+  -- SCALING_RUNS=wait (or finish, load) runs only those parts (a quick look; the table needs all three)
+  local runs = os.getenv("SCALING_RUNS") or "finish,wait,load"
   for _, n in ipairs(sizes) do
-    local r = finish_run(n)
-    local w = wait_run(n)
+    local r = runs:find("finish") and finish_run(n) or { wall = 0, rss_mb = 0, per_app = 0, polls = 0, rate = 0,
+                                                          creates = 0, gets = 0, rounds = 0, other = 0 }
+    local w = runs:find("wait") and wait_run(n) or { cpu_pct = 0, hwm_mb = 0, rate = 0 }
     r.n, r.cpu_pct, r.wait_rss_mb, r.wait_rate = n, w.cpu_pct, w.hwm_mb, w.rate
-    r.engine_rate = engine_creates(n)
+    r.engine_rate = runs:find("load") and engine_creates(n) or 0 / 0
     rows[#rows + 1] = r
   end
-  print(("== 6. scaling: one `aeflow run` of N applications, fresh local engine per run (%d s CPU window)")
+  print(("== 7. scaling: one `aeflow run` of N applications, fresh local engine per run (%d s CPU window)")
     :format(WAIT))
   print(("  engine alone: a Lua client posting the same N creates (sleep 600), %d in flight"):format(CONNS))
   print(("  %7s | %9s | %9s | %9s | %17s | %8s | %s"):format("N", "RSS fin.", "RSS wait", "CPU wait",

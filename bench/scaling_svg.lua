@@ -1,4 +1,4 @@
---- bench/scaling.svg from benchmark 6's rows (bench/scaling.lua): four small
+--- bench/scaling.svg from benchmark 7's rows (bench/scaling.lua): four small
 -- line charts over N (log scale): runner peak RSS (finishing and waiting
 -- runs, with the 64 MB target), CPU while waiting (2% target), requests per
 -- application (2 target) and wall time. Plain SVG, no fonts or scripts.
