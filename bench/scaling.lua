@@ -10,7 +10,8 @@
 --     runner is killed and the engine stopped (its applications die with it).
 -- And the engine's own create throughput alone: a small Lua client posting
 -- the same N creates (sleep 600) with 32 in flight against a fresh engine,
--- the baseline of the runner's submission rate (same run, same machine). Writes bench/scaling.svg (or SCALING_SVG) and name=value lines to
+-- the baseline of the runner's submission rate (same run, same machine).
+-- Writes bench/scaling.svg (or SCALING_SVG) and name=value lines to
 -- BENCH_RESULTS.
 --   lua5.4 bench/scaling.lua AEFLOW_BIN WORKDIR
 local core = require "analytics_engine.core"
