@@ -107,6 +107,7 @@ AE_MHD_RESULT srv_refuse_framing(struct MHD_Connection *c, const char *why);
 
 /* server_req.c */
 void srv_slot_release(server *s, request *r, int gone);
+void srv_settle(server *s, request *r, int state);
 const char *srv_slot_lookup(server *s, lua_Integer id, request **out);
 int srv_port(lua_State *L);
 int srv_pending(lua_State *L);

@@ -84,6 +84,15 @@ void srv_slot_release(server *s, request *r, int gone) {
   r->slot = NO_SLOT;
 }
 
+/* The handler is done with a pending request (answered, dropped or
+ * upgraded): its id is released and MHD resumes the connection. */
+void srv_settle(server *s, request *r, int state) {
+  r->state = state;
+  srv_slot_release(s, r, 0);
+  s->pending--;
+  srv_unpark(r);
+}
+
 const char *srv_slot_lookup(server *s, lua_Integer id, request **out) {
   uint64_t u = (uint64_t)id;
   uint32_t i = (uint32_t)(u & SLOT_MASK);
@@ -331,10 +340,7 @@ int srv_respond(lua_State *L) {
   }
   r->resp = resp;
   r->status = (unsigned int)status;
-  r->state = RQ_ANSWERED;
-  srv_slot_release(s, r, 0);
-  s->pending--;
-  srv_unpark(r);
+  srv_settle(s, r, RQ_ANSWERED);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -350,10 +356,7 @@ int srv_drop(lua_State *L) {
     lua_pushstring(L, err);
     return 2;
   }
-  r->state = RQ_DROPPED;
-  srv_slot_release(s, r, 0);
-  s->pending--;
-  srv_unpark(r);
+  srv_settle(s, r, RQ_DROPPED);
   lua_pushboolean(L, 1);
   return 1;
 }

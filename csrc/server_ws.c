@@ -219,10 +219,7 @@ int srv_accept_websocket(lua_State *L) {
   ae_guard_upgraded(r->conn);
   r->resp = resp;
   r->status = 101;
-  r->state = RQ_ANSWERED;
-  srv_slot_release(s, r, 0);
-  s->pending--;
-  srv_unpark(r);
+  srv_settle(s, r, RQ_ANSWERED);
   return 1;
 oom:
   MHD_destroy_response(resp);
