@@ -219,10 +219,7 @@ local function check_types(p, step)
   end
   if #items == 0 then items[1] = { nil, nil } end
   for _, it in ipairs(items) do
-    local scope = {}
-    for k, v in pairs(p.params) do scope[k] = v end
-    scope.params, scope.outputs, scope.item, scope.index, scope.run_id = p.params, types.UNKNOWN, it[1], 1, "run"
-    local _, err = template.expand_args(step, scope)
+    local _, err = template.expand_args(step, template.scope(p.params, types.UNKNOWN, it[1], 1, "run"))
     if err then
       return nil, located(step, err .. (it[2] and fmt(" (for_each item %d: %s)", it[2], schema.show(it[1])) or ""))
     end

@@ -151,13 +151,7 @@ function _M.save_durable(self)
 end
 
 function _M.scope(self, item, index)
-  local scope = util.copy(self.params)
-  scope.params = self.params
-  scope.outputs = self.outputs
-  scope.item = item
-  scope.index = index
-  scope.run_id = self.run_id
-  return scope
+  return template.scope(self.params, self.outputs, item, index, self.run_id)
 end
 
 --- The run's cancel: stop submitting, cancel waits, stop what we started.

@@ -134,6 +134,15 @@ local function expand(v, scope)
   return setmetatable(c, getmetatable(v))
 end
 
+--- The scope a step's templates are expanded in, the same for `validate`
+-- (plan.lua, with outputs unknown) and the runner: every param by its name,
+-- and params, outputs, item, index, run_id.
+function _M.scope(params, outputs, item, index, run_id)
+  local scope = util.copy(params)
+  scope.params, scope.outputs, scope.item, scope.index, scope.run_id = params, outputs, item, index, run_id
+  return scope
+end
+
 --- Deep copy of `value` with every `${path}` expanded from `scope`.
 -- Returns the copy, or nil, "unknown template name 'x' in \"${x}\"".
 function _M.expand(value, scope)
