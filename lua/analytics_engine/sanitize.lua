@@ -42,7 +42,7 @@ function _M.add_secret(value)
   if type(value) ~= "string" or #value < 4 then return end
   add_one(value)
   -- a server that echoes a URL shows the value percent-encoded (%2F or %2f)
-  local pct = gsub(value, "[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end)
+  local pct = util.url_encode(value)
   if pct ~= value then
     add_one(pct)
     add_one((gsub(pct, "%%%x%x", string.lower)))
