@@ -54,10 +54,6 @@ function _M.new(opts)
   }, mt)
 end
 
-function _M.owns(self, co)
-  return self.tasks[co] ~= nil
-end
-
 --- The running task, or nil outside the loop.
 function _M.current(self)
   return self.tasks[running()]
@@ -109,7 +105,6 @@ local function insert_timer(timers, t)
   end
   timers[i + 1] = t
 end
-
 
 function _M.sleep(self, seconds)
   local task = self.tasks[running()]
