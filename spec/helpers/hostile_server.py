@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from parent_watch import exit_with_parent
+
 HUGE = 100 * 1024 * 1024
 
 
@@ -98,13 +100,6 @@ def serve(conn):
         conn.close()
 
 
-def watch_parent(ppid):
-    while True:
-        if os.getppid() != ppid:
-            os._exit(0)
-        time.sleep(0.5)
-
-
 def main():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -112,7 +107,7 @@ def main():
     srv.listen(64)
     sys.stdout.write("PORT %d PID %d\n" % (srv.getsockname()[1], os.getpid()))
     sys.stdout.flush()
-    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    exit_with_parent(0.5)
     while True:
         conn, _ = srv.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()

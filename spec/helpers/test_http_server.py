@@ -23,10 +23,11 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from parent_watch import exit_with_parent
 
 GZIP_PLAIN = b"hello gzip " * 100
 
@@ -104,13 +105,6 @@ class Server(ThreadingHTTPServer):
         pass  # clients that time out or cancel leave broken pipes behind
 
 
-def watch_parent(ppid):
-    while True:
-        if os.getppid() != ppid:
-            os._exit(0)
-        time.sleep(0.2)
-
-
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -121,7 +115,7 @@ def free_port():
 
 def main():
     server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    exit_with_parent()
     sys.stdout.write("PORT %d\nPID %d\nCLOSED %d\n" % (server.server_address[1], os.getpid(), free_port()))
     sys.stdout.flush()
     try:
