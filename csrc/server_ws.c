@@ -132,7 +132,8 @@ int srv_wait_all(server *s, int32_t ms) {
 
 /* server:accept_websocket(id [, opts]) -> ws | nil, err: answer request id
  * with 101 Switching Protocols. opts: headers (extra response headers),
- * max_message_size, control_frames. The handle is usable once the upgrade
+ * max_message_size, control_frames; nil, err, "version" for a version other
+ * than 13 (answer 426). The handle is usable once the upgrade
  * is done (its state turns "open" in a later poll); poll's second result
  * lists handles with news. */
 int srv_accept_websocket(lua_State *L) {
@@ -174,10 +175,11 @@ int srv_accept_websocket(lua_State *L) {
     return 2;
   }
   v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
-  if (!v || strcmp(v, "13") != 0) {
+  if (!v || strcmp(v, "13") != 0) { /* the third result: RFC 6455 4.4 wants a 426 for this */
     luaL_pushfail(L);
     lua_pushliteral(L, "unsupported Sec-WebSocket-Version (13 is required)");
-    return 2;
+    lua_pushliteral(L, "version");
+    return 3;
   }
   ae_ws_accept_key(key, strlen(key), accept);
   w = ae_ws_new_server(L, lua_isnil(L, 3) ? 0 : 3); /* may raise: nothing acquired yet */

@@ -89,3 +89,34 @@ describe("WebSocket sessions at the connection limit", function()
     alive(e)
   end)
 end)
+
+describe("a WebSocket upgrade with another version", function()
+  local e, path
+
+  lazy_setup(function()
+    e = helper.start()
+    path = helper.v4(e, "/spark_clusters/" .. active_cluster(e) .. "/connect")
+  end)
+  lazy_teardown(function() helper.stop(e) end)
+
+  local function upgrade(version)
+    return helper.request(e, "GET", path, nil, { Upgrade = "websocket", Connection = "Upgrade",
+      ["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ==", ["Sec-WebSocket-Version"] = version })
+  end
+
+  it("is answered 426 with Sec-WebSocket-Version: 13 (RFC 6455 4.4), not 400", function()
+    for _, v in ipairs({ "8", "14" }) do
+      local status, body, headers = upgrade(v)
+      assert.equal(426, status, v)
+      assert.equal("13", headers["sec-websocket-version"])
+      assert.equal("unsupported_websocket_version", body.errors[1].code)
+      assert.matches("13 is required", body.errors[1].message)
+    end
+  end)
+
+  it("is still 400 when it is no upgrade at all", function()
+    local status, body = helper.request(e, "GET", path)
+    assert.equal(400, status)
+    assert.equal("not_a_websocket", body.errors[1].code)
+  end)
+end)

@@ -152,10 +152,9 @@ function H.connect_cluster(eng, ctx)
     return reply.error(409, "cluster_not_active", ("cluster %s is %s, not ACTIVE"):format(cid, tostring(c.state)))
   end
   return function(respond)
-    local h, aerr = eng.server:accept_websocket(req.id, { max_message_size = _M.MAX_MESSAGE, control_frames = true })
-    if not h then
-      return respond(reply.error(400, "not_a_websocket", "connect needs a WebSocket upgrade: " .. tostring(aerr)))
-    end
+    local h, aerr, akind = eng.server:accept_websocket(req.id, { max_message_size = _M.MAX_MESSAGE,
+                                                                 control_frames = true })
+    if not h then return respond(reply.not_upgraded("connect", aerr, akind)) end
     eng.sockets = eng.sockets or {}
     eng.sockets[h] = function(e, sock) return on_news(e, sock, cid) end
     eng.cluster_sockets = eng.cluster_sockets or {}

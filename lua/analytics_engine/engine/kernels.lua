@@ -223,10 +223,10 @@ local function on_client_news(eng, h)
 end
 
 local function upgrade(eng, k, o)
-  local h, aerr = eng.server:accept_websocket(o.req.id, { max_message_size = _M.MAX_MESSAGE })
+  local h, aerr, akind = eng.server:accept_websocket(o.req.id, { max_message_size = _M.MAX_MESSAGE })
   if not h then
     o.up:close(1000, "", 0)
-    return o.respond(reply.error(400, "not_a_websocket", "channels needs a WebSocket upgrade: " .. tostring(aerr)))
+    return o.respond(reply.not_upgraded("channels", aerr, akind))
   end
   k.links[h] = o.up
   eng.sockets = eng.sockets or {}
@@ -236,6 +236,9 @@ end
 local function channels(k, req, jpath, respond)
   if (req.headers.upgrade or ""):lower() ~= "websocket" then
     return respond(reply.error(400, "not_a_websocket", "channels needs a WebSocket upgrade (Upgrade: websocket)"))
+  end
+  if req.headers["sec-websocket-version"] ~= "13" then -- before Jupyter is dialled for nothing
+    return respond(reply.not_upgraded("channels", "unsupported Sec-WebSocket-Version (13 is required)", "version"))
   end
   local url = k.jupyter.url:gsub("^http", "ws") .. jpath
   if req.query and req.query ~= "" then url = url .. "?" .. req.query end

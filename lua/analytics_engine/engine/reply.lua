@@ -48,6 +48,17 @@ function _M.error(status, code, message, headers)
   return status, { errors = { { code = code, message = message } }, trace = t, status_code = status }, h
 end
 
+--- The answer to an upgrade server:accept_websocket refused (its err, kind):
+-- 426 with `Sec-WebSocket-Version: 13` for another version (RFC 6455 §4.4),
+-- else 400 not_a_websocket. `what` names the door ("connect", "channels").
+function _M.not_upgraded(what, err, kind)
+  if kind == "version" then
+    return _M.error(426, "unsupported_websocket_version", what .. ": " .. tostring(err),
+      { ["Sec-WebSocket-Version"] = "13" })
+  end
+  return _M.error(400, "not_a_websocket", what .. " needs a WebSocket upgrade: " .. tostring(err))
+end
+
 function _M.bad_request(message) return _M.error(400, "bad_request", message) end
 function _M.not_found(code, message) return _M.error(404, code, message) end
 
