@@ -76,7 +76,26 @@ describe("kept runs", function()
   it("finds no orphans among the applications of kept runs", function()
     local code, out, err = run { "orphans", "--json" }
     assert.equals(0, code, err)
-    assert.same({}, util.json_decode(out))
+    assert.equals("[]", out:match("^%s*(.-)%s*$"))
+    -- a person is told; a script reading standard output gets nothing
+    code, out, err = run { "orphans" }
+    assert.equals(0, code, err)
+    assert.equals("", out)
+    assert.equals("no orphans\n", err)
+  end)
+
+  it("prints a Markdown report without -o and writes HTML to report.html", function()
+    os.remove(dir .. "/report.md")
+    os.remove(dir .. "/report.html")
+    local code, out, err = run { "report", "--format", "md" }
+    assert.equals(0, code, err)
+    assert.matches("bad.sh: no input", out, 1, true)
+    assert.matches("^#", out)
+    assert.is_nil(util.read_file(dir .. "/report.md"), "report.md written instead of printed")
+    code, out, err = run { "report" }
+    assert.equals(0, code, err)
+    assert.equals("report: report.html\n", out)
+    assert.matches("<!DOCTYPE html>", util.read_file(dir .. "/report.html"), 1, true)
   end)
 
   it("prunes all but the newest runs", function()

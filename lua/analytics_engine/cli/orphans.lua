@@ -36,7 +36,9 @@ kept run (default: every run under $AEFLOW_DIR/runs, else .aeflow/runs, and
 older .aeflow/*.state.json files) records
 with that application id: submissions whose runner died before saving the id.
 --stop stops them. --json prints one JSON array of
-{application_id, state, token}. A state file that cannot be read or is not
+{application_id, state, token} ([] when there are none). Without --json, one
+line per orphan on standard output; none found prints nothing there (for
+scripts) and "no orphans" on standard error (for a person). A state file that cannot be read or is not
 in the shape a run writes is an error (exit 2), not skipped: its
 applications would all look orphaned.]],
   run = function(pos, opt, ctx)
@@ -73,6 +75,7 @@ applications would all look orphaned.]],
       end
     end
     session:release()
+    if #found == 0 and not opt["--json"] then io.stderr:write("no orphans\n") end
     return 0
   end,
 }

@@ -18,8 +18,10 @@ one self-contained HTML page (no scripts, no network) with the step graph, a
 time line of steps and applications (submitted, queued, running, finished;
 retries, timeouts and cancels marked), durations, outputs, errors and, for a
 local engine, links to each application's logs. --format md writes a Markdown
-summary for CI job summaries. Default FILE: report.html (report.md); -o - writes
-to standard output; the format follows FILE's extension when not given.
+summary for CI job summaries. Without -o, Markdown is printed to standard output
+and HTML (a page for a browser, not a terminal) is written to report.html; -o -
+writes either to standard output; the format follows FILE's extension when not
+given.
 --json prints the run's record (what the report is drawn from) as one document.
 Exit status: 0 written, 1 the state file could not be read or the report written,
 2 usage.]],
@@ -45,7 +47,9 @@ Exit status: 0 written, 1 the state file could not be read or the report written
       out.json(doc)
       return 0
     end
-    target = target or ("report." .. format)
+    -- Markdown is text to read or append (CI job summaries): print it;
+    -- an HTML page goes to a file unless asked for with -o -
+    target = target or (format == "md" and "-" or "report.html")
     if target == "-" then
       io.stdout:write(report.render(doc, format))
       return 0
