@@ -139,29 +139,28 @@ end
 local function wait_for(self, col, deadline)
   local final_deadline = deadline
   local ws = self.ws
-  local tsched = self.loop
-  local sched = active(tsched)
+  local loop = active(self.loop) -- nil: this call blocks (no loop, or not one of its tasks)
   while not col.done do
     deadline = effective_deadline(col, final_deadline)
     if self.closed then return nil, kernel_error { code = "closed", message = "the kernel session is closed" } end
-    if self.reading and sched then
+    if self.reading and loop then
       -- Another task reads for us; it wakes us after each message.
-      local me = sched:current()
+      local me = loop:current()
       self.waiters[me] = true
       local left = deadline and math.max(0, deadline - core().monotime()) or nil
       local timer
       if left then
-        timer = sched:spawn("kernel wait", function()
+        timer = loop:spawn("kernel wait", function()
           -- Wake it only if nobody did yet: a task must be woken once per wait.
-          if sched:sleep(left) ~= nil and self.waiters[me] then
+          if loop:sleep(left) ~= nil and self.waiters[me] then
             self.waiters[me] = nil
-            sched:wake(me, "timeout")
+            loop:wake(me, "timeout")
           end
         end)
       end
-      local r, cerr = sched:suspend(function() self.waiters[me] = nil end)
+      local r, cerr = loop:suspend(function() self.waiters[me] = nil end)
       self.waiters[me] = nil
-      if timer then sched:cancel(timer) end
+      if timer then loop:cancel(timer) end
       if r == nil and cerr then return nil, cerr end
     else
       local left = deadline and math.max(0, deadline - core().monotime()) or nil
@@ -173,12 +172,12 @@ local function wait_for(self, col, deadline)
       -- Whoever waits looks at its collector again (and one of them reads next).
       for t in pairs(self.waiters) do
         self.waiters[t] = nil
-        tsched:wake(t, true)
+        self.loop:wake(t, true)
       end
       if data == nil then
         local err = opcode
         if type(err) == "table" and err.kind == "timeout" then break end
-        if sched and err == sched.CANCELLED then return nil, err end
+        if loop and err == loop.CANCELLED then return nil, err end
         return nil, kernel_error { code = type(err) == "table" and err.kind or "recv",
           message = "the kernel's channels connection failed: "
             .. tostring(type(err) == "table" and err.message or err) }
@@ -262,16 +261,10 @@ local function plain(s)
   return (tostring(s):gsub("\27%[[%d;]*m", ""))
 end
 
---- session:execute(code [, opts]) -> result | nil, err
--- opts: { timeout = seconds (default: none), silent, store_history (true),
---         user_expressions, stop_on_error (true) }
--- result: { outputs = {...}, execution_count, stdout, stderr, result (text/plain) }
--- err (an analytics_engine error): code "kernel_error" with ename, evalue,
--- traceback, outputs, execution_count; or "timeout", "closed", a transport code.
 -- Pause without blocking other tasks when under a loop.
 local function pause(self, seconds)
-  local sched = active(self.loop)
-  if sched then return sched:sleep(seconds) end
+  local loop = active(self.loop)
+  if loop then return loop:sleep(seconds) end
   core().sleep(seconds)
   return true
 end
@@ -292,6 +285,12 @@ end
 
 _M.ABORT_RETRIES = 5
 
+--- session:execute(code [, opts]) -> result | nil, err
+-- opts: { timeout = seconds (default: none), silent, store_history (true),
+--         user_expressions, stop_on_error (true) }
+-- result: { outputs = {...}, execution_count, stdout, stderr, result (text/plain) }
+-- err (an analytics_engine error): code "kernel_error" with ename, evalue,
+-- traceback, outputs, execution_count; or "timeout", "closed", a transport code.
 function Session.execute(self, code, opts)
   if type(code) ~= "string" then
     error("bad argument #1 to 'execute' (string expected, got " .. type(code) .. ")", 2)
