@@ -186,9 +186,7 @@ describe("files are private whatever the umask or the directory's previous mode"
   local e, dir, root
   local function mode(p) return core.file_mode(p) end
   lazy_setup(function()
-    local p = assert(io.popen("mktemp -d /tmp/ae-modes-spec.XXXXXX"))
-    dir = p:read("l")
-    p:close()
+    dir = helper.temp_dir("ae-modes-spec-")
     root = dir .. "-apps"
     assert(os.execute(("mkdir -p '%s' && chmod 0755 '%s' && mkdir -m 0755 '%s/apps'"):format(root, dir, dir)))
     -- a data directory that exists 0755, and a umask that makes everything world-writable
@@ -267,9 +265,7 @@ describe("the page's login", function()
   end)
 
   it("marks the session cookie Secure under TLS", function()
-    local p = assert(io.popen("mktemp -d /tmp/ae-tls-login.XXXXXX"))
-    local dir = p:read("l")
-    p:close()
+    local dir = helper.temp_dir("ae-tls-login-")
     local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
     assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
       .. "-addext subjectAltName=IP:127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1"):format(key, cert)))
