@@ -177,13 +177,11 @@ function _M.render(doc, now)
         end
         -- The end of its stderr, copied into the run's record when it failed:
         -- readable after the engine is gone.
-        local t = a.log_tail
-        if t and (t.pointer or (type(t.lines) == "table" and #t.lines > 0)) then
-          local text = t.pointer or concat(t.lines, "\n")
+        if a.log then
           add(fmt('<tr class="attempt-log" data-application="%s"><td></td><td colspan="11">'
             .. '<div class="log-title">the end of its %s (<code>aeflow logs %s --stream stderr</code>)</div>'
-            .. '<pre class="log">%s</pre></td></tr>\n', esc(a.application_id or ""), esc(t.stream or "stderr"),
-            esc(a.application_id or ""), esc(sanitize.escape(text, true))))
+            .. '<pre class="log">%s</pre></td></tr>\n', esc(a.application_id or ""), esc(a.log.stream),
+            esc(a.application_id or ""), esc(sanitize.escape(a.log.text, true))))
         end
       end
     end

@@ -58,14 +58,12 @@ function _M.render(doc, now)
   -- The ends of failed applications' stderr, from the run's record.
   for _, t in ipairs(apps) do
     local a = t[3]
-    local tail = a.log_tail
-    if tail and (tail.pointer or (type(tail.lines) == "table" and #tail.lines > 0)) then
+    if a.log then
       o[#o + 1] = ""
       o[#o + 1] = fmt("**%s** `%s` %s, the end of its %s:", cell(t[1].name), cell(a.application_id),
-        cell(a.state), cell(tail.stream or "stderr"))
+        cell(a.state), cell(a.log.stream))
       o[#o + 1] = "~~~~"
-      local text = tail.pointer or concat(tail.lines, "\n")
-      o[#o + 1] = (sanitize.escape(text, true):gsub("~~~~", "~ ~ ~ ~"))
+      o[#o + 1] = (sanitize.escape(a.log.text, true):gsub("~~~~", "~ ~ ~ ~"))
       o[#o + 1] = "~~~~"
     end
   end

@@ -11,6 +11,15 @@ local QUEUED = { ACCEPTED = true, SUBMITTED = true, WAITING = true, QUEUED = tru
 local TERMINAL = api.TERMINAL_STATES
 
 local function num(v) return type(v) == "number" and v or nil end
+
+-- The end of a failed application's log as the views show it: { stream,
+-- text } (the pointer, or the lines), or nil when it has nothing to show.
+local function log_of(tail)
+  if type(tail) ~= "table" then return nil end
+  local text = tail.pointer or (type(tail.lines) == "table" and #tail.lines > 0 and table.concat(tail.lines, "\n"))
+  if not text then return nil end
+  return { stream = tail.stream or "stderr", text = text }
+end
 local function str(v) return type(v) == "string" and v or nil end
 
 --- Load and decode a state file -> doc | nil, message.
@@ -137,7 +146,7 @@ function _M.build(doc, now)
                     held_at = num(att.held_at), admitted_at = num(att.admitted_at), held = str(att.held),
                     finished_at = num(att.finished_at), ending = ending(att, it.status),
                     states = type(att.states) == "table" and att.states or {},
-                    log_tail = type(att.log_tail) == "table" and att.log_tail or nil }
+                    log = log_of(att.log_tail) }
         a.retry = (tonumber(att.n) or 1) > 1
         a.phases = phases(att, t1 or now)
         widen(a.held_at)
