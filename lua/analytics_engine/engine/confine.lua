@@ -132,6 +132,20 @@ local function conf_refused(key)
   end
 end
 
+-- A comma-separated list of files spark-submit loads (`name` says where it
+-- was given) -> true | nil, status, code, message for the first refused.
+-- Each local file goes through the program's own check (roots, real path,
+-- no FIFO).
+local function check_files(name, list, opts)
+  if type(list) ~= "string" then return true end
+  for item in list:gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    local ok, status, code, message = _M.check(item, opts, nil, true)
+    if not ok and item ~= "" then return nil, status, code, ("%s: %s"):format(name, message) end
+  end
+  return true
+end
+
 --- check_details(details, opts, user, defaults) -> true | nil, status, code, message
 -- What else than the program a submission would make run: `env`, `conf` (and
 -- the instance's default_configs it runs with) and the local files
@@ -178,16 +192,8 @@ function _M.check_details(details, opts, user, defaults)
     lists[#lists + 1] = { "default_configs." .. k, (defaults or {})[k] }
   end
   for _, l in ipairs(lists) do
-    if type(l[2]) == "string" then
-      for item in l[2]:gmatch("[^,]+") do
-        item = item:match("^%s*(.-)%s*$")
-        -- a local file goes through the program's own check (roots, real path, no FIFO)
-        local ok, status, code, message = _M.check(item, opts, nil, true)
-        if not ok and item ~= "" then
-          return nil, status, code, ("%s: %s"):format(l[1], message)
-        end
-      end
-    end
+    local ok, status, code, message = check_files(l[1], l[2], opts)
+    if not ok then return nil, status, code, message end
   end
   return true
 end
