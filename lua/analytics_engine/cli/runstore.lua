@@ -72,10 +72,11 @@ function _M.find(id, workflow)
   return found
 end
 
---- Every state file a kept run or an older single-file run left.
+--- Every state file a kept run or an older single-file run left (their
+-- paths: the caller reads them, once).
 function _M.state_files()
   local paths = glob(which.local_dir(), "/*.state.json")
-  for _, r in ipairs(_M.list()) do paths[#paths + 1] = r.state end
+  for _, p in ipairs(glob(_M.root(), "/*/*/state.json")) do paths[#paths + 1] = p end
   return paths
 end
 
