@@ -10,6 +10,7 @@ local apps = require "analytics_engine.engine.apps"
 local schemas = require "analytics_engine.schemas"
 local history = require "analytics_engine.engine.history"
 local clusters = require "analytics_engine.engine.clusters"
+local logs = require "analytics_engine.engine.logs"
 local kernels = require "analytics_engine.engine.kernels"
 
 local _M = {}
@@ -17,6 +18,7 @@ local H = {}
 _M.handlers = H
 for name, h in pairs(apps.handlers) do H[name] = h end
 for name, h in pairs(clusters.handlers) do H[name] = h end
+for name, h in pairs(logs.handlers) do H[name] = h end
 -- kernels: forwarded to a Jupyter Server
 for name, h in pairs(kernels.handlers) do H[name] = h end
 
