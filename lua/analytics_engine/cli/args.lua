@@ -45,8 +45,7 @@ function _M.parse(args, spec, opts)
         local names = {}
         for k in pairs(spec) do names[#names + 1] = k end
         for k in pairs(COMMON) do names[#names + 1] = k end
-        local near = schema.suggest(name, names)
-        return nil, ("unknown option '%s'%s"):format(name, near and (" (did you mean '%s'?)"):format(near) or "")
+        return nil, ("unknown option '%s'%s"):format(name, schema.did_you_mean(name, names))
       end
       if kind == "flag" then
         if inline then return nil, ("%s takes no value"):format(name) end

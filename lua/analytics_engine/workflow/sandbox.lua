@@ -291,8 +291,7 @@ function _M.new(file, full_ae)
     for name in pairs(env) do
       if type(name) == "string" and name ~= "_G" then names[#names + 1] = name end
     end
-    local near = type(k) == "string" and schema.suggest(k, names)
-    error(("unknown name '%s'%s"):format(tostring(k), near and (" (did you mean '%s'?)"):format(near) or ""), 2)
+    error(("unknown name '%s'%s"):format(tostring(k), schema.did_you_mean(k, names)), 2)
   end })
   box.env = env
   return setmetatable(box, { __index = _M })
