@@ -182,11 +182,22 @@ local function query_string(op, q)
   return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
 end
 
+-- The keys each wrapping operation keeps at the top level (api.lua's `lift`),
+-- as sets made once rather than per request.
+local LIFTED = {}
+for _, list in ipairs { api.operations, api.engine_operations } do
+  for _, op in ipairs(list) do
+    if op.wrap then
+      LIFTED[op] = {}
+      for _, k in ipairs(op.lift or {}) do LIFTED[op][k] = true end
+    end
+  end
+end
+
 local function wrap_body(op, body)
   if not op.wrap or body[op.wrap] ~= nil then return body end
   local details, out = {}, {}
-  local lifted = {}
-  for _, k in ipairs(op.lift or {}) do lifted[k] = true end
+  local lifted = LIFTED[op]
   for k, v in pairs(body) do
     if lifted[k] then out[k] = v else details[k] = v end
   end
@@ -222,15 +233,17 @@ end
 -- The request headers for one Authorization value and content type, kept
 -- per client and never changed once made (a queued request may still hold
 -- them), so the common call builds none; a transport that can check and
--- format them once (`prepare_headers`) gets them in that form.
+-- format them once (`prepare_headers`) gets them in that form. A client's
+-- user agent and transport are fixed when it is made (`with` makes another
+-- client): only the Authorization value can change (a refreshed token).
 local function request_headers(self, tr, authz, content_type)
   local key = content_type or false
   local c = self.header_cache[key]
-  local ua = self.user_agent
-  if c and c.authz == authz and c.ua == ua and c.tr == tr then return c.headers end
-  local h = { Accept = "application/json", ["User-Agent"] = ua, Authorization = authz, ["Content-Type"] = content_type }
+  if c and c.authz == authz then return c.headers end
+  local h = { Accept = "application/json", ["User-Agent"] = self.user_agent, Authorization = authz,
+              ["Content-Type"] = content_type }
   if tr.prepare_headers then h = tr:prepare_headers(h) end
-  self.header_cache[key] = { authz = authz, ua = ua, tr = tr, headers = h }
+  self.header_cache[key] = { authz = authz, headers = h }
   return h
 end
 
