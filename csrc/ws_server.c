@@ -53,7 +53,8 @@ void ae_ws_set_frame_timeout(ae_ws *w, double t) {
 }
 
 double ae_ws_frame_deadline(const ae_ws *w) {
-  if (w->state != WS_OPEN || w->frame_timeout <= 0 || w->frame_since <= 0) return 0;
+  /* not while dropping after our close: that phase has its own bound */
+  if (w->state != WS_OPEN || w->discard || w->frame_timeout <= 0 || w->frame_since <= 0) return 0;
   return w->frame_since + w->frame_timeout;
 }
 
