@@ -204,6 +204,16 @@ describe("kernels through the local engine's /jkg/api", function()
     assert.matches("cobol85", err.message, 1, true)
   end)
 
+  it("answers 426 with Sec-WebSocket-Version: 13 to a channels upgrade of another version", function()
+    local status, body, headers = engine.request(e, "GET",
+      engine.v4(e, "/jkg/api/kernels/00000000-0000-4000-8000-000000000000/channels"), nil,
+      { Upgrade = "websocket", Connection = "Upgrade", ["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ==",
+        ["Sec-WebSocket-Version"] = "8" })
+    assert.equals(426, status)
+    assert.equals("13", headers["sec-websocket-version"])
+    assert.equals("unsupported_websocket_version", body.errors[1].code)
+  end)
+
   it("answers 404 for an unknown kernel, in the service's error shape", function()
     local _, err = c:get_kernel("00000000-0000-4000-8000-000000000000")
     assert.equals(404, err.status)
