@@ -54,7 +54,10 @@ static inline int ae_isinteger(lua_State *L, int i) {
  * __gc/__close both bound to `gc`. */
 static inline void ae_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
                                lua_CFunction gc, lua_CFunction tostring) {
-  luaL_newmetatable(L, tname);
+  if (!luaL_newmetatable(L, tname)) { /* made already (the core opened again): keep it */
+    lua_pop(L, 1);
+    return;
+  }
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
   lua_setfield(L, -2, "__index");

@@ -432,9 +432,7 @@ void ae_open_http(lua_State *L) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) luaL_error(L, "curl_global_init failed");
     curl_ready = 1;
   }
-  luaL_getmetatable(L, SESSION_MT);
-  if (lua_isnil(L, -1)) ae_newclass(L, SESSION_MT, session_methods, s_gc, s_tostring);
-  lua_pop(L, 1);
+  ae_newclass(L, SESSION_MT, session_methods, s_gc, s_tostring);
   if (luaL_newmetatable(L, HEADERS_MT)) {
     lua_pushliteral(L, "analytics_engine.HttpHeaders");
     lua_setfield(L, -2, "__metatable"); /* no getmetatable games with a checked value */

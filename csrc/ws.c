@@ -386,9 +386,7 @@ void ae_open_websocket(lua_State *L) {
                                      {"state", w_state},
                                      {"close_info", w_close_info},
                                      {NULL, NULL}};
-  luaL_getmetatable(L, WS_MT);
-  if (lua_isnil(L, -1)) ae_newclass(L, WS_MT, methods, w_gc, w_tostring);
-  lua_pop(L, 1);
+  ae_newclass(L, WS_MT, methods, w_gc, w_tostring);
   lua_pushcfunction(L, ws_l_connect);
   lua_setfield(L, -2, "ws_connect");
   lua_pushcfunction(L, l_wait_fds);
