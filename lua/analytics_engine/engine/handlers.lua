@@ -35,8 +35,12 @@ function _M.versions()
   return { set = set, text = table.concat(_M.SPARK_VERSIONS, ", ") }
 end
 
--- The machine's size, for the instance's default quota.
+-- The machine's size, for the instance's default quota: read once (it does
+-- not change while the engine runs; /proc/cpuinfo is long on a big machine).
+local machine_cpus, machine_gib
+
 local function machine()
+  if machine_cpus then return machine_cpus, machine_gib end
   local cpus = 0
   local f = io.open("/proc/cpuinfo", "r")
   if f then
@@ -50,7 +54,8 @@ local function machine()
     f:close()
     if kb then mem_gib = floor(kb / 1024 / 1024) end
   end
-  return cpus > 0 and cpus or 4, (mem_gib and mem_gib > 0) and mem_gib or 16
+  machine_cpus, machine_gib = cpus > 0 and cpus or 4, (mem_gib and mem_gib > 0) and mem_gib or 16
+  return machine_cpus, machine_gib
 end
 
 _M.QUOTA_CORES, _M.QUOTA_MEMORY = "16", "64Gi"
