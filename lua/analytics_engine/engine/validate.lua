@@ -61,15 +61,11 @@ local function generic(v, path, depth)
   for k, x in pairs(v) do
     n = n + 1
     if n > LIMITS.keys then return nil, ("%s has more than %d entries"):format(name(path), LIMITS.keys) end
-    local kp
     if type(k) == "string" then
       local ok, err = check_string(k, join(path, shown(k)))
       if not ok then return nil, err end
-      kp = join(path, k)
-    else
-      kp = join(path, k)
     end
-    local ok, err = generic(x, kp, depth + 1)
+    local ok, err = generic(x, join(path, k), depth + 1)
     if not ok then return nil, err end
   end
   return true
