@@ -159,16 +159,21 @@ end
 --- open(path, { json = legacy_snapshot_path }) -> store | nil, err
 -- A missing database is created; a JSON snapshot from an older engine is
 -- imported into a fresh one (and renamed to *.migrated).
-function _M.open(path, opts)
-  opts = opts or {}
-  local self = setmetatable({
-    path = path, conf = {}, dirty = false, dirty_recs = {}, dirty_settings = false, dirty_all = false,
-    data = {}, written = { settings = {} }, next_seq = 1,
-  }, mt)
+-- An empty model: nothing held, nothing written.
+local function empty(self)
+  self.conf, self.next_seq = {}, 1
+  self.data, self.written = {}, { settings = {} }
   for _, kind in ipairs(_M.KINDS) do
     self.data[kind] = { list = {}, by_id = {}, seq = {} }
     self.written[kind] = {}
   end
+end
+
+function _M.open(path, opts)
+  opts = opts or {}
+  local self = setmetatable({ path = path, dirty = false, dirty_recs = {}, dirty_settings = false,
+                              dirty_all = false }, mt)
+  empty(self)
   local db, err = core.sqlite_open(path)
   if not db then return nil, err end
   self.db = db
@@ -189,12 +194,7 @@ function _M.open(path, opts)
   ok, perr = check_schema(self)
   if not ok then return bail(perr) end
   -- Start from what the database holds (an import above is in it now).
-  self.conf, self.next_seq = {}, 1
-  self.written = { settings = {} }
-  for _, kind in ipairs(_M.KINDS) do
-    self.data[kind] = { list = {}, by_id = {}, seq = {} }
-    self.written[kind] = {}
-  end
+  empty(self)
   -- db:rows raises on a damaged page: that too is one line, not a traceback.
   local lok, lres, lerr = pcall(load, self)
   if not lok then return bail(tostring(lres):gsub("^[^:]*:%d+: ", "") .. "; " .. ADVICE) end
