@@ -176,7 +176,8 @@ function _M.check_details(details, opts, user, defaults)
   -- A stand-in that reads the file it is given (wordcount) reads only inside
   -- the roots: otherwise any user could print the engine's credentials.json.
   for _, smp in ipairs(runner.SAMPLES) do
-    if smp.file_arguments and is_sample(details.application) and details.application:find(smp.pattern) then
+    -- the pattern first: the stat in is_sample is then only for that sample's path
+    if smp.file_arguments and details.application:find(smp.pattern) and is_sample(details.application) then
       for i, a in ipairs(details.arguments or {}) do
         if not runner.SAMPLE_DATA[a] then
           local ok, status, code, message = _M.check(a, opts, nil, true)
