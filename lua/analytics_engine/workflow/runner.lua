@@ -7,6 +7,7 @@ local util = require "analytics_engine.util"
 local loop_mod = require "analytics_engine.loop"
 local poller_mod = require "analytics_engine.workflow.poller"
 local state_mod = require "analytics_engine.workflow.state"
+local writer = require "analytics_engine.workflow.writer"
 local actions = require "analytics_engine.workflow.actions"
 local submit = require "analytics_engine.workflow.submit"
 local kernel_action = require "analytics_engine.workflow.kernel_action"
@@ -69,6 +70,7 @@ function _M.new(plan, opts)
   -- What `aeflow report` draws from the state file alone (no secrets).
   self.state.doc.graph = record.graph(plan)
   self.state.doc.engine = record.engine(opts.client, opts.engine_local)
+  self.writer = writer.new(self.state, function(err) self:emit { event = "error", message = err } end)
   self.app_attempts = {}
   self.detachable = setmetatable({}, { __mode = "k" }) -- item task → its record, while it may detach
   return self
@@ -80,75 +82,10 @@ function _M.emit(self, ev)
   self.emit_fn(ev)
 end
 
--- State writes are coalesced: rewriting the whole file (with fsync) on every
--- change made 1,000 applications cost O(n^2) bytes. A change that must be on
--- disk before the next request (a submission intent) waits for one group
--- commit shared by every task that asks in the same loop turn; any other
--- change is written at most FLUSH_DELAY seconds later, and the run's end
--- writes synchronously.
--- Both delays grow with the cost of the last write (the whole document,
--- ~350 bytes per item: ~3.5 MB and tens of ms at 10,000 items), so writing
--- takes at most about a tenth of the runner's time however large the run:
--- a durable commit waits up to COMMIT_PACE x that cost (gathering more
--- intents; the workers keep the transfers busy meanwhile), other changes
--- FLUSH_PACE x.
-local FLUSH_DELAY, FLUSH_PACE = 0.1, 20
-local COMMIT_PACE, COMMIT_MAX_DELAY = 16, 0.5
-
-local function in_task(self)
-  return self.sched ~= nil and self.sched:current() ~= nil
-end
-
---- Write the state file now; wakes the tasks waiting for a durable save.
-function _M.flush(self)
-  self.dirty = false
-  local t0 = core.monotime()
-  local ok, err = self.state:save()
-  self.write_cost = core.monotime() - t0
-  if not ok then self:emit { event = "error", message = err } end
-  local waiters = self.save_waiters or {}
-  self.save_waiters = {}
-  for _, t in ipairs(waiters) do self.sched:wake(t, ok or false, err) end
-  return ok, err
-end
-
---- Record a change: written within FLUSH_DELAY (at once outside a task).
-function _M.save(self)
-  if not in_task(self) then return self:flush() end
-  self.dirty = true
-  if not self.flusher then
-    self.flusher = self.sched:spawn("state flush", function()
-      self.sched:sleep(math.max(FLUSH_DELAY, FLUSH_PACE * (self.write_cost or 0)))
-      self.flusher = nil
-      if self.dirty then self:flush() end
-    end)
-  end
-  return true
-end
-
---- Record a change and return once it is on disk: true, or nil/false, err.
-function _M.save_durable(self)
-  if not in_task(self) then return self:flush() end
-  self.dirty = true
-  local sched, me = self.sched, self.sched:current()
-  self.save_waiters = self.save_waiters or {}
-  table.insert(self.save_waiters, me)
-  if not self.committer then
-    -- Runs after every task already runnable this turn (and, once writes
-    -- cost more than a few ms, a little later): one write for all.
-    self.committer = sched:spawn("state commit", function()
-      local cost = self.write_cost or 0
-      if cost > 0.002 then sched:sleep(math.min(COMMIT_MAX_DELAY, COMMIT_PACE * cost)) end
-      self.committer = nil
-      self:flush()
-    end)
-  end
-  return sched:suspend(function()
-    for i, t in ipairs(self.save_waiters) do
-      if t == me then table.remove(self.save_waiters, i) break end
-    end
-  end)
-end
+-- The state file's writes: coalesced on the run's loop (workflow/writer.lua).
+function _M.flush(self) return self.writer:flush() end
+function _M.save(self) return self.writer:save() end
+function _M.save_durable(self) return self.writer:save_durable() end
 
 function _M.scope(self, item, index)
   return template.scope(self.params, self.outputs, item, index, self.run_id)
@@ -514,6 +451,7 @@ function _M.run(self)
     if sig then self:cancel("signal " .. sig) end
   end }
   self.sched = sched
+  self.writer:use(sched)
   -- The run's client: the caller's, with this run's loop as an option; every
   -- answer to a submission, retried ones included, reaches admission (429/503).
   local outer = self.client.on_request
@@ -560,7 +498,7 @@ function _M.run(self)
   end
   local ok, err = sched:loop(function() return main.done end)
   collectgarbage("incremental", 200, 0, 0) -- Lua's default pause again
-  if self.dirty then self:flush() end
+  if self.writer.dirty then self:flush() end
   if self.admission then self.admission:close() end
   if main.error or not ok then
     self.status = "failed"
