@@ -53,6 +53,38 @@ describe("engine.router", function()
   it("ignores one trailing slash", function()
     assert.equal("get_instance", (r:match("GET", "/v4/analytics_engines/" .. IID .. "/")).name)
   end)
+
+  it("remembers routed paths, answers other methods on them as before, and stays bounded", function()
+    local rr = router.new()
+    local path = "/v4/analytics_engines/" .. IID .. "/spark_applications/" .. AID .. "/status"
+    local op1, p1 = rr:match("GET", path)
+    local op2, p2 = rr:match("GET", path)
+    assert.equal("get_application_state", op1.name)
+    assert.equal(op1, op2)
+    assert.equal(p1, p2) -- the cached match: the same params table
+    assert.same({ instance_id = IID, application_id = AID }, p2)
+    assert.equal(1, rr.cached)
+    -- the cache is keyed by path; another method on it is matched afresh
+    assert.equal(op1, (rr:match("HEAD", path)))
+    local op, status, allowed = rr:match("DELETE", path)
+    assert.is_nil(op)
+    assert.equal(405, status)
+    assert.equal("GET, HEAD", allowed)
+    local nop, nstatus = rr:match("GET", path .. "/x")
+    assert.is_nil(nop)
+    assert.equal(404, nstatus)
+    assert.equal(1, rr.cached) -- 404s and 405s are not kept
+    local size = router.CACHE_SIZE
+    router.CACHE_SIZE = 8
+    finally(function() router.CACHE_SIZE = size end)
+    for i = 1, 20 do
+      local id = ("%08d-0000-4000-8000-000000000000"):format(i)
+      local got, params = rr:match("GET", "/v4/analytics_engines/" .. IID .. "/spark_applications/" .. id)
+      assert.equal("get_application", got.name)
+      assert.equal(id, params.application_id)
+      assert.is_true(rr.cached <= 8)
+    end
+  end)
 end)
 
 describe("engine.faults", function()

@@ -107,7 +107,7 @@ function _M.new(ops)
     by_len[n] = by_len[n] or {}
     by_len[n][#by_len[n] + 1] = r
   end
-  return setmetatable({ by_len = by_len }, mt)
+  return setmetatable({ by_len = by_len, cache = {}, cached = 0 }, mt)
 end
 
 local function matches(r, parts)
@@ -119,8 +119,30 @@ local function matches(r, parts)
   return true
 end
 
+-- Routed paths remembered, by the raw path: the polls that make most of an
+-- engine's load ask the same paths again and again, and a hit is one table
+-- lookup instead of a split and a walk over the rows. Bounded: dropped whole
+-- when it fills (a client sending ever new paths costs one split each, as
+-- without it). Only matches are kept; a 404 or 405 is computed every time.
+_M.CACHE_SIZE = 16384
+
 --- match(method, path) -> op, params | nil, 404 | nil, 405, allowed_methods
+-- A path's params table is shared by every match of that path (the cache):
+-- read it, never change it.
 function _M:match(method, path)
+  local hit = self.cache[path]
+  if hit and hit.method == method then return hit.op, hit.params end
+  local op, params, allowed = self:lookup(method, path)
+  if op and not hit then
+    if self.cached >= _M.CACHE_SIZE then self.cache, self.cached = {}, 0 end
+    self.cache[path] = { method = method, op = op, params = params }
+    self.cached = self.cached + 1
+  end
+  return op, params, allowed
+end
+
+--- match without the cache.
+function _M:lookup(method, path)
   local parts, n = {}, 0
   for seg in path:gmatch("[^/]+") do
     n = n + 1

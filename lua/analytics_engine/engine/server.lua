@@ -22,6 +22,8 @@ local H = handlers.handlers
 local monotime = core.monotime
 local IDLE_WAIT, BUSY_WAIT = 0.2, 0.05
 local KERNEL_PREFIX = kernels.PREFIX
+-- ctx.query of a request without one: shared, read only (handlers only read ctx.query)
+local NO_QUERY = setmetatable({}, { __newindex = function() error("ctx.query is read only", 2) end })
 
 local function log(eng, req, status, t0, note)
   if eng.opts.quiet then return end
@@ -42,19 +44,21 @@ end
 -- Answer a request once: a second answer (a handler that answered and then
 -- failed) is dropped. A handler that answers later returns a function; it
 -- gets `respond`, and an error it raises is that request's 500.
-local function send(eng, req, t0, status, body, headers, note)
-  if type(status) == "function" then
-    local later = status
-    local function respond(...) return send(eng, req, t0, ...) end
-    local ok, err = xpcall(later, debug.traceback, respond)
-    if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
-    return
-  end
+local send
+-- (a function of its own: the closure is made only for a handler that answers later)
+local function send_later(eng, req, t0, later)
+  local function respond(...) return send(eng, req, t0, ...) end
+  local ok, err = xpcall(later, debug.traceback, respond)
+  if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
+end
+
+function send(eng, req, t0, status, body, headers, note)
+  if type(status) == "function" then return send_later(eng, req, t0, status) end
   if req.answered then return end
   req.answered = true
   local st, h, b = reply.encode(status, body, headers)
   eng.server:respond(req.id, st, h, b)
-  log(eng, req, st, t0, note)
+  if not eng.opts.quiet then log(eng, req, st, t0, note) end
 end
 
 -- Decode the body of an operation that takes one: an object, or an error triple.
@@ -110,7 +114,7 @@ local function process(eng, req, op, params)
     return reply.error(501, "not_implemented", op.name .. " is not implemented by the local engine")
   end
   local q = req.query
-  q = (q == nil or q == "") and {} or util.parse_query(q)
+  q = (q == nil or q == "") and NO_QUERY or util.parse_query(q)
   local ctx = { method = req.method, params = params, query = q, body = body,
                 headers = req.headers, user = user, req = req }
   guard.fail_point(op.name)
@@ -120,6 +124,22 @@ local function process(eng, req, op, params)
   local rstatus, rbody, rheaders = handler(eng, ctx)
   return durable.finish(eng, op, mark, rstatus, rbody, rheaders)
 end
+
+--- The answer to a routed (or unrouted) request -> status, body, headers.
+local function run(eng, req, op, params, allowed)
+  if not op then
+    if params == 405 then
+      return reply.error(405, "method_not_allowed", ("%s is not allowed on %s"):format(req.method, req.path),
+        { Allow = allowed })
+    elseif req.path:find(KERNEL_PREFIX) then
+      return process(eng, req, kernels.OPERATION, { instance_id = req.path:match("^/v4/[^/]+/([^/]+)/") })
+    end
+    return reply.error(404, "not_found", ("no such endpoint: %s %s"):format(req.method, req.path))
+  end
+  return process(eng, req, op, params)
+end
+
+local dispatch_faulty
 
 local function dispatch(eng, req, t0)
   if req.too_large then
@@ -135,9 +155,13 @@ local function dispatch(eng, req, t0)
   end
   local op, params, allowed = eng.router:match(req.method, req.path)
   count(eng.stats.requests, op and op.name or "unrouted")
-  local is_v4 = req.path:sub(1, 4) == "/v4/"
+  if not eng.faults then return send(eng, req, t0, run(eng, req, op, params, allowed)) end
+  return dispatch_faulty(eng, req, t0, op, params, allowed)
+end
 
-  local kind = is_v4 and eng.faults and eng.faults:decide(op and op.name)
+-- dispatch with --faults on: a fault may be injected instead of (or around) the answer.
+function dispatch_faulty(eng, req, t0, op, params, allowed)
+  local kind = req.path:sub(1, 4) == "/v4/" and eng.faults:decide(op and op.name)
   if kind then
     count(eng.stats.faults, kind)
     if kind == "reset" then
@@ -153,34 +177,21 @@ local function dispatch(eng, req, t0)
     end
   end
 
-  local function run()
-    if not op then
-      if params == 405 then
-        return reply.error(405, "method_not_allowed", ("%s is not allowed on %s"):format(req.method, req.path),
-          { Allow = allowed })
-      elseif req.path:find(KERNEL_PREFIX) then
-        return process(eng, req, kernels.OPERATION, { instance_id = req.path:match("^/v4/[^/]+/([^/]+)/") })
-      end
-      return reply.error(404, "not_found", ("no such endpoint: %s %s"):format(req.method, req.path))
-    end
-    return process(eng, req, op, params)
-  end
-
   if kind == "delay" then
     eng.timers[#eng.timers + 1] = { at = monotime() + eng.faults.delay, fn = function()
       local ok, err = xpcall(function()
         guard.fail_point("timer")
-        send(eng, req, t0, run())
+        send(eng, req, t0, run(eng, req, op, params, allowed))
       end, debug.traceback)
       if not ok and not req.answered then send(eng, req, t0, guard.internal_error(where(req), err)) end
     end }
     return
   elseif kind == "reset-after" then
-    local status = run()
+    local status = run(eng, req, op, params, allowed)
     eng.server:drop(req.id)
     return log(eng, req, status, t0, "fault=reset-after")
   end
-  return send(eng, req, t0, run())
+  return send(eng, req, t0, run(eng, req, op, params, allowed))
 end
 
 --- Handle one request. Whatever fails inside is this request's 500; the
