@@ -105,11 +105,7 @@ Exit status 1 when an application is larger than the whole limits.]],
     if not plan then return code end
     local ok, limits, defaults, source = plan_limits(opt)
     if not ok then return out.fail(2, "plan", "%s", limits) end
-    local lines = quota.waves(plan, limits, defaults, plan.params)
-    local fits = true
-    for _, l in ipairs(lines) do
-      if l:find(": CANNOT FIT: ", 1, true) then fits = false end
-    end
+    local lines, fits = quota.waves(plan, limits, defaults, plan.params)
     if opt["--json"] then
       local g = record.graph(plan)
       for _, s in ipairs(g.steps) do

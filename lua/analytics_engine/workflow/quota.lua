@@ -154,14 +154,16 @@ end
 --- The expected admission waves of each submit step alone, as text lines:
 -- how many fit at once in `limits` (and max_parallel), and how many rounds
 -- of that the step takes. Larger-than-the-quota steps say so with numbers.
+-- Returns the lines and whether every step fits.
 function _M.waves(plan, limits, defaults, scope)
-  local lines = {}
+  local lines, fits = {}, true
   for _, p in ipairs(_M.plan_demands(plan, defaults, scope)) do
     local step, d = p.step, p.d
     local big = _M.too_large(d, limits or nil)
     local head = ("%s: %s"):format(step.name, _M.need_text(d))
     if p.count and p.count > 1 then head = head .. (" each, %d applications"):format(p.count) end
     if big then
+      fits = false
       lines[#lines + 1] = ("%s: CANNOT FIT: %s"):format(step.name, big)
     elseif not limits then
       lines[#lines + 1] = head .. "; no limits: all at once"
@@ -179,7 +181,7 @@ function _M.waves(plan, limits, defaults, scope)
       end
     end
   end
-  return lines
+  return lines, fits
 end
 
 return _M
