@@ -70,8 +70,7 @@ end
 
 --- Wrap a core handle (for example one a server accepted).
 function _M.wrap(h, loop)
-  load_core()
-  return setmetatable({ h = h, loop = loop }, mt)
+  return setmetatable({ h = h, loop = loop, clock = load_core().monotime }, mt)
 end
 
 --- ws:send(data [, { binary = bool, fragment_size = n, timeout = s }]) -> true | nil, err
@@ -113,7 +112,7 @@ function _M.close(self, code, reason, wait)
   if wait then return h:close(code or 1000, reason, wait) end
   if h:state() == "open" then
     h:shutdown(code or 1000, reason)
-    local clock = self.clock or monotime
+    local clock = self.clock
     local deadline = clock() + _M.CLOSE_TIMEOUT
     while true do -- drain until the peer's close (or a failure, or the deadline)
       local left = deadline - clock()
