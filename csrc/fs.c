@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -89,6 +90,17 @@ static int l_umask(lua_State *L) {
 /* isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+/* term_columns(fd) -> columns | nil: a terminal's width, asked on every live
+ * redraw (cheap, unlike spawning stty), so a resize is seen at the next frame. */
+static int l_term_columns(lua_State *L) {
+  struct winsize ws;
+  if (ioctl((int)luaL_checkinteger(L, 1), TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushinteger(L, ws.ws_col);
   return 1;
 }
 static int write_all(int fd, const char *p, size_t n) {
@@ -256,15 +268,11 @@ static int l_lock_file(lua_State *L) {
 }
 
 static const luaL_Reg fs_funcs[] = {
-    {"file_mode", l_file_mode},
-    {"mkdir_p", l_mkdir_p},
-    {"isatty", l_isatty},
-    {"realpath", l_realpath},
-    {"write_file_atomic", l_write_file_atomic},
-    {"lock_file", l_lock_file},
-    {"chmod", l_chmod},
-    {"umask", l_umask},
-    {NULL, NULL},
+    {"file_mode", l_file_mode}, {"mkdir_p", l_mkdir_p},
+    {"isatty", l_isatty},       {"term_columns", l_term_columns},
+    {"realpath", l_realpath},   {"write_file_atomic", l_write_file_atomic},
+    {"lock_file", l_lock_file}, {"chmod", l_chmod},
+    {"umask", l_umask},         {NULL, NULL},
 };
 
 void ae_open_fs(lua_State *L) {

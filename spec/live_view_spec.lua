@@ -46,6 +46,11 @@ return workflow "waits" {
   step "long" { after = "fan", submit = { application = "sleep.sh", arguments = { "12" } } },
 }
 ]])
+    aeflow.write(dir, "resize.lua", [[
+return workflow "resizes" {
+  step "a_step_with_a_long_name" { submit = { application = "sleep.sh", arguments = { "20" } } },
+}
+]])
     aeflow.write(dir, "cancel.lua", [[
 return workflow "cancels" {
   step "many" { for_each = { 1, 2, 3, 4, 5, 6 }, submit = { application = "sleep.sh", arguments = { "60" } } },
@@ -76,6 +81,29 @@ return workflow "cancels" {
     assert.matches("%[%+%] fan%s+succeeded%s+4/4 finished", screen("wait"))
     local final = wait_screen("wait", function(t) return t:find("EXITED") end, "the end of the run")
     assert.matches("run %x+ of waits%s+%d+s%s+succeeded", final)
+    assert.matches("EXITED 0", final, 1, true)
+  end)
+
+  it("redraws in place when the terminal is made narrower, with nothing copied to the scrollback", function()
+    start("resize", dir, { "run", "resize.lua", "--poll-interval", "0.2" })
+    wait_screen("resize", function(t) return t:find("%x+%-[%x-]+%s+RUNNING%s+%ds") end, "the application RUNNING")
+    -- 40 columns: the frame's wide lines are wrapped (reflowed) by the terminal.
+    sh(("tmux -L %s resize-window -t resize -x 40 -y 30"):format(SOCKET))
+    local secs = tonumber(wait_screen("resize", function(t) return t:match("run %x+ of resizes%s+(%d+)s") end,
+      "the frame after the resize"):match("run %x+ of resizes%s+(%d+)s"))
+    wait_screen("resize", function(t)
+      local now = tonumber(t:match("run %x+ of resizes%s+(%d+)s"))
+      return now and secs and now >= secs + 2
+    end, "the clock moving after the resize")
+    -- One frame on the screen (the terminal reflowing the old frame once may push
+    -- its top into the scrollback, out of reach of any redraw; no more than that).
+    local visible = screen("resize")
+    local _, frames = visible:gsub("run %x+ of resizes", "")
+    assert.equals(1, frames, "the frame was drawn more than once:\n" .. visible)
+    local all = sh(("tmux -L %s capture-pane -p -S -1000 -t resize"):format(SOCKET))
+    _, frames = all:gsub("run %x+ of resizes", "")
+    assert.is_true(frames <= 2, "frames copied to the scrollback:\n" .. all)
+    local final = wait_screen("resize", function(t) return t:find("EXITED") end, "the end of the run")
     assert.matches("EXITED 0", final, 1, true)
   end)
 

@@ -202,7 +202,8 @@ return workflow "timeout" {
     local p = io.popen(cmd)
     local out = p:read("a")
     p:close()
-    assert.truthy(out:find("\27%[%d+A\27%[J"), "no cursor movement in: " .. out)
+    assert.truthy(out:find("\r\27%[%d+A"), "no cursor movement in: " .. out)
+    assert.truthy(out:find("\27%[K\r?\n"), "lines not cleared to their end in: " .. out)
     assert.matches("%[%+%] a%s+succeeded", out)
   end)
 

@@ -34,8 +34,13 @@ local function emitter(opt, plan)
   local term = os.getenv("TERM")
   local tty = out.stdout_is_tty() and term and term ~= "dumb"
   if not tty then return render.lines(io.stdout, { now = core.monotime }) end
-  return render.live(io.stdout, core.monotime, { plan = plan, width = columns() - 1,
-                                                 width_fn = function() return columns() - 1 end })
+  -- The ioctl is cheap enough to ask before every frame (a resize is seen at once);
+  -- stty is a process, asked every 2 s.
+  local cheap = core.term_columns and core.term_columns(1)
+  local width_fn = cheap and function() return (core.term_columns(1) or columns()) - 1 end
+    or function() return columns() - 1 end
+  return render.live(io.stdout, core.monotime, { plan = plan, width = width_fn(), width_fn = width_fn,
+                                                 width_every = cheap and 0 or 2 })
 end
 
 --- The options run and retry share: nil, or the exit code after saying why.

@@ -92,17 +92,18 @@ local NOTES = {
 }
 _M.NOTES = NOTES
 
---- live(out, { now = fn, plan = plan, width = columns, width_fn = fn }) -> emit(ev), tick()
--- width_fn (optional) is asked again every few seconds: a resized terminal.
+--- live(out, { now = fn, plan = plan, width = columns, width_fn = fn, width_every = s }) -> emit(ev), tick()
+-- width_fn (optional) is asked again every width_every seconds (default 2; 0:
+-- before every frame, for a cheap one): a resized terminal.
 function _M.new(out, opts)
   out = out or io.stdout
   opts = opts or {}
   local now_of = opts.now or os.time
   local width = opts.width
-  local width_fn, width_at = opts.width_fn, now_of()
+  local width_fn, width_at, width_every = opts.width_fn, now_of(), opts.width_every or 2
   local steps, order, apps, app_order = {}, {}, {}, {}
   local run = { id = "", workflow = "", started = now_of() }
-  local drawn, last, dirty = 0, -1, false
+  local drawn, last, dirty = {}, -1, false -- drawn: the columns of each line of the frame on screen
   local notes = {}
 
   local function step_of(name, finally)
@@ -160,16 +161,35 @@ function _M.new(out, opts)
       return
     end
     last, dirty = now, false
+    if width_fn and now - width_at >= width_every then
+      width_at = now
+      width = width_fn() or width
+    end
+    -- A terminal that reports no size (0 columns: a pty nobody sized) cuts nothing.
+    if width and width < 1 then width = nil end
     local lines = frame(now)
     local buf = {}
+    -- Up over the frame on screen: a terminal made narrower since has wrapped
+    -- (reflowed) each of its lines onto as many rows as the new width needs.
+    local up = 0
+    for _, w in ipairs(drawn) do up = up + ((width and w > width) and -(-w // (width + 1)) or 1) end
     -- \r first: the terminal's own echo (^C) may have moved the cursor right.
-    if drawn > 0 then buf[#buf + 1] = ("\r\27[%dA\27[J"):format(drawn) end
-    for _, n in ipairs(notes) do buf[#buf + 1] = fit(n, width) .. "\n" end
+    -- Each line is cleared to its end (\27[K) and only what is below the new
+    -- frame is cleared to the end of the screen: a frame at the top of the
+    -- screen cleared with one \27[J from there is a "whole screen clear",
+    -- which tmux (scroll-on-clear) copies into the scrollback at every redraw.
+    if up > 0 then buf[#buf + 1] = ("\r\27[%dA"):format(up) end
+    for _, n in ipairs(notes) do buf[#buf + 1] = fit(n, width) .. "\27[K\n" end
     notes = {}
-    for _, l in ipairs(lines) do buf[#buf + 1] = fit(l, width) .. "\n" end
+    drawn = {}
+    for i, l in ipairs(lines) do
+      local fitted = fit(l, width)
+      buf[#buf + 1] = fitted .. "\27[K\n"
+      drawn[i] = utf8.len(fitted) or #fitted
+    end
+    if up > 0 then buf[#buf + 1] = "\27[J" end
     out:write(table.concat(buf))
     out:flush()
-    drawn = #lines
   end
 
   local function emit(ev)
@@ -226,11 +246,7 @@ function _M.new(out, opts)
 
   local function tick()
     -- A clock: elapsed times move, and a draw an event had to skip happens.
-    if width_fn and now_of() - width_at >= 2 then
-      width_at = now_of()
-      width = width_fn() or width
-    end
-    draw(dirty or drawn > 0)
+    draw(dirty or #drawn > 0)
   end
 
   return emit, tick

@@ -149,7 +149,8 @@ end
 -- tick() (call it on a clock). opts: { plan, width }.
 function _M.live(out, now_fn, opts)
   opts = opts or {}
-  local emit, tick = live.new(out, { now = now_fn, plan = opts.plan, width = opts.width, width_fn = opts.width_fn })
+  local emit, tick = live.new(out, { now = now_fn, plan = opts.plan, width = opts.width, width_fn = opts.width_fn,
+                                     width_every = opts.width_every })
   return function(ev) emit(safe(ev, sanitize.clean)) end, tick
 end
 
