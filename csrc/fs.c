@@ -116,9 +116,31 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* An existing path that is no regular file or directory (a device such as
+ * /dev/null, a FIFO, /dev/stdout's pipe or terminal) is written in place: a
+ * rename would replace the node itself, and as root that destroys /dev/null
+ * for the whole machine. -> the number of results pushed, 0 for any other path. */
+static int write_in_place(lua_State *L, const char *path, const char *data, size_t dlen) {
+  struct stat st;
+  int fd, e;
+  if (stat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return 0;
+  fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0 || write_all(fd, data, dlen) != 0) {
+    e = errno;
+    if (fd >= 0) close(fd);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "write %s: %s", path, strerror(e));
+    return 2;
+  }
+  close(fd);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* write_file_atomic(path, data [, mode]) -> true | nil, err: a temporary file
  * beside path, fsync'd and renamed over it, so a reader sees the old or the
- * new content, never a torn one (state files, the engine's records). */
+ * new content, never a torn one (state files, the engine's records). A
+ * device or FIFO is written in place (write_in_place). */
 static int l_write_file_atomic(lua_State *L) {
   size_t plen, dlen;
   const char *path = luaL_checklstring(L, 1, &plen);
@@ -128,6 +150,7 @@ static int l_write_file_atomic(lua_State *L) {
   int fd, e;
   luaL_argcheck(L, mode >= 0 && mode <= 07777, 3, "bad mode");
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "bad path");
+  if ((e = write_in_place(L, path, data, dlen)) != 0) return e;
   tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
   what = "open";
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);

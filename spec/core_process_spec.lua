@@ -266,6 +266,25 @@ describe("core process helpers", function()
       p:close()
     end)
 
+    it("writes a device or a FIFO in place instead of replacing the node", function()
+      -- `aeflow report -o /dev/null` as root once turned /dev/null into a regular file
+      local function kind(path)
+        local p = io.popen("stat -c %F '" .. path .. "'")
+        local k = p:read("l")
+        p:close()
+        return k
+      end
+      local dev, fifo = dir .. "/null", dir .. "/fifo"
+      assert(sh(("mknod '%s' c 1 3 && mkfifo '%s'"):format(dev, fifo)))
+      assert.is_true(core.write_file_atomic(dev, "gone"))
+      assert.equal("character special file", kind(dev))
+      local reader = io.popen("cat '" .. fifo .. "'")
+      assert.is_true(core.write_file_atomic(fifo, "through the pipe"))
+      assert.equal("through the pipe", reader:read("a"))
+      reader:close()
+      assert.equal("fifo", kind(fifo))
+    end)
+
     it("returns nil and a message when the directory does not exist", function()
       local ok, err = core.write_file_atomic(dir .. "/missing/file", "x")
       assert.is_nil(ok)
