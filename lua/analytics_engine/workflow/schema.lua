@@ -74,6 +74,8 @@ local function array_of(kinds, lone_string)
   end
 end
 
+local strings = array_of(STRING) -- made once: `names` checks with it too
+
 --- Types: `desc` for messages, `check(v)` → ok, normalised value.
 _M.types = {
   string = { desc = "a string", check = function(v) return type(v) == "string", v end },
@@ -99,14 +101,14 @@ _M.types = {
   -- a step name or a list of them (after = "a" becomes { "a" })
   names = { desc = "a step name or an array of step names", check = function(v)
     if type(v) == "string" then return true, { v } end
-    if not array_of(STRING)(v) then return false end
+    if not strings(v) then return false end
     local out = {}
     for i, x in ipairs(v) do out[i] = x end
     return true, out
   end },
   -- what `ids` actions take: a string or an array of strings, kept as written
   ids = { desc = "a string or an array of strings", check = array_of(STRING, true) },
-  strings = { desc = "an array of strings", check = array_of(STRING) },
+  strings = { desc = "an array of strings", check = strings },
   arguments = { desc = "an array of strings or numbers", check = array_of({ string = true, number = true }) },
   tables = { desc = "an array of tables", check = array_of({ table = true }) },
   -- none: `{}` or `true`
