@@ -155,6 +155,13 @@ describe("aeflow conventions", function()
     assert.is_nil(launcher.find_running(dir .. "/.aeflow/engine"))
   end)
 
+  it("checks logs' --stream before looking anything up: one line, exit 2", function()
+    local code, out, err = aeflow.run({ "logs", "--stream", "stdout2" }, { dir = dir, env = noenv() })
+    assert.equals(2, code)
+    assert.equals("", out)
+    assert.equals("aeflow: logs: --stream must be stdout or stderr, got 'stdout2'\n", err)
+  end)
+
   it("refuses a --profile that does not exist rather than falling back", function()
     local code, _, err = aeflow.run({ "call", "get_instance", "--profile", "nope" }, { dir = dir,
       env = noenv { "AE_CONFIG=" .. dir .. "/none.json" } })

@@ -84,6 +84,11 @@ for another), started for the command if none is running.]],
   run = function(pos, opt, ctx)
     local o = { id = pos[1], stream = opt["--stream"] or "stdout", follow = opt["--follow"] or opt["-f"],
                 json = opt["--json"] }
+    -- Usage first: nothing is looked up (or said about a run) for a command that cannot go on.
+    if pos[2] then return out.fail(2, "logs", "unexpected argument '%s'", pos[2]) end
+    if o.stream ~= "stdout" and o.stream ~= "stderr" then
+      return out.fail(2, "logs", "--stream must be stdout or stderr, got '%s'", o.stream)
+    end
     if not o.id then
       local run, rerr = runstore.find(opt["--run"])
       if not run then return out.fail(2, "logs", "which application? (aeflow logs APP_ID): %s", rerr) end
@@ -94,11 +99,7 @@ for another), started for the command if none is running.]],
       io.stderr:write(("aeflow: logs: %s of application %s (step %s of run %s %s)\n"):format(o.stream, id, step,
         run.workflow, run.run_id))
     end
-    if pos[2] then return out.fail(2, "logs", "unexpected argument '%s'", pos[2]) end
     if not util.is_uuid(o.id) then return out.fail(2, "logs", "'%s' is not an application id", o.id) end
-    if o.stream ~= "stdout" and o.stream ~= "stderr" then
-      return out.fail(2, "logs", "--stream must be stdout or stderr")
-    end
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], data = opt["--data"],
                                        quiet = true }
     if not c then return out.fail(1, "logs", "%s", session) end
