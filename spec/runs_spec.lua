@@ -109,6 +109,10 @@ describe("kept runs", function()
     code, _, err = run { "report", ok_id, "-o", "-" }
     assert.equals(2, code)
     assert.matches("no kept run '" .. ok_id .. "'", err, 1, true)
+    -- The pruned run's applications are not orphans (--stop would target them).
+    code, out = run { "orphans", "--json" }
+    assert.equals(0, code)
+    assert.same({}, util.json_decode(out))
   end)
 end)
 

@@ -56,10 +56,12 @@ applications would all look orphaned.]],
       return out.fail(1, "orphans", "%s", tostring(err))
     end
     local found = util.array()
+    -- Runs removed by `runs --prune` were kept, not lost: theirs are not orphans.
+    local pruned = opt["--state"] and {} or runstore.pruned()
     for _, app in ipairs(list.applications or {}) do
       local id = app.application_id or app.id
       local tok = submit.token_of(app)
-      if tok and known[tok] ~= id then
+      if tok and known[tok] ~= id and not pruned[tok:match("^aeflow%-(%w+)%-") or ""] then
         found[#found + 1] = { application_id = id, token = tok, state = app.state }
       end
     end

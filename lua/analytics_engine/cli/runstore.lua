@@ -95,7 +95,20 @@ function _M.prune(keep, workflow)
       end
     end
   end
+  -- The ids of pruned runs stay known: their applications are not orphans.
+  local f = #removed > 0 and io.open(_M.root() .. "/pruned", "a")
+  if f then
+    for _, r in ipairs(removed) do f:write(r.run_id, "\n") end
+    f:close()
+  end
   return removed
+end
+
+--- The ids of the runs `prune` removed (a set).
+function _M.pruned()
+  local set = {}
+  for id in (util.read_file(_M.root() .. "/pruned") or ""):gmatch("[^\n]+") do set[id] = true end
+  return set
 end
 
 return _M
