@@ -13,6 +13,13 @@ local mt = { __index = _M }
 
 local is_terminal = api.is_terminal
 
+-- Rows per list request: the list is read a page at a time (`limit`,
+-- `start`), so at most one page's decoded rows are alive at once (a whole
+-- list of 10,000 rows decoded at once was ~15 MB of short-lived tables, the
+-- largest part of the runner's peak RSS). A server that ignores `limit`
+-- answers everything at once, which ends the round's paging.
+_M.PAGE = 500
+
 function _M.new(sched, client, opts)
   opts = opts or {}
   return setmetatable({
@@ -20,6 +27,8 @@ function _M.new(sched, client, opts)
     min_interval = opts.interval or 1,
     max_interval = opts.max_interval or 15,
     max_direct = opts.max_direct or 5,      -- single-status requests per round
+    -- rows per list request (false: the whole list in one)
+    page = opts.page == nil and _M.PAGE or opts.page or nil,
     -- id → { waiters = {task...} or nil, state = last seen }, or the table
     -- given to follow() (which then carries `state` itself)
     watched = {},
@@ -162,23 +171,42 @@ end
 
 function _M.round(self)
   self.rounds = self.rounds + 1
+  local round = self.rounds
   self.last_round = core.monotime()
   local changed = false
-  self.requests = self.requests + 1
-  local list, err = self.client:list_applications()
-  if not list then return false, err end
-  local seen = {}
-  for _, app in ipairs(list.applications or {}) do
-    local id = app.application_id or app.id
-    if id and self.watched[id] then
-      seen[id] = true
-      changed = observe(self, id, app) or changed
+  local page, start = self.page, 0
+  -- Stop paging once every application watched at the start was seen.
+  local want, seen = self.count, 0
+  while true do
+    self.requests = self.requests + 1
+    local list, err = self.client:list_applications(page and { limit = page, start = start } or nil)
+    if not list then
+      if start == 0 then return false, err end
+      break -- a later page failed: what was seen counts, the rest next round
     end
+    local rows = list.applications or {}
+    list = nil -- luacheck: ignore 311 (let the page go before the next one)
+    for i = 1, #rows do
+      local app = rows[i]
+      local id = app.application_id or app.id
+      local w = id and self.watched[id]
+      if w then
+        w.polled = round
+        seen = seen + 1
+        changed = observe(self, id, app) or changed
+      end
+    end
+    local n = #rows
+    rows = nil -- luacheck: ignore 311
+    if not page or n ~= page or seen >= want or self.count == 0 then break end
+    start = start + n
   end
-  -- Ask directly about a few the list did not show (a paged or trimmed list).
+  -- Ask directly about a few the list did not show (a trimmed list, or one
+  -- that moved between pages).
   local direct = 0
-  for id in pairs(self.watched) do
-    if not seen[id] and direct < self.max_direct then
+  for id, w in pairs(self.watched) do
+    if direct >= self.max_direct then break end
+    if w.polled ~= round then
       direct = direct + 1
       self.requests = self.requests + 1
       local st = self.client:get_application_state(id)
