@@ -116,16 +116,58 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* Write what the producer function at stack index `fn` returns, call after
+ * call, until it returns nil: 0, -1 (errno set) when a write fails, or -2
+ * with the producer's error message (or a bad piece's) on the stack. */
+static int write_pieces(lua_State *L, int fd, int fn) {
+  for (;;) {
+    size_t n;
+    const char *s;
+    lua_pushvalue(L, fn);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return -2;
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      lua_pushfstring(L, "the producer returned a %s, not a string", luaL_typename(L, -1));
+      return -2;
+    }
+    s = lua_tolstring(L, -1, &n);
+    if (write_all(fd, s, n) != 0) return -1;
+    lua_pop(L, 1);
+  }
+}
+
+/* `data` (dlen bytes), or when it is NULL the pieces of the producer at
+ * stack index 2: as write_pieces. */
+static int write_data(lua_State *L, int fd, const char *data, size_t dlen) {
+  return data ? write_all(fd, data, dlen) : write_pieces(L, fd, 2);
+}
+
+/* A failed producer (write_data's -2, its message on top): nil, message. */
+static int producer_failed(lua_State *L, const char *where) {
+  const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "(an error object)";
+  luaL_pushfail(L);
+  lua_pushfstring(L, "write %s: %s", where, msg);
+  return 2;
+}
+
 /* An existing path that is no regular file or directory (a device such as
  * /dev/null, a FIFO, /dev/stdout's pipe or terminal) is written in place: a
  * rename would replace the node itself, and as root that destroys /dev/null
  * for the whole machine. -> the number of results pushed, 0 for any other path. */
 static int write_in_place(lua_State *L, const char *path, const char *data, size_t dlen) {
   struct stat st;
-  int fd, e;
+  int fd, e, wr;
   if (stat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) return 0;
   fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0 || write_all(fd, data, dlen) != 0) {
+  wr = fd < 0 ? -1 : write_data(L, fd, data, dlen);
+  if (wr == -2) {
+    close(fd);
+    return producer_failed(L, path);
+  }
+  if (wr != 0) {
     e = errno;
     if (fd >= 0) close(fd);
     luaL_pushfail(L);
@@ -140,16 +182,20 @@ static int write_in_place(lua_State *L, const char *path, const char *data, size
 /* write_file_atomic(path, data [, mode]) -> true | nil, err: a temporary file
  * beside path, fsync'd and renamed over it, so a reader sees the old or the
  * new content, never a torn one (state files, the engine's records). A
- * device or FIFO is written in place (write_in_place). */
+ * device or FIFO is written in place (write_in_place). `data` is a string,
+ * or a function returning the next piece, then nil (like load's reader), so
+ * a large document need not be one string in memory. */
 static int l_write_file_atomic(lua_State *L) {
-  size_t plen, dlen;
+  size_t plen, dlen = 0;
   const char *path = luaL_checklstring(L, 1, &plen);
-  const char *data = luaL_checklstring(L, 2, &dlen);
+  const char *data = NULL;
   lua_Integer mode = luaL_optinteger(L, 3, 0600);
   const char *tmp, *slash, *what;
-  int fd, e;
+  int fd, e, wr;
+  if (lua_type(L, 2) != LUA_TFUNCTION) data = luaL_checklstring(L, 2, &dlen);
   luaL_argcheck(L, mode >= 0 && mode <= 07777, 3, "bad mode");
   luaL_argcheck(L, plen > 0 && strlen(path) == plen, 1, "bad path");
+  lua_settop(L, 3);
   if ((e = write_in_place(L, path, data, dlen)) != 0) return e;
   tmp = lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
   what = "open";
@@ -158,7 +204,14 @@ static int l_write_file_atomic(lua_State *L) {
   what = "chmod";
   if (fchmod(fd, (mode_t)mode) != 0) goto fail_fd;
   what = "write";
-  if (write_all(fd, data, dlen) != 0) goto fail_fd;
+  wr = write_data(L, fd, data, dlen);
+  if (wr == -2) {
+    /* the producer failed: nothing replaces the file */
+    close(fd);
+    unlink(tmp);
+    return producer_failed(L, tmp);
+  }
+  if (wr != 0) goto fail_fd;
   what = "fsync";
   if (fsync(fd) != 0) goto fail_fd;
   what = "close";

@@ -285,6 +285,39 @@ describe("core process helpers", function()
       assert.equal("fifo", kind(fifo))
     end)
 
+    it("writes what a producer function returns, piece by piece, until nil", function()
+      local path = dir .. "/pieces"
+      local left = { "one", "", "two\0", "three" }
+      local i = 0
+      assert.is_true(core.write_file_atomic(path, function() i = i + 1 return left[i] end))
+      assert.equal("onetwo\0three", read(path))
+      assert.equal(5, i)
+    end)
+
+    it("keeps the old file when the producer fails or returns a non-string", function()
+      local path = dir .. "/kept"
+      assert.is_true(core.write_file_atomic(path, "old"))
+      local n = 0
+      local ok, err = core.write_file_atomic(path, function()
+        n = n + 1
+        if n > 2 then error("no more pieces", 0) end
+        return "new"
+      end)
+      assert.is_nil(ok)
+      assert.matches("no more pieces", err, 1, true)
+      assert.equal("old", read(path))
+      ok, err = core.write_file_atomic(path, function() return {} end)
+      assert.is_nil(ok)
+      assert.matches("returned a table, not a string", err, 1, true)
+      ok, err = core.write_file_atomic(path, function() error({}) end)
+      assert.is_nil(ok)
+      assert.matches("an error object", err, 1, true)
+      assert.equal("old", read(path))
+      local p = io.popen("ls -A " .. dir)
+      assert.is_nil(p:read("a"):find("%.tmp%."))
+      p:close()
+    end)
+
     it("returns nil and a message when the directory does not exist", function()
       local ok, err = core.write_file_atomic(dir .. "/missing/file", "x")
       assert.is_nil(ok)

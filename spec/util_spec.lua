@@ -48,6 +48,28 @@ describe("util", function()
     it("encodes ae.null as null", function()
       assert.equals('{"k":null}', util.json_encode { k = util.null })
     end)
+    it("gives a document's text in pieces that decode to the same document", function()
+      local items = {}
+      for i = 1, 300 do
+        items[tostring(i)] = { status = "ok", attempts = util.array(), n = i, s = ("x"):rep(i % 7) }
+      end
+      local doc = { version = 1, steps = { a = { items = items, status = "done" }, b = { items = {} } },
+                    list = { 1, "two", util.null, { k = util.array() } }, params = {} }
+      local pieces, mapped = {}, 0
+      local next_piece = util.json_pieces(doc, 4, 1000, function(p) mapped = mapped + 1 return p end)
+      for p in next_piece do pieces[#pieces + 1] = p end
+      assert.is_true(#pieces > 5)
+      assert.equals(#pieces, mapped)
+      local back = assert(util.json_decode(table.concat(pieces)))
+      assert.same(util.json_decode(util.json_encode(doc)), back)
+      assert.matches('"attempts":%[%]', table.concat(pieces))
+    end)
+    it("raises from json_pieces for a value it cannot encode", function()
+      local next_piece = util.json_pieces({ a = { [true] = 1 } }, 4)
+      assert.has_error(function() next_piece() end, "Cannot serialise boolean: table key must be a number or string")
+      local deep = util.json_pieces({ f = { g = print } }, 1)
+      assert.has_error(function() deep() end)
+    end)
     it("returns nil and a message for malformed text", function()
       local v, err = util.json_decode('{"a":')
       assert.is_nil(v)

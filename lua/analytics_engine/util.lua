@@ -175,6 +175,71 @@ function _M.json_encode(v)
   return concat(out)
 end
 
+--- The JSON text of `v` in pieces, for a writer that takes a producer
+-- (core.write_file_atomic): a function returning the next piece (about
+-- `size` bytes, each passed through `map` if given) and nil at the end.
+-- Containers down to `levels` deep are walked here and deeper values encoded
+-- whole, so one piece and one deep value's text are alive at a time instead
+-- of the whole document's (a 10,000-item state file is ~3.5 MB of text, and
+-- cjson's buffer and the copies made of it held several times that). A
+-- piece ends only after a whole value. An unencodable value raises.
+function _M.json_pieces(v, levels, size, map)
+  size = size or 65536
+  return coroutine.wrap(function()
+    local buf, n = {}, 0
+    local function put(s)
+      buf[#buf + 1] = s
+      n = n + #s
+    end
+    local function cut()
+      if n < size then return end
+      local piece = concat(buf)
+      buf, n = {}, 0
+      coroutine.yield(map and map(piece) or piece)
+    end
+    local function walk(x, left, depth)
+      if type(x) ~= "table" or left == 0 or next(x) == nil then
+        local s, err = _M.json_encode(x)
+        if not s then error(err, 0) end
+        put(s)
+        return cut()
+      end
+      if depth > MAX_DEPTH then error("Cannot serialise, excessive nesting (" .. depth .. ")", 0) end
+      local len = array_length(x)
+      put(len and "[" or "{")
+      if len then
+        for i = 1, len do
+          if i > 1 then put(",") end
+          local e = x[i]
+          if e == nil then e = cjson.null end
+          walk(e, left - 1, depth + 1)
+        end
+      else
+        local first = true
+        for k, e in pairs(x) do
+          local tk = type(k)
+          if tk ~= "string" and tk ~= "number" then
+            error("Cannot serialise " .. tk .. ": table key must be a number or string", 0)
+          end
+          if not first then put(",") end
+          first = false
+          put(cjson.encode(tk == "number" and ("%.14g"):format(k) or k))
+          put(":")
+          walk(e, left - 1, depth + 1)
+        end
+      end
+      put(len and "]" or "}")
+      return cut()
+    end
+    walk(v, levels, 1)
+    if n > 0 then
+      local piece = concat(buf)
+      buf = nil
+      coroutine.yield(map and map(piece) or piece)
+    end
+  end)
+end
+
 function _M.json_decode(s) return cjson.decode(s) end
 
 --- An array that encodes as [] even when empty.

@@ -271,9 +271,15 @@ function _M.load(path)
   return setmetatable({ path = path, doc = doc }, mt)
 end
 
+-- The document is walked down to its items (doc → steps → step → items) and
+-- each item encoded on its own, written piece by piece into the temporary
+-- file that replaces the state file: the whole text is never one string.
+local SAVE_LEVELS = 4
+
 function _M.save(self)
   if not self.path then return true end
-  local ok, err = core.write_file_atomic(self.path, sanitize.redact_known(util.json_encode(self.doc)), 384)
+  local ok, err = core.write_file_atomic(self.path,
+    util.json_pieces(self.doc, SAVE_LEVELS, 65536, sanitize.redact_known), 384)
   if not ok then return nil, "cannot write the state file: " .. tostring(err) end
   return true
 end
