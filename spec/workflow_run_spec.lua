@@ -260,6 +260,41 @@ return workflow "cancel" {
     assert.is_not_nil(io.open(dir .. "/finally-ran"))
   end)
 
+  it("says when the service stops answering and fails the waiting step after --unreachable-timeout", function()
+    aeflow.write(dir, "s5.sh", "sleep 5\n")
+    aeflow.write(dir, "wf.lua", [[
+return workflow "gone" {
+  step "a" { submit = { application = "s5.sh" } },
+}]])
+    local h = aeflow.spawn({ "run", "wf.lua", "--state", "s.json", "--json", "--poll-interval", "0.1",
+                             "--max-poll-interval", "0.2", "--unreachable-timeout", "1.5" }, { dir = dir, engine = e })
+    engine.eventually(function() return #submitted_ids(dir .. "/s.json") >= 1 end, 30)
+    core.kill(e.pid, "KILL") -- the service vanishes mid-run
+    local code, out = aeflow.wait(h, 60)
+    assert.equals(1, code, out)
+    local unreachable, submitted, step_end = 0, 0, nil
+    for line in out:gmatch("[^\n]+") do
+      local ev = util.json_decode(line)
+      if ev.event == "service_unreachable" then
+        unreachable = unreachable + 1
+        assert.matches(e.url, ev.service, 1, true)
+        assert.is_string(ev.error)
+      elseif ev.event == "application_submitted" then
+        submitted = submitted + 1
+      elseif ev.event == "step_end" and ev.step == "a" then
+        step_end = ev
+      end
+    end
+    assert.equals(1, unreachable)  -- once, not once per round
+    assert.equals(1, submitted)    -- never sent again
+    assert.equals("failed", step_end.status)
+    assert.matches("could not reach " .. e.url, step_end.error, 1, true)
+    assert.matches("last error:", step_end.error, 1, true)
+    assert.is_nil(step_end.error:find("\n"))
+    local att = state_of(dir .. "/s.json").steps.a.items["1"].attempts
+    assert.equals(1, #att)
+  end)
+
   it("plans without contacting anything", function()
     aeflow.write(dir, "wf.lua", [[
 return workflow "p" {

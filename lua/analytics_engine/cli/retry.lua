@@ -12,10 +12,12 @@ local _M = {}
 _M.retry = {
   options = { ["--json"] = "flag", ["--quiet"] = "flag", ["--report"] = "value", ["--max-parallel"] = "integer",
               ["--on-cancel"] = "value", ["--poll-interval"] = "number", ["--max-poll-interval"] = "number",
-              ["--submit-grace"] = "number", ["--no-admission"] = "flag", ["--state"] = "value" },
+              ["--submit-grace"] = "number", ["--no-admission"] = "flag", ["--state"] = "value",
+              ["--unreachable-timeout"] = "number" },
   help = [[
 usage: aeflow retry [RUN] [--state FILE] [--json] [--quiet] [--report FILE] [--max-parallel N]
                     [--on-cancel stop|leave] [--poll-interval S] [--max-poll-interval S]
+                    [--unreachable-timeout S]
 
 Runs a kept run (its id or a unique prefix; default: the latest; --state FILE:
 that state file) again, only what did not succeed, as argo retry, Airflow's

@@ -16,7 +16,7 @@ local _M = {}
 local OPTIONS = { ["--param"] = "multi", ["--state"] = "value", ["--resume"] = "flag", ["--json"] = "flag",
                   ["--max-parallel"] = "integer", ["--on-cancel"] = "value", ["--poll-interval"] = "number",
                   ["--max-poll-interval"] = "number", ["--submit-grace"] = "number", ["--quiet"] = "flag",
-                  ["--report"] = "value", ["--no-admission"] = "flag" }
+                  ["--report"] = "value", ["--no-admission"] = "flag", ["--unreachable-timeout"] = "number" }
 
 -- The terminal's width (columns), so the live view's lines never wrap.
 local function columns()
@@ -52,6 +52,10 @@ function _M.check(opt, verb)
   local on_cancel = opt["--on-cancel"]
   if on_cancel and on_cancel ~= "stop" and on_cancel ~= "leave" then
     return out.fail(2, verb, "--on-cancel wants stop or leave, got '%s'", on_cancel)
+  end
+  local unreachable = opt["--unreachable-timeout"]
+  if unreachable and unreachable <= 0 then
+    return out.fail(2, verb, "--unreachable-timeout wants a positive number of seconds, got '%s'", unreachable)
   end
 end
 
@@ -94,6 +98,7 @@ function _M.execute(plan, opt, ctx, where)
     on_cancel = opt["--on-cancel"], on_event = on_event, on_tick = on_tick, engine_local = session.engine ~= nil,
     poll_interval = opt["--poll-interval"], max_poll_interval = opt["--max-poll-interval"],
     submit_grace = opt["--submit-grace"], admission = not opt["--no-admission"],
+    unreachable_timeout = opt["--unreachable-timeout"],
   })
   if not runner then
     session:release()
@@ -136,7 +141,7 @@ _M.run = {
 usage: aeflow run FILE [--param key=value]... [--state FILE] [--resume] [--json]
                   [--max-parallel N] [--on-cancel stop|leave] [--poll-interval S]
                   [--max-poll-interval S] [--submit-grace S] [--quiet] [--report FILE]
-                  [--no-admission] [--profile NAME]
+                  [--no-admission] [--unreachable-timeout S] [--profile NAME]
 
 Runs the workflow FILE returns. Each run is kept in a directory of its own,
 .aeflow/runs/NAME/RUN_ID/ ($AEFLOW_DIR/runs when set): state.json records
@@ -148,7 +153,12 @@ adopting applications already accepted; `aeflow retry` re-runs what failed. SIGI
 cancel: stop the applications this run started (unless --on-cancel leave), run
 the finally steps, exit 130. --submit-grace S (default 120): how long after a
 submission whose answer was lost the service may still act on it; the runner
-looks for it by its token that long before sending it again. --json prints
+looks for it by its token that long before sending it again.
+--unreachable-timeout S (default 300): when no poll of the service has
+answered for S seconds (it is down or unreachable; the first failed poll is
+reported at once), the steps waiting for applications fail with the last
+error; nothing is submitted again for them (--resume adopts them later).
+--json prints
 NDJSON events. --report FILE writes
 the run's report at the end, also of a failed or cancelled run (FILE.md:
 Markdown, anything else: HTML; see `aeflow help report`).

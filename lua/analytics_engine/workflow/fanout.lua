@@ -72,10 +72,11 @@ local function worker(runner, fan)
 end
 
 --- The poller saw a followed item's application end (`app`: its summary),
--- or the run was cancelled (`app` nil): end the attempt, then the item.
-function _M.finish_item(runner, pend, app)
+-- or the run was cancelled (`app` nil) or the poller gave up (`failure`):
+-- end the attempt, then the item.
+function _M.finish_item(runner, pend, app, failure)
   local att = pend.att
-  local ok, out, final = submit.finish(runner.ctx, att, app)
+  local ok, out, final = submit.finish(runner.ctx, att, app, failure)
   if pend.slot then pend.slot.release() end
   local a, b = run_item(runner, pend.fan, pend.index, { att = att, ok = ok, out = out, final = final })
   if a ~= PENDING then item_done(pend.fan, pend.index, a, b, true) end

@@ -89,6 +89,12 @@ local NOTES = {
   log = function(ev) return ("step %s: %s"):format(ev.step, ev.message) end,
   error = function(ev) return "error: " .. tostring(ev.message) end,
   admission_rate = function(ev) return "admission: " .. tostring(ev.message) end,
+  service_unreachable = function(ev)
+    return ("cannot reach the service at %s (%s); still trying"):format(ev.service, ev.error)
+  end,
+  service_reachable = function(ev)
+    return ("the service at %s answers again (after %.0fs)"):format(ev.service, ev.seconds or 0)
+  end,
 }
 _M.NOTES = NOTES
 

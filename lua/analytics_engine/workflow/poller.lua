@@ -20,6 +20,9 @@ local is_terminal = api.is_terminal
 -- answers everything at once, which ends the round's paging.
 _M.PAGE = 500
 
+--- Seconds without one answered poll before the awaited applications fail.
+_M.UNREACHABLE_TIMEOUT = 300
+
 function _M.new(sched, client, opts)
   opts = opts or {}
   return setmetatable({
@@ -34,7 +37,14 @@ function _M.new(sched, client, opts)
     watched = {},
     count = 0,
     on_state = opts.on_state,                -- function(id, state, app) on every change
-    on_end = opts.on_end,                    -- function(entry, app) for follow()ed ids
+    on_end = opts.on_end,                    -- function(entry, app, failure) for follow()ed ids
+    -- The service unreachable (no list answered) for unreachable_timeout
+    -- seconds: the awaited applications end with a failure (final: never
+    -- submitted again; they may still run, a resume adopts them by token).
+    unreachable_timeout = opts.unreachable_timeout or _M.UNREACHABLE_TIMEOUT,
+    on_unreachable = opts.on_unreachable,    -- function(err): the first failed round
+    on_reachable = opts.on_reachable,        -- function(seconds): a list answered again
+    service = opts.service or (client and client.url) or "the service",
     rounds = 0, requests = 0,
   }, mt)
 end
@@ -219,10 +229,61 @@ function _M.round(self)
   return changed
 end
 
+local function err_text(err)
+  if type(err) == "table" then return tostring(err.message or err.code or "error") end
+  return tostring(err)
+end
+
+-- Nobody could be told an application's end for too long: every awaited
+-- application ends with `failure` (waiters get nil, failure as a cancel does).
+local function give_up(self, msg)
+  local failure = { message = msg, final = true, unreachable = true }
+  local ids = {}
+  for id in pairs(self.watched) do ids[#ids + 1] = id end
+  for _, id in ipairs(ids) do
+    local w = self.watched[id]
+    self.watched[id] = nil
+    self.count = self.count - 1
+    if w.waiters then
+      for t in pairs(w.waiters) do self.sched:wake(t, nil, failure) end
+    end
+    if w.follows and self.on_end then
+      w.follows = nil
+      self.on_end(w, nil, failure)
+    end
+  end
+end
+
+-- A round whose list failed (err) or answered (nil): say so once when the
+-- service stops answering and once when it answers again; give up after
+-- unreachable_timeout seconds without an answer.
+local function reachability(self, err)
+  local now = core.monotime()
+  if not err then
+    if self.down_since then
+      local seconds = now - self.down_since
+      self.down_since = nil
+      if self.on_reachable then self.on_reachable(seconds) end
+    end
+    return
+  end
+  self.last_error = err_text(err)
+  if not self.down_since then
+    self.down_since = now
+    if self.on_unreachable then self.on_unreachable(self.last_error) end
+  end
+  local down = now - self.down_since
+  if down >= self.unreachable_timeout then
+    give_up(self, ("could not reach %s for %d s (last error: %s); not submitted again "
+      .. "(the application may still run: --resume adopts it)"):format(self.service, math.floor(down), self.last_error))
+  end
+end
+
 function _M.run(self)
   self.interval = self.min_interval
   while self.count > 0 do
-    local changed = self:round()
+    local changed, rerr = self:round()
+    reachability(self, rerr)
     if self.count == 0 then break end
     if changed then
       self.interval = self.min_interval

@@ -470,7 +470,14 @@ function _M.run(self)
       if self.admission then self.admission:nudge() end
     end,
     -- A followed item's application ended: finish it in a task of its own.
-    on_end = function(pend, app) sched:spawn("item end", fanout.finish_item, self, pend, app) end,
+    on_end = function(pend, app, failure) sched:spawn("item end", fanout.finish_item, self, pend, app, failure) end,
+    unreachable_timeout = self.opts.unreachable_timeout,
+    on_unreachable = function(err)
+      self:emit { event = "service_unreachable", service = self.client.url, error = err }
+    end,
+    on_reachable = function(seconds)
+      self:emit { event = "service_reachable", service = self.client.url, seconds = seconds }
+    end,
   })
   if self.opts.admission ~= false then
     self.admission = admission.new { client = self.client, sched = sched, emit = function(ev) self:emit(ev) end,

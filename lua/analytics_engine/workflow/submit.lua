@@ -113,7 +113,7 @@ end
 
 local function await_one(ctx, id, token)
   local summary, cerr = ctx.poller:await(id)
-  if summary == nil then return false, cerr and cerr.message or "cancelled" end
+  if summary == nil then return false, cerr and cerr.message or "cancelled", cerr and cerr.final end
   return ended(ctx, id, token, summary)
 end
 
@@ -128,9 +128,13 @@ local function result(att, ok, msg, final, out)
 end
 
 --- The end of an attempt whose item task the runner let go (ctx.detach):
--- `summary` is the poller's (nil: cancelled). Same results as run's.
-function _M.finish(ctx, att, summary)
-  if summary == nil then return false, "cancelled" end
+-- `summary` is the poller's (nil: cancelled, or the poller's `failure`).
+-- Same results as run's.
+function _M.finish(ctx, att, summary, failure)
+  if summary == nil then
+    if failure then return false, failure.message, failure.final end
+    return false, "cancelled"
+  end
   return result(att, ended(ctx, att.application_id, att.token, summary))
 end
 
