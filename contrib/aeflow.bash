@@ -22,12 +22,12 @@ _aeflow() {
     -o|--output|--report) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --data|--app-root|--examples-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
     --stream) COMPREPLY=($(compgen -W "stdout stderr" -- "$cur")); return ;;
-    --profile|--prune|--run|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--max-cores|--max-memory|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
+    --profile|--prune|--run|--param|--max-parallel|--poll-interval|--max-poll-interval|--submit-grace|--unreachable-timeout|--max-cores|--max-memory|--port|--host|--faults|--fault-kinds|--fault-seed|--token-ttl|--max-body|--max-connections|--request-timeout)
       return ;;
   esac
   local opts=""
   case $verb in
-    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --quiet --report --no-admission" ;;
+    run) opts="--param --state --resume --json --max-parallel --on-cancel --poll-interval --max-poll-interval --submit-grace --unreachable-timeout --quiet --report --no-admission" ;;
     validate) opts="--param --json" ;;
     plan) opts="--param --json --max-cores --max-memory --online" ;;
     graph) opts="--format --param -o --json" ;;
@@ -37,7 +37,7 @@ _aeflow() {
     operations) opts="--json" ;;
     serve) opts="--background --stop --json --host --port --data --app-root --allow-any-program --examples-dir --users --token-ttl --faults --fault-kinds --fault-seed --fault-ops --fault-delay --max-body --max-connections --request-timeout --tls-cert --tls-key --quota-cores --quota-memory --app-timeout --spark-master --deploy-mode --spark-submit --no-jupyter --quiet" ;;
     runs) opts="--prune --json" ;;
-    retry) opts="--state --json --quiet --report --poll-interval --max-poll-interval --submit-grace --max-parallel --on-cancel --no-admission" ;;
+    retry) opts="--state --json --quiet --report --poll-interval --max-poll-interval --submit-grace --unreachable-timeout --max-parallel --on-cancel --no-admission" ;;
     help) COMPREPLY=($(compgen -W "run runs retry validate plan graph report orphans exec call operations serve logs help" -- "$cur")); return ;;
     call)
       if [ "$COMP_CWORD" -eq 2 ]; then
