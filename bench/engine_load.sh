@@ -9,16 +9,18 @@
 # (no script: wrk itself is then ~1.5x faster, so that ratio also counts the
 # client's own cost). ROUNDS rounds run the three back to back; the medians
 # of the per-round ratios are printed (the machine's speed moves between
-# rounds, a ratio within one round much less). Target: >= 10,000 req/s.
+# rounds, a ratio within one round much less). Also printed: the servers' own
+# CPU per request (from /proc), baseline over engine: it does not move with
+# the client's speed. Target: >= 10,000 req/s.
 #   sh bench/engine_load.sh            (make bench-engine builds first)
-# Knobs: APPS (10000) DURATION (5s) ROUNDS (3) CONNS (32) THREADS (1) LUA (lua5.4) AEFLOW (build/aeflow)
+# Knobs: APPS (10000) DURATION (5s) ROUNDS (5) CONNS (32) THREADS (1) LUA (lua5.4) AEFLOW (build/aeflow)
 set -eu
 cd "$(dirname "$0")/.."
 LUA=${LUA:-lua5.4}
 AEFLOW=${AEFLOW:-build/aeflow}
 APPS=${APPS:-10000}
 DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 command -v wrk >/dev/null || { echo "engine_load: wrk is not installed (Debian package wrk)" >&2; exit 1; }
@@ -33,9 +35,12 @@ trap cleanup EXIT INT TERM
 wait_file() { i=0; while [ ! -s "$1" ]; do i=$((i + 1)); [ $i -gt 200 ] && { echo "engine_load: $1 never appeared" >&2; exit 1; }; sleep 0.05; done; }
 rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 calc() { awk "BEGIN { print $1 }"; }
+nreq() { awk '/requests in/ { print $1 }' "$1"; }
+cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, clock ticks (comm has no spaces here)
 
 # 1. the baseline
 "$LUA" bench/engine_load.lua baseline "$work/baseline.port" & pids="$pids $!"
+bpid=$!
 wait_file "$work/baseline.port"
 bport=$(cat "$work/baseline.port")
 
@@ -45,6 +50,7 @@ seed_start=$(date +%s.%N)
 seed_end=$(date +%s.%N)
 start=$(date +%s.%N)
 "$AEFLOW" serve --port 0 --data "$work/data" --quiet > "$work/engine.log" 2>&1 & pids="$pids $!"
+epid=$!
 wait_file "$work/data/engine.json"
 ready=$(date +%s.%N)
 eval "$("$LUA" bench/engine_load.lua info "$work/data")"
@@ -68,13 +74,20 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 : > "$work/rounds.txt"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
+  c0=$(cpu "$bpid")
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$work/wrk.lua" "http://127.0.0.1:$bport" > "$work/baseline.txt"
+  c1=$(cpu "$bpid")
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$bport/" > "$work/static.txt"
+  c2=$(cpu "$epid")
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$work/wrk.lua" "$url" > "$work/engine.txt"
+  c3=$(cpu "$epid")
   b=$(rps "$work/baseline.txt"); st=$(rps "$work/static.txt"); e=$(rps "$work/engine.txt")
-  echo "$b $st $e $(calc "$e / $b") $(calc "$e / $st")" >> "$work/rounds.txt"
+  # the servers' own CPU per request (ticks per request, from /proc): what the client's speed cannot move
+  bc=$(calc "($c1 - $c0) / $(nreq "$work/baseline.txt")"); ec=$(calc "($c3 - $c2) / $(nreq "$work/engine.txt")")
+  echo "$b $st $e $(calc "$e / $b") $(calc "$e / $st") $(calc "$bc / $ec")" >> "$work/rounds.txt"
   echo "engine_load: round $r: baseline $b req/s (static request $st), engine $e req/s," \
-    "ratio $(calc "int($e / $b * 100 + 0.5) / 100") (to static $(calc "int($e / $st * 100 + 0.5) / 100"))"
+    "ratio $(calc "int($e / $b * 100 + 0.5) / 100") (to static $(calc "int($e / $st * 100 + 0.5) / 100")," \
+    "server CPU per request $(calc "int($bc / $ec * 100 + 0.5) / 100"))"
   r=$((r + 1))
 done
 base=$(cut -d' ' -f1 "$work/rounds.txt" | median)
@@ -82,6 +95,7 @@ static=$(cut -d' ' -f2 "$work/rounds.txt" | median)
 eng=$(cut -d' ' -f3 "$work/rounds.txt" | median)
 ratio=$(cut -d' ' -f4 "$work/rounds.txt" | median)
 ratio_static=$(cut -d' ' -f5 "$work/rounds.txt" | median)
+ratio_cpu=$(cut -d' ' -f6 "$work/rounds.txt" | median)
 
 echo "engine_load: $APPS applications on record (seeded in $(calc "$seed_end - $seed_start")s, engine ready in $(calc "$ready - $start")s)"
 echo "engine_load: one answer: $(cat "$work/one.json")"
@@ -91,4 +105,5 @@ echo "engine_load: engine get_application_state (ZenApiKey, keep-alive, $CONNS c
 echo "  last round: $(grep -E "Latency" "$work/engine.txt" | sed 's/  */ /g')"
 grep -E "Non-2xx" "$work/engine.txt" | sed 's/^/  /' || true
 echo "engine_load: ratio engine/baseline: $(calc "int($ratio * 100 + 0.5) / 100") (median per-round ratio; to the static-request baseline: $(calc "int($ratio_static * 100 + 0.5) / 100"))"
+echo "engine_load: server CPU per request, baseline/engine: $(calc "int($ratio_cpu * 100 + 0.5) / 100") (median; 1 = the engine costs the glue nothing more)"
 echo "engine_load: target >= 10000 req/s: $(calc "($eng >= 10000) ? \"met\" : \"NOT met\"")"

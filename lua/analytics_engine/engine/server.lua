@@ -212,6 +212,7 @@ end
 _M.handle = handle
 
 local function fire_timers(eng)
+  if eng.timers[1] == nil then return end -- (the usual case: no table made per poll)
   local now, due, keep = monotime(), {}, {}
   for _, t in ipairs(eng.timers) do
     if t.at <= now then due[#due + 1] = t else keep[#keep + 1] = t end
