@@ -242,6 +242,27 @@ if not res then io.stderr:write("aeflow: ", tostring(err), "\n") return false en
       assert.is_true(core.monotime() - t0 < 15, "the 101 was waited on")
     end)
 
+    it("keeping an application in a state outside the API's: aeflow run warns once and keeps waiting", function()
+      aeflow.write(dir, "odd.lua", 'return workflow "odd" {\n  step "a" { submit = { application = "x.py" } },\n}\n')
+      local env = aeflow.env(nil, { "AE_URL=" .. base .. "/oddstate",
+        "AE_INSTANCE_ID=8d8ecf1a-2826-49c1-88a6-9388bd1debd5", "AE_TOKEN=hostile-token-1" })
+      local h = aeflow.spawn({ "run", "odd.lua", "--state", "odd.json", "--json", "--no-admission",
+                               "--poll-interval", "0.1", "--max-poll-interval", "0.1", "--on-cancel", "leave" },
+                             { dir = dir, env = env })
+      local function count(text, what)
+        return select(2, text:gsub('"event":"' .. what .. '"', ""))
+      end
+      assert.is_truthy(engine.eventually(function()
+        return count(aeflow.read(h.out), "application_state_unknown") >= 1
+      end, 30), "no application_state_unknown event")
+      core.sleep(1.5) -- more rounds see the same state: the warning is not repeated
+      core.kill(h.pid, "INT")
+      local code, out = aeflow.wait(h, 60)
+      assert.equals(130, code, out)  -- it kept waiting until cancelled
+      assert.equals(1, count(out, "application_state_unknown"), out)
+      assert.matches('"state":"LIMBO"', out, 1, true)
+    end)
+
     it("sending 2 MB of headers: too_large, naming the limit", function()
       local code, out, err = call("bighead")
       assert.equals(1, code)

@@ -40,6 +40,19 @@ _M.AUTHORIZE_PATH = "/icp4d-api/v1/authorize"
 _M.TERMINAL_STATES = { FINISHED = true, FAILED = true, STOPPED = true, AUTO_TERMINATED = true,
                        OPS_TERMINATED = true, ERROR = true, KILLED = true }
 
+--- The states an application passes through before one of those (the
+-- vendor's and the local engine's). A state in neither set is one a runner
+-- cannot interpret: it keeps waiting, and says so.
+_M.LIVE_STATES = { ACCEPTED = true, SUBMITTED = true, QUEUED = true, WAITING = true, PENDING = true,
+                   STARTING = true, RUNNING = true, STOPPING = true }
+
+--- True for a state the API defines (terminal or not; case-insensitive).
+function _M.is_known_state(state)
+  if type(state) ~= "string" then return false end
+  local up = state:upper()
+  return _M.TERMINAL_STATES[up] == true or _M.LIVE_STATES[up] == true
+end
+
 --- True for a state no application leaves (case-insensitive; unknown → false).
 function _M.is_terminal(state)
   return type(state) == "string" and _M.TERMINAL_STATES[state:upper()] == true

@@ -16,6 +16,8 @@ that behaviour for every operation:
     /switch/...      101 Switching Protocols to a plain GET, then silence
     /bighead/...     200 with 2 MB of header lines
     /bigline/...     200 with one header line of 1 MB
+    /oddstate/...    a service whose applications stay in a state outside the
+                     API's: POST accepts, every list/status says LIMBO, DELETE 204
     anything else    404 JSON
 """
 import os
@@ -77,6 +79,19 @@ def answer(conn, path, head=""):
     elif mode == "bigline":
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Big: " + b"b" * (1024 * 1024)
                      + b"\r\nContent-Length: 2\r\n\r\n{}")
+    elif mode == "oddstate":
+        app_id = "0b5c6f3e-1d2a-4c5b-8e9f-0a1b2c3d4e5f"
+        method = head.split(" ", 1)[0]
+        if method == "POST":
+            send("202 Accepted", ('{"id": "%s", "application_id": "%s", "state": "ACCEPTED"}'
+                                  % (app_id, app_id)).encode())
+        elif method == "DELETE":
+            send("204 No Content", b"")
+        elif path.endswith("/spark_applications"):
+            send("200 OK", ('{"applications": [{"id": "%s", "application_id": "%s", "state": "LIMBO"}]}'
+                            % (app_id, app_id)).encode())
+        else:
+            send("200 OK", ('{"id": "%s", "application_id": "%s", "state": "LIMBO"}' % (app_id, app_id)).encode())
     else:
         send("404 Not Found", b'{"message": "no such thing"}')
 

@@ -92,6 +92,10 @@ local NOTES = {
   service_unreachable = function(ev)
     return ("cannot reach the service at %s (%s); still trying"):format(ev.service, ev.error)
   end,
+  application_state_unknown = function(ev)
+    return ("application %s: state %s is not one aeflow knows; still waiting for FINISHED, FAILED or STOPPED")
+      :format(ev.application_id, ev.state)
+  end,
   service_reachable = function(ev)
     return ("the service at %s answers again (after %.0fs)"):format(ev.service, ev.seconds or 0)
   end,

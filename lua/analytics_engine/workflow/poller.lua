@@ -44,6 +44,8 @@ function _M.new(sched, client, opts)
     unreachable_timeout = opts.unreachable_timeout or _M.UNREACHABLE_TIMEOUT,
     on_unreachable = opts.on_unreachable,    -- function(err): the first failed round
     on_reachable = opts.on_reachable,        -- function(seconds): a list answered again
+    on_unknown = opts.on_unknown,            -- function(id, state): once per application
+    unknown_warned = {},
     service = opts.service or (client and client.url) or "the service",
     rounds = 0, requests = 0,
   }, mt)
@@ -157,6 +159,12 @@ local function observe(self, id, app)
   if changed then
     w.state = app.state
     if self.on_state then self.on_state(id, app.state, app) end
+    -- A state outside the API's: it is not an end, so the wait goes on, but
+    -- a person must know why (once per application, not once per round).
+    if not api.is_known_state(app.state) and not self.unknown_warned[id] then
+      self.unknown_warned[id] = true
+      if self.on_unknown then self.on_unknown(id, app.state) end
+    end
   end
   if is_terminal(app.state) then resolve(self, id, app) end
   return changed

@@ -475,6 +475,10 @@ function _M.run(self)
     on_unreachable = function(err)
       self:emit { event = "service_unreachable", service = self.client.url, error = err }
     end,
+    on_unknown = function(id, state)
+      self:emit { event = "application_state_unknown", application_id = id, state = tostring(state),
+                  step = self.started_apps[id] }
+    end,
     on_reachable = function(seconds)
       self:emit { event = "service_reachable", service = self.client.url, seconds = seconds }
     end,
