@@ -162,6 +162,49 @@ describe("aeflow conventions", function()
     assert.equals("aeflow: logs: --stream must be stdout or stderr, got 'stdout2'\n", err)
   end)
 
+  it("prints help's own help with help -h, and help as JSON with help --json", function()
+    for _, flag in ipairs { "-h", "--help" } do
+      local code, out = aeflow.run({ "help", flag }, { dir = dir, env = noenv() })
+      assert.equals(0, code, flag)
+      assert.matches("^usage: aeflow help", out)
+    end
+    local code, out = aeflow.run({ "help", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code, out)
+    local doc = util.json_decode(out)
+    assert.matches("^usage: aeflow", doc.usage)
+    local names = table.concat(doc.commands, " ")
+    for _, verb in ipairs { "run", "runs", "logs", "help" } do assert.matches("%f[%w]" .. verb .. "%f[%W]", names) end
+    code, out = aeflow.run({ "help", "runs", "--json" }, { dir = dir, env = noenv() })
+    assert.equals(0, code, out)
+    doc = util.json_decode(out)
+    assert.equals("runs", doc.command)
+    assert.matches("^usage: aeflow runs", doc.help)
+    local err
+    code, out, err = aeflow.run({ "help", "nope" }, { dir = dir, env = noenv() })
+    assert.equals(2, code)
+    assert.equals("", out)
+    assert.matches("no command 'nope'", err, 1, true)
+  end)
+
+  it("takes --profile before the verb as after it", function()
+    local env = noenv { "AE_CONFIG=" .. dir .. "/none.json" }
+    for _, argv in ipairs { { "--profile", "nope", "call", "get_instance" },
+                            { "--profile=nope", "call", "get_instance" } } do
+      local code, _, err = aeflow.run(argv, { dir = dir, env = env })
+      assert.equals(1, code, err)
+      assert.is_nil(err:find("unknown command", 1, true), err)
+      assert.truthy(err:find("nope", 1, true) or err:find("no service URL", 1, true), err)
+    end
+    local code, out = aeflow.run({ "--profile", "nope", "runs", "--json" }, { dir = dir, env = env })
+    assert.equals(0, code, out)
+    assert.is_table(util.json_decode(out))
+    local err
+    code, out, err = aeflow.run({ "--profile" }, { dir = dir, env = env })
+    assert.equals("", out)
+    assert.equals(2, code)
+    assert.matches("--profile needs a value", err, 1, true)
+  end)
+
   it("refuses a --profile that does not exist rather than falling back", function()
     local code, _, err = aeflow.run({ "call", "get_instance", "--profile", "nope" }, { dir = dir,
       env = noenv { "AE_CONFIG=" .. dir .. "/none.json" } })

@@ -42,9 +42,9 @@ commands:
   help [COMMAND]               this text, or one command's
   --version                    print the version
 
-Every command takes -h/--help and --profile NAME; every command that prints
-data takes --json (NDJSON for streams such as run's events, one document
-otherwise).
+Every command takes -h/--help and --profile NAME (before the command too);
+every command that prints data takes --json (NDJSON for streams such as run's
+events, one document otherwise).
 
 Which service: the endpoint from --profile NAME, else AE_URL, AE_INSTANCE_ID
 and AE_TOKEN or AE_USERNAME with AE_API_KEY/AE_PASSWORD, else the profile file
@@ -68,16 +68,64 @@ for _, m in ipairs(MODULES) do
   end
 end
 HELP.help = [[
-usage: aeflow help [COMMAND]
+usage: aeflow help [COMMAND] [--json]
 
 Prints the overview, or one command's usage. `aeflow COMMAND -h` (or --help,
-anywhere after the command) does the same.]]
+anywhere after the command) does the same. --json: { "command", "help" } for
+a command, { "usage", "commands" } for the overview.]]
 _M.COMMANDS, _M.HELP, _M.USAGE = COMMANDS, HELP, USAGE -- for the spec that every verb has help
+
+-- Global options before the verb (`aeflow --profile NAME runs`) go right
+-- after it, where every verb's parser takes them (a verb's positionals and
+-- exec's script arguments come later). Returns the new argv or nil, message.
+local function verb_first(argv)
+  local i, pre = 1, {}
+  while argv[i] == "--profile" or (argv[i] or ""):find("^%-%-profile=") do
+    if argv[i] == "--profile" then
+      if argv[i + 1] == nil then return nil, "--profile needs a value (a profile name)" end
+      pre[#pre + 1], pre[#pre + 2] = argv[i], argv[i + 1]
+      i = i + 2
+    else
+      pre[#pre + 1] = argv[i]
+      i = i + 1
+    end
+  end
+  if i == 1 or argv[i] == nil then return argv end
+  local new = { argv[i] }
+  table.move(pre, 1, #pre, 2, new)
+  table.move(argv, i + 1, #argv, #new + 1, new)
+  return new
+end
+
+local function help(rest)
+  local pos, opt = args_mod.parse(rest, { ["--json"] = "flag" })
+  if not pos then return out.fail(2, "help", "%s (see `aeflow help -h`)", opt) end
+  if pos[2] then return out.fail(2, "help", "unexpected argument '%s'", pos[2]) end
+  -- `aeflow help -h`: the help of help.
+  local topic = pos[1] or (opt.help and "help") or nil
+  if topic and not HELP[topic] then return out.fail(2, "help", "no command '%s' (see `aeflow help`)", topic) end
+  if opt["--json"] then
+    if topic then
+      out.json { command = topic, help = HELP[topic] }
+    else
+      local names = {}
+      for name in pairs(HELP) do names[#names + 1] = name end
+      table.sort(names)
+      out.json { usage = USAGE, commands = names }
+    end
+  else
+    io.stdout:write(topic and HELP[topic] or USAGE, topic and "\n" or "")
+  end
+  return 0
+end
 
 function _M.main(argv, exe)
   -- One command per process: a workflow file stuck inside one C call while
   -- it loads (which the sandbox's hook cannot stop) may end this process.
   sandbox.HARD_DEADLINE = 3
+  local moved, merr = verb_first(argv)
+  if not moved then return out.fail(2, nil, "%s", merr) end
+  argv = moved
   local verb = argv[1]
   if verb == nil or verb == "--help" or verb == "-h" then
     io.stdout:write(USAGE)
@@ -91,12 +139,7 @@ function _M.main(argv, exe)
     end
     return 0
   end
-  if verb == "help" then
-    local topic = argv[2]
-    if topic and not HELP[topic] then return out.fail(2, "help", "no command '%s'", topic) end
-    io.stdout:write(topic and HELP[topic] or USAGE, topic and "\n" or "")
-    return 0
-  end
+  if verb == "help" then return help(table.move(argv, 2, #argv, 1, {})) end
   local cmd = COMMANDS[verb]
   if not cmd then
     local names = {}
