@@ -73,6 +73,22 @@ describe("kept runs", function()
     assert.matches("step second of run kept " .. bad_id, err, 1, true)
   end)
 
+  it("says a run had no failed application rather than showing an empty output unexplained", function()
+    local code, out, err = run { "logs", "--run", ok_id }
+    assert.equals(0, code, err)
+    assert.equals("fine\n", out)
+    assert.matches("run kept " .. ok_id .. " had no failed application", err, 1, true)
+    assert.matches("stdout of its last application %x+%-[%x-]+ %(step second%)", err)
+    assert.matches("aeflow logs APP_ID", err, 1, true)
+    assert.equals(1, select(2, err:gsub("\n", "")))
+  end)
+
+  it("names the workflow asked for when it has no kept runs, and those that have", function()
+    local code, out = run { "runs", "nosuchwf" }
+    assert.equals(0, code)
+    assert.matches("no kept runs of workflow 'nosuchwf' under .-%(runs are kept of: kept%)", out)
+  end)
+
   it("finds no orphans among the applications of kept runs", function()
     local code, out, err = run { "orphans", "--json" }
     assert.equals(0, code, err)

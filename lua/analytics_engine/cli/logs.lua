@@ -96,8 +96,16 @@ for another), started for the command if none is running.]],
       if not id then return out.fail(1, "logs", "%s", step) end
       o.id = id
       if failed and not opt["--stream"] then o.stream = "stderr" end
-      io.stderr:write(("aeflow: logs: %s of application %s (step %s of run %s %s)\n"):format(o.stream, id, step,
-        run.workflow, run.run_id))
+      if failed then
+        io.stderr:write(("aeflow: logs: %s of application %s (step %s of run %s %s: its last failed application)\n")
+          :format(o.stream, id, step, run.workflow, run.run_id))
+      else
+        -- Nothing failed: say so, and what is shown instead (an empty stdout
+        -- alone looked like the failure's missing output).
+        io.stderr:write(("aeflow: logs: run %s %s had no failed application; %s of its last application %s "
+          .. "(step %s); another: aeflow logs APP_ID (the ids: aeflow report %s)\n")
+          :format(run.workflow, run.run_id, o.stream, id, step, run.run_id))
+      end
     end
     if not util.is_uuid(o.id) then return out.fail(2, "logs", "'%s' is not an application id", o.id) end
     local c, session = which.connect { exe = ctx.exe, profile = opt["--profile"], data = opt["--data"],

@@ -1,5 +1,6 @@
 --- `aeflow runs`: the kept runs (newest first), and --prune KEEP.
 local util = require "analytics_engine.util"
+local sanitize = require "analytics_engine.sanitize"
 local out = require "analytics_engine.cli.out"
 local runstore = require "analytics_engine.cli.runstore"
 local live = require "analytics_engine.workflow.live"
@@ -52,7 +53,14 @@ array.]],
       return 0
     end
     if #runs == 0 then
-      io.stdout:write(("no kept runs under %s\n"):format(runstore.root()))
+      if pos[1] then
+        -- A workflow named: say that it is this one that has none, and which have.
+        local names = runstore.workflows()
+        io.stdout:write(("no kept runs of workflow '%s' under %s%s\n"):format(sanitize.clean(pos[1]),
+          runstore.root(), #names > 0 and (" (runs are kept of: " .. table.concat(names, ", ") .. ")") or ""))
+      else
+        io.stdout:write(("no kept runs under %s\n"):format(runstore.root()))
+      end
       return 0
     end
     local rows = { { "WORKFLOW", "RUN", "STARTED", "TOOK", "RESULT" } }

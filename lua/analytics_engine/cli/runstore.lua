@@ -54,6 +54,16 @@ function _M.list(workflow)
   return runs
 end
 
+--- The names (directory slugs) of the workflows with kept runs, sorted.
+function _M.workflows()
+  local names = {}
+  for _, path in ipairs(glob(_M.root(), "/*/*/state.json")) do
+    local name = path:match("([^/]+)/[^/]+/state%.json$")
+    if name and names[#names] ~= name then names[#names + 1] = name end
+  end
+  return names
+end
+
 --- A run by id (or unique id prefix), or the latest when `id` is nil.
 -- Returns run | nil, message.
 function _M.find(id, workflow)
