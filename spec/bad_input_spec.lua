@@ -79,6 +79,36 @@ describe("bad input", function()
     end)
   end)
 
+  describe("a device or FIFO given as a file", function()
+    -- Nothing answers here: the file must be refused before any connection.
+    local function env()
+      return aeflow.env(nil, { "AE_URL=http://127.0.0.1:1", "AE_INSTANCE_ID=8d8ecf1a-2826-49c1-88a6-9388bd1debd5",
+                               "AE_TOKEN=t" })
+    end
+    setup(function() assert(os.execute("mkfifo '" .. dir .. "/pipe'")) end)
+
+    it("call @/dev/zero, @FIFO: exit 2 naming the file, nothing read", function()
+      for _, f in ipairs { "/dev/zero", "pipe" } do
+        local code, out, err = aeflow.run({ "call", "create_application", "@" .. f }, { dir = dir, env = env(),
+                                                                                          timeout = 30 })
+        assert.equals(2, code, err)
+        assert_one_line(err, out)
+        assert.matches(f .. " is a ", err, 1, true)
+        assert.matches("not a regular file", err, 1, true)
+      end
+    end)
+
+    it("exec /dev/zero, exec FIFO: exit 2 naming the file, nothing read", function()
+      for _, f in ipairs { "/dev/zero", "pipe" } do
+        local code, out, err = aeflow.run({ "exec", f }, { dir = dir, env = env(), timeout = 30 })
+        assert.equals(2, code, err)
+        assert_one_line(err, out)
+        assert.equals(("aeflow: exec: %s is %s, not a regular file\n"):format(f,
+          f == "pipe" and "a FIFO" or "a character device"), err)
+      end
+    end)
+  end)
+
   describe("against the local engine", function()
     local e
     setup(function() e = engine.start { "--token-ttl", "1" } end)

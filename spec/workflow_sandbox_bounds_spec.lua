@@ -114,7 +114,7 @@ describe("aeflow on hostile files, past what the hook can stop", function()
     f:write(("-- padding\n"):rep(math.ceil(17 * 2 ^ 20 / 11)))
     f:close()
     local cases = {
-      { "fifo.lua", "aeflow: fifo.lua: not a workflow file (a fifo, not a regular file)\n" },
+      { "fifo.lua", "aeflow: fifo.lua: not a workflow file (a FIFO, not a regular file)\n" },
       { "/dev/zero", "aeflow: /dev/zero: not a workflow file (a character device, not a regular file)\n" },
       { "big.lua", "aeflow: big.lua: larger than 16 MB (not a workflow file?)\n" },
     }

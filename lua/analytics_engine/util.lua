@@ -296,6 +296,20 @@ function _M.exists(path)
   return false
 end
 
+local KINDS = { char = "character device", block = "block device", fifo = "FIFO", dir = "directory" }
+
+--- What `path` is when it exists and is not a regular file ("a character
+-- device", "a FIFO"…), else nil. Readers of a user's file check it first:
+-- /dev/zero never ends and a FIFO blocks open() forever. The C core is
+-- loaded here, not at the top: a client under nginx must not load it.
+function _M.not_regular(path)
+  local ok, core = pcall(require, "analytics_engine.core")
+  if not ok or not core.file_mode then return nil end
+  local mode, kind = core.file_mode(path) -- nil, err when missing: the open says so
+  if mode and kind ~= "file" then return "a " .. (KINDS[kind] or tostring(kind)) end
+  return nil
+end
+
 --- A whole file, or nil and the io error.
 function _M.read_file(path)
   local f, err = io.open(path, "rb")

@@ -13,6 +13,9 @@ local function read_json_arg(s)
   if s == "-" then
     src = io.read("a")
   elseif s:sub(1, 1) == "@" then
+    -- /dev/zero would be read until memory runs out, a FIFO blocks: a regular file only
+    local what = util.not_regular(s:sub(2))
+    if what then return nil, ("%s is %s, not a regular file"):format(s:sub(2), what) end
     local f, ferr = io.open(s:sub(2), "rb")
     if not f then return nil, ferr end
     src = f:read("a")

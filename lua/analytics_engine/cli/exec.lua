@@ -1,5 +1,6 @@
 --- `aeflow exec FILE [ARGS...]`: a plain Lua script with a ready client.
 local ae = require "analytics_engine"
+local util = require "analytics_engine.util"
 local out = require "analytics_engine.cli.out"
 local which = require "analytics_engine.cli.engine"
 
@@ -18,6 +19,9 @@ Options go before FILE; everything after FILE is the script's.]],
   run = function(pos, opt, ctx)
     local file = pos[1]
     if not file then return out.fail(2, "exec", "which file?") end
+    -- /dev/zero would be read until memory runs out, a FIFO blocks: a regular file only
+    local what = util.not_regular(file)
+    if what then return out.fail(2, "exec", "%s is %s, not a regular file", file, what) end
     local f, ferr = io.open(file, "rb")
     if not f then return out.fail(2, "exec", "%s", ferr) end
     local src = f:read("a")

@@ -10,7 +10,6 @@
 -- into a plan (plan.lua) and returned as plain data:
 --
 --   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
-local core = require "analytics_engine.core"
 local util = require "analytics_engine.util"
 local schema = require "analytics_engine.workflow.schema"
 local planner = require "analytics_engine.workflow.plan"
@@ -232,11 +231,8 @@ end
 function _M.load_file(path, overrides)
   -- a FIFO would block open() forever and /dev/zero never ends: only a
   -- regular file, and no larger than the helpers may read
-  local mode, kind = core.file_mode(path) -- nil, err when missing: io.open says so below
-  if mode and kind ~= "file" then
-    local what = ({ char = "character device", block = "block device" })[kind] or kind
-    return nil, fmt("%s: not a workflow file (a %s, not a regular file)", path, what)
-  end
+  local what = util.not_regular(path)
+  if what then return nil, fmt("%s: not a workflow file (%s, not a regular file)", path, what) end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local src = f:read(sandbox.MAX_FILE_BYTES + 1)

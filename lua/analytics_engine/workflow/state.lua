@@ -229,9 +229,9 @@ local MIGRATIONS = {
 -- of state files (resume, report, orphans) goes through it.
 function _M.read(path)
   -- /dev/zero never ends and a FIFO blocks: only a regular file is read
-  local mode, kind = core.file_mode(path) -- nil, err when missing: io.open says so below
-  if mode and kind ~= "file" then
-    return nil, sanitize.clean(("%s is not an aeflow state file (a %s, not a regular file)"):format(path, kind))
+  local what = util.not_regular(path)
+  if what then
+    return nil, sanitize.clean(("%s is not an aeflow state file (%s, not a regular file)"):format(path, what))
   end
   local src, ferr = util.read_file(path)
   if not src then return nil, sanitize.clean(tostring(ferr)) end
