@@ -205,6 +205,53 @@ describe("aeflow conventions", function()
     assert.matches("--profile needs a value", err, 1, true)
   end)
 
+  it("loads a verb's module only when that verb runs: --version and validate load no client or engine", function()
+    -- Every verb a cli/ module defines is in the verb table (else it could not be run).
+    local cli = require "analytics_engine.cli"
+    local all = cli.commands()
+    for _, m in ipairs { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec", "runs", "retry" } do
+      for verb, def in pairs(require("analytics_engine.cli." .. m)) do
+        if type(def) == "table" and def.run then assert.equals(def, all[verb], verb) end
+      end
+    end
+    -- In a fresh Lua: what main() loaded for each command.
+    local script = dir .. "/loaded.lua"
+    aeflow.write(dir, "loaded.lua", [[
+local argv = { ... }
+io.stdout:setvbuf("no")
+local real = io.stdout
+io.stdout = io.open("/dev/null", "w")
+require("analytics_engine.cli").main(argv, "aeflow")
+io.stdout = real
+local names = {}
+for name in pairs(package.loaded) do
+  if name:find("^analytics_engine") then names[#names + 1] = name end
+end
+table.sort(names)
+print(table.concat(names, " "))
+]])
+    local function loaded(...)
+      local args = { ... }
+      for i, a in ipairs(args) do args[i] = "'" .. a .. "'" end
+      local p = assert(io.popen(("LUA_PATH='%s' LUA_CPATH='%s' lua5.4 %s %s 2>&1"):format(package.path,
+        package.cpath, script, table.concat(args, " "))))
+      local text = p:read("a")
+      p:close()
+      return " " .. text:gsub("\n", "") .. " "
+    end
+    local v = loaded("--version")
+    for _, m in ipairs { "analytics_engine.client", "analytics_engine.engine.main", "analytics_engine.cli.run",
+                         "analytics_engine.cli.offline", "analytics_engine.workflow.runner" } do
+      assert.is_nil(v:find(" " .. m .. " ", 1, true), m .. " loaded by --version:" .. v)
+    end
+    local val = loaded("validate", dir .. "/wf.lua")
+    assert.truthy(val:find(" analytics_engine.cli.offline ", 1, true), val)
+    for _, m in ipairs { "analytics_engine.engine.main", "analytics_engine.cli.run", "analytics_engine.cli.serve",
+                         "analytics_engine.workflow.runner", "analytics_engine.cli.logs" } do
+      assert.is_nil(val:find(" " .. m .. " ", 1, true), m .. " loaded by validate:" .. val)
+    end
+  end)
+
   it("refuses a --profile that does not exist rather than falling back", function()
     local code, _, err = aeflow.run({ "call", "get_instance", "--profile", "nope" }, { dir = dir,
       env = noenv { "AE_CONFIG=" .. dir .. "/none.json" } })

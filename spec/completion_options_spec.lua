@@ -21,7 +21,7 @@ end
 -- What the parser takes -> set of long options.
 local function accepted(verb)
   local set = {}
-  local options = cli.COMMANDS[verb].options or {}
+  local options = cli.commands()[verb].options or {}
   if verb == "serve" then
     options = { ["--stop"] = "flag", ["--background"] = "flag", ["--json"] = "flag" }
     for name in pairs(engine_main.OPTIONS) do options["--" .. name] = true end
@@ -36,7 +36,7 @@ describe("shell completions", function()
   for _, shell in ipairs({ { "bash", bash, '%) opts="([^"]*)"' }, { "zsh", zsh, "%) opts=%(([^)]*)%)" } }) do
     it(shell[1] .. " offers every long option each verb takes, and none it refuses", function()
       local checked = 0
-      for verb in pairs(cli.COMMANDS) do
+      for verb in pairs(cli.commands()) do
         local offers = offered(shell[2], verb, shell[3])
         if offers then
           checked = checked + 1

@@ -13,7 +13,7 @@ end
 
 local function verbs()
   local list = {}
-  for verb in pairs(cli.COMMANDS) do list[#list + 1] = verb end
+  for verb in pairs(cli.commands()) do list[#list + 1] = verb end
   table.sort(list)
   return list
 end
@@ -21,7 +21,7 @@ end
 describe("aeflow help", function()
   it("has a help text for every verb", function()
     for _, verb in ipairs(verbs()) do
-      assert.is_string(cli.HELP[verb], "no help for " .. verb)
+      assert.is_string(cli.help_texts()[verb], "no help for " .. verb)
     end
   end)
 

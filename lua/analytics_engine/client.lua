@@ -12,8 +12,9 @@ local config = require "analytics_engine.config"
 local waiter = require "analytics_engine.waiter"
 local kernel = require "analytics_engine.kernel"
 local connect = require "analytics_engine.connect"
+local version = require "analytics_engine.version"
 
-local VERSION = "0.1.0"
+local VERSION = version.VERSION
 
 local _M = { VERSION = VERSION }
 local mt = { __index = _M }

@@ -3,7 +3,7 @@
 -- 130 a run cancelled. One module per verb or group under cli/, one
 -- argument parser (cli/args), one rule for "which engine" (cli/engine), one
 -- way to fail and print (cli/out).
-local ae = require "analytics_engine"
+local version = require "analytics_engine.version"
 local args_mod = require "analytics_engine.cli.args"
 local out = require "analytics_engine.cli.out"
 local schema = require "analytics_engine.workflow.schema"
@@ -55,25 +55,48 @@ uses the same local engine: the one whose data is in $AEFLOW_DIR/engine
 it is started for the command and stopped when the command ends.
 ]]
 
--- Verb modules: each returns { verb = { run, help, options[, raw][, stop_at] } }.
-local MODULES = { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec", "runs", "retry" }
+-- Verb -> its module under cli/ (each returns { verb = { run, help, options[,
+-- raw][, stop_at] } }). A module is loaded only when its verb runs or its
+-- help is asked for: `aeflow --version` or `validate` must not pay for the
+-- engine, the runner and the client they never use.
+local VERBS = { call = "call", operations = "call", serve = "serve", logs = "logs", validate = "offline",
+                plan = "offline", graph = "offline", run = "run", report = "report", orphans = "orphans",
+                exec = "exec", runs = "runs", retry = "retry" }
 
-local COMMANDS, HELP = {}, {}
-for _, m in ipairs(MODULES) do
-  for verb, def in pairs(require("analytics_engine.cli." .. m)) do
-    if type(def) == "table" and def.run then
-      COMMANDS[verb] = def
-      HELP[verb] = def.help
-    end
-  end
-end
-HELP.help = [[
+local HELP_HELP = [[
 usage: aeflow help [COMMAND] [--json]
 
 Prints the overview, or one command's usage. `aeflow COMMAND -h` (or --help,
 anywhere after the command) does the same. --json: { "command", "help" } for
 a command, { "usage", "commands" } for the overview.]]
-_M.COMMANDS, _M.HELP, _M.USAGE = COMMANDS, HELP, USAGE -- for the spec that every verb has help
+
+-- A verb's definition (loading its module), or nil for an unknown verb.
+local function command(verb)
+  local m = VERBS[verb]
+  return m and require("analytics_engine.cli." .. m)[verb] or nil
+end
+
+local function help_of(verb)
+  if verb == "help" then return HELP_HELP end
+  local cmd = command(verb)
+  return cmd and cmd.help or nil
+end
+
+--- Every verb's definition: loads every verb module (for the specs that
+-- check each verb's help, options and completions; main() never calls it).
+function _M.commands()
+  local all = {}
+  for verb in pairs(VERBS) do all[verb] = command(verb) end
+  return all
+end
+
+--- Every verb's help text, `help` included (loads every verb module).
+function _M.help_texts()
+  local all = { help = HELP_HELP }
+  for verb in pairs(VERBS) do all[verb] = help_of(verb) end
+  return all
+end
+_M.VERBS, _M.USAGE = VERBS, USAGE
 
 -- Global options before the verb (`aeflow --profile NAME runs`) go right
 -- after it, where every verb's parser takes them (a verb's positionals and
@@ -103,18 +126,19 @@ local function help(rest)
   if pos[2] then return out.fail(2, "help", "unexpected argument '%s'", pos[2]) end
   -- `aeflow help -h`: the help of help.
   local topic = pos[1] or (opt.help and "help") or nil
-  if topic and not HELP[topic] then return out.fail(2, "help", "no command '%s' (see `aeflow help`)", topic) end
+  local text = topic and help_of(topic)
+  if topic and not text then return out.fail(2, "help", "no command '%s' (see `aeflow help`)", topic) end
   if opt["--json"] then
     if topic then
-      out.json { command = topic, help = HELP[topic] }
+      out.json { command = topic, help = text }
     else
-      local names = {}
-      for name in pairs(HELP) do names[#names + 1] = name end
+      local names = { "help" }
+      for name in pairs(VERBS) do names[#names + 1] = name end
       table.sort(names)
       out.json { usage = USAGE, commands = names }
     end
   else
-    io.stdout:write(topic and HELP[topic] or USAGE, topic and "\n" or "")
+    io.stdout:write(text or USAGE, text and "\n" or "")
   end
   return 0
 end
@@ -133,17 +157,17 @@ function _M.main(argv, exe)
   end
   if verb == "--version" or verb == "version" then
     if argv[2] == "--json" then
-      out.json { version = ae.VERSION, lua = _VERSION }
+      out.json { version = version.VERSION, lua = _VERSION }
     else
-      io.stdout:write("aeflow ", ae.VERSION, " (", _VERSION, ")\n")
+      io.stdout:write("aeflow ", version.VERSION, " (", _VERSION, ")\n")
     end
     return 0
   end
   if verb == "help" then return help(table.move(argv, 2, #argv, 1, {})) end
-  local cmd = COMMANDS[verb]
+  local cmd = command(verb)
   if not cmd then
     local names = {}
-    for name in pairs(COMMANDS) do names[#names + 1] = name end
+    for name in pairs(VERBS) do names[#names + 1] = name end
     local near = schema.suggest(verb, names)
     return out.fail(2, nil, "unknown command '%s'%s", verb,
       near and (" (did you mean '%s'?)"):format(near) or " (see `aeflow --help`)")
@@ -154,7 +178,7 @@ function _M.main(argv, exe)
   local pos, opt = args_mod.parse(rest, cmd.options, { stop_at = cmd.stop_at })
   if not pos then return out.fail(2, verb, "%s (see `aeflow %s -h`)", opt, verb) end
   if opt.help then
-    io.stdout:write(HELP[verb], "\n")
+    io.stdout:write(cmd.help, "\n")
     return 0
   end
   return cmd.run(pos, opt, ctx)
