@@ -61,11 +61,16 @@ local CLK_TCK = tonumber(io.popen("getconf CLK_TCK"):read("l")) or 100
 
 -- The events of a run: run_start time, submissions (count, last time), run_end.
 local function events_of(path)
-  local ev = { submitted = 0 }
+  local ev = { submitted = 0, running = 0 }
+  local running = {}
   for line in (read(path) .. ""):gmatch("[^\n]+") do
     local e = util.json_decode(line)
     if type(e) == "table" then
       if e.event == "run_start" then ev.start = e.time end
+      if e.event == "application" and e.state == "RUNNING" and not running[e.application_id] then
+        running[e.application_id] = true
+        ev.running = ev.running + 1
+      end
       if e.event == "application_submitted" then
         ev.submitted = ev.submitted + 1
         ev.last_submit = math.max(ev.last_submit or 0, e.time)
@@ -133,7 +138,16 @@ local function wait_run(n)
     ev = events_of(path .. "/events.ndjson")
   until ev.submitted >= n or core.monotime() - t0 > 900
   assert(ev.submitted >= n, "not all submitted within 900 s")
-  core.sleep(2) -- the poller's first rounds over everything running
+  -- The window starts once the runner has seen every application RUNNING
+  -- (the issue's "every application running, none finishing"): before that
+  -- it still records state changes (events, state writes), which is the
+  -- submission's tail, not waiting.
+  local t1 = core.monotime()
+  while ev.running < n and core.monotime() - t1 < 300 do
+    core.sleep(1)
+    ev = events_of(path .. "/events.ndjson")
+  end
+  assert(ev.running >= n, ("only %d of %d seen RUNNING within 300 s"):format(ev.running, n))
   local c0, w0 = cpu_ticks(pid), core.monotime()
   core.sleep(WAIT)
   local c1, w1 = cpu_ticks(pid), core.monotime()
