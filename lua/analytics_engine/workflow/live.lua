@@ -115,6 +115,10 @@ function _M.new(out, opts)
   local run = { id = "", workflow = "", started = now_of() }
   local drawn, last, dirty = {}, -1, false -- drawn: the columns of each line of the frame on screen
   local notes = {}
+  -- Each step's counts, made again only after an event about applications:
+  -- the clock redraws a frame 4 times a second, and counting walks every
+  -- application (10,000 in a large fan-out) while nothing changed.
+  local counted = {}
 
   local function step_of(name, finally)
     local st = steps[name]
@@ -137,7 +141,11 @@ function _M.new(out, opts)
     for _, name in ipairs(order) do
       local st = steps[name]
       local took = st.started and elapsed((st.finished or now) - st.started) or ""
-      local c = counts(st, apps)
+      local c = counted[name]
+      if not c then
+        c = counts(st, apps)
+        counted[name] = c
+      end
       c.held = st.held_n
       local fan = (st.items and st.items > 1) or c.submitted > _M.LIST_MAX
       local label = name .. (st.finally and " (finally)" or "")
@@ -204,6 +212,7 @@ function _M.new(out, opts)
 
   local function emit(ev)
     local e = ev.event
+    if type(e) == "string" and e:sub(1, 11) == "application" then counted = {} end
     local now = now_of()
     if e == "run_start" then
       run.id, run.workflow, run.started = ev.run_id, ev.workflow, now
