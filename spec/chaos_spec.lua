@@ -41,11 +41,14 @@ return workflow "chaos" {
   step "many" { for_each = items, max_parallel = 40, submit = { application = "ok.sh" },
                 retries = 8, retry_delay = 0.05 },
 }]]):format(ITEMS))
-    -- The engine stalls some POSTs for 2 s: a lost answer is looked for 4 s.
-    local args = { "run", "wf.lua", "--state", "s.json", "--poll-interval", "0.2", "--submit-grace", "4",
+    -- The engine stalls some POSTs for 2 s: a lost answer is looked for 10 s from its intent. The grace
+    -- must cover the stall plus a resumed runner's start on a loaded machine (under ASan with the other
+    -- core busy, 4 s once let a resume re-send a POST the engine still held: a true duplicate by the
+    -- grace's own rule, not a runner fault).
+    local args = { "run", "wf.lua", "--state", "s.json", "--poll-interval", "0.2", "--submit-grace", "10",
                    "--quiet" }
     local resume = { "run", "wf.lua", "--state", "s.json", "--resume", "--poll-interval", "0.2",
-                     "--submit-grace", "4", "--quiet" }
+                     "--submit-grace", "10", "--quiet" }
     kills = 0
     -- Kill when the state file shows 40, 90 and 140 accepted applications:
     -- each time with submissions, polls and retries in flight.
