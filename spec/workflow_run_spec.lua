@@ -293,6 +293,9 @@ return workflow "gone" {
     assert.is_nil(step_end.error:find("\n"))
     local att = state_of(dir .. "/s.json").steps.a.items["1"].attempts
     assert.equals(1, #att)
+    -- Left open (no result), with its application: a retry awaits it again.
+    assert.is_nil(att[1].result)
+    assert.is_string(att[1].application_id)
   end)
 
   it("plans without contacting anything", function()

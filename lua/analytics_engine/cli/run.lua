@@ -157,7 +157,7 @@ looks for it by its token that long before sending it again.
 --unreachable-timeout S (default 300): when no poll of the service has
 answered for S seconds (it is down or unreachable; the first failed poll is
 reported at once), the steps waiting for applications fail with the last
-error; nothing is submitted again for them (--resume adopts them later).
+error; nothing is submitted again for them (aeflow retry awaits them again).
 --json prints
 NDJSON events. --report FILE writes
 the run's report at the end, also of a failed or cancelled run (FILE.md:

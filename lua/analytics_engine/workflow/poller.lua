@@ -245,7 +245,8 @@ end
 -- Nobody could be told an application's end for too long: every awaited
 -- application ends with `failure` (waiters get nil, failure as a cancel does).
 local function give_up(self, msg)
-  local failure = { message = msg, final = true, unreachable = true }
+  -- final = "unreachable": not retried, and the attempt stays open (runner.run_item)
+  local failure = { message = msg, final = "unreachable" }
   local ids = {}
   for id in pairs(self.watched) do ids[#ids + 1] = id end
   for _, id in ipairs(ids) do
@@ -283,7 +284,8 @@ local function reachability(self, err)
   local down = now - self.down_since
   if down >= self.unreachable_timeout then
     give_up(self, ("could not reach %s for %d s (last error: %s); not submitted again "
-      .. "(the application may still run: --resume adopts it)"):format(self.service, math.floor(down), self.last_error))
+      .. "(the application may still run: aeflow retry awaits it again)")
+      :format(self.service, math.floor(down), self.last_error))
   end
 end
 

@@ -248,6 +248,15 @@ function _M.run_item(self, fan, index, ended)
       self:save()
       return true, out
     end
+    if final == "unreachable" then
+      -- The service stopped answering while the application ran: it may
+      -- still run. The attempt stays open (no result), so --resume and
+      -- `aeflow retry` await its application again instead of submitting anew.
+      att.error, att.finished_at = out, nil
+      irec.status, irec.error = "failed", out
+      self:save()
+      return false, out
+    end
     att.result, att.error = "failed", out
     if not self.cancelled then
       local engine = self.state.doc.engine
