@@ -98,6 +98,13 @@ describe("bad input", function()
       end
     end)
 
+    it("report FIFO: exit 1 naming the file, without blocking on it", function()
+      local code, out, err = aeflow.run({ "report", "pipe", "-o", "r.html" }, { dir = dir, env = env(), timeout = 30 })
+      assert.equals(1, code, err)
+      assert_one_line(err, out)
+      assert.equals("aeflow: report: pipe is not an aeflow state file (a FIFO, not a regular file)\n", err)
+    end)
+
     it("exec /dev/zero, exec FIFO: exit 2 naming the file, nothing read", function()
       for _, f in ipairs { "/dev/zero", "pipe" } do
         local code, out, err = aeflow.run({ "exec", f }, { dir = dir, env = env(), timeout = 30 })

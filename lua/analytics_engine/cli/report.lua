@@ -34,7 +34,9 @@ Exit status: 0 written, 1 the state file could not be read or the report written
     end
     -- A path to a state file, else a kept run's id, else the latest run.
     local path = pos[1]
-    if not path or not util.exists(path) then
+    -- (a FIFO or device is a path too, refused by state.read: opening a FIFO
+    -- to see whether it exists would block)
+    if not path or not (util.not_regular(path) or util.exists(path)) then
       local run, rerr = runstore.find(path)
       if not run then return out.fail(path and 2 or 1, "report", "%s", rerr) end
       path = run.state
