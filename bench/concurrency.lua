@@ -3,9 +3,9 @@
 -- 1.5 x (slowest application + submission time), requests per poll cycle,
 -- the engine's request counts, and the runner's peak RSS.
 --   lua5.4 bench/concurrency.lua AEFLOW_BIN WORKDIR
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
 
 local bin, work = arg[1], arg[2]
 assert(bin and work, "usage: concurrency.lua AEFLOW_BIN WORKDIR")
@@ -25,7 +25,7 @@ local ok, err = pcall(function()
     assert(res.status == 200, path .. ": " .. res.status)
     return util.json_decode(res.body)
   end
-  local ae = require "analytics_engine"
+  local ae = require("analytics_engine")
   local c = assert(ae.client { url = e.url, instance_id = e.instance_id,
                                auth = { username = e.username, api_key = e.api_key } })
   assert(c:replace_resource_consumption_limits { max_cores = tostring(4 * n), max_memory = (4 * n) .. "Gi" })

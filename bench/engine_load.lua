@@ -8,13 +8,13 @@
 --       the baseline: libmicrohttpd through the same core.http_server loop with
 --       a trivial Lua handler (no routing, auth, JSON or state); writes its port
 --       to PORT_FILE and serves until SIGTERM
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local mode = arg[1]
 
 if mode == "seed" then
-  local state = require "analytics_engine.engine.state"
+  local state = require("analytics_engine.engine.state")
   local dir, n, ids_file = arg[2], tonumber(arg[3]), arg[4]
   assert(core.mkdir_p(dir, 448))
   local store = assert(state.open(dir .. "/state.db"))

@@ -2,9 +2,9 @@
 -- local engine alone, then while bench/flood.py holds IDLE idle and LORIS
 -- slow-loris connections for SECONDS. Prints both and writes the key figures
 -- to $BENCH_RESULTS when set. Loopback only; stops by itself.
-local launcher = require "analytics_engine.engine.launcher"
-local util = require "analytics_engine.util"
-local cjson = require "cjson"
+local launcher = require("analytics_engine.engine.launcher")
+local util = require("analytics_engine.util")
+local cjson = require("cjson")
 
 local IDLE = tonumber(os.getenv("IDLE") or "10000")
 local LORIS = tonumber(os.getenv("LORIS") or "1000")

@@ -2,8 +2,8 @@
 -- through ae.client (curl transport, ZenApiKey auth), timed with the core's
 -- monotonic clock around the loop only (start-up is benchmark 3's business).
 --   lua5.4 bench/percall_client.lua URL N   -> prints "seconds calls"
-local ae = require "analytics_engine"
-local core = require "analytics_engine.core"
+local ae = require("analytics_engine")
+local core = require("analytics_engine.core")
 
 local url, n = arg[1], tonumber(arg[2] or "20000")
 assert(url and n, "usage: percall_client.lua URL N")

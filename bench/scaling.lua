@@ -14,11 +14,11 @@
 -- Writes bench/scaling.svg (or SCALING_SVG) and name=value lines to
 -- BENCH_RESULTS.
 --   lua5.4 bench/scaling.lua AEFLOW_BIN WORKDIR
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
-local ae = require "analytics_engine"
-local svg = require "scaling_svg"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
+local ae = require("analytics_engine")
+local svg = require("scaling_svg")
 
 local bin, work = arg[1], arg[2]
 assert(bin and work, "usage: scaling.lua AEFLOW_BIN WORKDIR")
@@ -165,7 +165,7 @@ end
 -- running applications as the runner. Returns creates per second.
 local CONNS = tonumber(os.getenv("SCALING_CONNS") or "32")
 local function engine_creates(n)
-  local loop = require "analytics_engine.loop"
+  local loop = require("analytics_engine.loop")
   local path = ("%s/load-%d"):format(work, n)
   local e = start_engine(path .. "/engine", n)
   local sched = loop.new { max_transfers = CONNS }

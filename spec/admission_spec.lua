@@ -1,8 +1,8 @@
 -- Admission's arithmetic: demand over the defaults, what fits, the numbers
 -- people read, the plan's waves, and AIMD under 429/503.
-local admission = require "analytics_engine.workflow.admission"
-local resources = require "analytics_engine.resources"
-local dsl = require "analytics_engine.workflow.dsl"
+local admission = require("analytics_engine.workflow.admission")
+local resources = require("analytics_engine.resources")
+local dsl = require("analytics_engine.workflow.dsl")
 
 local huge = math.huge
 
@@ -84,7 +84,7 @@ end)
 
 -- Poll until fn() holds (a signal reaches a process asynchronously) -> whether it did.
 local function helper_eventually(fn)
-  local core = require "analytics_engine.core"
+  local core = require("analytics_engine.core")
   local deadline = core.monotime() + 10
   while core.monotime() < deadline do
     if fn() then return true end
@@ -94,8 +94,8 @@ local function helper_eventually(fn)
 end
 
 describe("admission turns between runs on one machine", function()
-  local peers = require "analytics_engine.workflow.admission_peers"
-  local core = require "analytics_engine.core"
+  local peers = require("analytics_engine.workflow.admission_peers")
+  local core = require("analytics_engine.core")
   local dir
   local iid = "11111111-2222-4333-8444-555555555555"
   before_each(function()
@@ -154,7 +154,7 @@ end)
 
 describe("admission in the live view", function()
   it("counts held for quota apart from the service's queue", function()
-    local live = require "analytics_engine.workflow.live"
+    local live = require("analytics_engine.workflow.live")
     local c = { finished = 1, failed = 0, stopped = 0, running = 3, queued = 1, submitted = 5, held = 4 }
     assert.equals("1/10 finished · 3 running · 4 held for quota · 2 queued", live.fanout_text(c, 10, false))
     local out = {}

@@ -1,5 +1,5 @@
-local api = require "analytics_engine.api"
-local client = require "analytics_engine.client"
+local api = require("analytics_engine.api")
+local client = require("analytics_engine.client")
 
 describe("the operations table", function()
   it("has a client method for every operation", function()

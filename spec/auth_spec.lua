@@ -1,5 +1,5 @@
-local auth = require "analytics_engine.auth"
-local util = require "analytics_engine.util"
+local auth = require("analytics_engine.auth")
+local util = require("analytics_engine.util")
 
 local function jwt(claims)
   return util.b64url_encode('{"alg":"HS256"}') .. "." .. util.b64url_encode(util.json_encode(claims)) .. ".sig"

@@ -2,9 +2,9 @@
 -- malformed ids, hostile servers (not JSON, truncated, 100 MB, slow loris),
 -- expired tokens, wrong credentials and a TLS mismatch. Each must end in one
 -- clear line on stderr and exit code 2 (usage) or 1 (the run failed).
-local core = require "analytics_engine.core"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local FIXTURES = "spec/fixtures/workflows/"
 

@@ -3,10 +3,10 @@
 -- before and after acting, 2-second stalls) and the runner is killed with
 -- SIGKILL three times and resumed. The promise under test: the run completes
 -- and every item's application was created exactly once.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local ITEMS = 200
 

@@ -1,9 +1,9 @@
 -- aeflow's conventions: help after any verb, --json, no binary on a terminal,
 -- and one local engine found by one rule, never left running unless asked.
-local util = require "analytics_engine.util"
-local core = require "analytics_engine.core"
-local aeflow = require "helpers.aeflow"
-local launcher = require "analytics_engine.engine.launcher"
+local util = require("analytics_engine.util")
+local core = require("analytics_engine.core")
+local aeflow = require("helpers.aeflow")
+local launcher = require("analytics_engine.engine.launcher")
 
 local function tmpdir()
   return assert(launcher.temp_dir("aeflow-conv-"))
@@ -207,7 +207,7 @@ describe("aeflow conventions", function()
 
   it("loads a verb's module only when that verb runs: --version and validate load no client or engine", function()
     -- Every verb a cli/ module defines is in the verb table (else it could not be run).
-    local cli = require "analytics_engine.cli"
+    local cli = require("analytics_engine.cli")
     local all = cli.commands()
     for _, m in ipairs { "call", "serve", "logs", "offline", "run", "report", "orphans", "exec", "runs", "retry" } do
       for verb, def in pairs(require("analytics_engine.cli." .. m)) do

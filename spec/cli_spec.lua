@@ -1,7 +1,7 @@
 -- aeflow's one-off verbs against a real local engine.
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 describe("aeflow call", function()
   local e

@@ -1,8 +1,8 @@
 -- The client end to end against a real local engine on loopback.
-local ae = require "analytics_engine"
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
+local ae = require("analytics_engine")
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
 
 local function client_for(e, extra)
   local opts = { retries = { max_attempts = 3, base_delay = 0.01, max_delay = 0.05 } }
@@ -334,7 +334,7 @@ describe("client against a broken server", function()
 end)
 
 -- Under nginx the client runs on cosockets and must not load the C core
--- (libcurl and libmicrohttpd in a worker): `require "analytics_engine"`, a
+-- (libcurl and libmicrohttpd in a worker): `require("analytics_engine")`, a
 -- client on another transport and its calls leave `analytics_engine.core`
 -- unloaded. A fresh Lua process, so nothing loaded by other specs counts.
 describe("the client without the C core", function()
@@ -342,7 +342,7 @@ describe("the client without the C core", function()
     local script = [[
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
-local ae = require "analytics_engine"
+local ae = require("analytics_engine")
 local tr = { request = function() return { status = 200, headers = {}, body = '{"ok":true}' } end,
              now = function() return 0 end, sleep = function() end }
 local c = assert(ae.client { url = "http://127.0.0.1:1", instance_id = "e64c907a-e82f-46fd-addc-ccfafbd28b09",

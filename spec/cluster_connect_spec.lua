@@ -1,8 +1,8 @@
 -- c:connect_cluster through the client against a real local engine: the
 -- engine's own line protocol on the cluster `connect` WebSocket (docs/websocket.md).
-local helper = require "helpers.engine"
-local ae = require "analytics_engine"
-local loop = require "analytics_engine.loop"
+local helper = require("helpers.engine")
+local ae = require("analytics_engine")
+local loop = require("analytics_engine.loop")
 
 describe("cluster connect", function()
   local e, c, cid

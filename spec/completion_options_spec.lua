@@ -2,9 +2,9 @@
 -- option of every verb (serve's are the engine's option table), and nothing
 -- a verb would refuse. Hand-kept lists drift: serve's --allow-any-program and
 -- report's --output were missing from both.
-local cli = require "analytics_engine.cli"
-local engine_main = require "analytics_engine.engine.main"
-local util = require "analytics_engine.util"
+local cli = require("analytics_engine.cli")
+local engine_main = require("analytics_engine.engine.main")
+local util = require("analytics_engine.util")
 
 local bash = assert(util.read_file("contrib/aeflow.bash"))
 local zsh = assert(util.read_file("contrib/_aeflow"))

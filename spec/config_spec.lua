@@ -1,4 +1,4 @@
-local config = require "analytics_engine.config"
+local config = require("analytics_engine.config")
 
 local function env(t) return function(k) return t[k] end end
 

@@ -2,9 +2,9 @@
 -- lazily built response headers, and easy handles that keep their options
 -- from one request to the next (issue 7's per-call work), against the same
 -- loopback test server as core_http_spec.
-local core = require "analytics_engine.core"
-local cjson = require "cjson"
-local http_server = require "helpers.http_server"
+local core = require("analytics_engine.core")
+local cjson = require("cjson")
+local http_server = require("helpers.http_server")
 
 describe("core.http_session request path", function()
   local srv, base

@@ -1,8 +1,8 @@
 -- analytics_engine.core http_session against a real HTTP/1.1 server on loopback
 -- (spec/helpers/test_http_server.py, Python stdlib only).
-local core = require "analytics_engine.core"
-local cjson = require "cjson"
-local http_server = require "helpers.http_server"
+local core = require("analytics_engine.core")
+local cjson = require("cjson")
+local http_server = require("helpers.http_server")
 
 local function wall_clock()
   local p = assert(io.popen("date +%s.%N"))

@@ -1,7 +1,7 @@
 -- analytics_engine.core process and system helpers.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local shell = require "helpers.shell"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local shell = require("helpers.shell")
 
 local read, sh = util.read_file, shell.ok
 

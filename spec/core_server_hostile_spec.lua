@@ -2,9 +2,9 @@
 -- connections. Clients are raw sockets (spec/helpers/raw_client.py: Lua
 -- cannot half-close a socket); the spec answers from its poll loop one
 -- iteration later, as the engine does when it writes state first.
-local core = require "analytics_engine.core"
-local cjson = require "cjson"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local cjson = require("cjson")
+local util = require("analytics_engine.util")
 
 local HELPER = "spec/helpers/raw_client.py"
 

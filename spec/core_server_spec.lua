@@ -1,9 +1,9 @@
 -- analytics_engine.core http_server: the libmicrohttpd server driven from Lua.
 -- Clients are one-shot python3 scripts (stdlib http.client) run in the
 -- background while the spec answers requests from its poll loop.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local cjson = require "cjson"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local cjson = require("cjson")
 
 local CLIENT_PY = [=[
 import http.client, json, os, sys, threading

@@ -1,7 +1,7 @@
 -- The C core's SQLite binding: open, exec, run, query, rows, prepared
 -- statements, transactions, errors as nil + one line, and closing twice.
 -- Runs under `make valgrind` too (spec/core_*_spec.lua).
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local function tmpdb()
   local p = os.tmpname()

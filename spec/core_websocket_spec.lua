@@ -1,6 +1,6 @@
 -- The C core's WebSocket client against the core's own server side
 -- (server:accept_websocket), both driven from this one thread.
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 -- Step the server while cond() is false; returns what cond returned.
 local function pump(srv, state, cond)

@@ -1,8 +1,8 @@
 -- Help for every verb, the man page, the bash completion and the LDoc
 -- reference stay in step with the code.
-local cli = require "analytics_engine.cli"
-local api = require "analytics_engine.api"
-local aeflow = require "helpers.aeflow"
+local cli = require("analytics_engine.cli")
+local api = require("analytics_engine.api")
+local aeflow = require("helpers.aeflow")
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
@@ -103,7 +103,7 @@ describe("the workflow reference", function()
     for name in pairs(require("analytics_engine.workflow.actions").list) do
       assert.truthy(fresh:find("| `" .. name .. "` |", 1, true), name)
     end
-    local schema = require "analytics_engine.workflow.schema"
+    local schema = require("analytics_engine.workflow.schema")
     for _, t in ipairs { schema.step, schema.workflow, schema.submit } do
       for key in pairs(t) do assert.truthy(fresh:find("| `" .. key .. "`", 1, true), key) end
     end

@@ -1,9 +1,9 @@
 -- The one duration grammar (analytics_engine.duration) and the places that
 -- read durations through it: step options, the engine's time limits, plan text.
-local duration = require "analytics_engine.duration"
-local schema = require "analytics_engine.workflow.schema"
-local plan = require "analytics_engine.workflow.plan"
-local apps = require "analytics_engine.engine.apps"
+local duration = require("analytics_engine.duration")
+local schema = require("analytics_engine.workflow.schema")
+local plan = require("analytics_engine.workflow.plan")
+local apps = require("analytics_engine.engine.apps")
 
 describe("durations", function()
   it("parses numbers, units and their sums", function()

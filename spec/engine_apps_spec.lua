@@ -1,8 +1,8 @@
 -- End to end: Spark applications on the local engine run as real local
 -- processes; the seed's three sample payloads run verbatim.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local LONG_TIME, ISO_TIME, MISSING = helper.LONG_TIME, helper.ISO_TIME, helper.MISSING
 

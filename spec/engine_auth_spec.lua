@@ -1,9 +1,9 @@
 -- The local engine's security: the role matrix (401 for who you are, 403 for
 -- what you may do), tokens signed and expiring, request size limits, the
 -- default bind address, and no secret in its log, state or files.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local sha256_hex = helper.sha256_hex
 

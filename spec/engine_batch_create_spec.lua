@@ -3,10 +3,10 @@
 -- them, refused (503) only for those that would really wait. The first of a
 -- batch is queued until the next tick starts it; it must not make the
 -- others look as if they waited behind it.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local loop = require "analytics_engine.loop"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local loop = require("analytics_engine.loop")
+local helper = require("helpers.engine")
 
 describe("local engine, overlapping creates with queuing_enabled false", function()
   local e, root

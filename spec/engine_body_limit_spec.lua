@@ -3,10 +3,10 @@
 -- the engine read the whole body first, and a client that stopped mid-body
 -- waited --request-timeout (30 s) for no answer. A real engine on loopback;
 -- raw sockets from spec/helpers/raw_client.py.
-local core = require "analytics_engine.core"
-local cjson = require "cjson"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local cjson = require("cjson")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local HELPER = "spec/helpers/raw_client.py"
 

@@ -3,10 +3,10 @@
 -- die_with_parent), what they started by the sweep of the next engine on the
 -- same data directory (the AE_ENGINE_DATA marker), and a restarted engine
 -- runs exactly one Jupyter Server. Real engine, real Jupyter Server, real kernel.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local children = require "analytics_engine.engine.children"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local children = require("analytics_engine.engine.children")
+local helper = require("helpers.engine")
 
 local function temp_dir() return helper.temp_dir("ae-children-spec-") end
 
@@ -71,7 +71,7 @@ describe("core.spawn die_with_parent", function()
     local script = dir .. "/parent.lua"
     helper.write(script, ([[
 package.cpath = "build/?.so;" .. package.cpath
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 local pid = assert(core.spawn{ argv = { "sleep", "300" }, die_with_parent = "KILL" })
 local f = io.open(%q, "w") f:write(pid) f:close()
 core.sleep(300)

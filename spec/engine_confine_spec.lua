@@ -3,10 +3,10 @@
 -- when it is of a known type (for non-admins). Escapes tried: /bin/sh, ".."
 -- traversal, a NUL inside the path, a symlink out of the root, file: URIs.
 -- Admins go further only on a loopback engine started with --allow-any-program.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local function sha256_hex(s) return util.hex(core.sha256(s)) end
 

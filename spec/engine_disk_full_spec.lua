@@ -3,9 +3,9 @@
 -- block: every create is refused 507 with one line and leaves no trace (not
 -- listed, its process never runs, gone after a restart), reads answer from
 -- memory, and service resumes by itself when space returns.
-local core = require "analytics_engine.core"
-local helper = require "helpers.engine"
-local shell = require "helpers.shell"
+local core = require("analytics_engine.core")
+local helper = require("helpers.engine")
+local shell = require("helpers.shell")
 
 local sh = shell.ok
 

@@ -1,7 +1,7 @@
 -- End to end: fault injection (--faults RATE --fault-kinds K) and the
 -- engine's stats, which let specs count attempts.
-local core = require "analytics_engine.core"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local helper = require("helpers.engine")
 
 local function stats(e)
   local status, b = helper.request(e, "GET", "/engine/v1/stats")

@@ -4,9 +4,9 @@
 -- the engine closes). The latency figures go to bench/README.md (make
 -- bench-flood); this spec asserts only that every legitimate request was
 -- answered and that the engine's guard did the closing.
-local core = require "analytics_engine.core"
-local cjson = require "cjson"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local cjson = require("cjson")
+local helper = require("helpers.engine")
 
 local function flood(e, idle, loris, seconds)
   local port = tonumber(e.url:match(":(%d+)$"))

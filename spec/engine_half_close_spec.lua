@@ -2,9 +2,9 @@
 -- create_application and then shutdown(SHUT_WR) (as some clients and proxies
 -- do). Every one gets its 202, and exactly 40 applications exist: no request
 -- ran unanswered, so no client had reason to retry into a duplicate.
-local cjson = require "cjson"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local cjson = require("cjson")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 describe("half-closed create_application requests", function()
   local e, root

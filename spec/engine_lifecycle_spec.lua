@@ -1,7 +1,7 @@
 -- engine/lifecycle.lua, the one owner of the engine's live applications, its
 -- queue, their processes and the reaping set; with real processes.
-local core = require "analytics_engine.core"
-local lifecycle = require "analytics_engine.engine.lifecycle"
+local core = require("analytics_engine.core")
+local lifecycle = require("analytics_engine.engine.lifecycle")
 
 describe("the engine's lifecycle", function()
   it("keeps the queue in submission order and forgets what is retired", function()

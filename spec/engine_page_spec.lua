@@ -1,10 +1,10 @@
 -- The local engine's own page at /: refused without credentials, a login
 -- form that sets an HttpOnly SameSite=Strict session cookie (not the key),
 -- applications with their output, no secret anywhere, rendered by chromium.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local browser = require "helpers.browser"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local browser = require("helpers.browser")
 
 local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded", Authorization = false, Accept = "text/html" }
 

@@ -2,16 +2,16 @@
 -- 100-application run (a separate client process submitting, applications
 -- running and queued), restarted on the same --data, and every record it had
 -- acknowledged is there; what was live is FAILED with engine_restarted.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 -- The client: submits `n` applications one after another and appends each
 -- acknowledged id to `out` (flushed), so the file holds exactly what the
 -- engine answered 202 to. Stops at the first failure (the engine died).
 local SUBMITTER = [[
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 local url, iid, auth, out, n = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5])
 local f = assert(io.open(out, "a"))
 f:setvbuf("no")
@@ -187,7 +187,7 @@ describe("local engine state migration", function()
 end)
 
 describe("engine.state", function()
-  local state = require "analytics_engine.engine.state"
+  local state = require("analytics_engine.engine.state")
   local path
   before_each(function()
     path = helper.db_path()
@@ -297,7 +297,7 @@ describe("engine.state", function()
 end)
 
 describe("aeflow serve's parse of the engine's options", function()
-  local main = require "analytics_engine.cli.serve" -- the CLI parses the engine's options
+  local main = require("analytics_engine.cli.serve") -- the CLI parses the engine's options
   it("takes the quota, timeout and Spark options", function()
     local o = assert(main.parse({ "--quota-cores", "8", "--quota-memory", "32Gi", "--app-timeout", "15m",
       "--spark-master", "yarn", "--deploy-mode", "cluster" }))

@@ -3,9 +3,9 @@
 -- application) controls that used to reach a JSON answer or the operator's
 -- terminal unescaped. Against a real engine on loopback; raw bytes through
 -- spec/helpers/raw_client.py (libcurl would percent-encode them).
-local cjson = require "cjson"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local cjson = require("cjson")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local RAW_CLIENT = "spec/helpers/raw_client.py"
 

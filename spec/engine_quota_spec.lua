@@ -2,7 +2,7 @@
 -- that does not fit the instance's limits waits QUEUED with state_details
 -- instance_quota_exhausted and starts, first come first served, when
 -- capacity frees; current_resource_consumption reports running and pending.
-local helper = require "helpers.engine"
+local helper = require("helpers.engine")
 
 describe("local engine quota and scheduling", function()
   local e, root

@@ -4,11 +4,11 @@
 -- for every role, no credentials and bad credentials, and expects 401 for who
 -- you are, 403 for what you may do, and an answer past the check otherwise.
 -- The WebSocket doors are also opened for real (an Upgrade): same answers.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
-local router = require "analytics_engine.engine.router"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
+local router = require("analytics_engine.engine.router")
+local helper = require("helpers.engine")
 
 local KEYS = { editor = "editor-key-0123456789", user = "user-key-0123456789", viewer = "viewer-key-0123456789" }
 local WHO = { "admin", "editor", "user", "viewer", "none", "bad" }

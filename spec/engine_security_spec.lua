@@ -3,9 +3,9 @@
 -- next request is answered; WebSocket clients that close with an empty
 -- payload, with codes that must not be sent, or drop the TCP connection after
 -- an execute_request do not end the engine. Real engine, real Jupyter Server.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local hostile = helper.hostile_ws
 
@@ -23,7 +23,7 @@ end
 local function active_cluster(e) return helper.active_cluster(e, "c") end
 
 describe("close codes and reasons the engine sends (guard)", function()
-  local guard = require "analytics_engine.engine.guard"
+  local guard = require("analytics_engine.engine.guard")
   it("never sends 1005, 1006, 1015 or a code outside what RFC 6455 allows", function()
     local want = { [0] = 1000, [1000] = 1000, [1001] = 1001, [1004] = 1011, [1005] = 1000, [1006] = 1011,
                    [1011] = 1011, [1015] = 1011, [1016] = 1011, [2999] = 1011, [3000] = 3000, [4999] = 4999,

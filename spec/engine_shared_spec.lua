@@ -1,9 +1,9 @@
 -- One local engine shared by commands run at the same time from one directory:
 -- the command that started it must not stop it under another that uses it, and
 -- the last one out stops it (also when its starter was killed with -9).
-local core = require "analytics_engine.core"
-local aeflow = require "helpers.aeflow"
-local launcher = require "analytics_engine.engine.launcher"
+local core = require("analytics_engine.core")
+local aeflow = require("helpers.aeflow")
+local launcher = require("analytics_engine.engine.launcher")
 
 local function wf(name, seconds)
   return ([[

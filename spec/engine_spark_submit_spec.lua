@@ -4,9 +4,9 @@
 -- application's stdout. Also: the engine's --spark-master/--deploy-mode
 -- pass-through, SPARK_HOME discovery, the real history server's scripts run
 -- from SPARK_HOME, and `aeflow logs`.
-local helper = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
-local runner = require "analytics_engine.engine.runner"
+local helper = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
+local runner = require("analytics_engine.engine.runner")
 
 local RECORDER = '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n'
 

@@ -1,9 +1,9 @@
 -- End to end: a real local engine on 127.0.0.1, every non-application
 -- endpoint of the v4 API against the vendor's example shapes, routing errors
 -- and authentication. Applications are in engine_apps_spec.lua.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local LONG_TIME, ISO_TIME, MISSING = helper.LONG_TIME, helper.ISO_TIME, helper.MISSING
 

@@ -1,8 +1,8 @@
 -- The engine refuses a damaged state database at start with one line that
 -- says what is wrong and what to do, and exit code 1: never a traceback.
-local core = require "analytics_engine.core"
-local helper = require "helpers.engine"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local helper = require("helpers.engine")
+local util = require("analytics_engine.util")
 
 -- Run `aeflow serve` on dir (it exits at once on a bad database) -> output, exit code.
 local function serve(dir)

@@ -1,9 +1,9 @@
 -- HTTPS: the engine serves a certificate and key given with --tls-cert and
 -- --tls-key (a self-signed pair made with openssl at test time); the client
 -- verifies it against that certificate as its CA file and refuses it without.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local function sh(cmd)
   local ok = os.execute(cmd .. " >/dev/null 2>&1")

@@ -1,12 +1,12 @@
 -- Unit specs for the engine's pure parts: routing by api.lua's rows, fault
 -- decisions, option parsing, validation, resource arithmetic, run plans.
-local api = require "analytics_engine.api"
-local util = require "analytics_engine.util"
-local router = require "analytics_engine.engine.router"
-local faults = require "analytics_engine.engine.faults"
-local apps = require "analytics_engine.engine.apps"
-local runner = require "analytics_engine.engine.runner"
-local main = require "analytics_engine.cli.serve" -- the CLI parses the engine's options
+local api = require("analytics_engine.api")
+local util = require("analytics_engine.util")
+local router = require("analytics_engine.engine.router")
+local faults = require("analytics_engine.engine.faults")
+local apps = require("analytics_engine.engine.apps")
+local runner = require("analytics_engine.engine.runner")
+local main = require("analytics_engine.cli.serve") -- the CLI parses the engine's options
 
 local IID = "e64c907a-e82f-46fd-addc-ccfafbd28b09"
 local AID = "ff48cc19-0e7e-4627-aac6-0b4ad080397b"

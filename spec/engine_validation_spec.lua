@@ -1,11 +1,11 @@
 -- One validation layer for every request body (schemas.lua applied by
 -- engine/validate.lua), against a real engine: each refusal is a 400 in the
 -- service's error shape naming the field, and nothing refused is stored.
-local cjson = require "cjson"
-local util = require "analytics_engine.util"
-local resources = require "analytics_engine.resources"
-local validate = require "analytics_engine.engine.validate"
-local helper = require "helpers.engine"
+local cjson = require("cjson")
+local util = require("analytics_engine.util")
+local resources = require("analytics_engine.resources")
+local validate = require("analytics_engine.engine.validate")
+local helper = require("helpers.engine")
 
 describe("request body validation (real engine)", function()
   local e

@@ -1,7 +1,7 @@
 -- The engine's answers for applications (engine/views.lua): the cached
 -- get_application_state text follows every change of the record it shows.
-local views = require "analytics_engine.engine.views"
-local util = require "analytics_engine.util"
+local views = require("analytics_engine.engine.views")
+local util = require("analytics_engine.util")
 
 describe("engine views", function()
   local function rec()

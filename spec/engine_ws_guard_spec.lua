@@ -4,8 +4,8 @@
 -- lives on; and sessions count in --max-connections, the ones idle the
 -- longest closed with 1001 when the engine is at its limit. A real engine on
 -- loopback, raw sockets from spec/helpers/hostile_ws_client.py.
-local core = require "analytics_engine.core"
-local helper = require "helpers.engine"
+local core = require("analytics_engine.core")
+local helper = require("helpers.engine")
 
 local function hostile(e, path, ...) return helper.hostile_ws(e, path, nil, ...) end
 

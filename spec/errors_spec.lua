@@ -1,4 +1,4 @@
-local errors = require "analytics_engine.errors"
+local errors = require("analytics_engine.errors")
 
 local function res(status, body, headers)
   return { status = status, body = body, headers = headers or { ["content-type"] = "application/json" } }

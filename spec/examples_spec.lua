@@ -1,9 +1,9 @@
 -- Every example in workflows/ runs against a real local engine, from a
 -- directory other than the repository (paths resolve from the file).
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
-local core = require "analytics_engine.core"
-local launcher = require "analytics_engine.engine.launcher"
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
+local core = require("analytics_engine.core")
+local launcher = require("analytics_engine.engine.launcher")
 
 local ROOT = core.realpath(".")
 

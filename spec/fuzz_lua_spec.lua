@@ -1,10 +1,10 @@
 -- Fuzzing the Lua-side parsers with a fixed seed (reproducible): random and
 -- truncated input must never raise, and every failure is a one-line message.
 -- The C-side parsers have libFuzzer targets in fuzz/ (make fuzz-short).
-local util = require "analytics_engine.util"
-local retry = require "analytics_engine.retry"
-local errors = require "analytics_engine.errors"
-local dsl = require "analytics_engine.workflow.dsl"
+local util = require("analytics_engine.util")
+local retry = require("analytics_engine.retry")
+local errors = require("analytics_engine.errors")
+local dsl = require("analytics_engine.workflow.dsl")
 
 local SEED = 20261124
 local N = 3000

@@ -1,12 +1,12 @@
 -- Output a server cannot forge: escapes shown, the caller's credentials
 -- masked, in every view (lines, NDJSON, live, summary, report, state file),
 -- unit by unit and end to end against a hostile server.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local render = require "analytics_engine.workflow.render"
-local report = require "analytics_engine.report"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local render = require("analytics_engine.workflow.render")
+local report = require("analytics_engine.report")
+local aeflow = require("helpers.aeflow")
 
 local SECRET = "s3cr3t-t0ken-xyz"
 local EVIL = "boom \27]0;pwned\7 \27[31mred\27[0m \194\155 2J Bearer " .. SECRET

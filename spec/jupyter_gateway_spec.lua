@@ -4,10 +4,10 @@
 -- channels WebSocket: kernelspecs, start, execute, interrupt, delete. The
 -- engine must be alive and answering afterwards (an ordinary delete after a
 -- session used to end it). Nothing is mocked.
-local ae = require "analytics_engine"
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local helper = require "helpers.engine"
+local ae = require("analytics_engine")
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local helper = require("helpers.engine")
 
 local EXEC = { timeout = 120 }
 

@@ -2,12 +2,12 @@
 -- and through the local engine's /jkg/api, which forwards to the Jupyter Server it
 -- starts. Real kernels run real Python; nothing is mocked. Fails when Jupyter
 -- cannot be started (Debian: python3-jupyter-server, python3-ipykernel).
-local ae = require "analytics_engine"
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local loop = require "analytics_engine.loop"
-local engine = require "helpers.engine"
-local jh = require "helpers.jupyter"
+local ae = require("analytics_engine")
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local loop = require("analytics_engine.loop")
+local engine = require("helpers.engine")
+local jh = require("helpers.jupyter")
 
 -- Generous: kernels start and restart slowly on a loaded machine (sanitizer runs).
 local EXEC = { timeout = 180 }

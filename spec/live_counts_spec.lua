@@ -1,7 +1,7 @@
 -- The live view keeps each step's counts between frames (the clock redraws
 -- 4 times a second; counting walks every application) and counts again
 -- after any event about applications.
-local live = require "analytics_engine.workflow.live"
+local live = require("analytics_engine.workflow.live")
 
 local function sink()
   local parts = {}

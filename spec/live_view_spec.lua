@@ -1,10 +1,10 @@
 -- The live view in a real terminal (tmux): it moves while a step waits, a
 -- fan-out shows as counts, and after Ctrl-C the last frame is the truth.
-local core = require "analytics_engine.core"
-local aeflow = require "helpers.aeflow"
-local engine = require "helpers.engine"
-local launcher = require "analytics_engine.engine.launcher"
-local shell = require "helpers.shell"
+local core = require("analytics_engine.core")
+local aeflow = require("helpers.aeflow")
+local engine = require("helpers.engine")
+local launcher = require("analytics_engine.engine.launcher")
+local shell = require("helpers.shell")
 
 local SOCKET = "aeflow-live-" .. core.getpid()
 

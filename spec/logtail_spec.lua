@@ -1,6 +1,6 @@
 -- workflow/logtail: the end of a failed application's stderr, or a pointer
 -- (reading it from a real local engine: spec/cli_conventions_spec.lua).
-local logtail = require "analytics_engine.workflow.logtail"
+local logtail = require("analytics_engine.workflow.logtail")
 
 describe("logtail", function()
   it("keeps the last lines, without the trailing blank ones", function()

@@ -1,5 +1,5 @@
-local scheduler = require "analytics_engine.loop"
-local core = require "analytics_engine.core"
+local scheduler = require("analytics_engine.loop")
+local core = require("analytics_engine.core")
 
 describe("loop", function()
   it("runs tasks to completion and returns their results through join", function()

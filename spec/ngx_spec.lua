@@ -1,11 +1,11 @@
 -- The client inside a real nginx (Debian's nginx + lua module, OpenResty's
 -- LuaJIT): handlers call real local engines through the ngx transport.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local nginx = require "helpers.nginx"
-local launcher = require "analytics_engine.engine.launcher"
-local ae = require "analytics_engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local nginx = require("helpers.nginx")
+local launcher = require("analytics_engine.engine.launcher")
+local ae = require("analytics_engine")
 
 -- A Lua literal for plain data (strings, numbers, booleans, tables).
 local function literal(v)
@@ -247,7 +247,7 @@ describe("the client in nginx without the C core", function()
       lua_package_cpath = system_cjson_dir() .. "/?.so",
       http = ([[
         init_worker_by_lua_block {
-          local ae = require "analytics_engine"
+          local ae = require("analytics_engine")
           package.loaded.spark = assert(ae.client(%s))
           package.loaded.spark_fast = assert(ae.client(%s))
         }
@@ -255,8 +255,8 @@ describe("the client in nginx without the C core", function()
       server = [[
         location /rt {
           content_by_lua_block {
-            local cjson = require "cjson"
-            local c = require "spark"
+            local cjson = require("cjson")
+            local c = require("spark")
             local rt, err = c:get_instance_default_runtime()
             ngx.say(cjson.encode {
               ok = rt ~= nil, version = rt and rt.spark_version, error = err and tostring(err),
@@ -267,8 +267,8 @@ describe("the client in nginx without the C core", function()
         }
         location /cluster {
           content_by_lua_block {
-            local cjson = require "cjson"
-            local c = require "spark_fast"
+            local cjson = require("cjson")
+            local c = require("spark_fast")
             local out = {}
             local _, merr = c:connect_cluster("00000000-0000-4000-8000-000000000000")
             out.missing = merr and merr.status
@@ -299,7 +299,7 @@ describe("the client in nginx without the C core", function()
         }
         location /kernel {
           content_by_lua_block {
-            local cjson = require "cjson"
+            local cjson = require("cjson")
             local s, err = require("spark_fast"):connect_kernel(ngx.var.arg_id)
             if not s then ngx.say(cjson.encode { error = tostring(err) }) return end
             local r, xerr = s:execute("import time\ntime.sleep(2)\n6*7", { timeout = 30 })

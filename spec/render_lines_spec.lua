@@ -1,6 +1,6 @@
 -- The lines view (logs, CI): a "still running" line after a quiet spell, so
 -- a long wait does not look frozen; nothing extra while events flow.
-local render = require "analytics_engine.workflow.render"
+local render = require("analytics_engine.workflow.render")
 
 local function sink()
   local buf = {}

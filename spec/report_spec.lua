@@ -1,11 +1,11 @@
 -- aeflow report: a real run (a retried step, a failure, a finally) with the
 -- real binary against a real local engine, its report rendered by Debian's
 -- chromium and checked by tidy.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
-local browser = require "helpers.browser"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
+local browser = require("helpers.browser")
 
 local WORKFLOW = [[
 return workflow "report-demo" {

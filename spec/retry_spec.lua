@@ -1,5 +1,5 @@
-local retry = require "analytics_engine.retry"
-local errors = require "analytics_engine.errors"
+local retry = require("analytics_engine.retry")
+local errors = require("analytics_engine.errors")
 
 describe("retry policy", function()
   local function status(n) return errors.new { status = n } end

@@ -2,9 +2,9 @@
 -- `luarocks pack`, `luarocks install` of that .src.rock into a fresh tree works
 -- offline, and the installed `aeflow` runs from tree/bin with a clean
 -- environment (env -i: no LUA_PATH, no `luarocks path`, no PATH).
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
-local shell = require "helpers.shell"
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
+local shell = require("helpers.shell")
 
 local sh, q = shell.ok, shell.quote
 

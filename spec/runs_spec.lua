@@ -1,9 +1,9 @@
 -- Runs are kept and listed: each run's record in its own directory, `runs`
 -- lists them, `report` and `logs` default to the latest, `orphans` knows
 -- every kept run, `runs --prune` removes old ones.
-local util = require "analytics_engine.util"
-local aeflow = require "helpers.aeflow"
-local launcher = require "analytics_engine.engine.launcher"
+local util = require("analytics_engine.util")
+local aeflow = require("helpers.aeflow")
+local launcher = require("analytics_engine.engine.launcher")
 
 local WF = [[
 return workflow "kept" {

@@ -1,7 +1,7 @@
 -- sanitize: escapes and credentials, for everything printed or stored.
-local sanitize = require "analytics_engine.sanitize"
-local util = require "analytics_engine.util"
-local errors = require "analytics_engine.errors"
+local sanitize = require("analytics_engine.sanitize")
+local util = require("analytics_engine.util")
+local errors = require("analytics_engine.errors")
 
 describe("sanitize", function()
   it("shows control characters instead of sending them to the terminal", function()

@@ -2,10 +2,10 @@
 -- distinctive credentials, and every output, log, state file and event
 -- stream searched for them (raw and base64). A profile file others can read
 -- is refused.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local BAD_KEY = "apikey-MARKER-5f1e9c2d"
 local BAD_PASSWORD = "password-MARKER-a83b61f0"

@@ -1,8 +1,8 @@
 -- The local engine's answers against every example response on the vendor's
 -- page (spec/fixtures/seed/*.json, copied verbatim from the seed): each field
 -- of the example is present with the same JSON type, recursively.
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
 
 local function fixture(name)
   local f = assert(io.open("spec/fixtures/seed/" .. name .. ".json"))

@@ -1,8 +1,8 @@
 -- The lock beside a state file, against a hostile directory: a symlink planted
 -- at NAME.lock (a shared /tmp, a checked-out repo) must not make aeflow
 -- truncate and overwrite the file it points to. Found by QA: it did.
-local core = require "analytics_engine.core"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local aeflow = require("helpers.aeflow")
 
 describe("the state file's lock", function()
   local dir

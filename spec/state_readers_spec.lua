@@ -2,10 +2,10 @@
 -- its schema: a malformed file is one line naming the file and the field, never
 -- a traceback, `table: 0x…`, or (orphans) a run whose applications all look
 -- orphaned. Found by QA: report and orphans read state files unchecked.
-local util = require "analytics_engine.util"
-local state = require "analytics_engine.workflow.state"
-local aeflow = require "helpers.aeflow"
-local engine = require "helpers.engine"
+local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
+local aeflow = require("helpers.aeflow")
+local engine = require("helpers.engine")
 
 local GOOD = {
   version = 1, run_id = "abcd1234", workflow = "st", status = "succeeded", params = {}, finally = {},

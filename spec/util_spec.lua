@@ -1,4 +1,4 @@
-local util = require "analytics_engine.util"
+local util = require("analytics_engine.util")
 
 describe("util", function()
   describe("is_uuid", function()

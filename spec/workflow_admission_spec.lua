@@ -1,10 +1,10 @@
 -- Quota-aware admission end to end: real `aeflow run`s against a real local
 -- engine with a small quota. Nothing is ever QUEUED on the engine (its own
 -- records say so), both runs finish, and submissions follow their intents.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 -- Every application's state history from the engine's own store.
 local function engine_records(e)

@@ -1,5 +1,5 @@
-local dsl = require "analytics_engine.workflow.dsl"
-local util = require "analytics_engine.util"
+local dsl = require("analytics_engine.workflow.dsl")
+local util = require("analytics_engine.util")
 
 local FIX = "spec/fixtures/workflows/"
 

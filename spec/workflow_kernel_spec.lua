@@ -1,9 +1,9 @@
 -- The `kernel` action end to end: the real aeflow binary runs a workflow
 -- against a real local engine, which runs real kernels in the Jupyter Server
 -- it starts. The kernel is deleted at the end however the step ends.
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 describe("aeflow run with a kernel step", function()
   local e, dir

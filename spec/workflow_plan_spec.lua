@@ -1,5 +1,5 @@
-local dsl = require "analytics_engine.workflow.dsl"
-local plan = require "analytics_engine.workflow.plan"
+local dsl = require("analytics_engine.workflow.dsl")
+local plan = require("analytics_engine.workflow.plan")
 
 local FIX = "spec/fixtures/workflows/"
 

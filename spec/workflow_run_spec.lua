@@ -1,8 +1,8 @@
 -- aeflow run end to end: the real binary against a real local engine.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local function state_of(path)
   return util.json_decode(aeflow.read(path))

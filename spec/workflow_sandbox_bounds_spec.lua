@@ -1,10 +1,10 @@
 -- What the sandbox's count hook cannot see: one C call that allocates
 -- gigabytes or never returns, a symlink beside the workflow, and the file's
 -- own text printed by `aeflow plan`. Found by QA; each case failed before.
-local core = require "analytics_engine.core"
-local dsl = require "analytics_engine.workflow.dsl"
-local sandbox = require "analytics_engine.workflow.sandbox"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local dsl = require("analytics_engine.workflow.dsl")
+local sandbox = require("analytics_engine.workflow.sandbox")
+local aeflow = require("helpers.aeflow")
 
 local OK = '\nreturn workflow "w" { step "a" { delete_limits = true } }\n'
 

@@ -1,9 +1,9 @@
 -- Workflow files are loaded in a sandbox: an allow-list environment, bounded
 -- in time and instructions, with documented helpers for what a file needs.
-local core = require "analytics_engine.core"
-local dsl = require "analytics_engine.workflow.dsl"
-local sandbox = require "analytics_engine.workflow.sandbox"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local dsl = require("analytics_engine.workflow.dsl")
+local sandbox = require("analytics_engine.workflow.sandbox")
+local aeflow = require("helpers.aeflow")
 
 local OK = '\nreturn workflow "w" { step "a" { delete_limits = true } }\n'
 

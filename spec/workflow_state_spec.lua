@@ -1,11 +1,11 @@
 -- The state file: one runner per run (an flock beside it), a schema checked
 -- on --resume, old layouts migrated. End to end with the real binary and a
 -- real local engine.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local state = require "analytics_engine.workflow.state"
-local engine = require "helpers.engine"
-local aeflow = require "helpers.aeflow"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
+local engine = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
 
 local function tokens_of(apps)
   local count = {}

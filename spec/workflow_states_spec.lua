@@ -2,9 +2,9 @@
 -- poller's interval has grown is still seen RUNNING (polled about one
 -- interval after it was submitted, not after the grown sleep), and a
 -- `wait = false` application's state is followed and reported.
-local util = require "analytics_engine.util"
-local aeflow = require "helpers.aeflow"
-local launcher = require "analytics_engine.engine.launcher"
+local util = require("analytics_engine.util")
+local aeflow = require("helpers.aeflow")
+local launcher = require("analytics_engine.engine.launcher")
 
 describe("application states in a run", function()
   local dir

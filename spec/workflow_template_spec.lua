@@ -1,4 +1,4 @@
-local template = require "analytics_engine.workflow.template"
+local template = require("analytics_engine.workflow.template")
 
 local scope = {
   date = "2026-11-24", days = 7,

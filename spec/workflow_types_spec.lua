@@ -3,14 +3,14 @@
 -- string, or a table is either converted by the documented rule (and the body
 -- then passes the local engine's own request validation) or refused, with the
 -- same message at validate time (file:line) and at run time.
-local dsl = require "analytics_engine.workflow.dsl"
-local actions = require "analytics_engine.workflow.actions"
-local types = require "analytics_engine.workflow.types"
-local template = require "analytics_engine.workflow.template"
-local api = require "analytics_engine.api"
-local util = require "analytics_engine.util"
-local validate = require "analytics_engine.engine.validate"
-local aeflow = require "helpers.aeflow"
+local dsl = require("analytics_engine.workflow.dsl")
+local actions = require("analytics_engine.workflow.actions")
+local types = require("analytics_engine.workflow.types")
+local template = require("analytics_engine.workflow.template")
+local api = require("analytics_engine.api")
+local util = require("analytics_engine.util")
+local validate = require("analytics_engine.engine.validate")
+local aeflow = require("helpers.aeflow")
 
 -- Lua source for a value (tables, strings, numbers, booleans).
 local function lua(v)

@@ -3,8 +3,8 @@
 -- reference is generated too). Run: lua5.4 docs/ref/gen_operations.lua
 -- (spec/docs_spec.lua checks the file is current).
 package.path = "lua/?.lua;lua/?/init.lua;docs/ref/?.lua;" .. package.path
-local api = require "analytics_engine.api"
-local described = require "described"
+local api = require("analytics_engine.api")
+local described = require("described")
 
 local SUMMARY = described.parse [[
 get_instance                         The instance's details: state, resource quota, home volume.

@@ -6,9 +6,9 @@
 -- spec/docs_spec.lua checks the file is current. A table entry without a
 -- description below is an error: describe it here when you add it.
 package.path = "lua/?.lua;lua/?/init.lua;docs/ref/?.lua;" .. package.path
-local actions = require "analytics_engine.workflow.actions"
-local schema = require "analytics_engine.workflow.schema"
-local described = require "described"
+local actions = require("analytics_engine.workflow.actions")
+local schema = require("analytics_engine.workflow.schema")
+local described = require("described")
 
 local STEP = described.parse [[
 after                Steps this one comes after (it starts when they are done; a failed or skipped one skips it).

@@ -1,9 +1,9 @@
 --- Authentication: Bearer token, ZenApiKey, or a token from the
 -- /icp4d-api/v1/authorize exchange, cached and refreshed before it expires.
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
-local errors = require "analytics_engine.errors"
-local sanitize = require "analytics_engine.sanitize"
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
+local errors = require("analytics_engine.errors")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 local mt = { __index = _M }

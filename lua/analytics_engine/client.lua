@@ -3,16 +3,16 @@
 -- @classmod analytics_engine.client
 -- Policy lives here (validation, auth, retries, errors); the transport only
 -- moves bytes.
-local api = require "analytics_engine.api"
-local util = require "analytics_engine.util"
-local errors = require "analytics_engine.errors"
-local retry = require "analytics_engine.retry"
-local auth_mod = require "analytics_engine.auth"
-local config = require "analytics_engine.config"
-local waiter = require "analytics_engine.waiter"
-local kernel = require "analytics_engine.kernel"
-local connect = require "analytics_engine.connect"
-local version = require "analytics_engine.version"
+local api = require("analytics_engine.api")
+local util = require("analytics_engine.util")
+local errors = require("analytics_engine.errors")
+local retry = require("analytics_engine.retry")
+local auth_mod = require("analytics_engine.auth")
+local config = require("analytics_engine.config")
+local waiter = require("analytics_engine.waiter")
+local kernel = require("analytics_engine.kernel")
+local connect = require("analytics_engine.connect")
+local version = require("analytics_engine.version")
 
 local VERSION = version.VERSION
 

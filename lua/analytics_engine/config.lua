@@ -1,6 +1,6 @@
 --- Where client settings come from: arguments, then the environment, then a
 -- profile file that must not be readable by others.
-local util = require "analytics_engine.util"
+local util = require("analytics_engine.util")
 
 local _M = {}
 

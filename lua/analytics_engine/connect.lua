@@ -2,8 +2,8 @@
 -- cluster's `connect` endpoint, authenticated like every other call. The
 -- client makes the method from api.lua's row and hands this module the
 -- target (URL, headers, TLS options, loop); the session is the socket.
-local errors = require "analytics_engine.errors"
-local ws = require "analytics_engine.ws"
+local errors = require("analytics_engine.errors")
+local ws = require("analytics_engine.ws")
 
 local _M = {}
 

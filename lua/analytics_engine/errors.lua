@@ -3,8 +3,8 @@
 -- whatever a server said goes through sanitize (credentials masked, control
 -- characters shown as \x1b…) when the error is made, so `err.message` is as
 -- safe to print as `tostring(err)`.
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 

@@ -1,8 +1,8 @@
 --- analytics_engine: a client for the Analytics Engine powered by Apache
 -- Spark on Cloud Pak for Data (REST API v4).
 -- @module analytics_engine
-local client = require "analytics_engine.client"
-local util = require "analytics_engine.util"
+local client = require("analytics_engine.client")
+local util = require("analytics_engine.util")
 
 local _M = {
   VERSION = client.VERSION,
@@ -10,15 +10,15 @@ local _M = {
   null = util.null,
   TERMINAL_STATES = client.TERMINAL_STATES,
   is_terminal = client.is_terminal,
-  api = require "analytics_engine.api",
-  errors = require "analytics_engine.errors",
+  api = require("analytics_engine.api"),
+  errors = require("analytics_engine.errors"),
 }
 
 --- Make a client (see client.new).
 -- @tparam[opt] table opts settings; those not given come from AE_* variables, then the profile file
 -- @treturn analytics_engine.client the client, whose methods are the API operations
 -- @return nil and an error object when the configuration cannot work (no URL, bad instance id)
--- @usage local ae = require "analytics_engine"
+-- @usage local ae = require("analytics_engine")
 -- local c = assert(ae.client())          -- AE_URL, AE_INSTANCE_ID, AE_API_KEY ...
 -- local app = assert(c:create_application { application = "/jobs/etl.py" })
 -- local done = assert(c:wait_for_application(app.application_id, { timeout = 3600 }))

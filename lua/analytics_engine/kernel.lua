@@ -13,11 +13,11 @@
 -- another request (or to none this session made) is never mixed in. Under
 -- the client's loop a session waits without blocking other tasks; one task
 -- at a time reads the socket and hands messages to whoever asked.
-local util = require "analytics_engine.util"
-local errors = require "analytics_engine.errors"
-local connect = require "analytics_engine.connect"
-local loop_mod = require "analytics_engine.loop"
-local ngx_ws = require "analytics_engine.transport.ngx_ws"
+local util = require("analytics_engine.util")
+local errors = require("analytics_engine.errors")
+local connect = require("analytics_engine.connect")
+local loop_mod = require("analytics_engine.loop")
+local ngx_ws = require("analytics_engine.transport.ngx_ws")
 
 local _M = {}
 local Session = {}
@@ -37,7 +37,7 @@ local concat = table.concat
 -- worker: keep every core use in this module behind core().
 local function core()
   if ngx_ws.active() then return ngx_ws end
-  return require "analytics_engine.core"
+  return require("analytics_engine.core")
 end
 
 -- Jupyter counts cursor positions in code points.

@@ -32,7 +32,7 @@ end
 function _M.new(opts)
   opts = opts or {}
   if not core then
-    core = require "analytics_engine.core"
+    core = require("analytics_engine.core")
     monotime = core.monotime
   end
   return setmetatable({

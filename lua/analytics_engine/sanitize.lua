@@ -15,7 +15,7 @@
 --   in a query or a JSON body, the password of a URL's user info).
 --
 -- `clean` does both, and is what one-line messages go through.
-local util = require "analytics_engine.util"
+local util = require("analytics_engine.util")
 
 local _M = {}
 

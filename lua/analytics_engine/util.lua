@@ -1,5 +1,5 @@
 --- Small pure helpers shared by the client, the engine and the CLI.
-local cjson = require "cjson.safe"
+local cjson = require("cjson.safe")
 
 local _M = {}
 

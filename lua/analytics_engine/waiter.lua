@@ -1,8 +1,8 @@
 --- Waiting for applications: polling that backs off, one request per round
 -- however many applications are awaited, and no limit unless one is given.
-local errors = require "analytics_engine.errors"
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
+local errors = require("analytics_engine.errors")
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
 
 local _M = {}
 

@@ -3,8 +3,8 @@
 -- option, when the caller is one of its tasks) the call steps without
 -- blocking and the task waits in the loop's one wait (loop:wait_ws), so other
 -- tasks run meanwhile.
-local loop_mod = require "analytics_engine.loop"
-local ngx_ws = require "analytics_engine.transport.ngx_ws"
+local loop_mod = require("analytics_engine.loop")
+local ngx_ws = require("analytics_engine.transport.ngx_ws")
 
 local _M = {}
 local mt = { __index = _M }
@@ -23,7 +23,7 @@ local core
 local function monotime() return core.monotime() end
 local function load_core()
   if ngx_ws.active() then return ngx_ws end
-  core = core or require "analytics_engine.core"
+  core = core or require("analytics_engine.core")
   return core
 end
 

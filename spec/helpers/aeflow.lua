@@ -1,7 +1,7 @@
 --- Run the real `aeflow` binary from specs: in the background (to kill it)
 -- or to completion, with its output captured in files.
-local core = require "analytics_engine.core"
-local engine = require "helpers.engine"
+local core = require("analytics_engine.core")
+local engine = require("helpers.engine")
 
 local helper = {}
 

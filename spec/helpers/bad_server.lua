@@ -3,7 +3,7 @@
 -- killed. Run with: lua5.4 spec/helpers/bad_server.lua
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local srv = assert(core.http_server { host = "127.0.0.1", port = 0 })
 io.stdout:write("PORT ", srv:port(), "\n")

@@ -1,9 +1,9 @@
 --- Debian's chromium, headless, for specs: dump a page's DOM after it is
 -- rendered, or take a screenshot. A missing chromium is an error (the specs
 -- that need it fail, they do not skip).
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
 
 local helper = {}
 

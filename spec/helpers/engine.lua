@@ -1,13 +1,13 @@
 --- A real local engine for specs: started on 127.0.0.1, port 0, with a fresh
 -- data directory, and raw HTTP against it.
---   local helper = require "helpers.engine"
+--   local helper = require("helpers.engine")
 --   local e = helper.start{ "--token-ttl", "1" }     -- errors loudly if it cannot start
 --   local status, json, headers, raw = helper.request(e, "GET", helper.v4(e, "/default_runtime"))
 --   helper.stop(e)                                  -- also removes the temporary data directory
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
-local ae = require "analytics_engine"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
+local ae = require("analytics_engine")
 
 local helper = {}
 

@@ -2,12 +2,12 @@
 -- token, a fresh directory; started the way the local engine starts its own
 -- (engine/jupyter.lua). Raises when Jupyter cannot be started: specs that
 -- need it fail, they never skip.
---   local jh = require "helpers.jupyter"
+--   local jh = require("helpers.jupyter")
 --   local j = jh.start()          -- j.url, j.token, j.dir
 --   jh.stop(j)                    -- stops it (and its kernels), removes the directory
-local core = require "analytics_engine.core"
-local jupyter = require "analytics_engine.engine.jupyter"
-local launcher = require "analytics_engine.engine.launcher"
+local core = require("analytics_engine.core")
+local jupyter = require("analytics_engine.engine.jupyter")
+local launcher = require("analytics_engine.engine.launcher")
 
 local helper = {}
 

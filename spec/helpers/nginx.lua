@@ -1,14 +1,14 @@
 --- A real nginx for specs: Debian's nginx with the lua module, started as a
 -- plain foreground process (one process, one worker) on 127.0.0.1 with a
 -- generated config in a temporary prefix.
---   local nginx = require "helpers.nginx"
+--   local nginx = require("helpers.nginx")
 --   local n = nginx.start{ http = "lua_shared_dict d 1m;", server = [[ location /x { content_by_lua_block {...} } ]] }
 --   n.url .. "/x"          -- http://127.0.0.1:PORT/x
 --   nginx.stop(n)          -- always, also after a failure (it removes the prefix too)
 -- Fails loudly when nginx or the lua module is missing.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
 
 local helper = {}
 

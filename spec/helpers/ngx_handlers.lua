@@ -1,8 +1,8 @@
 --- Request handlers for spec/ngx_spec.lua; they run inside nginx (LuaJIT).
 -- The spec writes the targets (engines and client options) into the
 -- module `ae_spec_targets` from init_by_lua.
-local cjson = require "cjson.safe"
-local ae = require "analytics_engine"
+local cjson = require("cjson.safe")
+local ae = require("analytics_engine")
 
 local ngx = rawget(_G, "ngx")
 local _M = {}
@@ -22,7 +22,7 @@ local function client(name)
 end
 
 function _M.init_worker()
-  for name in pairs(require "ae_spec_targets") do client(name) end
+  for name in pairs(require("ae_spec_targets")) do client(name) end
 end
 
 local function tr_of(c)

@@ -1,5 +1,5 @@
 --- Shell commands from specs: success of a command, its output, and quoting.
---   local shell = require "helpers.shell"
+--   local shell = require("helpers.shell")
 --   assert(shell.ok("mkdir -p " .. shell.quote(dir)))
 local _M = {}
 

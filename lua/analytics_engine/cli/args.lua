@@ -3,7 +3,7 @@
 -- Kinds: "flag", "value" (or "string"), "multi" (repeatable), "integer", "number".
 -- Every verb also takes -h/--help (anywhere) and --profile NAME. `--name=value`
 -- is the same as `--name value`; a lone "-" is a positional (standard input).
-local schema = require "analytics_engine.workflow.schema"
+local schema = require("analytics_engine.workflow.schema")
 
 local _M = {}
 

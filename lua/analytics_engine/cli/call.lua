@@ -1,9 +1,9 @@
 --- `aeflow call` (one API operation) and `aeflow operations` (the list).
-local api = require "analytics_engine.api"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
+local api = require("analytics_engine.api")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
 
 local _M = {}
 

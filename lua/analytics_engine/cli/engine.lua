@@ -13,10 +13,10 @@
 -- is marked in DATA/engine.temporary. Whoever ends last (the exclusive lock is
 -- free) stops a marked engine: the command that started it never stops it
 -- under another one's run, and one whose starter was killed does not linger.
-local ae = require "analytics_engine"
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local launcher = require "analytics_engine.engine.launcher"
+local ae = require("analytics_engine")
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local launcher = require("analytics_engine.engine.launcher")
 
 local _M = {}
 

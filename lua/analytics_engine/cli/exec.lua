@@ -1,8 +1,8 @@
 --- `aeflow exec FILE [ARGS...]`: a plain Lua script with a ready client.
-local ae = require "analytics_engine"
-local util = require "analytics_engine.util"
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
+local ae = require("analytics_engine")
+local util = require("analytics_engine.util")
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
 
 local _M = {}
 

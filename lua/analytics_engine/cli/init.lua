@@ -3,11 +3,11 @@
 -- 130 a run cancelled. One module per verb or group under cli/, one
 -- argument parser (cli/args), one rule for "which engine" (cli/engine), one
 -- way to fail and print (cli/out).
-local version = require "analytics_engine.version"
-local args_mod = require "analytics_engine.cli.args"
-local out = require "analytics_engine.cli.out"
-local schema = require "analytics_engine.workflow.schema"
-local sandbox = require "analytics_engine.workflow.sandbox"
+local version = require("analytics_engine.version")
+local args_mod = require("analytics_engine.cli.args")
+local out = require("analytics_engine.cli.out")
+local schema = require("analytics_engine.workflow.schema")
+local sandbox = require("analytics_engine.workflow.sandbox")
 
 local _M = {}
 

@@ -2,13 +2,13 @@
 -- engine-only log endpoint, on the engine the CLI's one rule finds
 -- (cli/engine.lua). --follow prints new output as it arrives until the
 -- application ends; its exit status is then 0 for FINISHED and 1 otherwise.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
-local runstore = require "analytics_engine.cli.runstore"
-local state = require "analytics_engine.workflow.state"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
+local runstore = require("analytics_engine.cli.runstore")
+local state = require("analytics_engine.workflow.state")
 
 local _M = {}
 

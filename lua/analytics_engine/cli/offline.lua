@@ -1,15 +1,15 @@
 --- The verbs that never contact anything: validate, plan, graph (plan
 -- --online reads the instance's limits and default configs, GETs only).
-local ae = require "analytics_engine"
-local args_mod = require "analytics_engine.cli.args"
-local out = require "analytics_engine.cli.out"
-local util = require "analytics_engine.util"
-local dsl = require "analytics_engine.workflow.dsl"
-local plan_mod = require "analytics_engine.workflow.plan"
-local record = require "analytics_engine.report.record"
-local graphviz = require "analytics_engine.report.graphviz"
-local quota = require "analytics_engine.workflow.quota"
-local resources = require "analytics_engine.resources"
+local ae = require("analytics_engine")
+local args_mod = require("analytics_engine.cli.args")
+local out = require("analytics_engine.cli.out")
+local util = require("analytics_engine.util")
+local dsl = require("analytics_engine.workflow.dsl")
+local plan_mod = require("analytics_engine.workflow.plan")
+local record = require("analytics_engine.report.record")
+local graphviz = require("analytics_engine.report.graphviz")
+local quota = require("analytics_engine.workflow.quota")
+local resources = require("analytics_engine.resources")
 
 local _M = {}
 

@@ -1,13 +1,13 @@
 --- `aeflow orphans`: applications carrying an aeflow run token that no kept
 -- run records with that application id.
-local ae = require "analytics_engine"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
-local submit = require "analytics_engine.workflow.submit"
-local runstore = require "analytics_engine.cli.runstore"
-local state = require "analytics_engine.workflow.state"
+local ae = require("analytics_engine")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
+local submit = require("analytics_engine.workflow.submit")
+local runstore = require("analytics_engine.cli.runstore")
+local state = require("analytics_engine.workflow.state")
 
 local _M = {}
 

@@ -1,9 +1,9 @@
 --- The CLI's one way to fail and to print: `aeflow VERB: message` on stderr
 -- with the exit status (0 success, 1 the operation failed, 2 usage), JSON
 -- documents and NDJSON lines on stdout, and no binary on a terminal.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 

@@ -1,9 +1,9 @@
 --- `aeflow report`: a run's report from its record alone.
-local out = require "analytics_engine.cli.out"
-local report = require "analytics_engine.report"
-local util = require "analytics_engine.util"
-local runstore = require "analytics_engine.cli.runstore"
-local state = require "analytics_engine.workflow.state"
+local out = require("analytics_engine.cli.out")
+local report = require("analytics_engine.report")
+local util = require("analytics_engine.util")
+local runstore = require("analytics_engine.cli.runstore")
+local state = require("analytics_engine.workflow.state")
 
 local _M = {}
 

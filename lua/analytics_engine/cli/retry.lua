@@ -1,11 +1,11 @@
 --- `aeflow retry [RUN]`: a kept run again, only what did not succeed
 -- (workflow/retry.lua says exactly what), in the same record.
-local util = require "analytics_engine.util"
-local out = require "analytics_engine.cli.out"
-local runstore = require "analytics_engine.cli.runstore"
-local run_cli = require "analytics_engine.cli.run"
-local dsl = require "analytics_engine.workflow.dsl"
-local state_mod = require "analytics_engine.workflow.state"
+local util = require("analytics_engine.util")
+local out = require("analytics_engine.cli.out")
+local runstore = require("analytics_engine.cli.runstore")
+local run_cli = require("analytics_engine.cli.run")
+local dsl = require("analytics_engine.workflow.dsl")
+local state_mod = require("analytics_engine.workflow.state")
 
 local _M = {}
 

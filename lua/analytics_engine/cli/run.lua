@@ -1,15 +1,15 @@
 --- `aeflow run`: a workflow to its end, with a live view, NDJSON events or
 -- lines, the summary and (on request) the report.
-local core = require "analytics_engine.core"
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
-local offline = require "analytics_engine.cli.offline"
-local render = require "analytics_engine.workflow.render"
-local runner_mod = require "analytics_engine.workflow.runner"
-local state_mod = require "analytics_engine.workflow.state"
-local report = require "analytics_engine.report"
-local util = require "analytics_engine.util"
-local runstore = require "analytics_engine.cli.runstore"
+local core = require("analytics_engine.core")
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
+local offline = require("analytics_engine.cli.offline")
+local render = require("analytics_engine.workflow.render")
+local runner_mod = require("analytics_engine.workflow.runner")
+local state_mod = require("analytics_engine.workflow.state")
+local report = require("analytics_engine.report")
+local util = require("analytics_engine.util")
+local runstore = require("analytics_engine.cli.runstore")
 
 local _M = {}
 

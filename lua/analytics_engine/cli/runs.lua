@@ -1,10 +1,10 @@
 --- `aeflow runs`: the kept runs (newest first), and --prune KEEP.
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local out = require "analytics_engine.cli.out"
-local runstore = require "analytics_engine.cli.runstore"
-local live = require "analytics_engine.workflow.live"
-local render = require "analytics_engine.workflow.render"
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local out = require("analytics_engine.cli.out")
+local runstore = require("analytics_engine.cli.runstore")
+local live = require("analytics_engine.workflow.live")
+local render = require("analytics_engine.workflow.render")
 
 local _M = {}
 

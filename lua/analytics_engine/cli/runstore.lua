@@ -5,10 +5,10 @@
 --   runs/<workflow>/<run_id>/report.html   the report, written at the end
 -- Older single files (.aeflow/<workflow>.state.json) and --state files are
 -- still read where a run is looked up by path.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local which = require "analytics_engine.cli.engine"
-local state_mod = require "analytics_engine.workflow.state"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local which = require("analytics_engine.cli.engine")
+local state_mod = require("analytics_engine.workflow.state")
 
 local _M = {}
 

@@ -2,11 +2,11 @@
 -- parsed by the CLI's one parser from engine/main.lua's table), in the background (--background: says
 -- where and how to stop it), or stopped (--stop). Its data directory follows
 -- the CLI's one rule (cli/engine.lua) unless --data says otherwise.
-local out = require "analytics_engine.cli.out"
-local which = require "analytics_engine.cli.engine"
-local launcher = require "analytics_engine.engine.launcher"
-local engine_main = require "analytics_engine.engine.main"
-local args_mod = require "analytics_engine.cli.args"
+local out = require("analytics_engine.cli.out")
+local which = require("analytics_engine.cli.engine")
+local launcher = require("analytics_engine.engine.launcher")
+local engine_main = require("analytics_engine.engine.main")
+local args_mod = require("analytics_engine.cli.args")
 
 local _M = {}
 

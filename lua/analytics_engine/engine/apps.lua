@@ -1,17 +1,17 @@
 --- Spark applications: the state machine (ACCEPTED -> RUNNING -> FINISHED |
 -- FAILED | STOPPED), real local processes, resource accounting and the
 -- handlers. Bodies are checked by validate.lua, answers shaped by views.lua.
-local core = require "analytics_engine.core"
-local api = require "analytics_engine.api"
-local util = require "analytics_engine.util"
-local duration = require "analytics_engine.duration"
-local reply = require "analytics_engine.engine.reply"
-local runner = require "analytics_engine.engine.runner"
-local resources = require "analytics_engine.resources"
-local views = require "analytics_engine.engine.views"
-local validate = require "analytics_engine.engine.validate"
-local confine = require "analytics_engine.engine.confine"
-local children = require "analytics_engine.engine.children"
+local core = require("analytics_engine.core")
+local api = require("analytics_engine.api")
+local util = require("analytics_engine.util")
+local duration = require("analytics_engine.duration")
+local reply = require("analytics_engine.engine.reply")
+local runner = require("analytics_engine.engine.runner")
+local resources = require("analytics_engine.resources")
+local views = require("analytics_engine.engine.views")
+local validate = require("analytics_engine.engine.validate")
+local confine = require("analytics_engine.engine.confine")
+local children = require("analytics_engine.engine.children")
 
 local _M = {}
 

@@ -4,9 +4,9 @@
 --   users.json        [{username, role, api_key_sha256 | password_sha256}] for the generated admin
 --   credentials.json  {username, api_key, instance_id, url}: the admin's key in plain text, for the user
 -- Keys and passwords are kept only as sha256 hex; no secret is ever logged.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
 
 local _M = {}
 local mt = { __index = _M }

@@ -10,8 +10,8 @@
 -- Only processes proven to be this data directory's are touched: the marker
 -- must be an exact entry of /proc/PID/environ, which is readable only for the
 -- processes of the same user.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

@@ -10,10 +10,10 @@
 --   "!ping DATA"      the engine pings; when the client's pong arrives it sends "pong DATA"
 --   "!fragment N TXT" the engine sends TXT in frames of N bytes
 -- Messages over MAX_MESSAGE bytes close the socket with 1009.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local reply = require "analytics_engine.engine.reply"
-local guard = require "analytics_engine.engine.guard"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local reply = require("analytics_engine.engine.reply")
+local guard = require("analytics_engine.engine.guard")
 
 local _M = {}
 local H = {}

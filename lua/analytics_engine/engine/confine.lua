@@ -7,8 +7,8 @@
 -- `serve` refuses when it listens beyond loopback. A URI other than file: or
 -- local: (hdfs://, s3a://, ...) is for spark-submit to fetch, not a local file.
 -- Policy lives here, in Lua; the C core only resolves paths (core.realpath).
-local core = require "analytics_engine.core"
-local runner = require "analytics_engine.engine.runner"
+local core = require("analytics_engine.core")
+local runner = require("analytics_engine.engine.runner")
 
 local _M = {}
 

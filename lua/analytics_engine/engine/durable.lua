@@ -9,7 +9,7 @@
 --   local mark = durable.mark(eng)                       before the handler
 --   status, body, headers = durable.finish(eng, op, mark, status, body, headers)
 --   durable.flush(eng)                                   after a tick
-local reply = require "analytics_engine.engine.reply"
+local reply = require("analytics_engine.engine.reply")
 
 local _M = {}
 

@@ -1,7 +1,7 @@
 --- Fault injection: a fraction of /v4 requests get a failure instead of (or
 -- after) their answer, so clients can prove their retries. Deterministic for
 -- a given seed: its own xorshift64* generator, not the global math.random.
-local util = require "analytics_engine.util"
+local util = require("analytics_engine.util")
 
 local _M = {}
 local mt = { __index = _M }
@@ -30,7 +30,7 @@ end
 --- Parse "create_application,list_applications" into a set of operation
 -- names from api.lua; nil, message on an unknown one.
 function _M.parse_ops(s)
-  local api = require "analytics_engine.api"
+  local api = require("analytics_engine.api")
   local ops, any = {}, false
   for name in tostring(s):gmatch("[^,%s]+") do
     if not api.by_name[name] then return nil, ("unknown operation '%s'"):format(name) end

@@ -8,7 +8,7 @@
 -- purpose, so specs can prove the protection: an operation name from api.lua
 -- or the engine's rows, or "ws_message", "timer", "tick". Never set it in
 -- production: it exists only for the suite.
-local reply = require "analytics_engine.engine.reply"
+local reply = require("analytics_engine.engine.reply")
 
 local _M = {}
 

@@ -3,15 +3,15 @@
 -- the token exchange and the engine's own stats. One function per api.lua
 -- row name: h(eng, ctx) -> status, body, headers.
 -- ctx = { method, params, query, body (decoded JSON object or nil), headers, user }
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local reply = require "analytics_engine.engine.reply"
-local apps = require "analytics_engine.engine.apps"
-local schemas = require "analytics_engine.schemas"
-local history = require "analytics_engine.engine.history"
-local clusters = require "analytics_engine.engine.clusters"
-local logs = require "analytics_engine.engine.logs"
-local kernels = require "analytics_engine.engine.kernels"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local reply = require("analytics_engine.engine.reply")
+local apps = require("analytics_engine.engine.apps")
+local schemas = require("analytics_engine.schemas")
+local history = require("analytics_engine.engine.history")
+local clusters = require("analytics_engine.engine.clusters")
+local logs = require("analytics_engine.engine.logs")
+local kernels = require("analytics_engine.engine.kernels")
 
 local _M = {}
 local H = {}

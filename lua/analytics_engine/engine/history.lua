@@ -4,10 +4,10 @@
 -- applications submitted with spark-submit write their event logs); without
 -- it the server is state-only: the engine records start and stop, serves no
 -- UI, and its answer says so.
-local core = require "analytics_engine.core"
-local children = require "analytics_engine.engine.children"
-local runner = require "analytics_engine.engine.runner"
-local resources = require "analytics_engine.resources"
+local core = require("analytics_engine.core")
+local children = require("analytics_engine.engine.children")
+local runner = require("analytics_engine.engine.runner")
+local resources = require("analytics_engine.resources")
 
 local _M = {}
 

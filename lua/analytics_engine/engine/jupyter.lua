@@ -8,10 +8,10 @@
 -- that finds no Jupyter makes it `unavailable` (asked again after
 -- REPROBE_SECONDS, so installing the packages needs no engine restart); a
 -- server that does not come up or dies goes back to idle with an error.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local runner = require "analytics_engine.engine.runner"
-local children = require "analytics_engine.engine.children"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local runner = require("analytics_engine.engine.runner")
+local children = require("analytics_engine.engine.children")
 
 local _M = {}
 local mt = { __index = _M }

@@ -6,13 +6,13 @@
 -- (see engine/server.lua), start the transfer on the engine's own
 -- non-blocking HTTP session, and `tick` (once per engine loop turn) polls
 -- it. Without Jupyter every kernel endpoint answers 503 saying what to install.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
-local reply = require "analytics_engine.engine.reply"
-local jupyter = require "analytics_engine.engine.jupyter"
-local router = require "analytics_engine.engine.router"
-local guard = require "analytics_engine.engine.guard"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
+local reply = require("analytics_engine.engine.reply")
+local jupyter = require("analytics_engine.engine.jupyter")
+local router = require("analytics_engine.engine.router")
+local guard = require("analytics_engine.engine.guard")
 
 local _M = {}
 _M.NAMES = { "list_kernelspecs", "list_kernels", "create_kernel", "get_kernel", "delete_kernel",

@@ -1,8 +1,8 @@
 --- Start, find and stop a local engine from another program (the runner, the
 -- specs). The engine announces itself by writing DATA/engine.json after it
 -- binds; its credentials are in DATA/credentials.json.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local _M = {}
 local mt = { __index = {} }

@@ -10,7 +10,7 @@
 --   lc:unqueue(rec); lc:set_proc(id, { pid = pid })
 --   lc:retire(rec)                    -- terminal: out of all three
 --   lc:terminate(pid, grace); lc:reap(now); lc:drain(seconds)
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local _M = {}
 local mt = { __index = _M }

@@ -1,9 +1,9 @@
 --- The engine's own logs endpoint (api.lua's engine_application_logs):
 -- what an application wrote to its stdout or stderr, as plain text or, for
 -- `aeflow logs --follow`, as JSON from an offset.
-local reply = require "analytics_engine.engine.reply"
-local apps = require "analytics_engine.engine.apps"
-local util = require "analytics_engine.util"
+local reply = require("analytics_engine.engine.reply")
+local apps = require("analytics_engine.engine.apps")
+local util = require("analytics_engine.util")
 
 local _M = {}
 local H = {}

@@ -1,19 +1,19 @@
 --- `aeflow serve`: options, the data directory, start-up and shutdown of the
 -- local engine. serve(o) returns an exit code: 0 ok, 1 failure.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local state = require "analytics_engine.engine.state"
-local auth = require "analytics_engine.engine.auth"
-local faults = require "analytics_engine.engine.faults"
-local router = require "analytics_engine.engine.router"
-local handlers = require "analytics_engine.engine.handlers"
-local apps = require "analytics_engine.engine.apps"
-local lifecycle = require "analytics_engine.engine.lifecycle"
-local runner = require "analytics_engine.engine.runner"
-local server = require "analytics_engine.engine.server"
-local confine = require "analytics_engine.engine.confine"
-local children = require "analytics_engine.engine.children"
-local private = require "analytics_engine.engine.private"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local state = require("analytics_engine.engine.state")
+local auth = require("analytics_engine.engine.auth")
+local faults = require("analytics_engine.engine.faults")
+local router = require("analytics_engine.engine.router")
+local handlers = require("analytics_engine.engine.handlers")
+local apps = require("analytics_engine.engine.apps")
+local lifecycle = require("analytics_engine.engine.lifecycle")
+local runner = require("analytics_engine.engine.runner")
+local server = require("analytics_engine.engine.server")
+local confine = require("analytics_engine.engine.confine")
+local children = require("analytics_engine.engine.children")
+local private = require("analytics_engine.engine.private")
 
 local _M = {}
 

@@ -5,9 +5,9 @@
 -- SameSite=Strict cookie holding a signed session (user and expiry, HMAC'd
 -- with the engine's token secret), never the key. Nothing here changes
 -- state: GET only, plus the login POST. No script, no external asset.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local stylesheet = require "analytics_engine.stylesheet"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local stylesheet = require("analytics_engine.stylesheet")
 local same = require("analytics_engine.engine.auth").same
 
 local _M = {}

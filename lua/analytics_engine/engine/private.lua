@@ -5,7 +5,7 @@
 -- output, Jupyter's files) is private too; what was there is chmod'ed at start.
 -- state.db holds what applications were given in conf and env: these modes
 -- are what keeps it from other users (docs/security.md).
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local _M = {}
 

@@ -2,9 +2,9 @@
 -- Handlers return `status, body, headers`; `reply.error` makes the triple for
 -- a failure: {"errors":[{code, message}], "trace", "status_code"} plus the
 -- X-Global-Transaction-ID header carrying the same trace.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 

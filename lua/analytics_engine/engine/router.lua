@@ -3,7 +3,7 @@
 -- matching any one segment, and rows are grouped by segment count; a path
 -- that matches some row but not its method is a 405, one that matches no row
 -- is a 404.
-local api = require "analytics_engine.api"
+local api = require("analytics_engine.api")
 
 local _M = {}
 local mt = { __index = _M }

@@ -3,7 +3,7 @@
 -- type (.py python3, .lua lua5.4, .sh sh, .R Rscript), otherwise the file
 -- itself. The vendor's sample applications under /opt/ibm/spark/examples map
 -- to small stand-ins shipped in workflows/apps, so the seed's payloads run.
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local _M = {}
 

@@ -2,19 +2,19 @@
 -- server:poll(timeout), where the timeout is the time to the next timer
 -- (delayed answers) capped so children are reaped and states advance
 -- promptly. Nothing here blocks.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local reply = require "analytics_engine.engine.reply"
-local validate = require "analytics_engine.engine.validate"
-local durable = require "analytics_engine.engine.durable"
-local handlers = require "analytics_engine.engine.handlers"
-local apps = require "analytics_engine.engine.apps"
-local clusters = require "analytics_engine.engine.clusters"
-local kernels = require "analytics_engine.engine.kernels"
-local page = require "analytics_engine.engine.page"
-local auth = require "analytics_engine.engine.auth"
-local router = require "analytics_engine.engine.router"
-local guard = require "analytics_engine.engine.guard"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local reply = require("analytics_engine.engine.reply")
+local validate = require("analytics_engine.engine.validate")
+local durable = require("analytics_engine.engine.durable")
+local handlers = require("analytics_engine.engine.handlers")
+local apps = require("analytics_engine.engine.apps")
+local clusters = require("analytics_engine.engine.clusters")
+local kernels = require("analytics_engine.engine.kernels")
+local page = require("analytics_engine.engine.page")
+local auth = require("analytics_engine.engine.auth")
+local router = require("analytics_engine.engine.router")
+local guard = require("analytics_engine.engine.guard")
 
 local _M = {}
 

@@ -15,8 +15,8 @@
 -- so what was acknowledged survives kill -9 and power loss.
 -- Records are plain data (strings, numbers, booleans, tables of them), kept as
 -- JSON documents next to the columns worth querying.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local _M = {}
 local mt = { __index = _M }

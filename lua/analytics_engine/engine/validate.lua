@@ -7,10 +7,10 @@
 --   validate.application(body, versions) -> details, extras | nil, message:
 -- a create_application body normalised for the engine to keep (its schema is
 -- checked again, so a caller need not have called body()).
-local util = require "analytics_engine.util"
-local schemas = require "analytics_engine.schemas"
-local resources = require "analytics_engine.resources"
-local duration = require "analytics_engine.duration"
+local util = require("analytics_engine.util")
+local schemas = require("analytics_engine.schemas")
+local resources = require("analytics_engine.resources")
+local duration = require("analytics_engine.duration")
 
 local _M = {}
 

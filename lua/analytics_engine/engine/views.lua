@@ -2,7 +2,7 @@
 -- get_application (view), one row of list_applications (list_item) and
 -- get_application_state (status). Records in, plain tables out; nothing
 -- here changes a record.
-local util = require "analytics_engine.util"
+local util = require("analytics_engine.util")
 
 local _M = {}
 

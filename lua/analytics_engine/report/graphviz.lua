@@ -1,7 +1,7 @@
 --- Rendering dot text to SVG or PNG with Graphviz's `dot` program, when it
 -- is installed; otherwise a one-line message saying what to install.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

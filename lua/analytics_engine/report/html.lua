@@ -1,11 +1,11 @@
 --- The run report as one self-contained HTML page: inline CSS and SVG, no
 -- script, no network. Rows carry data-* attributes (step, status,
 -- application, ending) so tools and tests can read the page.
-local util = require "analytics_engine.util"
-local model = require "analytics_engine.report.model"
-local sanitize = require "analytics_engine.sanitize"
-local svg = require "analytics_engine.report.svg"
-local stylesheet = require "analytics_engine.stylesheet"
+local util = require("analytics_engine.util")
+local model = require("analytics_engine.report.model")
+local sanitize = require("analytics_engine.sanitize")
+local svg = require("analytics_engine.report.svg")
+local stylesheet = require("analytics_engine.stylesheet")
 
 local _M = {}
 

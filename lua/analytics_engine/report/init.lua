@@ -2,11 +2,11 @@
 -- DAG, a time line of steps and applications, durations, outputs, errors,
 -- log links) or as a Markdown summary for CI job summaries.
 -- @module analytics_engine.report
-local core = require "analytics_engine.core"
-local model = require "analytics_engine.report.model"
-local sanitize = require "analytics_engine.sanitize"
-local html = require "analytics_engine.report.html"
-local markdown = require "analytics_engine.report.markdown"
+local core = require("analytics_engine.core")
+local model = require("analytics_engine.report.model")
+local sanitize = require("analytics_engine.sanitize")
+local html = require("analytics_engine.report.html")
+local markdown = require("analytics_engine.report.markdown")
 
 local _M = {}
 

@@ -1,8 +1,8 @@
 --- The run report as Markdown: a summary for CI job summaries
 -- ($GITHUB_STEP_SUMMARY and the like): the run's status and one table row
 -- per step, then one per application.
-local model = require "analytics_engine.report.model"
-local sanitize = require "analytics_engine.sanitize"
+local model = require("analytics_engine.report.model")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 

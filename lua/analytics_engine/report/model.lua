@@ -1,8 +1,8 @@
 --- A run's state file as the report sees it: steps in graph order with
 -- their attempts, each attempt's phases on a time line (submitted, queued,
 -- running, then how it ended), and the run's time bounds.
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
 
 local _M = {}
 

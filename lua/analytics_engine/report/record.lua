@@ -2,8 +2,8 @@
 -- run from that file alone: the step graph, where the engine is (its base
 -- URL only, never credentials), and the time of every application state the
 -- poller saw. Kept apart from the runner so the report owns its own format.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

@@ -1,7 +1,7 @@
 --- The report's pictures as inline SVG: the DAG laid out by topological
 -- layers (left to right, finally steps in a dashed box after the rest) and
 -- a Gantt-like time line of steps and their applications.
-local model = require "analytics_engine.report.model"
+local model = require("analytics_engine.report.model")
 
 local _M = {}
 

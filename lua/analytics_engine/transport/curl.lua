@@ -2,8 +2,8 @@
 -- Outside a loop a request blocks; inside one (the `loop` option, when the
 -- caller is one of its tasks) it is started on the shared multi handle and
 -- the calling task suspends until the answer arrives.
-local core = require "analytics_engine.core"
-local loop_mod = require "analytics_engine.loop"
+local core = require("analytics_engine.core")
+local loop_mod = require("analytics_engine.loop")
 
 local active = loop_mod.active
 

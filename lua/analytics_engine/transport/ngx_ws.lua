@@ -8,7 +8,7 @@
 -- and the handle's connect/send/flush/receive/ping/shutdown/close/state, plus
 -- monotime, time, sleep, random_bytes), with the same results and error
 -- shapes, so they take it in place of the core when `active()` is true.
-local ngx_transport = require "analytics_engine.transport.ngx"
+local ngx_transport = require("analytics_engine.transport.ngx")
 
 -- LuaJIT's bit library: this module only runs inside nginx (LuaJIT); the
 -- pcall keeps it loadable (and inert) on Lua 5.4.

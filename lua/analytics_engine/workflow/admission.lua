@@ -13,10 +13,10 @@
 -- application is not overtaken forever by small ones). 429 and 503 answers
 -- halve the number of admissions per round and add one per quiet round
 -- (AIMD), honouring Retry-After.
-local core = require "analytics_engine.core"
-local retry = require "analytics_engine.retry"
-local resources = require "analytics_engine.resources"
-local quota = require "analytics_engine.workflow.quota"
+local core = require("analytics_engine.core")
+local retry = require("analytics_engine.retry")
+local resources = require("analytics_engine.resources")
+local quota = require("analytics_engine.workflow.quota")
 
 local _M = {}
 local mt = { __index = _M }

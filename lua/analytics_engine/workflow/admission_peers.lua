@@ -4,7 +4,7 @@
 -- live run holds an older one, so the run whose own application just ended
 -- (and so learns of the room first) does not take every room while another
 -- run waits. Runs on other machines share through the service's numbers alone.
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local _M = {}
 local mt = { __index = _M }

@@ -10,10 +10,10 @@
 -- into a plan (plan.lua) and returned as plain data:
 --
 --   local plan, err = dsl.load_file("workflows/nightly.lua", { date = "2026-11-24" })
-local util = require "analytics_engine.util"
-local schema = require "analytics_engine.workflow.schema"
-local planner = require "analytics_engine.workflow.plan"
-local sandbox = require "analytics_engine.workflow.sandbox"
+local util = require("analytics_engine.util")
+local schema = require("analytics_engine.workflow.schema")
+local planner = require("analytics_engine.workflow.plan")
+local sandbox = require("analytics_engine.workflow.sandbox")
 
 local _M = {}
 

@@ -11,8 +11,8 @@
 -- the item (a retry may follow) in a short task. A 10,000-item fan-out thus
 -- holds a few hundred coroutines while it submits and none while it waits
 -- (a suspended coroutine with its stack costs ~4 KB).
-local submit = require "analytics_engine.workflow.submit"
-local util = require "analytics_engine.util"
+local submit = require("analytics_engine.workflow.submit")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

@@ -8,8 +8,8 @@
 -- rate, with the final state of every step and application. Lines are cut to
 -- the terminal's width, so a long line never wraps and the in-place redraw
 -- never garbles.
-local api = require "analytics_engine.api"
-local sanitize = require "analytics_engine.sanitize"
+local api = require("analytics_engine.api")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 

@@ -3,8 +3,8 @@
 -- after the engine is gone. The local engine serves them (its engine-only
 -- log endpoint); the vendor's service has no log endpoint, so there the
 -- record carries a pointer to where the logs live instead.
-local sanitize = require "analytics_engine.sanitize"
-local util = require "analytics_engine.util"
+local sanitize = require("analytics_engine.sanitize")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

@@ -4,13 +4,13 @@
 -- cycles, `${outputs.X}` references) and adds the topological `order`.
 -- `describe` is the text of `aeflow plan`; `graph` draws the DAG for Graphviz
 -- or Mermaid. Both read the requests from actions.lua and api.lua.
-local actions = require "analytics_engine.workflow.actions"
-local api = require "analytics_engine.api"
-local duration = require "analytics_engine.duration"
-local sanitize = require "analytics_engine.sanitize"
-local schema = require "analytics_engine.workflow.schema"
-local template = require "analytics_engine.workflow.template"
-local types = require "analytics_engine.workflow.types"
+local actions = require("analytics_engine.workflow.actions")
+local api = require("analytics_engine.api")
+local duration = require("analytics_engine.duration")
+local sanitize = require("analytics_engine.sanitize")
+local schema = require("analytics_engine.workflow.schema")
+local template = require("analytics_engine.workflow.template")
+local types = require("analytics_engine.workflow.types")
 
 local _M = {}
 

@@ -5,8 +5,8 @@
 -- watched application is polled at most `interval` after the last round (not
 -- after a sleep that grew while nothing changed), so the state a person sees
 -- is the engine's within about one interval.
-local core = require "analytics_engine.core"
-local api = require "analytics_engine.api"
+local core = require("analytics_engine.core")
+local api = require("analytics_engine.api")
 
 local _M = {}
 local mt = { __index = _M }

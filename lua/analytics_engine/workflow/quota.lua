@@ -4,9 +4,9 @@
 -- plan's submit steps ask for (`aeflow plan`'s waves, the run's preflight).
 -- Nothing here sends a request or waits: workflow/admission.lua does that
 -- for a run and reads these.
-local util = require "analytics_engine.util"
-local resources = require "analytics_engine.resources"
-local template = require "analytics_engine.workflow.template"
+local util = require("analytics_engine.util")
+local resources = require("analytics_engine.resources")
+local template = require("analytics_engine.workflow.template")
 
 local _M = {}
 

@@ -3,10 +3,10 @@
 -- made from step names, ids, states and error messages only, and what a
 -- server or a step said is cleaned on the way out (sanitize: credentials
 -- masked, control characters shown as \x1b), in every view.
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
-local live = require "analytics_engine.workflow.live"
-local state_mod = require "analytics_engine.workflow.state"
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
+local live = require("analytics_engine.workflow.live")
+local state_mod = require("analytics_engine.workflow.state")
 
 local _M = {}
 

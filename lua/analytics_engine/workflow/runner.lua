@@ -2,22 +2,22 @@
 -- before every submission and after every result, one poller for every
 -- awaited application, retries that first stop the attempt before them, and
 -- cancel that stops what the run started and still runs `finally`.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local loop_mod = require "analytics_engine.loop"
-local poller_mod = require "analytics_engine.workflow.poller"
-local state_mod = require "analytics_engine.workflow.state"
-local writer = require "analytics_engine.workflow.writer"
-local actions = require "analytics_engine.workflow.actions"
-local submit = require "analytics_engine.workflow.submit"
-local kernel_action = require "analytics_engine.workflow.kernel_action"
-local admission = require "analytics_engine.workflow.admission"
-local admission_peers = require "analytics_engine.workflow.admission_peers"
-local template = require "analytics_engine.workflow.template"
-local record = require "analytics_engine.report.record"
-local fanout = require "analytics_engine.workflow.fanout"
-local logtail = require "analytics_engine.workflow.logtail"
-local retry = require "analytics_engine.workflow.retry"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local loop_mod = require("analytics_engine.loop")
+local poller_mod = require("analytics_engine.workflow.poller")
+local state_mod = require("analytics_engine.workflow.state")
+local writer = require("analytics_engine.workflow.writer")
+local actions = require("analytics_engine.workflow.actions")
+local submit = require("analytics_engine.workflow.submit")
+local kernel_action = require("analytics_engine.workflow.kernel_action")
+local admission = require("analytics_engine.workflow.admission")
+local admission_peers = require("analytics_engine.workflow.admission_peers")
+local template = require("analytics_engine.workflow.template")
+local record = require("analytics_engine.report.record")
+local fanout = require("analytics_engine.workflow.fanout")
+local logtail = require("analytics_engine.workflow.logtail")
+local retry = require("analytics_engine.workflow.retry")
 
 local _M = {}
 local mt = { __index = _M }

@@ -35,9 +35,9 @@
 -- only, as the user's own code, with the whole standard library (as `aeflow
 -- exec` scripts have). The sandbox is about reading a file safely, not about
 -- confining a run the user asked for.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local schema = require "analytics_engine.workflow.schema"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local schema = require("analytics_engine.workflow.schema")
 
 local _M = {}
 

@@ -7,9 +7,9 @@
 -- a record, rejects unknown keys (suggesting the closest known one) and
 -- returns a normalised copy, or nil and a one-line "path: message".
 -- The step schema is built from actions.lua, so a new action is one row there.
-local actions = require "analytics_engine.workflow.actions"
-local api = require "analytics_engine.api"
-local duration = require "analytics_engine.duration"
+local actions = require("analytics_engine.workflow.actions")
+local api = require("analytics_engine.api")
+local duration = require("analytics_engine.duration")
 
 local _M = {}
 

@@ -9,9 +9,9 @@
 -- A state file read for --resume is checked against the schema below before
 -- anything trusts it; the first wrong field is named, with the file, on one
 -- line. Files from before versions existed (no `version`) are migrated.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local sanitize = require "analytics_engine.sanitize"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local sanitize = require("analytics_engine.sanitize")
 
 local _M = {}
 local mt = { __index = _M }

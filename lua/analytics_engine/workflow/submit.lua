@@ -6,10 +6,10 @@
 -- run_context), not the runner: client, loop, run_id, dir, submit_grace,
 -- poller, slots, and emit, save, save_durable, cancelled, started, forget,
 -- started_step.
-local core = require "analytics_engine.core"
-local util = require "analytics_engine.util"
-local api = require "analytics_engine.api"
-local record = require "analytics_engine.report.record"
+local core = require("analytics_engine.core")
+local util = require("analytics_engine.util")
+local api = require("analytics_engine.api")
+local record = require("analytics_engine.report.record")
 
 local _M = {}
 

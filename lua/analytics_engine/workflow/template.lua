@@ -11,8 +11,8 @@
 -- are interpolated as text (whole numbers without ".0"; a table cannot be).
 -- `expand_args` also brings the result to the types the API wants
 -- (workflow/types.lua), the same rule `validate` applies.
-local util = require "analytics_engine.util"
-local types = require "analytics_engine.workflow.types"
+local util = require("analytics_engine.util")
+local types = require("analytics_engine.workflow.types")
 
 local _M = {}
 

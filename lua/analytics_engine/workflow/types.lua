@@ -17,10 +17,10 @@
 -- step can have: each item of a literal `for_each`, the params as given, and
 -- an "unknown" stand-in for the outputs of other steps (their types are only
 -- known when they ran).
-local schemas = require "analytics_engine.schemas"
-local api = require "analytics_engine.api"
-local actions = require "analytics_engine.workflow.actions"
-local util = require "analytics_engine.util"
+local schemas = require("analytics_engine.schemas")
+local api = require("analytics_engine.api")
+local actions = require("analytics_engine.workflow.actions")
+local util = require("analytics_engine.util")
 
 local _M = {}
 

@@ -12,7 +12,7 @@
 -- a durable commit waits up to COMMIT_PACE x that cost (gathering more
 -- intents; the workers keep the transfers busy meanwhile), other changes
 -- FLUSH_PACE x.
-local core = require "analytics_engine.core"
+local core = require("analytics_engine.core")
 
 local _M = {}
 local mt = { __index = _M }
