@@ -233,8 +233,10 @@ print(table.concat(names, " "))
     local function loaded(...)
       local args = { ... }
       for i, a in ipairs(args) do args[i] = "'" .. a .. "'" end
+      -- the plain build's core first: under check-asan the instrumented one needs the sanitizer
+      -- runtime, which a child lua5.4 does not get
       local p = assert(io.popen(("LUA_PATH='%s' LUA_CPATH='%s' lua5.4 %s %s 2>&1"):format(package.path,
-        package.cpath, script, table.concat(args, " "))))
+        "build/?.so;" .. package.cpath, script, table.concat(args, " "))))
       local text = p:read("a")
       p:close()
       return " " .. text:gsub("\n", "") .. " "
