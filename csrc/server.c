@@ -212,7 +212,20 @@ static AE_MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char 
       }
       return MHD_YES;
     }
-    /* The request is complete: hand it to Lua, but do not suspend yet.
+    /* The request is complete. A GET whose answer Lua let the server keep
+     * for this path and Authorization value is answered here, without Lua
+     * (server_cache.c); only a request with no query and no body. */
+    if (s->answers.n && !r->too_large && r->qlen == 0 && r->body.len == 0 &&
+        strcmp(method, "GET") == 0) {
+      unsigned int status;
+      struct MHD_Response *resp = srv_answer_lookup(s, c, url, &status);
+      if (resp) {
+        r->state = RQ_ANSWERED;
+        ae_guard_busy(c);
+        return MHD_queue_response(c, status, resp);
+      }
+    }
+    /* Otherwise hand it to Lua, but do not suspend yet.
      * libmicrohttpd keeps the connection's "wants to read" mark while it is
      * suspended and reads right after the resume: a client that half-closed
      * then reads as end-of-file and libmicrohttpd closes the connection
@@ -352,6 +365,7 @@ static void server_shutdown(lua_State *L, server *s) {
   free(s->tls_key);
   s->tls_cert = s->tls_key = NULL;
   s->pending = 0;
+  srv_answers_free(s);
 }
 
 static server *check_server(lua_State *L) {
@@ -408,7 +422,7 @@ static int fail_msg(lua_State *L, const char *fmt, const char *host, int port, c
 static int l_http_server(lua_State *L) {
   const char *host, *cert, *key;
   char hostport[96], portstr[16];
-  lua_Number portn, max_body, max_conn, conn_timeout, req_timeout;
+  lua_Number portn, max_body, max_conn, conn_timeout, req_timeout, answers;
   struct addrinfo hints, *ai = NULL;
   server *s;
   int fd, one = 1, rc, tls, e;
@@ -428,6 +442,7 @@ static int l_http_server(lua_State *L) {
   max_conn = ae_optnumfield(L, 1, "max_connections", 1024);
   conn_timeout = ae_optnumfield(L, 1, "connection_timeout", 60);
   req_timeout = ae_optnumfield(L, 1, "request_timeout", 30);
+  answers = ae_optnumfield(L, 1, "answer_cache", 0);
   cert = ae_optstrfield(L, 1, "tls_cert", NULL);
   key = ae_optstrfield(L, 1, "tls_key", NULL);
   luaL_argcheck(L, portn >= 0 && portn <= 65535 && portn == floor(portn), 1,
@@ -436,6 +451,7 @@ static int l_http_server(lua_State *L) {
   luaL_argcheck(L, max_conn >= 1 && max_conn <= 1e6, 1, "max_connections must be in 1..1000000");
   luaL_argcheck(L, conn_timeout >= 0 && conn_timeout <= 1e7, 1, "bad connection_timeout");
   luaL_argcheck(L, req_timeout >= 0 && req_timeout <= 1e7, 1, "bad request_timeout");
+  luaL_argcheck(L, answers >= 0 && answers <= 1e7, 1, "answer_cache must be in 0..10000000");
   luaL_argcheck(L, strlen(host) < sizeof s->host, 1, "host too long");
   luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "tls_cert and tls_key go together");
 
@@ -449,6 +465,7 @@ static int l_http_server(lua_State *L) {
   snprintf(s->host, sizeof s->host, "%s", host);
   s->max_body = max_body > (lua_Number)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)max_body;
   ae_guard_init(&s->guard, (size_t)max_conn, req_timeout);
+  s->answers.limit = (size_t)answers;
 
   tls = cert != NULL;
   if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
@@ -513,6 +530,7 @@ static int l_http_server(lua_State *L) {
     OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert);
     OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key);
     flags |= MHD_USE_TLS;
+    s->answers.limit = 0; /* no kept answers over TLS (server_cache.c) */
   }
   OPT(MHD_OPTION_END, 0, NULL);
 #undef OPT
@@ -562,6 +580,10 @@ void ae_open_server(lua_State *L) {
                                      {"close", srv_close},
                                      {"accept_websocket", srv_accept_websocket},
                                      {"stats", srv_stats},
+                                     {"answer_put", srv_answer_put},
+                                     {"answer_drop", srv_answer_drop},
+                                     {"answer_clear", srv_answer_clear},
+                                     {"answer_stats", srv_answer_stats},
                                      {NULL, NULL}};
   ae_newclass(L, SERVER_MT, methods, srv_gc, srv_tostring);
   lua_pushcfunction(L, l_http_server);

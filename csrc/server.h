@@ -55,6 +55,18 @@ typedef struct {
   size_t kl, vl;
 } hdr_ref;
 
+/* Answers Lua let the server give again without asking it (server_cache.c):
+ * a hash table by path, each entry one (path, Authorization value) pair. */
+#define ANSWER_TAGS 16
+typedef struct ae_answer ae_answer;
+typedef struct {
+  ae_answer **b;                 /* buckets; nb is a power of two */
+  size_t nb, n, limit;           /* limit 0: the cache is off */
+  char *tags[ANSWER_TAGS];       /* what Lua counts hits by (operation names) */
+  lua_Integer hits[ANSWER_TAGS]; /* answers given, by tag */
+  int ntags;
+} ae_answers;
+
 /* An upgraded (or upgrading) WebSocket connection. The server holds the
  * handle (a registry reference) until Lua closes it or the server closes;
  * the entry itself lives until MHD is done with the connection, because the
@@ -95,6 +107,7 @@ typedef struct server {
   wsent *ws;           /* WebSocket connections */
   struct pollfd *pfds; /* scratch for waiting on them */
   size_t npfds;
+  ae_answers answers; /* replayed answers (server_cache.c) */
 } server;
 
 /* server.c */
@@ -114,6 +127,18 @@ int srv_pending(lua_State *L);
 int srv_poll(lua_State *L);
 int srv_respond(lua_State *L);
 int srv_drop(lua_State *L);
+
+int srv_check_headers(lua_State *L, int idx);
+int srv_add_headers(lua_State *L, int idx, struct MHD_Response *resp);
+
+/* server_cache.c */
+struct MHD_Response *srv_answer_lookup(server *s, struct MHD_Connection *c, const char *path,
+                                       unsigned int *status);
+void srv_answers_free(server *s);
+int srv_answer_put(lua_State *L);
+int srv_answer_drop(lua_State *L);
+int srv_answer_clear(lua_State *L);
+int srv_answer_stats(lua_State *L);
 
 /* server_ws.c */
 void srv_ent_free(server *s, wsent *e);

@@ -270,6 +270,57 @@ static int is_content_length(const char *k) {
   return strcasecmp(k, "content-length") == 0;
 }
 
+/* Raise unless the table at idx maps strings to strings or numbers: checked
+ * before anything is acquired, so nothing after it raises. */
+int srv_check_headers(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int vt = lua_type(L, -1);
+    if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
+      luaL_argerror(L, idx, "header names and values must be strings");
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* Add the headers of the (checked) table at idx to resp, Content-Length
+ * aside (MHD sets it from the body) -> 1, or 0 with a message pushed. */
+int srv_add_headers(lua_State *L, int idx, struct MHD_Response *resp) {
+  int top = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t kl, vl;
+    const char *k = lua_tolstring(L, -2, &kl), *v;
+    char num[64];
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+      if (lua_isinteger(L, -1))
+        snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, -1));
+      else
+#endif
+        snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
+      v = num;
+      vl = strlen(num);
+    } else {
+      v = lua_tolstring(L, -1, &vl);
+    }
+    if (is_content_length(k)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (kl != strlen(k) || vl != strlen(v) || kl == 0 ||
+        MHD_add_response_header(resp, k, v) != MHD_YES) {
+      lua_pushfstring(L, "invalid header '%s'", k);
+      lua_replace(L, top + 1);
+      lua_settop(L, top + 1);
+      return 0;
+    }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
 int srv_respond(lua_State *L) {
   server *s = srv_open(L);
   lua_Integer id, status;
@@ -283,17 +334,8 @@ int srv_respond(lua_State *L) {
   status = luaL_checkinteger(L, 3);
   luaL_argcheck(L, status >= 100 && status <= 999, 3, "HTTP status out of range");
   has_headers = !lua_isnoneornil(L, 4);
-  if (has_headers) luaL_checktype(L, 4, LUA_TTABLE);
+  if (has_headers) srv_check_headers(L, 4); /* nothing below may raise */
   body = luaL_optlstring(L, 5, "", &blen);
-  if (has_headers) { /* check types first: nothing below may raise */
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      int vt = lua_type(L, -1);
-      if (lua_type(L, -2) != LUA_TSTRING || (vt != LUA_TSTRING && vt != LUA_TNUMBER))
-        luaL_argerror(L, 4, "header names and values must be strings");
-      lua_pop(L, 1);
-    }
-  }
   err = srv_slot_lookup(s, id, &r);
   if (err) {
     luaL_pushfail(L);
@@ -306,37 +348,11 @@ int srv_respond(lua_State *L) {
     lua_pushliteral(L, "out of memory");
     return 2;
   }
-  if (has_headers) {
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      size_t kl, vl;
-      const char *k = lua_tolstring(L, -2, &kl), *v;
-      char num[64];
-      if (lua_type(L, -1) == LUA_TNUMBER) {
-#if LUA_VERSION_NUM >= 503
-        if (lua_isinteger(L, -1))
-          snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, -1));
-        else
-#endif
-          snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
-        v = num;
-        vl = strlen(num);
-      } else {
-        v = lua_tolstring(L, -1, &vl);
-      }
-      if (is_content_length(k)) { /* MHD sets it from the body */
-        lua_pop(L, 1);
-        continue;
-      }
-      if (kl != strlen(k) || vl != strlen(v) || kl == 0 ||
-          MHD_add_response_header(resp, k, v) != MHD_YES) {
-        MHD_destroy_response(resp);
-        luaL_pushfail(L);
-        lua_pushfstring(L, "invalid header '%s'", k);
-        return 2;
-      }
-      lua_pop(L, 1);
-    }
+  if (has_headers && !srv_add_headers(L, 4, resp)) {
+    MHD_destroy_response(resp);
+    luaL_pushfail(L);
+    lua_insert(L, -2);
+    return 2;
   }
   r->resp = resp;
   r->status = (unsigned int)status;

@@ -173,15 +173,18 @@ end
 
 _M.CACHE_SIZE = 4096
 
---- authenticate(authorization_header_value) -> user | nil, message
+--- authenticate(authorization_header_value) -> user, nil, expiry | nil, message
 -- Headers that passed are remembered (user, and a token's expiry), so the
 -- polls that make most of the load skip the base64, SHA-256 and HMAC work.
 -- Only successes are kept, the set of users is fixed for the engine's life,
--- and the cache is dropped whole when it fills.
+-- and the cache is dropped whole when it fills. `expiry` (core.time()
+-- seconds) is when the credential stops passing: a token's exp, nil for a key.
+-- (Answers the server replays, engine/answers.lua, rest on the same fixed
+-- users: a change to them would have to clear both.)
 function _M:authenticate(header)
   local hit = self.cache and self.cache[header]
   if hit then
-    if not hit.exp or core.time() < hit.exp then return hit.user end
+    if not hit.exp or core.time() < hit.exp then return hit.user, nil, hit.exp end
     self.cache[header] = nil
   end
   local user, err, exp = self:check(header)
@@ -190,7 +193,7 @@ function _M:authenticate(header)
     self.cache[header] = { user = user, exp = exp }
     self.cached = self.cached + 1
   end
-  return user, err
+  return user, err, exp
 end
 
 function _M:check(header)

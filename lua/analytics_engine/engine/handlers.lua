@@ -12,6 +12,7 @@ local history = require("analytics_engine.engine.history")
 local clusters = require("analytics_engine.engine.clusters")
 local logs = require("analytics_engine.engine.logs")
 local kernels = require("analytics_engine.engine.kernels")
+local answers = require("analytics_engine.engine.answers")
 
 local _M = {}
 local H = {}
@@ -284,8 +285,11 @@ function H.authorize(eng, ctx)
   return 200, { _messageCode_ = "200", message = "Success", token = token }
 end
 
+-- requests: every request by operation, those the server answered from a
+-- kept answer (engine/answers.lua) included; replayed: those alone.
 function H.engine_stats(eng)
-  return 200, { requests = util.copy(eng.stats.requests), faults = util.copy(eng.stats.faults),
+  local requests, replayed = answers.count(eng, util.copy(eng.stats.requests))
+  return 200, { requests = requests, replayed = replayed, faults = util.copy(eng.stats.faults),
                 applications_created = eng.stats.applications_created }
 end
 

@@ -14,6 +14,7 @@ local server = require("analytics_engine.engine.server")
 local confine = require("analytics_engine.engine.confine")
 local children = require("analytics_engine.engine.children")
 local private = require("analytics_engine.engine.private")
+local answers = require("analytics_engine.engine.answers")
 
 local _M = {}
 
@@ -219,12 +220,14 @@ function _M.serve(o)
   local srv, berr = core.http_server{ host = host, port = o.port or 0, max_body = eng.opts.max_body,
                                       tls_cert = cert, tls_key = key,
                                       max_connections = _M.max_connections(o["max-connections"]),
-                                      request_timeout = o["request-timeout"] or _M.REQUEST_TIMEOUT }
+                                      request_timeout = o["request-timeout"] or _M.REQUEST_TIMEOUT,
+                                      answer_cache = answers.size(eng.opts, eng.faults) }
   if not srv then
     eng.store:close()
     return fail(("cannot listen on %s:%d: %s"):format(host, o.port or 0, tostring(berr)))
   end
   eng.server = srv
+  if answers.size(eng.opts, eng.faults) > 0 then answers.attach(eng, srv) end
   local port = srv:port()
   local url = ("%s://%s:%d"):format(o["tls-cert"] and "https" or "http",
     host:find(":", 1, true) and ("[" .. host .. "]") or host, port)

@@ -15,6 +15,7 @@ local page = require("analytics_engine.engine.page")
 local auth = require("analytics_engine.engine.auth")
 local router = require("analytics_engine.engine.router")
 local guard = require("analytics_engine.engine.guard")
+local answers = require("analytics_engine.engine.answers")
 
 local _M = {}
 
@@ -78,21 +79,23 @@ end
 
 --- The one check every door goes through, HTTP and WebSocket upgrades alike:
 -- who is calling (401), and may their role pass this door (403)?
--- -> user (nil for an open door) | nil, status, message
+-- -> user (nil for an open door), nil, nil, expiry | nil, status, message
+-- (expiry: when the Authorization header's credential stops passing, nil
+-- for a key or a cookie)
 local function admit(eng, req, door)
   if door.role == nil then return nil end
-  local user, err = eng.auth:authenticate(req.headers.authorization)
-  if not user and door.cookie then user = page.cookie_user(eng, req) end
+  local user, err, exp = eng.auth:authenticate(req.headers.authorization)
+  if not user and door.cookie then user, exp = page.cookie_user(eng, req), nil end
   if not user then return nil, 401, err or "authorization required" end
   local ok, perr = auth.permits(user, door)
   if not ok then return nil, 403, perr end
-  return user
+  return user, nil, nil, exp
 end
 _M.admit = admit
 
 --- Run the operation for a routed request -> status, body, headers.
 local function process(eng, req, op, params)
-  local user, status, message = admit(eng, req, op)
+  local user, status, message, exp = admit(eng, req, op)
   if status then return reply.error(status, status == 401 and "unauthorized" or "forbidden", message) end
   local iid = params.instance_id
   if iid and iid ~= eng.instance_id then -- (the instance's own id is a valid one: no pattern to run)
@@ -122,7 +125,13 @@ local function process(eng, req, op, params)
   -- most of the load skip the mark (two tables per request).
   local mark = durable.REVERTIBLE[op.name] and durable.mark(eng) or nil
   local rstatus, rbody, rheaders = handler(eng, ctx)
-  return durable.finish(eng, op, mark, rstatus, rbody, rheaders)
+  rstatus, rbody, rheaders = durable.finish(eng, op, mark, rstatus, rbody, rheaders)
+  if eng.answers and answers.CACHEABLE[op.name] and rstatus == 200 then
+    -- (what send() will send: encoding an encoded answer leaves it as it is)
+    rstatus, rheaders, rbody = reply.encode(rstatus, rbody, rheaders)
+    answers.keep(eng, req, op, params, exp, rstatus, rheaders, rbody)
+  end
+  return rstatus, rbody, rheaders
 end
 
 --- The answer to a routed (or unrouted) request -> status, body, headers.

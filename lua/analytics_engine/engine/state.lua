@@ -9,6 +9,9 @@
 --   store:mark()             what is unsaved now; store:revert(mark) undoes in memory every
 --                            change made after the mark (a change that cannot be saved)
 --   store:close()
+--   store.on_change          nil, or function(kind, rec) told of every change as it is
+--                            made: (kind, rec) for a record, ("settings"), or (nil) for
+--                            "anything may have changed" (a bare touch())
 -- Reads are answered from the in-memory model loaded at open, so status polls
 -- cost no disk I/O; commit() returns only after SQLite has synced the WAL
 -- (synchronous=FULL), and the engine answers a request only after its commit,
@@ -213,6 +216,12 @@ function _M:settings()
   return self.conf
 end
 
+-- Tell the engine's listener (answers kept from the model) of a change.
+local function changed(self, kind, rec)
+  local f = self.on_change
+  if f then f(kind, rec) end
+end
+
 function _M:get(kind, id)
   return self.data[kind].by_id[id]
 end
@@ -235,6 +244,7 @@ function _M:put(kind, rec)
   k.by_id[rec.id] = rec
   self.dirty_recs[rec] = kind
   self.dirty = true
+  changed(self, kind, rec)
   return rec
 end
 
@@ -255,6 +265,7 @@ function _M:touch(kind, rec)
     self.dirty_recs[rec] = kind
   end
   self.dirty = true
+  changed(self, kind, rec)
 end
 
 -- Write one record if its JSON differs from what the database holds.
@@ -373,6 +384,7 @@ function _M:revert(mark)
       restore(rec, doc)
     end
     self.dirty_recs[rec] = nil
+    changed(self, kind, rec)
   end
   for rec, kind in pairs(self.dirty_recs) do
     if not mark.recs[rec] then undo(kind, rec) end
@@ -392,6 +404,7 @@ function _M:revert(mark)
     for k, v in pairs(self.written.settings) do self.conf[k] = util.json_decode(v) end
     self.dirty_settings = false
     n = n + 1
+    changed(self, "settings")
   end
   self.dirty = next(self.dirty_recs) ~= nil or self.dirty_settings or self.dirty_all
   return dropped, n
