@@ -89,7 +89,8 @@ describe("core.http_server kept answers", function()
       get("/apps/1/status/", auth(AUTH)),                   -- another path
       get("/apps/2/status", auth(AUTH)),
       ("HEAD /apps/1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n"):format(auth(AUTH)),
-      ("POST /apps/1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: 0\r\n\r\n"):format(auth(AUTH)),
+      ("POST /apps/1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: 0\r\n\r\n")
+        :format(auth(AUTH)),
       get("/apps/1/status", auth(AUTH), "Content-Length: 2\r\n\r\n{}"), -- a GET with a body
     })
     assert.is_true(kept(answers[1]), answers[1])
@@ -111,7 +112,8 @@ describe("core.http_server kept answers", function()
     assert(server:answer_put("/b", AUTH, 200, HEADERS, BODY, nil, "t"))
     assert.equal(2, server:answer_drop("/a"))
     assert.equal(0, server:answer_drop("/a"))
-    local answers, seen = exchange(server, { get("/a", auth(AUTH)), get("/a", auth("Bearer tok")), get("/b", auth(AUTH)) })
+    local answers, seen = exchange(server,
+      { get("/a", auth(AUTH)), get("/a", auth("Bearer tok")), get("/b", auth(AUTH)) })
     assert.matches("^HTTP/1%.1 418 ", answers[1])
     assert.matches("^HTTP/1%.1 418 ", answers[2])
     assert.is_true(kept(answers[3]))

@@ -197,7 +197,8 @@ describe("kept status answers and the engine's options", function()
     local root = helper.app_root { ["ok.sh"] = "exit 0\n" }
     -- (the launcher always adds --quiet: drop it)
     local drop_quiet = 'for a; do shift; [ "$a" = --quiet ] || set -- "$@" "$a"; done; exec "$0" "$@"'
-    local loud = helper.start({ "--no-jupyter", "--app-root", root }, { bin = { "sh", "-c", drop_quiet, helper.bin() } })
+    local loud = helper.start({ "--no-jupyter", "--app-root", root },
+      { bin = { "sh", "-c", drop_quiet, helper.bin() } })
     local ok, err = pcall(function()
       local id = helper.submit(loud, { application = "ok.sh" })
       assert.truthy(wait_state(loud, id, "FINISHED"))
