@@ -4,6 +4,7 @@
 --       their ids one per line in IDS_FILE
 --   lua5.4 bench/engine_load.lua info DATA_DIR      url, iid, auth as shell assignments
 --   lua5.4 bench/engine_load.lua get URL AUTH        one GET, the body on stdout
+--   lua5.4 bench/engine_load.lua replayed DATA_DIR   status reads answered without Lua, of all
 --   lua5.4 bench/engine_load.lua baseline PORT_FILE
 --       the baseline: libmicrohttpd through the same core.http_server loop with
 --       a trivial Lua handler (no routing, auth, JSON or state); writes its port
@@ -65,6 +66,20 @@ elseif mode == "info" then
   local e, c = read(arg[2] .. "/engine.json"), read(arg[2] .. "/credentials.json")
   print(("url='%s' iid='%s' auth='%s'"):format(e.url, e.instance_id,
     "ZenApiKey " .. util.b64encode(c.username .. ":" .. c.api_key)))
+elseif mode == "replayed" then
+  -- of the engine serving DATA_DIR: its status reads answered without Lua, of all its status reads
+  local function read(p)
+    local f = assert(io.open(p, "rb"))
+    local v = util.json_decode(f:read("a"))
+    f:close()
+    return v
+  end
+  local e, c = read(arg[2] .. "/engine.json"), read(arg[2] .. "/credentials.json")
+  local r = assert(core.http_session():request{ method = "GET", url = e.url .. "/engine/v1/stats",
+    headers = { Authorization = "ZenApiKey " .. util.b64encode(c.username .. ":" .. c.api_key) } })
+  local st = assert(util.json_decode(r.body))
+  local rep, all = st.replayed.get_application_state or 0, st.requests.get_application_state or 0
+  io.write(("%d of %d (%.2f%%)\n"):format(rep, all, all > 0 and rep / all * 100 or 0))
 elseif mode == "get" then
   local r = assert(core.http_session():request{ method = "GET", url = arg[2], headers = { Authorization = arg[3] } })
   assert(r.status == 200, "status " .. r.status .. " " .. tostring(r.body))

@@ -34,6 +34,8 @@ usage: aeflow serve [options]
                       hard limit, less 256); near it the oldest idle ones are closed
   --request-timeout S a connection's time to send a whole request, not extended by
                       trickling bytes (default 30; 0: none)
+  --answer-cache N    status answers the server may give again without Lua until the
+                      application changes (default 16384; 0: off; only with --quiet)
   --tls-cert FILE --tls-key FILE   serve HTTPS (PEM files)
   --quota-cores N     the instance's cpu quota (default 16)
   --quota-memory SIZE the instance's memory quota (default 64Gi)

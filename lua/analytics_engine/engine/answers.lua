@@ -15,17 +15,19 @@
 -- replays are counted by operation name into /engine/v1/stats.
 local _M = {}
 
--- Most answers the server keeps; it is emptied whole when full.
+-- Most answers the server keeps (--answer-cache); it is emptied whole when full.
 _M.SIZE = 16384
 
 -- Operations whose 200 the server may replay -> the path parameter naming
 -- the one record the answer shows (nothing else but the caller's role).
 _M.CACHEABLE = { get_application_state = "application_id" }
 
---- The http_server option for an engine with options `opts` -> number of answers (0: off).
+--- The http_server option for an engine with options `opts` (and its
+-- fault injector) -> number of answers (0: off). Not over TLS either: the
+-- server cannot see a TLS client's end-of-file ahead (csrc/server_cache.c).
 function _M.size(opts, faults)
-  if opts.quiet and not faults then return _M.SIZE end
-  return 0
+  if not opts.quiet or faults or opts.tls then return 0 end
+  return opts.answer_cache or _M.SIZE
 end
 
 --- Start keeping answers on `server` for `eng` (its store reports changes).

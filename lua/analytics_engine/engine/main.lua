@@ -25,6 +25,7 @@ local OPTIONS = {
   users = "string", ["token-ttl"] = "integer", faults = "number", ["fault-kinds"] = "string",
   ["fault-seed"] = "integer", ["fault-ops"] = "string", ["fault-delay"] = "number", ["max-body"] = "integer",
   ["tls-cert"] = "string", ["tls-key"] = "string", ["max-connections"] = "integer", ["request-timeout"] = "number",
+  ["answer-cache"] = "integer",
   ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
   ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
   quiet = "flag", ["no-jupyter"] = "flag", ["allow-any-program"] = "flag",
@@ -75,6 +76,9 @@ function _M.check(o)
   end
   if o["request-timeout"] and (o["request-timeout"] < 0 or o["request-timeout"] > 86400) then
     return nil, "--request-timeout must be between 0 and 86400 seconds"
+  end
+  if o["answer-cache"] and (o["answer-cache"] < 0 or o["answer-cache"] > 1000000) then
+    return nil, "--answer-cache must be between 0 and 1000000 answers (0: off)"
   end
   if o["allow-any-program"] and not confine.loopback(o.host or "127.0.0.1") then
     return nil, "--allow-any-program is only for an engine on loopback: listening on " .. o.host
@@ -170,6 +174,7 @@ function _M.setup(o)
   local eng = {
     opts = { data_dir = data_dir, app_root = absolute(o["app-root"] or "."),
              examples_dir = runner.examples_dir(o["examples-dir"]), quiet = o.quiet,
+             answer_cache = o["answer-cache"], tls = o["tls-cert"] ~= nil,
              max_body = o["max-body"] or 1048576, jupyter = not o["no-jupyter"],
              quota = { millicores = apps.millicores(quota.cores), mib = apps.memory_mib(quota.memory) },
              app_timeout = o["app-timeout"] and apps.seconds(o["app-timeout"]) or nil,
