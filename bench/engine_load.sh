@@ -41,6 +41,7 @@ rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 calc() { awk "BEGIN { print $1 }"; }
 nreq() { awk '/requests in/ { print $1 }' "$1"; }
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime, clock ticks (comm has no spaces here)
+rss() { awk '/^VmRSS:/ { printf "%.1f MB", $2 / 1024 }' "/proc/$1/status"; }
 
 # 1. the baseline
 "$LUA" bench/engine_load.lua baseline "$work/baseline.port" & pids="$pids $!"
@@ -123,6 +124,7 @@ lua_cpu=$(cut -d' ' -f9 "$work/rounds.txt" | median)
 min_ratio=$(cut -d' ' -f4 "$work/rounds.txt" | sort -n | head -1)
 min_cpu=$(cut -d' ' -f6 "$work/rounds.txt" | sort -n | head -1)
 replayed=$("$LUA" bench/engine_load.lua replayed "$work/data")
+erss=$(rss "$epid"); lrss=$(rss "$lpid")
 
 echo "engine_load: $APPS applications on record (seeded in $(calc "$seed_end - $seed_start")s, engine ready in $(calc "$ready - $start")s)"
 echo "engine_load: one answer: $(cat "$work/one.json")"
@@ -137,4 +139,5 @@ echo "engine_load: lowest round: ratio $(calc "int($min_ratio * 100 + 0.5) / 100
 echo "engine_load: status reads the engine's server answered without Lua (kept answers): $replayed"
 echo "engine_load: every read through Lua (--answer-cache 0): $lua_rps req/s, ratio $(calc "int($lua_ratio * 100 + 0.5) / 100")," \
   "server CPU per request $(calc "int($lua_cpu * 100 + 0.5) / 100") (medians)"
+echo "engine_load: engine RSS at the end: $erss (every read through Lua: $lrss)"
 echo "engine_load: target >= 10000 req/s: $(calc "($eng >= 10000) ? \"met\" : \"NOT met\"")"
