@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -52,10 +54,14 @@ static int check_signal(lua_State *L, int arg) {
 }
 
 static volatile sig_atomic_t sig_flags[NSIG];
-static volatile sig_atomic_t sig_count; /* bumped by every watched signal */
+static volatile sig_atomic_t sig_count;     /* bumped by every watched signal */
+static volatile sig_atomic_t child_watched; /* SIGCHLD has our handler */
+static volatile sig_atomic_t child_count;   /* SIGCHLDs received (wrapping) */
+static sig_atomic_t child_seen;             /* child_count at the last child_exited() */
 
 static void on_signal(int sig) {
-  if (sig > 0 && sig < NSIG) sig_flags[sig] = 1;
+  if (sig == SIGCHLD) child_count++; /* a counter: read once, nothing is lost */
+  else if (sig > 0 && sig < NSIG) sig_flags[sig] = 1;
   sig_count++;
 }
 
@@ -86,19 +92,22 @@ static int l_signal_watch(lua_State *L) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
     if (sigaction(sig, &sa, NULL) != 0) {
       int e = errno;
       luaL_pushfail(L);
       lua_pushfstring(L, "sigaction %d: %s", sig, strerror(e));
       return 2;
     }
+    if (sig == SIGCHLD) child_watched = 1;
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* The name of the first pending watched signal (cleared), or nil. */
+/* The name of the first pending watched signal (cleared), or nil. SIGCHLD
+ * is not one: a child ending asks nothing of the caller's loop but a look
+ * at its children (child_exited). */
 static int l_signal_pending(lua_State *L) {
   int i;
   for (i = 0; signames[i].name; i++) {
@@ -110,6 +119,22 @@ static int l_signal_pending(lua_State *L) {
     }
   }
   lua_pushnil(L);
+  return 1;
+}
+
+/* child_exited() -> true when a child ended (SIGCHLD arrived) since the last
+ * call, else false; nil while SIGCHLD is not watched (signal_watch{ "CHLD" }):
+ * then the caller cannot know and must look at its children itself. */
+static int l_child_exited(lua_State *L) {
+  if (!child_watched) {
+    lua_pushnil(L);
+    return 1;
+  }
+  {
+    sig_atomic_t now = child_count;
+    lua_pushboolean(L, now != child_seen);
+    child_seen = now;
+  }
   return 1;
 }
 
@@ -178,55 +203,105 @@ static void close_others(int keep) {
     if (fd != keep) close(fd);
 }
 
-/* The child between fork and exec: async-signal-safe calls only (another
- * thread, a libcurl resolver, may hold malloc's lock). Its own session and
- * process group; with `deathsig`, that signal when the engine dies, even by
- * SIGKILL (posix_spawn cannot ask for it). An exec failure's errno goes back
- * through `errfd`. */
-static void child_exec(const char *path, char *const argv[], char *const envp[], const int fds[3],
-                       const char *cwd, int deathsig, pid_t parent, int errfd) {
+/* The child between clone and exec. It shares the engine's memory
+ * (CLONE_VM | CLONE_VFORK, as posix_spawn does): async-signal-safe calls
+ * only, on a stack of its own, writing nothing but its own locals. A fork
+ * copied the engine's page tables and left its every page copy-on-write:
+ * ~1.7 ms a launch with 2,000 applications running, growing with the heap.
+ * Its own session and process group; with `deathsig`, that signal when the
+ * engine dies, even by SIGKILL (posix_spawn cannot ask for it). An exec
+ * failure's errno goes back through `errfd`. Not instrumented: ASan would
+ * poison redzones on the borrowed stack and never unpoison them (the frame
+ * does not return). */
+struct child_args {
+  const char *path, *cwd;
+  char *const *argv, *const *envp;
+  const int *fds;
+  int deathsig, errfd;
+  pid_t parent;
+};
+
+__attribute__((no_sanitize("address"))) static int child_exec(void *p) {
+  const struct child_args *a = p;
+  struct sigaction dfl, old;
   sigset_t none;
   int i, e;
   setsid();
 #ifdef PR_SET_PDEATHSIG
-  if (deathsig && (prctl(PR_SET_PDEATHSIG, deathsig) != 0 || getppid() != parent)) _exit(127);
-#else
-  (void)deathsig;
-  (void)parent;
+  if (a->deathsig && (prctl(PR_SET_PDEATHSIG, a->deathsig) != 0 || getppid() != a->parent))
+    _exit(127);
 #endif
   for (i = 0; i < 3; i++) {
-    if (fds[i] == i) fcntl(i, F_SETFD, 0); /* dup2 onto itself keeps O_CLOEXEC */
-    else if (dup2(fds[i], i) < 0) goto fail;
+    if (a->fds[i] == i) fcntl(i, F_SETFD, 0); /* dup2 onto itself keeps O_CLOEXEC */
+    else if (dup2(a->fds[i], i) < 0) goto fail;
   }
-  close_others(errfd);
+  close_others(a->errfd);
+  /* Every caught signal back to its default before any is unblocked: a
+   * handler must not run here, on the engine's memory. The named ones
+   * (ignored ones too) as before; ignored others stay ignored over exec. */
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (i = 1; i < NSIG; i++) {
+    if (i == SIGKILL || i == SIGSTOP || sigaction(i, NULL, &old) != 0) continue;
+    if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) sigaction(i, &dfl, NULL);
+  }
   for (i = 0; signames[i].name; i++)
-    if (signames[i].sig != SIGKILL && signames[i].sig != SIGSTOP) signal(signames[i].sig, SIG_DFL);
+    if (signames[i].sig != SIGKILL && signames[i].sig != SIGSTOP)
+      sigaction(signames[i].sig, &dfl, NULL);
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  if (cwd && chdir(cwd) != 0) goto fail;
-  execve(path, argv, envp);
+  if (a->cwd && chdir(a->cwd) != 0) goto fail;
+  execve(a->path, a->argv, a->envp);
 fail:
   e = errno;
-  if (write(errfd, &e, sizeof e) < 0) _exit(126);
+  if (write(a->errfd, &e, sizeof e) < 0) _exit(126);
   _exit(127);
 }
 
-/* fork + exec -> 0 and *pid, or an errno (the exec's when it failed). */
+/* The child's stack: it runs only child_exec and the system calls' wrappers
+ * (under ASan, their interceptors). */
+#define CHILD_STACK (256 * 1024)
+
+/* clone + exec -> 0 and *pid, or an errno (the exec's when it failed). The
+ * engine is suspended until the child has exec'd or failed. */
 static int start_child(const char *path, char *const argv[], char *const envp[], const int fds[3],
                        const char *cwd, int deathsig, pid_t *pid) {
+  struct child_args a;
+  sigset_t all, old;
   int pfd[2], e = 0;
   ssize_t n;
-  pid_t parent = getpid();
+  char *stack;
   if (pipe2(pfd, O_CLOEXEC) != 0) return errno;
-  *pid = fork();
-  if (*pid < 0) {
+  stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+               -1, 0);
+  if (stack == MAP_FAILED) {
     e = errno;
     close(pfd[0]);
     close(pfd[1]);
     return e;
   }
-  if (*pid == 0) child_exec(path, argv, envp, fds, cwd, deathsig, parent, pfd[1]);
+  a.path = path;
+  a.cwd = cwd;
+  a.argv = argv;
+  a.envp = envp;
+  a.fds = fds;
+  a.deathsig = deathsig;
+  a.errfd = pfd[1];
+  a.parent = getpid();
+  /* No handler may run in the child before it resets them (it shares our
+   * memory): it starts with every signal blocked. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  *pid = clone(child_exec, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+  if (*pid < 0) e = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, CHILD_STACK);
   close(pfd[1]);
+  if (*pid < 0) {
+    close(pfd[0]);
+    return e;
+  }
   do n = read(pfd[0], &e, sizeof e);
   while (n < 0 && errno == EINTR);
   close(pfd[0]);
@@ -387,6 +462,7 @@ void ae_open_process(lua_State *L) {
                                    {"getpid", l_getpid},
                                    {"signal_watch", l_signal_watch},
                                    {"signal_pending", l_signal_pending},
+                                   {"child_exited", l_child_exited},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

@@ -341,5 +341,40 @@ describe("core process helpers", function()
       assert.is_nil(core.signal_pending())
       assert.has_error(function() core.signal_watch{ "KILL" } end)
     end)
+
+    it("notes a child's end once (child_exited), never as a pending signal", function()
+      assert.is_true(core.signal_watch{ "CHLD" })
+      core.child_exited() -- whatever ended before
+      assert.is_false(core.child_exited())
+      local pid = assert(core.spawn { argv = { "true" } })
+      local deadline = core.monotime() + 10 -- generous: only a hang fails
+      local seen = false
+      while not seen and core.monotime() < deadline do
+        seen = core.child_exited()
+        if not seen then core.sleep(0.01) end
+      end
+      assert.is_true(seen)
+      assert.is_false(core.child_exited()) -- read once
+      assert.is_nil(core.signal_pending()) -- not a stop signal for a serving loop
+      assert.same({ "exited", 0 }, { wait_exit(pid, 10) })
+    end)
+
+    it("starts a child with no signal blocked and gives the parent its signals back", function()
+      -- spawn blocks every signal while the child shares its memory (until
+      -- exec): the child unblocks them (USR1's default action ends it), and the
+      -- parent's own mask is restored (its watched USR2 still arrives).
+      assert.is_true(core.signal_watch{ "USR1", "USR2" })
+      local pid = assert(core.spawn { argv = { "sh", "-c", "kill -USR1 $$; sleep 5; exit 0" } })
+      assert.same({ "signaled", 10 }, { wait_exit(pid, 20) })
+      assert.is_nil(core.signal_pending()) -- the child's USR1 was its own
+      assert.is_true(sh("kill -USR2 " .. core.getpid()))
+      local deadline = core.monotime() + 10
+      local name
+      while not name and core.monotime() < deadline do
+        name = core.signal_pending()
+        if not name then core.sleep(0.01) end
+      end
+      assert.equal("USR2", name)
+    end)
   end)
 end)
