@@ -46,4 +46,54 @@ describe("the engine's lifecycle", function()
     lc:drain(0.1)
     assert.is_false(lc:busy())
   end)
+
+  it("keeps the live applications' use summed as they change and retire", function()
+    local lc = lifecycle.new()
+    local a, b, gone = { id = "a" }, { id = "b" }, { id = "gone" }
+    lc:admit(a) lc:admit(b)
+    lc:count(a, "pending", 1000, 1024)
+    lc:count(b, "pending", 500, 512)
+    assert.same({ 0, 0, 1500, 1536 }, { lc:use() })
+    lc:count(a, "running", 1000, 1024)
+    assert.same({ 1000, 1024, 500, 512 }, { lc:use() })
+    lc:count(gone, "running", 7, 7) -- not live: not counted
+    assert.same({ 1000, 1024, 500, 512 }, { lc:use() })
+    lc:retire(a)
+    assert.same({ 0, 0, 500, 512 }, { lc:use() })
+    lc:count(b, nil) -- terminal, not yet retired
+    assert.same({ 0, 0, 0, 0 }, { lc:use() })
+    lc:retire(b)
+    assert.same({ 0, 0, 0, 0 }, { lc:use() })
+  end)
+
+  it("asks for a look at the processes when a child ended, a deadline is due, or a while went by", function()
+    assert.is_true(core.signal_watch { "CHLD" })
+    local lc = lifecycle.new()
+    local now = core.time()
+    assert.is_true(lc:look(now)) -- never looked
+    lc:looked(math.huge)
+    core.child_exited() -- (what ended before)
+    assert.is_false(lc:look(now))
+    local pid = assert(core.spawn { argv = { "true" } })
+    local deadline = core.monotime() + 10 -- generous: only a hang fails
+    local asked = false
+    while not asked and core.monotime() < deadline do
+      asked = lc:look(core.time())
+      if not asked then core.sleep(0.01) end
+    end
+    assert.is_true(asked)
+    while core.wait(pid) == nil do core.sleep(0.01) end
+    lc:looked(math.huge)
+    assert.is_false(lc:look(now))
+    lc:due(now + 30)
+    assert.is_false(lc:look(now))
+    assert.is_true(lc:look(now + 30))
+    lc:looked(math.huge)
+    local every = lifecycle.LOOK_EVERY
+    lifecycle.LOOK_EVERY = 0.05
+    core.sleep(0.1)
+    local late = lc:look(now)
+    lifecycle.LOOK_EVERY = every
+    assert.is_true(late)
+  end)
 end)

@@ -58,18 +58,17 @@ function _M.demand(rec)
   return d.cores_m, d.memory_mib
 end
 
--- Running and pending use over the live applications -> millicores, MiB of each.
+-- Running and pending use over the live applications -> millicores, MiB of
+-- each (summed by the lifecycle as applications change state: set_state).
 local function use(eng)
-  local run_c, run_m, pend_c, pend_m = 0, 0, 0, 0
-  for _, rec in eng.lifecycle:live() do
-    local c, m = _M.demand(rec)
-    if rec.state == "RUNNING" then
-      run_c, run_m = run_c + c, run_m + m
-    elseif _M.PENDING[rec.state] then
-      pend_c, pend_m = pend_c + c, pend_m + m
-    end
-  end
-  return run_c, run_m, pend_c, pend_m
+  return eng.lifecycle:use()
+end
+
+-- What a live application counts for in `use`, after a change of its state.
+local function count(eng, rec)
+  local kind = rec.state == "RUNNING" and "running" or _M.PENDING[rec.state] and "pending" or nil
+  local c, m = _M.demand(rec)
+  eng.lifecycle:count(rec, kind, c, m)
 end
 
 local function quantities(c, m) return { cores = ("%dm"):format(floor(c)), memory = ("%dMi"):format(floor(m)) } end
@@ -104,6 +103,7 @@ local function set_state(eng, rec, state, now)
   rec.transitions = rec.transitions or {}
   rec.transitions[#rec.transitions + 1] = { state = state, time = now or core.time() }
   eng.store:touch("applications", rec)
+  count(eng, rec)
 end
 
 local function finish(eng, rec, state, now)
@@ -194,6 +194,7 @@ function _M.create(eng, details, extras)
   end
   eng.store:put("applications", rec)
   eng.lifecycle:admit(rec)
+  count(eng, rec)
   if not core.mkdir_p(rec.dir, 448) then eng.lifecycle:set_proc(id, { mkdir = false }) end
   eng.stats.applications_created = eng.stats.applications_created + 1
   return rec
@@ -234,7 +235,10 @@ local function launch(eng, rec)
   rec.start_ts = now
   rec.stdout_path, rec.stderr_path = rec.dir .. "/stdout", rec.dir .. "/stderr"
   rec.submitted_with = plan.submit and "spark-submit" or "local"
-  if rec.timeout then rec.deadline = now + rec.timeout end
+  if rec.timeout then
+    rec.deadline = now + rec.timeout
+    eng.lifecycle:due(rec.deadline)
+  end
   rec.spark_application_id = spark_app_id(eng)
   eng.lifecycle:set_proc(rec.id, { pid = pid })
   set_state(eng, rec, "RUNNING", now)
@@ -309,13 +313,14 @@ local function schedule(eng, now)
   end
 end
 
---- Advance every live application one step; never blocks.
-function _M.tick(eng)
-  local now = core.time()
+-- Look at every running application's process: ended ones finish, those
+-- past their deadline are stopped. -> the earliest deadline of what still runs.
+local function look(eng, now)
   local lc = eng.lifecycle
+  local due = math.huge
   for id, rec in lc:live() do
-    local p = lc:proc(id) or {}
-    if rec.state == "RUNNING" and p.pid then
+    local p = lc:proc(id)
+    if rec.state == "RUNNING" and p and p.pid then
       local st, c = core.wait(p.pid)
       -- An ended application's processes end with it: what it left running in
       -- its process group (a `cmd &`, a daemon thread's process) is killed now,
@@ -340,9 +345,21 @@ function _M.tick(eng)
         add_detail(rec, "error", "application_timeout", ("the application ran longer than its limit of %gs "
           .. "(%s or --app-timeout) and was stopped"):format(rec.timeout, _M.TIMEOUT_KEY))
         finish(eng, rec, "AUTO_TERMINATED", now)
+      elseif rec.deadline and rec.deadline < due then
+        due = rec.deadline
       end
     end
   end
+  return due
+end
+
+--- Advance the live applications one step; never blocks. The running
+-- processes are looked at when the lifecycle says a look is due (a child
+-- ended, a deadline passed, or a second went by), not at every turn.
+function _M.tick(eng)
+  local now = core.time()
+  local lc = eng.lifecycle
+  if lc:look(now) then lc:looked(look(eng, now)) end
   schedule(eng, now)
   -- Stopped process groups: reap them; KILL what outlives the grace period.
   lc:reap(now)

@@ -243,7 +243,8 @@ function _M.serve(o)
   ok, werr = core.write_file_atomic(dir .. "/engine.json", util.json_encode({
     url = url, port = port, pid = core.getpid(), instance_id = eng.instance_id, data_dir = dir }) .. "\n", 384)
   if not ok then srv:close() return fail("cannot write engine.json: " .. tostring(werr)) end
-  core.signal_watch{ "INT", "TERM" }
+  -- CHLD: the applications are looked at when one ended (lifecycle.look)
+  core.signal_watch{ "INT", "TERM", "CHLD" }
 
   io.stdout:write(("local engine: serving the Analytics Engine v4 API at %s\n"):format(url),
     ("  instance id: %s\n"):format(eng.instance_id),
