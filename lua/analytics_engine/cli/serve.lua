@@ -46,6 +46,8 @@ usage: aeflow serve [options]
   --spark-submit PATH the spark-submit to use (default: $SPARK_HOME/bin, then PATH)
   --no-jupyter        no Jupyter Server: the kernel endpoints answer 503
   --quiet             no per-request log lines
+  --no-list-changes   list_applications ignores changed_since, as the vendor's service does
+                      (to try a client against it; clients then read the whole list)
 ]]
 
 -- The engine's options (engine/main.lua's OPTIONS) and this verb's own.

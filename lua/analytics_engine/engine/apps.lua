@@ -12,6 +12,7 @@ local views = require("analytics_engine.engine.views")
 local validate = require("analytics_engine.engine.validate")
 local confine = require("analytics_engine.engine.confine")
 local children = require("analytics_engine.engine.children")
+local changes = require("analytics_engine.engine.changes")
 
 local _M = {}
 
@@ -104,6 +105,9 @@ local function set_state(eng, rec, state, now)
   rec.transitions[#rec.transitions + 1] = { state = state, time = now or core.time() }
   eng.store:touch("applications", rec)
   count(eng, rec)
+  -- (what a state change brings along, start/finish time, spark id and
+  -- return code, is set in the same tick: no answer is made in between)
+  changes.note(eng, rec)
 end
 
 local function finish(eng, rec, state, now)
@@ -193,6 +197,7 @@ function _M.create(eng, details, extras)
       "the local engine does not mount volumes; paths are used as they are")
   end
   eng.store:put("applications", rec)
+  changes.note(eng, rec)
   eng.lifecycle:admit(rec)
   count(eng, rec)
   if not core.mkdir_p(rec.dir, 448) then eng.lifecycle:set_proc(id, { mkdir = false }) end
@@ -453,6 +458,18 @@ function H.list_applications(eng, ctx)
   if q.start and q.start ~= "" then
     start = tointeger(q.start)
     if not start or start < 0 then return reply.bad_request("start must be a non-negative integer") end
+  end
+  local since = q.changed_since
+  if since and since ~= "" and not eng.opts.no_list_changes then
+    local from = changes.parse(eng, since)
+    if not from then
+      return reply.bad_request("changed_since must be 0 or the changes.cursor of an earlier answer")
+    end
+    if start ~= 0 then return reply.bad_request("start cannot be used with changed_since (page with the cursor)") end
+    local recs, cursor, more = changes.since(eng, from, limit, want)
+    local out = util.array()
+    for i = 1, #recs do out[i] = _M.list_item(recs[i]) end
+    return 200, { applications = out, changes = { cursor = cursor, more = more } }
   end
   local out, seen = util.array(), 0
   for _, rec in ipairs(eng.store:list("applications")) do

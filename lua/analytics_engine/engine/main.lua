@@ -28,7 +28,7 @@ local OPTIONS = {
   ["answer-cache"] = "integer",
   ["quota-cores"] = "string", ["quota-memory"] = "string", ["app-timeout"] = "string",
   ["spark-master"] = "string", ["deploy-mode"] = "string", ["spark-submit"] = "string",
-  quiet = "flag", ["no-jupyter"] = "flag", ["allow-any-program"] = "flag",
+  quiet = "flag", ["no-jupyter"] = "flag", ["allow-any-program"] = "flag", ["no-list-changes"] = "flag",
 }
 
 -- A connection has this long to deliver a complete request (line, headers
@@ -187,6 +187,9 @@ function _M.setup(o)
   }
   if eng.opts.examples_dir then eng.opts.examples_dir = absolute(eng.opts.examples_dir) end
   eng.opts.allow_any_program = o["allow-any-program"] or nil
+  -- list_applications ignores changed_since, as the vendor's service does
+  -- (to try a client against that behaviour; docs/engine.md)
+  eng.opts.no_list_changes = o["no-list-changes"] or nil
   eng.opts.roots = confine.roots(eng.opts)
   if o.faults and o.faults > 0 then
     eng.faults = faults.new{ rate = o.faults, kinds = o.kinds, seed = o["fault-seed"] or random_seed(),
