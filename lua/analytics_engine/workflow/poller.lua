@@ -5,6 +5,23 @@
 -- watched application is polled at most `interval` after the last round (not
 -- after a sleep that grew while nothing changed), so the state a person sees
 -- is the engine's within about one interval.
+--
+-- Against the local engine a round reads only what changed: the list is
+-- asked with `changed_since` = the cursor of the previous answer, which
+-- returns the rows changed after it (paged by `limit`, `changes.more`) and
+-- the next cursor; 10,000 awaited applications that all run cost one small
+-- request per round, not the whole list. A server without the parameter
+-- (the vendor's service, an older engine) answers the plain list: then every
+-- round reads the list in pages, as before.
+--
+-- What must never happen is an end missed: a row the poller read before it
+-- watched the application (its create answer came after a list that showed
+-- it) is gone past the cursor. So an application watched but not yet seen is
+-- "fresh": the next round reads from the cursor of two rounds before it was
+-- watched (a rewind), and one that read still does not show is read
+-- directly (get_application_state, at most max_direct a round) until seen.
+-- A full read (`changed_since=0`) every `sweep` seconds is a safety net on
+-- top.
 local core = require("analytics_engine.core")
 local api = require("analytics_engine.api")
 
@@ -23,9 +40,15 @@ _M.PAGE = 500
 --- Seconds without one answered poll before the awaited applications fail.
 _M.UNREACHABLE_TIMEOUT = 300
 
+--- Seconds between two full reads when the server answers changes.
+_M.SWEEP = 300
+
+-- Cursors kept, one per round (a rewind goes back two rounds before a watch).
+local KEEP = 8
+
 function _M.new(sched, client, opts)
   opts = opts or {}
-  return setmetatable({
+  local self = setmetatable({
     sched = sched, client = client,
     min_interval = opts.interval or 1,
     max_interval = opts.max_interval or 15,
@@ -47,8 +70,18 @@ function _M.new(sched, client, opts)
     on_unknown = opts.on_unknown,            -- function(id, state): once per application
     unknown_warned = {},
     service = opts.service or (client and client.url) or "the service",
-    rounds = 0, requests = 0,
+    rounds = 0, requests = 0, direct = 0,
+    -- changed_since (see the top): nil not known yet, true answered, false
+    -- not (opts.changes = false: never asked)
+    changes = nil,
+    cursor = nil,                            -- the last answer's changes.cursor
+    cursors = {},                            -- round -> the cursor at its end (KEEP rounds)
+    fresh = {},                              -- id -> the round it was watched in, until seen
+    missed = {},                             -- id -> true: a rewind did not show it, read it directly
+    sweep = opts.sweep or _M.SWEEP,
   }, mt)
+  if opts.changes == false then self.changes = false end
+  return self
 end
 
 -- Bring the next round forward to `last round + min_interval` when the
@@ -75,8 +108,16 @@ local function watch(self, id)
     w = {}
     self.watched[id] = w
     self.count = self.count + 1
+    self.fresh[id] = self.rounds
   end
   return w
+end
+
+-- No longer watched.
+local function drop(self, id)
+  self.watched[id] = nil
+  self.count = self.count - 1
+  self.fresh[id], self.missed[id] = nil, nil
 end
 
 --- Follow application `id`'s state (on_state) until it is terminal, without
@@ -97,10 +138,7 @@ function _M.await(self, id)
   ensure_running(self)
   return self.sched:suspend(function()
     w.waiters[me] = nil
-    if not next(w.waiters) and not w.follows and self.watched[id] == w then
-      self.watched[id] = nil
-      self.count = self.count - 1
-    end
+    if not next(w.waiters) and not w.follows and self.watched[id] == w then drop(self, id) end
   end)
 end
 
@@ -116,6 +154,7 @@ function _M.follow(self, id, entry)
     entry.state, entry.waiters = w.state, w.waiters
   elseif not w then
     self.count = self.count + 1
+    self.fresh[id] = self.rounds
   end
   entry.follows = true
   self.watched[id] = entry
@@ -133,16 +172,14 @@ function _M.unfollow(self, id)
   if w.waiters and next(w.waiters) then
     self.watched[id] = { state = w.state, waiters = w.waiters }
   else
-    self.watched[id] = nil
-    self.count = self.count - 1
+    drop(self, id)
   end
 end
 
 local function resolve(self, id, app)
   local w = self.watched[id]
   if not w then return end
-  self.watched[id] = nil
-  self.count = self.count - 1
+  drop(self, id)
   if w.waiters then
     for t in pairs(w.waiters) do self.sched:wake(t, app) end
   end
@@ -155,6 +192,7 @@ end
 local function observe(self, id, app)
   local w = self.watched[id]
   if not w then return false end
+  self.fresh[id], self.missed[id] = nil, nil -- seen
   local changed = w.state ~= app.state
   if changed then
     w.state = app.state
@@ -187,23 +225,47 @@ function _M.settle(self, ids, seconds)
   end
 end
 
-function _M.round(self)
-  self.rounds = self.rounds + 1
-  local round = self.rounds
-  self.last_round = core.monotime()
+-- Read the ids the list did not show directly, at most max_direct a
+-- round: `ids` is a set, or nil for every watched id not seen this round.
+local function direct_reads(self, round, ids, changed)
+  local n = 0
+  for id, w in pairs(ids or self.watched) do
+    if n >= self.max_direct then break end
+    if ids then w = self.watched[id] end
+    if not w then
+      ids[id] = nil
+    elseif ids or w.polled ~= round then
+      n = n + 1
+      self.requests, self.direct = self.requests + 1, self.direct + 1
+      local st = self.client:get_application_state(id)
+      if st then
+        st.application_id = st.application_id or id
+        changed = observe(self, id, st) or changed
+      end
+    end
+  end
+  return changed
+end
+
+-- A round of the plain list, read in pages; `list` is its first page when
+-- already read.
+local function list_round(self, round, list)
   local changed = false
   local page, start = self.page, 0
   -- Stop paging once every application watched at the start was seen.
   local want, seen = self.count, 0
   while true do
-    self.requests = self.requests + 1
-    local list, err = self.client:list_applications(page and { limit = page, start = start } or nil)
     if not list then
-      if start == 0 then return false, err end
-      break -- a later page failed: what was seen counts, the rest next round
+      self.requests = self.requests + 1
+      local err
+      list, err = self.client:list_applications(page and { limit = page, start = start } or nil)
+      if not list then
+        if start == 0 then return false, err end
+        break -- a later page failed: what was seen counts, the rest next round
+      end
     end
     local rows = list.applications or {}
-    list = nil -- luacheck: ignore 311 (let the page go before the next one)
+    list = nil
     for i = 1, #rows do
       local app = rows[i]
       local id = app.application_id or app.id
@@ -215,26 +277,105 @@ function _M.round(self)
       end
     end
     local n = #rows
-    rows = nil -- luacheck: ignore 311
+    rows = nil -- luacheck: ignore 311 (let the page go before the next one)
     if not page or n ~= page or seen >= want or self.count == 0 then break end
     start = start + n
   end
   -- Ask directly about a few the list did not show (a trimmed list, or one
   -- that moved between pages).
-  local direct = 0
-  for id, w in pairs(self.watched) do
-    if direct >= self.max_direct then break end
-    if w.polled ~= round then
-      direct = direct + 1
-      self.requests = self.requests + 1
-      local st = self.client:get_application_state(id)
-      if st then
-        st.application_id = st.application_id or id
-        changed = observe(self, id, st) or changed
+  return direct_reads(self, round, nil, changed)
+end
+
+-- The server does not answer changed_since: plain lists from now on.
+local function no_changes(self)
+  self.changes, self.cursor, self.cursors = false, nil, {}
+  self.fresh, self.missed = {}, {}
+end
+
+-- A round of changes (see the top of the file).
+local function changes_round(self, round, now)
+  -- From the last cursor, or from two rounds before the oldest fresh
+  -- watch (a rewind), or from the start (the first round, a sweep).
+  local from_round = round - 1
+  for id, r in pairs(self.fresh) do
+    if not self.watched[id] then
+      self.fresh[id] = nil
+    elseif r - 2 < from_round then
+      from_round = r - 2
+    end
+  end
+  local from
+  if not self.cursor or now - (self.last_sweep or now) >= self.sweep then
+    from = "0"
+  elseif from_round >= round - 1 then
+    from = self.cursor
+  else
+    from = from_round >= 1 and self.cursors[from_round] or "0" -- (older than kept: all)
+  end
+  local changed, complete = false, false
+  local q = { changed_since = from, limit = self.page or nil }
+  local first = true
+  while true do
+    self.requests = self.requests + 1
+    local list, err = self.client:list_applications(q)
+    if not list then
+      if first and type(err) == "table" and err.status == 400 then
+        -- A server that refuses the parameter, or this cursor: the plain
+        -- list this round; from the start next round, or never again.
+        if from == "0" then no_changes(self) else self.cursor, self.cursors = nil, {} end
+        return list_round(self, round)
+      end
+      if first then return false, err end
+      break -- a later page failed: its cursor is kept, the rest next round
+    end
+    local ch = list.changes
+    if type(ch) ~= "table" or type(ch.cursor) ~= "string" then
+      -- The plain list (the server ignores changed_since): this is its first page.
+      no_changes(self)
+      return list_round(self, round, first and list or nil)
+    end
+    self.changes = true
+    local rows = list.applications or {}
+    list = nil -- luacheck: ignore 311
+    local watched = self.watched
+    for i = 1, #rows do
+      local app = rows[i]
+      local id = app.application_id or app.id
+      if id and watched[id] then changed = observe(self, id, app) or changed end
+    end
+    local more = ch.more == true and #rows > 0 and ch.cursor ~= q.changed_since
+    self.cursor = ch.cursor
+    if not more then
+      complete = true
+      break
+    end
+    q = { changed_since = ch.cursor, limit = self.page or nil }
+    first = false
+  end
+  self.cursors[round] = self.cursor
+  self.cursors[round - KEEP] = nil
+  if complete then
+    if from == "0" then self.last_sweep = now end
+    -- Fresh ids this read covered (watched before the round, read from two
+    -- rounds before their watch or from the start) that it did not show:
+    -- their rows went by before they were watched. Read them directly.
+    for id, r in pairs(self.fresh) do
+      if r < round and (from == "0" or r - 2 >= from_round) then
+        self.fresh[id] = nil
+        self.missed[id] = true
       end
     end
   end
-  return changed
+  return direct_reads(self, round, self.missed, changed)
+end
+
+function _M.round(self)
+  self.rounds = self.rounds + 1
+  local round = self.rounds
+  local now = core.monotime()
+  self.last_round = now
+  if self.changes == false then return list_round(self, round) end
+  return changes_round(self, round, now)
 end
 
 local function err_text(err)
@@ -251,8 +392,7 @@ local function give_up(self, msg)
   for id in pairs(self.watched) do ids[#ids + 1] = id end
   for _, id in ipairs(ids) do
     local w = self.watched[id]
-    self.watched[id] = nil
-    self.count = self.count - 1
+    drop(self, id)
     if w.waiters then
       for t in pairs(w.waiters) do self.sched:wake(t, nil, failure) end
     end

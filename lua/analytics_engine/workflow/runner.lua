@@ -525,7 +525,8 @@ function _M.run(self)
     self:emit { event = "error", message = tostring(main.error or err) }
   end
   self:emit { event = "run_end", status = self.status, seconds = core.monotime() - t0,
-              poll_rounds = self.poller.rounds, poll_requests = self.poller.requests }
+              poll_rounds = self.poller.rounds, poll_requests = self.poller.requests,
+              poll_direct = self.poller.direct }
   return self.status
 end
 

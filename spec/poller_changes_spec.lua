@@ -1,0 +1,219 @@
+-- The poller against a real local engine that answers changed_since: a round
+-- reads only what changed, and no watched application's end is missed in the
+-- races of a cursor (its rows went by before it was watched, it was adopted
+-- long after it ended, the engine restarted, a page failed). Rounds are
+-- driven by hand (the poller's own task is never run), with a blocking
+-- client, so each step is deterministic.
+local util = require("analytics_engine.util")
+local loop = require("analytics_engine.loop")
+local poller_mod = require("analytics_engine.workflow.poller")
+local helper = require("helpers.engine")
+local aeflow = require("helpers.aeflow")
+
+describe("poller with change cursors", function()
+  local e, root, c, ended, p
+  local function submit(script)
+    return helper.submit(e, { application = root .. "/" .. script })
+  end
+  local function state_of(id)
+    local _, b = helper.request(e, "GET", helper.v4(e, "/spark_applications/" .. id))
+    return b and b.state
+  end
+  local function until_state(id, s)
+    assert(helper.eventually(function() return state_of(id) == s end, 20), id .. " never " .. s)
+  end
+  -- A poller whose list requests go through `wrap` (to see or break them).
+  local function new_poller(opts, wrap)
+    opts = opts or {}
+    ended = {}
+    local client = c
+    if wrap then
+      client = setmetatable({ list_applications = function(_, q) return wrap(q, c:list_applications(q)) end },
+                            { __index = function(_, k)
+                              local v = c[k]
+                              if type(v) == "function" then return function(_, ...) return v(c, ...) end end
+                              return v
+                            end })
+    end
+    opts.on_end = function(entry, app) ended[entry.id] = app and app.state or "none" end
+    p = poller_mod.new(loop.new(), client, opts)
+    return p
+  end
+  local function follow(id) return p:follow(id, { id = id }) end
+  local function rounds(n) for _ = 1, n do assert(p:round() ~= nil) end end
+
+  before_each(function()
+    root = helper.app_root { ["long.sh"] = "sleep 60\n", ["ok.sh"] = "exit 0\n", ["bad.sh"] = "exit 4\n" }
+    e = helper.start { "--app-root", root, "--quiet" }
+    c = helper.client(e)
+  end)
+  after_each(function()
+    helper.stop(e)
+    os.execute("rm -rf '" .. root .. "'")
+  end)
+
+  it("reads only changes: one small request per round while nothing changes", function()
+    local asked = {}
+    new_poller(nil, function(q, list, err)
+      asked[#asked + 1] = { since = q and q.changed_since, rows = list and #list.applications }
+      return list, err
+    end)
+    local ids = {}
+    for i = 1, 6 do ids[i] = submit("long.sh") end
+    for i = 1, 6 do until_state(ids[i], "RUNNING") end
+    for i = 1, 6 do follow(ids[i]) end
+    rounds(1)
+    assert.equal("0", asked[1].since)            -- the first round reads everything
+    assert.equal(6, asked[1].rows)
+    assert.is_true(p.changes)
+    rounds(4)
+    assert.equal(5, #asked)                      -- one request a round
+    assert.equal(0, asked[5].rows)               -- nothing changed: nothing read
+    assert.equal(0, p.direct)
+    assert.is_nil(next(p.fresh))
+    -- one ends: the next round shows it (and only it), and resolves it
+    helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. ids[3]))
+    rounds(1)
+    assert.equal(1, asked[6].rows)
+    assert.equal("STOPPED", ended[ids[3]])
+    assert.equal(5, p.count)
+  end)
+
+  it("resolves an application that ended before it was watched, the cursor already past it", function()
+    new_poller()
+    local a = submit("long.sh")
+    follow(a)
+    rounds(1)
+    -- b starts and ends while the poller reads rounds without watching it:
+    -- its rows go by, dropped, and the cursor moves past them.
+    local b = submit("bad.sh")
+    until_state(b, "FAILED")
+    rounds(4)
+    assert.is_nil(ended[b])
+    -- watched now (an answer that came late, an adoption): the rewind reads
+    -- from two rounds before the watch, which is past b's rows, so it is
+    -- read directly once.
+    follow(b)
+    rounds(1)
+    assert.equal("FAILED", ended[b])
+    assert.equal(1, p.direct)
+    rounds(3)
+    assert.equal(1, p.direct) -- once, not once a round
+    assert.is_nil(ended[a])
+  end)
+
+  it("finds a create answered after a list that already showed it by rewinding, without a direct read", function()
+    new_poller()
+    local a = submit("long.sh")
+    follow(a)
+    rounds(3)
+    local b = submit("ok.sh")
+    until_state(b, "FINISHED")
+    rounds(1) -- shows b's rows while b is not watched yet
+    follow(b) -- the create's answer, processed late
+    rounds(1)
+    assert.equal("FINISHED", ended[b])
+    assert.equal(0, p.direct)
+  end)
+
+  it("reads everything again after the engine restarted (a new epoch), and nothing is missed", function()
+    new_poller()
+    local a, b = submit("long.sh"), submit("long.sh")
+    until_state(b, "RUNNING")
+    follow(a)
+    follow(b)
+    rounds(3)
+    local cursor = p.cursor
+    helper.stop(e, true)
+    e = helper.start({ "--app-root", root, "--quiet" }, { data_dir = e.data_dir })
+    c = helper.client(e)
+    p.client = c
+    rounds(1)
+    -- the old cursor meant "everything": both are seen ended by the engine's stop
+    assert.equal("STOPPED", ended[a])
+    assert.equal("STOPPED", ended[b])
+    assert.not_equal(cursor, p.cursor)
+  end)
+
+  it("keeps what a page read when a later page fails, and misses nothing after", function()
+    local fail_next = false
+    new_poller({ page = 2 }, function(q, list, err)
+      if fail_next and q.changed_since ~= "0" and q.changed_since ~= p.cursor_before then
+        fail_next = false
+        return nil, { message = "injected failure of a later page" }
+      end
+      return list, err
+    end)
+    local ids = {}
+    for i = 1, 5 do ids[i] = submit("long.sh") end
+    until_state(ids[5], "RUNNING")
+    for i = 1, 5 do follow(ids[i]) end
+    rounds(2)
+    -- all five end; the round's second page fails
+    for i = 1, 5 do helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. ids[i])) end
+    p.cursor_before = p.cursor
+    fail_next = true
+    assert(p:round() ~= nil)
+    local n = 0
+    for _ in pairs(ended) do n = n + 1 end
+    assert.equal(2, n) -- the first page's two
+    rounds(1)
+    for i = 1, 5 do assert.equal("STOPPED", ended[ids[i]], "item " .. i) end
+    assert.equal(0, p.direct)
+  end)
+
+  it("reads the plain list from a server that ignores changed_since", function()
+    helper.stop(e)
+    e = helper.start { "--app-root", root, "--quiet", "--no-list-changes" }
+    c = helper.client(e)
+    local asked = {}
+    new_poller({ page = 2 }, function(q, list, err)
+      asked[#asked + 1] = q
+      return list, err
+    end)
+    local ids = {}
+    for i = 1, 5 do ids[i] = submit("long.sh") end
+    until_state(ids[5], "RUNNING")
+    for i = 1, 5 do follow(ids[i]) end
+    rounds(1)
+    assert.is_false(p.changes)
+    assert.equal("0", asked[1].changed_since) -- asked once
+    for i = 2, #asked do assert.is_nil(asked[i].changed_since) end
+    assert.equal(3, #asked)                   -- pages of 2 by start
+    helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. ids[4]))
+    rounds(1)
+    assert.equal("STOPPED", ended[ids[4]])
+    assert.equal(0, p.direct)
+  end)
+end)
+
+describe("aeflow run against an engine that ignores changed_since", function()
+  it("awaits every application to its end, ≤ 2 requests each", function()
+    local e, dir = aeflow.workspace("aeflow-nochanges-", {
+      ["sleep.sh"] = 'sleep "$1"\n',
+      ["wf.lua"] = [[
+local items = {}
+for i = 1, 12 do items[i] = i end
+return workflow "fan" {
+  step "many" { for_each = items, submit = { application = "sleep.sh", arguments = { "1" } } },
+}
+]] }, { "--no-list-changes", "--quiet" })
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.3" },
+                                      { dir = dir, env = aeflow.env(e), timeout = 120 })
+    local _, stats = helper.request(e, "GET", "/engine/v1/stats")
+    aeflow.finish(e, dir)
+    assert.equal(0, code, err)
+    local finished, run_end = 0, nil
+    for line in out:gmatch("[^\n]+") do
+      local ev = util.json_decode(line)
+      if ev.event == "application" and ev.state == "FINISHED" then finished = finished + 1 end
+      if ev.event == "run_end" then run_end = ev end
+    end
+    assert.equal(12, finished)
+    assert.equal("succeeded", run_end.status)
+    local r = stats.requests
+    assert.equal(12, r.create_application)
+    assert.equal(run_end.poll_requests, (r.list_applications or 0) + (r.get_application_state or 0))
+    assert.truthy((r.get_application or 0) == 0)
+  end)
+end)
