@@ -119,7 +119,7 @@ local function finish_run(n)
   local function d(name) return (after[name] or 0) - (before[name] or 0) end
   -- (the second stats request is counted in `total` and `other`)
   return { wall = wall, rss_mb = rss / 1024, creates = d("create_application"), gets = d("get_application"),
-           polls = polls, rounds = ev.run_end.poll_rounds, total = total,
+           polls = polls, rounds = ev.run_end.poll_rounds, direct = ev.run_end.poll_direct or 0, total = total,
            other = total - polls - d("create_application") - d("get_application"),
            per_app = (total - polls) / n, rate = n / (ev.last_submit - ev.start) }
 end
@@ -198,7 +198,8 @@ local ok, err = pcall(function()
   local runs = os.getenv("SCALING_RUNS") or "finish,wait,load"
   for _, n in ipairs(sizes) do
     local r = runs:find("finish") and finish_run(n) or { wall = 0, rss_mb = 0, per_app = 0, polls = 0, rate = 0,
-                                                          creates = 0, gets = 0, rounds = 0, other = 0 }
+                                                          creates = 0, gets = 0, rounds = 0, direct = 0,
+                                                          other = 0 }
     local w = runs:find("wait") and wait_run(n) or { cpu_pct = 0, hwm_mb = 0, rate = 0 }
     r.n, r.cpu_pct, r.wait_rss_mb, r.wait_rate = n, w.cpu_pct, w.hwm_mb, w.rate
     r.engine_rate = runs:find("load") and engine_creates(n) or 0 / 0
@@ -215,8 +216,8 @@ local ok, err = pcall(function()
     print(("  %7d | %6.1f MB | %6.1f MB | %8.2f%% | %5.2f (+%d polls) | %6.1f s | %5.0f / %5.0f / %5.0f = %.2fx")
       :format(r.n, r.rss_mb, r.wait_rss_mb, r.cpu_pct, r.per_app, r.polls, r.wall, r.rate, r.wait_rate,
         r.engine_rate, r.wait_rate / r.engine_rate))
-    print(("  %7s   creates %d, get_application %d, polls %d in %d rounds, other %d")
-      :format("", r.creates, r.gets, r.polls, r.rounds, r.other))
+    print(("  %7s   creates %d, get_application %d, polls %d in %d rounds (%d direct status reads), other %d")
+      :format("", r.creates, r.gets, r.polls, r.rounds, r.direct, r.other))
     if res then
       res:write(("scaling_%d_rss_mb=%.1f\nscaling_%d_wait_rss_mb=%.1f\nscaling_%d_wait_cpu_pct=%.2f\n"
         .. "scaling_%d_requests_per_app=%.2f\nscaling_%d_wall_s=%.1f\nscaling_%d_submit_per_s=%.0f\n"

@@ -21,7 +21,7 @@ start_spark_history_server           Start the Spark history server.
 get_spark_history_server             The history server's state, cores and memory.
 stop_spark_history_server            Stop the Spark history server.
 create_application                   Submit a Spark application. Never retried after an ambiguous failure.
-list_applications                    List applications (optionally filtered by state, paged by limit/start).
+list_applications                    List applications (optionally filtered by state, paged by limit/start; local engine: changed_since).
 get_application                      One application's details.
 get_application_state                One application's state, start and finish times.
 delete_application                   Stop an application.

@@ -129,9 +129,9 @@
 -- if not res then error(tostring(err)) end
 -- @function create_application
 
---- List applications (optionally filtered by state, paged by limit/start).
+--- List applications (optionally filtered by state, paged by limit/start; local engine: changed_since).
 -- `GET /v4/analytics_engines/{instance_id}/spark_applications` (success: 200).
--- @tab[opt] query query parameters: state, limit, start
+-- @tab[opt] query query parameters: state, limit, start, changed_since
 -- @treturn table|boolean the decoded answer, or true when the answer has no body
 -- @return nil and an error object on failure (see the module's description)
 -- @usage local res, err = c:list_applications({ state = "RUNNING" })
