@@ -101,12 +101,17 @@ describe("kept status answers", function()
     os.remove(flag)
     local id = helper.submit(e, { application = "wait.sh", arguments = { flag } })
     assert.truthy(wait_state(e, id, "RUNNING"))
+    -- the same read by a second path (a trailing slash routes the same): kept for both paths
+    local slash = status_path(e, id) .. "/"
+    assert.equal("RUNNING", select(2, helper.request(e, "GET", slash)).state)
     local r0 = counts(e)
     read(e, id)
-    assert.equal(r0 + 1, (counts(e)))
+    assert.equal("RUNNING", select(2, helper.request(e, "GET", slash)).state)
+    assert.equal(r0 + 2, (counts(e)))
     assert.equal(204, (helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. id))))
     local _, b = read(e, id)
     assert.equal("STOPPED", b.state)
+    assert.equal("STOPPED", select(2, helper.request(e, "GET", slash)).state)
   end)
 
   it("gives another Authorization value Lua's own decision, never the kept answer", function()
