@@ -187,6 +187,43 @@ describe("poller with change cursors", function()
   end)
 end)
 
+describe("aeflow run against the engine's change cursors", function()
+  -- (a whole run: the races themselves are driven by hand above, a run hits
+  -- them only now and then)
+  it("awaits a fan-out of applications that end at once, ≤ 2 requests each beyond the polls", function()
+    local e, dir = aeflow.workspace("aeflow-changes-", {
+      ["quick.sh"] = "exit 0\n",
+      ["wf.lua"] = [[
+local items = {}
+for i = 1, 40 do items[i] = i end
+return workflow "fan" {
+  step "many" { for_each = items, submit = { application = "quick.sh" } },
+}
+]] }, { "--quiet" })
+    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.05" },
+                                      { dir = dir, env = aeflow.env(e), timeout = 120 })
+    local _, stats = helper.request(e, "GET", "/engine/v1/stats")
+    aeflow.finish(e, dir)
+    assert.equal(0, code, err)
+    local finished, run_end = {}, nil
+    for line in out:gmatch("[^\n]+") do
+      local ev = util.json_decode(line)
+      if ev.event == "application" and ev.state == "FINISHED" then finished[ev.application_id] = true end
+      if ev.event == "run_end" then run_end = ev end
+    end
+    local n = 0
+    for _ in pairs(finished) do n = n + 1 end
+    assert.equal(40, n)
+    assert.equal("succeeded", run_end.status)
+    local r = stats.requests
+    assert.equal(40, r.create_application)
+    assert.equal(0, r.get_application or 0)
+    -- polls are list requests plus the direct reads, at most one per application
+    assert.equal(run_end.poll_requests, (r.list_applications or 0) + (r.get_application_state or 0))
+    assert.truthy(run_end.poll_direct <= 40)
+  end)
+end)
+
 describe("aeflow run against an engine that ignores changed_since", function()
   it("awaits every application to its end, ≤ 2 requests each", function()
     local e, dir = aeflow.workspace("aeflow-nochanges-", {
