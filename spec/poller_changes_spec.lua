@@ -102,6 +102,47 @@ describe("poller with change cursors", function()
     assert.is_nil(ended[a])
   end)
 
+  it("resolves many applications watched long after they ended with a full read, not max_direct a round", function()
+    -- (an `await` fan-out of ids a wait = false step started, an adoption by
+    -- `aeflow retry`: more ids than a round reads directly, all ended long ago)
+    new_poller()
+    local a = submit("long.sh")
+    follow(a)
+    rounds(1)
+    local ids = {}
+    for i = 1, 12 do ids[i] = submit("ok.sh") end
+    for i = 1, 12 do until_state(ids[i], "FINISHED") end
+    rounds(4) -- their rows go by, unwatched
+    for i = 1, 12 do follow(ids[i]) end
+    rounds(2)
+    for i = 1, 12 do assert.equal("FINISHED", ended[ids[i]], "item " .. i) end
+    assert.is_true(p.direct <= p.max_direct, "direct reads: " .. p.direct)
+    assert.is_nil(next(p.missed))
+    rounds(2)
+    assert.is_nil(ended[a])
+    assert.equal(1, p.count)
+  end)
+
+  it("does not let ids no read finds (gone from the records) hold back one that ended", function()
+    new_poller()
+    local a = submit("long.sh")
+    follow(a)
+    rounds(1)
+    local b = submit("ok.sh")
+    until_state(b, "FINISHED")
+    rounds(4)
+    -- 60 ids the engine has no record of: every direct read of them is a 404
+    for i = 1, 60 do follow(("00000000-0000-4000-8000-%012d"):format(i)) end
+    rounds(3)
+    assert.equal(61, p.count)
+    local lists = p.requests - p.direct
+    follow(b) -- ended long ago: a direct read finds it, ahead of the 404s
+    rounds(1)
+    assert.equal("FINISHED", ended[b])
+    assert.equal(lists + 1, p.requests - p.direct) -- one list, no full read for the 60
+    assert.is_nil(ended[a])
+  end)
+
   it("finds a create answered after a list that already showed it by rewinding, without a direct read", function()
     new_poller()
     local a = submit("long.sh")

@@ -77,7 +77,12 @@ function _M.new(sched, client, opts)
     cursor = nil,                            -- the last answer's changes.cursor
     cursors = {},                            -- round -> the cursor at its end (KEEP rounds)
     fresh = {},                              -- id -> the round it was watched in, until seen
-    missed = {},                             -- id -> true: a rewind did not show it, read it directly
+    -- id -> true: a rewind did not show it, read it directly (or by a full
+    -- read when more than max_direct are); or a number: a full read did not
+    -- show it either (0), or the round whose direct read of it did not answer
+    -- (the oldest are read first, after the true ones)
+    missed = {},
+    full = false,                            -- the next round reads from the start (too many missed)
     sweep = opts.sweep or _M.SWEEP,
   }, mt)
   if opts.changes == false then self.changes = false end
@@ -225,16 +230,13 @@ function _M.settle(self, ids, seconds)
   end
 end
 
--- Read the ids the list did not show directly, at most max_direct a
--- round: `ids` is a set, or nil for every watched id not seen this round.
-local function direct_reads(self, round, ids, changed)
+-- Read the watched ids the list did not show this round directly, at most
+-- max_direct a round.
+local function direct_reads(self, round, changed)
   local n = 0
-  for id, w in pairs(ids or self.watched) do
+  for id, w in pairs(self.watched) do
     if n >= self.max_direct then break end
-    if ids then w = self.watched[id] end
-    if not w then
-      ids[id] = nil
-    elseif ids or w.polled ~= round then
+    if w.polled ~= round then
       n = n + 1
       self.requests, self.direct = self.requests + 1, self.direct + 1
       local st = self.client:get_application_state(id)
@@ -283,7 +285,47 @@ local function list_round(self, round, list)
   end
   -- Ask directly about a few the list did not show (a trimmed list, or one
   -- that moved between pages).
-  return direct_reads(self, round, nil, changed)
+  return direct_reads(self, round, changed)
+end
+
+-- Read up to max_direct missed ids directly: those no read looked for yet
+-- first, then the ones whose last direct read is oldest (one that does not
+-- answer, a record gone, cannot hold the others back round after round).
+-- More never looked for than a round reads (many ids watched long after they
+-- ended: an `await` fan-out, an adoption by `aeflow retry`) make the next
+-- round a full read: one list shows them all, where max_direct a round would
+-- take n/max_direct rounds.
+local function missed_reads(self, round, changed)
+  local missed, max = self.missed, self.max_direct
+  local pick, tried, unread = {}, nil, 0
+  for id, m in pairs(missed) do
+    if m == true then
+      unread = unread + 1
+      if #pick < max then pick[#pick + 1] = id end
+    else
+      tried = tried or {}
+      tried[#tried + 1] = id
+    end
+  end
+  if tried and #pick < max then
+    table.sort(tried, function(a, b) return missed[a] < missed[b] end)
+    for i = 1, math.min(#tried, max - #pick) do pick[#pick + 1] = tried[i] end
+  end
+  if unread - max > max then self.full = true end
+  for _, id in ipairs(pick) do
+    if not self.watched[id] then
+      missed[id] = nil
+    else
+      self.requests, self.direct = self.requests + 1, self.direct + 1
+      local st = self.client:get_application_state(id)
+      if st then
+        st.application_id = st.application_id or id
+        changed = observe(self, id, st) or changed
+      end
+      if missed[id] ~= nil then missed[id] = round end -- no answer: after the others next time
+    end
+  end
+  return changed
 end
 
 -- The server does not answer changed_since: plain lists from now on.
@@ -305,7 +347,7 @@ local function changes_round(self, round, now)
     end
   end
   local from
-  if not self.cursor or now - (self.last_sweep or now) >= self.sweep then
+  if not self.cursor or self.full or now - (self.last_sweep or now) >= self.sweep then
     from = "0"
   elseif from_round >= round - 1 then
     from = self.cursor
@@ -354,19 +396,26 @@ local function changes_round(self, round, now)
   end
   self.cursors[round] = self.cursor
   self.cursors[round - KEEP] = nil
+  local missed = self.missed
   if complete then
-    if from == "0" then self.last_sweep = now end
+    if from == "0" then
+      self.last_sweep, self.full = now, false
+      -- Still missed after a read of everything: not on the list at all.
+      for id, m in pairs(missed) do
+        if m == true then missed[id] = 0 end
+      end
+    end
     -- Fresh ids this read covered (watched before the round, read from two
     -- rounds before their watch or from the start) that it did not show:
     -- their rows went by before they were watched. Read them directly.
     for id, r in pairs(self.fresh) do
       if r < round and (from == "0" or r - 2 >= from_round) then
         self.fresh[id] = nil
-        self.missed[id] = true
+        missed[id] = from == "0" and 0 or true
       end
     end
   end
-  return direct_reads(self, round, self.missed, changed)
+  return missed_reads(self, round, changed)
 end
 
 function _M.round(self)
