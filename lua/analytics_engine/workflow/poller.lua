@@ -331,7 +331,7 @@ end
 -- The server does not answer changed_since: plain lists from now on.
 local function no_changes(self)
   self.changes, self.cursor, self.cursors = false, nil, {}
-  self.fresh, self.missed = {}, {}
+  self.fresh, self.missed, self.full = {}, {}, false
 end
 
 -- A round of changes (see the top of the file).
