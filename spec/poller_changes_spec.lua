@@ -203,6 +203,28 @@ describe("poller with change cursors", function()
     assert.equal(0, p.direct)
   end)
 
+  it("reads the plain list from a server that refuses changed_since (400), asking it once", function()
+    local asked = {}
+    new_poller({ page = 2 }, function(q, list, err)
+      asked[#asked + 1] = q
+      if q and q.changed_since then
+        return nil, { status = 400, message = "unknown query parameter changed_since" }
+      end
+      return list, err
+    end)
+    local ids = {}
+    for i = 1, 3 do ids[i] = submit("long.sh") end
+    until_state(ids[3], "RUNNING")
+    for i = 1, 3 do follow(ids[i]) end
+    rounds(2)
+    assert.is_false(p.changes)
+    assert.equal("0", asked[1].changed_since)
+    for i = 2, #asked do assert.is_nil(asked[i].changed_since) end
+    helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. ids[2]))
+    rounds(1)
+    assert.equal("STOPPED", ended[ids[2]])
+  end)
+
   it("reads the plain list from a server that ignores changed_since", function()
     helper.stop(e)
     e = helper.start { "--app-root", root, "--quiet", "--no-list-changes" }
