@@ -225,6 +225,31 @@ describe("poller with change cursors", function()
     assert.equal("STOPPED", ended[ids[2]])
   end)
 
+  it("keeps its safety net of full reads when the first full read was cut short", function()
+    local asked, fail_second = {}, true
+    new_poller({ page = 2, sweep = 0.3 }, function(q, list, err)
+      if fail_second and q.changed_since ~= "0" then
+        fail_second = false
+        return nil, { message = "injected failure of the first read's second page" }
+      end
+      asked[#asked + 1] = q.changed_since
+      return list, err
+    end)
+    local ids = {}
+    for i = 1, 3 do ids[i] = submit("long.sh") end
+    until_state(ids[3], "RUNNING")
+    follow(ids[1])
+    follow(ids[2]) -- (both on the first page: rows come in change order)
+    rounds(1) -- "0": its first page read, the second failed
+    assert.equal("0", asked[1])
+    assert.is_nil(next(p.fresh))
+    assert(helper.eventually(function()
+      local n = #asked
+      rounds(1)
+      return asked[n + 1] == "0"
+    end, 10), "no full read after the sweep interval")
+  end)
+
   it("reads the plain list from a server that ignores changed_since", function()
     helper.stop(e)
     e = helper.start { "--app-root", root, "--quiet", "--no-list-changes" }

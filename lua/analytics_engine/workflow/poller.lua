@@ -347,7 +347,10 @@ local function changes_round(self, round, now)
     end
   end
   local from
-  if not self.cursor or self.full or now - (self.last_sweep or now) >= self.sweep then
+  -- (no full read completed yet, the first cut short by a failed page: the
+  -- safety net counts from the first round)
+  self.first_round = self.first_round or now
+  if not self.cursor or self.full or now - (self.last_sweep or self.first_round) >= self.sweep then
     from = "0"
   elseif from_round >= round - 1 then
     from = self.cursor
