@@ -11,7 +11,7 @@ local helper = require("helpers.engine")
 local aeflow = require("helpers.aeflow")
 
 describe("poller with change cursors", function()
-  local e, root, c, ended, p
+  local e, root, c, ended, failures, p
   local function submit(script)
     return helper.submit(e, { application = root .. "/" .. script })
   end
@@ -25,7 +25,7 @@ describe("poller with change cursors", function()
   -- A poller whose list requests go through `wrap` (to see or break them).
   local function new_poller(opts, wrap)
     opts = opts or {}
-    ended = {}
+    ended, failures = {}, {}
     local client = c
     if wrap then
       client = setmetatable({ list_applications = function(_, q) return wrap(q, c:list_applications(q)) end },
@@ -35,7 +35,10 @@ describe("poller with change cursors", function()
                               return v
                             end })
     end
-    opts.on_end = function(entry, app) ended[entry.id] = app and app.state or "none" end
+    opts.on_end = function(entry, app, failure)
+      ended[entry.id] = app and app.state or "none"
+      failures[entry.id] = failure
+    end
     p = poller_mod.new(loop.new(), client, opts)
     return p
   end
@@ -223,6 +226,34 @@ describe("poller with change cursors", function()
     helper.request(e, "DELETE", helper.v4(e, "/spark_applications/" .. ids[2]))
     rounds(1)
     assert.equal("STOPPED", ended[ids[2]])
+  end)
+
+  it("ends the wait for an application removed from the engine's records (404 for gone_after), not forever", function()
+    -- (its absence shows in a full read: the 300 s safety net, short here)
+    new_poller({ gone_after = 0.5, sweep = 0.3 })
+    local a, b = submit("long.sh"), submit("long.sh")
+    until_state(b, "RUNNING")
+    follow(a)
+    follow(b)
+    rounds(2)
+    assert.equal(2, p.count)
+    -- the engine restarts without b's record (a purge, an older backup)
+    helper.stop(e, true)
+    assert(os.execute(("sqlite3 '%s/state.db' \"DELETE FROM applications WHERE id = '%s'\""):format(e.data_dir, b)))
+    e = helper.start({ "--app-root", root, "--quiet" }, { data_dir = e.data_dir })
+    c = helper.client(e)
+    p.client = c
+    rounds(1) -- everything again (a new epoch): a shows its end, b is not there
+    assert.equal("STOPPED", ended[a])
+    assert.is_nil(ended[b])
+    assert(helper.eventually(function()
+      rounds(1)
+      return ended[b] ~= nil
+    end, 10), "still waiting for an application the engine has no record of")
+    assert.equal("none", ended[b])
+    assert.is_true(failures[b].final)
+    assert.matches("no application " .. b:gsub("%-", "%%-") .. " any more %(404", failures[b].message)
+    assert.equal(0, p.count)
   end)
 
   it("keeps its safety net of full reads when the first full read was cut short", function()

@@ -43,6 +43,12 @@ _M.UNREACHABLE_TIMEOUT = 300
 --- Seconds between two full reads when the server answers changes.
 _M.SWEEP = 300
 
+--- Seconds an application's direct reads keep answering 404 (the service
+-- has no such application any more: removed from its records, purged after
+-- it ended) before its wait ends with a failure: no list or read will ever
+-- show its end.
+_M.GONE_AFTER = 60
+
 -- Cursors kept, one per round (a rewind goes back two rounds before a watch).
 local KEEP = 8
 
@@ -84,6 +90,8 @@ function _M.new(sched, client, opts)
     missed = {},
     full = false,                            -- the next round reads from the start (too many missed)
     sweep = opts.sweep or _M.SWEEP,
+    gone = {},                               -- id -> when a direct read of it first answered 404
+    gone_after = opts.gone_after or _M.GONE_AFTER,
   }, mt)
   if opts.changes == false then self.changes = false end
   return self
@@ -122,7 +130,7 @@ end
 local function drop(self, id)
   self.watched[id] = nil
   self.count = self.count - 1
-  self.fresh[id], self.missed[id] = nil, nil
+  self.fresh[id], self.missed[id], self.gone[id] = nil, nil, nil
 end
 
 --- Follow application `id`'s state (on_state) until it is terminal, without
@@ -197,7 +205,7 @@ end
 local function observe(self, id, app)
   local w = self.watched[id]
   if not w then return false end
-  self.fresh[id], self.missed[id] = nil, nil -- seen
+  self.fresh[id], self.missed[id], self.gone[id] = nil, nil, nil -- seen
   local changed = w.state ~= app.state
   if changed then
     w.state = app.state
@@ -230,6 +238,46 @@ function _M.settle(self, ids, seconds)
   end
 end
 
+-- The wait for `id` ends without its end: its waiters get nil, failure (as
+-- a cancel's), its follower on_end(entry, nil, failure).
+local function fail_one(self, id, failure)
+  local w = self.watched[id]
+  if not w then return end
+  drop(self, id)
+  if w.waiters then
+    for t in pairs(w.waiters) do self.sched:wake(t, nil, failure) end
+  end
+  if w.follows and self.on_end then
+    w.follows = nil
+    self.on_end(w, nil, failure)
+  end
+end
+
+-- Read `id` directly -> changed. Answered 404 from gone_after seconds on,
+-- its wait ends with a final failure (never submitted again: it may have
+-- run to its end before it was removed).
+local function read_one(self, id, changed)
+  self.requests, self.direct = self.requests + 1, self.direct + 1
+  local st, err = self.client:get_application_state(id)
+  if st then
+    st.application_id = st.application_id or id
+    return observe(self, id, st) or changed
+  end
+  if self.watched[id] and type(err) == "table" and err.status == 404 then
+    local now = core.monotime()
+    local since = self.gone[id]
+    if not since then
+      self.gone[id] = now
+    elseif now - since >= self.gone_after then
+      fail_one(self, id, { final = true, message = ("%s has no application %s any more (404 for %d s): it was "
+        .. "removed from its records and its end is unknown; not submitted again")
+        :format(self.service, id, math.floor(now - since)) })
+      return true
+    end
+  end
+  return changed
+end
+
 -- Read the watched ids the list did not show this round directly, at most
 -- max_direct a round.
 local function direct_reads(self, round, changed)
@@ -238,12 +286,7 @@ local function direct_reads(self, round, changed)
     if n >= self.max_direct then break end
     if w.polled ~= round then
       n = n + 1
-      self.requests, self.direct = self.requests + 1, self.direct + 1
-      local st = self.client:get_application_state(id)
-      if st then
-        st.application_id = st.application_id or id
-        changed = observe(self, id, st) or changed
-      end
+      changed = read_one(self, id, changed)
     end
   end
   return changed
@@ -316,12 +359,7 @@ local function missed_reads(self, round, changed)
     if not self.watched[id] then
       missed[id] = nil
     else
-      self.requests, self.direct = self.requests + 1, self.direct + 1
-      local st = self.client:get_application_state(id)
-      if st then
-        st.application_id = st.application_id or id
-        changed = observe(self, id, st) or changed
-      end
+      changed = read_one(self, id, changed)
       if missed[id] ~= nil then missed[id] = round end -- no answer: after the others next time
     end
   end
@@ -386,7 +424,11 @@ local function changes_round(self, round, now)
     for i = 1, #rows do
       local app = rows[i]
       local id = app.application_id or app.id
-      if id and watched[id] then changed = observe(self, id, app) or changed end
+      local w = id and watched[id]
+      if w then
+        w.polled = round
+        changed = observe(self, id, app) or changed
+      end
     end
     local more = ch.more == true and #rows > 0 and ch.cursor ~= q.changed_since
     self.cursor = ch.cursor
@@ -406,6 +448,11 @@ local function changes_round(self, round, now)
       -- Still missed after a read of everything: not on the list at all.
       for id, m in pairs(missed) do
         if m == true then missed[id] = 0 end
+      end
+      -- And ids seen before that it did not show (their records went):
+      -- only a direct read can tell (a 404 for long ends their wait).
+      for id, w in pairs(self.watched) do
+        if w.polled ~= round and not self.fresh[id] and missed[id] == nil then missed[id] = 0 end
       end
     end
     -- Fresh ids this read covered (watched before the round, read from two
@@ -442,17 +489,7 @@ local function give_up(self, msg)
   local failure = { message = msg, final = "unreachable" }
   local ids = {}
   for id in pairs(self.watched) do ids[#ids + 1] = id end
-  for _, id in ipairs(ids) do
-    local w = self.watched[id]
-    drop(self, id)
-    if w.waiters then
-      for t in pairs(w.waiters) do self.sched:wake(t, nil, failure) end
-    end
-    if w.follows and self.on_end then
-      w.follows = nil
-      self.on_end(w, nil, failure)
-    end
-  end
+  for _, id in ipairs(ids) do fail_one(self, id, failure) end
 end
 
 -- A round whose list failed (err) or answered (nil): say so once when the
