@@ -95,7 +95,9 @@ describe("list_applications changed_since", function()
 
   it("refuses a bad cursor with a 400 naming changed_since, and start with it", function()
     for _, bad in ipairs { "x", "-1", "12", "0123456789abcdef", "0123456789abcdef.x", "abc.1",
-                           "0123456789abcdef.1234567890123456" } do
+                           "0123456789abcdef.1234567890123456", ("9"):rep(10000), "\255\254", "0\0", "+0",
+                           "0.1", "00", "0123456789abcdef.1e5", "0123456789abcdef.0x10", "0123456789abcdef. 1",
+                           "0123456789abcdef.-1" } do
       local status, body = list("?changed_since=" .. util.url_encode(bad))
       assert.equal(400, status, bad)
       assert.truthy(body.errors[1].message:find("changed_since", 1, true), bad)

@@ -270,7 +270,7 @@ local function read_one(self, id, changed)
       self.gone[id] = now
     elseif now - since >= self.gone_after then
       fail_one(self, id, { final = true, message = ("%s has no application %s any more (404 for %d s): it was "
-        .. "removed from its records and its end is unknown; not submitted again")
+        .. "removed from its records and its end is unknown; this run does not submit it again")
         :format(self.service, id, math.floor(now - since)) })
       return true
     end
