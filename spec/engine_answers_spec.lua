@@ -76,6 +76,25 @@ describe("kept status answers", function()
     assert.equal(n0 + 3, n1) -- and all three are counted as requests
   end)
 
+  it("answers pipelined reads in order, kept and Lua's answers mixed on one connection", function()
+    local id = helper.submit(e, { application = "ok.sh" })
+    assert.truthy(wait_state(e, id, "FINISHED"))
+    read(e, id)
+    local r0 = counts(e)
+    local function get(auth, extra)
+      return ("GET %s HTTP/1.1\r\nHost: x\r\n%s%s\r\n"):format(status_path(e, id),
+        auth and ("Authorization: " .. auth .. "\r\n") or "", extra or "")
+    end
+    local res = raw(e, { get(helper.zen(e)) .. get(helper.zen(e, "nobody", e.api_key)) .. get(nil)
+                         .. get(helper.zen(e)) .. get(helper.zen(e), "Connection: close\r\n") })
+    local codes = {}
+    for code in res[1].data:gmatch("HTTP/1%.1 (%d%d%d) ") do codes[#codes + 1] = tonumber(code) end
+    assert.same({ 200, 401, 401, 200, 200 }, codes)
+    local _, finished = res[1].data:gsub('"state":"FINISHED"', "")
+    assert.equal(3, finished)
+    assert.equal(r0 + 3, (counts(e)))
+  end)
+
   it("takes the kept answer back when the application changes state", function()
     local flag = os.tmpname()
     os.remove(flag)
