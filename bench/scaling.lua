@@ -9,8 +9,13 @@
 --     SCALING_WAIT seconds (default 30) and its peak RSS (VmHWM); then the
 --     runner is killed and the engine stopped (its applications die with it).
 -- And the engine's own create throughput alone: a small Lua client posting
--- the same N creates (sleep 600) with 32 in flight against a fresh engine,
--- the baseline of the runner's submission rate (same run, same machine).
+-- the very creates the runner sends (same bodies) with 32 in flight against
+-- a fresh engine started the same way, the baseline of the runner's
+-- submission rate. Both rates are read the same way, from the engine's own
+-- records: (N - 1) / (last creation time - first creation time). The pair
+-- (engine alone, runner) is measured SCALING_PAIRS times (default 2) back to
+-- back, the order alternating (alone first, then runner first), and the
+-- ratio reported is the median of the pairs' ratios (each pair's too).
 -- Writes bench/scaling.svg (or SCALING_SVG) and name=value lines to
 -- BENCH_RESULTS.
 --   lua5.4 bench/scaling.lua AEFLOW_BIN WORKDIR
@@ -26,7 +31,9 @@ local here = core.realpath(arg[0]:match("^(.*)/[^/]*$") or ".")
 local sizes = {}
 for v in (os.getenv("SCALING_N") or "100,1000,10000"):gmatch("%d+") do sizes[#sizes + 1] = tonumber(v) end
 local WAIT = tonumber(os.getenv("SCALING_WAIT") or "30")
-local app = here .. "/../workflows/apps/sleep.sh"
+local PAIRS = tonumber(os.getenv("SCALING_PAIRS") or "2")
+-- the path the runner sends: thousand.lua's, resolved against its folder
+local app = core.realpath(here .. "/../workflows/apps/sleep.sh")
 
 local engines, runners = {}, {}
 local function start_engine(dir, n)
@@ -37,6 +44,7 @@ local function start_engine(dir, n)
                                auth = { username = e.username, api_key = e.api_key } })
   assert(c:replace_resource_consumption_limits { max_cores = tostring(4 * n), max_memory = (4 * n) .. "Gi" })
   e.auth = "ZenApiKey " .. util.b64encode(e.username .. ":" .. e.api_key)
+  e.db = dir .. "/state.db"
   function e.stats()
     local res = assert(core.http_session():request { url = e.url .. "/engine/v1/stats", timeout = 120,
                                                      headers = { Authorization = e.auth } })
@@ -48,6 +56,17 @@ end
 
 -- A file's text; "" when it cannot be read (a process that just ended).
 local function read(path) return util.read_file(path) or "" end
+
+-- Creates per second as the engine saw them: its records' creation times
+-- (state.db, committed before each create was answered), first to last.
+-- The same reading for the runner and for the engine alone.
+local function created_rate(e)
+  local db = assert(core.sqlite_open(e.db))
+  local rows = assert(db:query("SELECT count(*) AS n, min(created) AS t0, max(created) AS t1 FROM applications"))
+  db:close()
+  local r = rows[1]
+  return (r.n - 1) / (r.t1 - r.t0), r.n, r.t1 - r.t0
+end
 
 local function cpu_ticks(pid)
   local stat = read("/proc/" .. pid .. "/stat")
@@ -108,6 +127,7 @@ local function finish_run(n)
   until st
   local wall = core.monotime() - t0
   local after = e.stats()
+  local rate = created_rate(e)
   e:stop()
   local ev = events_of(path .. "/events.ndjson")
   assert(st == "exited" and code == 0 and ev.run_end and ev.run_end.status == "succeeded",
@@ -121,11 +141,14 @@ local function finish_run(n)
   return { wall = wall, rss_mb = rss / 1024, creates = d("create_application"), gets = d("get_application"),
            polls = polls, rounds = ev.run_end.poll_rounds, direct = ev.run_end.poll_direct or 0, total = total,
            other = total - polls - d("create_application") - d("get_application"),
-           per_app = (total - polls) / n, rate = n / (ev.last_submit - ev.start) }
+           per_app = (total - polls) / n, rate = rate }
 end
 
-local function wait_run(n)
-  local path = ("%s/wait-%d"):format(work, n)
+-- The runner with `sleep 600` applications. With `window`: once all run, its
+-- CPU over SCALING_WAIT seconds and its peak RSS; without: only until all
+-- were submitted (a repeat of the submission rate).
+local function wait_run(n, window, k)
+  local path = ("%s/wait-%d%s"):format(work, n, k and k > 1 and ("-" .. k) or "")
   local e = start_engine(path .. "/engine", n)
   local pid = assert(core.spawn { argv = run_argv({ e = e, path = path }, n, "600", false),
                                   stdout = path .. "/events.ndjson", stderr = path .. "/stderr.txt" })
@@ -138,6 +161,14 @@ local function wait_run(n)
     ev = events_of(path .. "/events.ndjson")
   until ev.submitted >= n or core.monotime() - t0 > 900
   assert(ev.submitted >= n, "not all submitted within 900 s")
+  if not window then
+    local rate, got, span = created_rate(e)
+    core.kill(pid, "KILL")
+    core.wait(pid)
+    e:stop()
+    assert(got == n, ("the engine holds %d applications, %d were submitted"):format(got, n))
+    return { rate = rate, submit_s = span }
+  end
   -- The window starts once the runner has seen every application RUNNING
   -- (the issue's "every application running, none finishing"): before that
   -- it still records state changes (events, state writes), which is the
@@ -154,42 +185,61 @@ local function wait_run(n)
   local hwm = tonumber(read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)"))
   core.kill(pid, "KILL")
   core.wait(pid)
+  local rate, _, span = created_rate(e)
   e:stop()
-  return { cpu_pct = (c1 - c0) / CLK_TCK / (w1 - w0) * 100, hwm_mb = hwm / 1024,
-           rate = n / (ev.last_submit - ev.start), submit_s = ev.last_submit - ev.start }
+  return { cpu_pct = (c1 - c0) / CLK_TCK / (w1 - w0) * 100, hwm_mb = hwm / 1024, rate = rate, submit_s = span }
 end
 
 -- The engine alone: a small Lua client (core.http_session through the same
--- loop, CONNS transfers in flight, nothing else) posting the same N creates
--- (sleep 600) to a fresh engine, so it meets the same growing number of
--- running applications as the runner. Returns creates per second.
+-- loop, CONNS transfers in flight, nothing else) posting the runner's N
+-- creates (sleep 600) to a fresh engine, so it meets the same growing number
+-- of running applications as the runner. The bodies are the runner's: its
+-- application path and arguments, the name and token conf it adds to each,
+-- and queuing_enabled = false (it sends that when limits are set, and the
+-- engine then checks the room at each create). Encoded before the clock
+-- starts. Returns creates per second (created_rate).
 local CONNS = tonumber(os.getenv("SCALING_CONNS") or "32")
-local function engine_creates(n)
+local function engine_creates(n, k)
   local loop = require("analytics_engine.loop")
-  local path = ("%s/load-%d"):format(work, n)
+  local path = ("%s/load-%d%s"):format(work, n, k and k > 1 and ("-" .. k) or "")
   local e = start_engine(path .. "/engine", n)
   local sched = loop.new { max_transfers = CONNS }
   local session = core.http_session()
-  local req = { method = "POST", url = e.url .. "/v4/analytics_engines/" .. e.instance_id .. "/spark_applications",
-                headers = { Authorization = e.auth, ["Content-Type"] = "application/json" }, timeout = 120,
-                body = util.json_encode { application_details = { application = app, arguments = { "600" } } } }
+  local url = e.url .. "/v4/analytics_engines/" .. e.instance_id .. "/spark_applications"
+  local headers = { Authorization = e.auth, ["Content-Type"] = "application/json" }
+  local bodies = {}
+  for i = 1, n do
+    local token = ("aeflow-%s-sleepers-%d-1"):format("benchload", i)
+    bodies[i] = util.json_encode { queuing_enabled = false, application_details = {
+      application = app, arguments = { "600" },
+      conf = { ["spark.app.name"] = "sleepers #" .. token, ["ae.lua.submission.token"] = token } } }
+  end
   local sent, done, bad = 0, 0, 0
-  local t0 = core.monotime()
   for _ = 1, CONNS do
     sched:spawn("create", function()
       while sent < n do
         sent = sent + 1
-        local res = sched:http(session, req)
+        local res = sched:http(session, { method = "POST", url = url, headers = headers, timeout = 120,
+                                          body = bodies[sent] })
         if not res or res.status ~= 202 then bad = bad + 1 end
         done = done + 1
       end
     end)
   end
   assert(sched:loop(function() return done >= n end))
-  local rate = n / (core.monotime() - t0)
+  local rate = created_rate(e)
   e:stop()
   assert(bad == 0, bad .. " creates were not accepted")
   return rate
+end
+
+local function median(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  table.sort(t)
+  local m = #t
+  if m == 0 then return 0 / 0 end
+  return m % 2 == 1 and t[(m + 1) // 2] or (t[m // 2] + t[m // 2 + 1]) / 2
 end
 
 local rows = {}
@@ -200,30 +250,56 @@ local ok, err = pcall(function()
     local r = runs:find("finish") and finish_run(n) or { wall = 0, rss_mb = 0, per_app = 0, polls = 0, rate = 0,
                                                           creates = 0, gets = 0, rounds = 0, direct = 0,
                                                           other = 0 }
-    local w = runs:find("wait") and wait_run(n) or { cpu_pct = 0, hwm_mb = 0, rate = 0 }
-    r.n, r.cpu_pct, r.wait_rss_mb, r.wait_rate = n, w.cpu_pct, w.hwm_mb, w.rate
-    r.engine_rate = runs:find("load") and engine_creates(n) or 0 / 0
+    -- (engine alone, runner) pairs back to back, the order alternating; the
+    -- first runner is the wait run (CPU window, RSS), later ones stop once
+    -- all are submitted.
+    local w = { cpu_pct = 0, hwm_mb = 0 }
+    local runner_rates, engine_rates, ratios = {}, {}, {}
+    local do_wait, do_load = runs:find("wait") ~= nil, runs:find("load") ~= nil
+    for k = 1, (do_wait and do_load) and PAIRS or 1 do
+      local function runner()
+        if not do_wait then return end
+        local x = wait_run(n, k == 1, k)
+        if k == 1 then w = x end
+        runner_rates[k] = x.rate
+      end
+      local function alone()
+        if do_load then engine_rates[k] = engine_creates(n, k) end
+      end
+      if k % 2 == 1 then alone() runner() else runner() alone() end
+      if runner_rates[k] and engine_rates[k] then ratios[k] = runner_rates[k] / engine_rates[k] end
+    end
+    r.n, r.cpu_pct, r.wait_rss_mb = n, w.cpu_pct, w.hwm_mb
+    r.wait_rate, r.engine_rate = median(runner_rates), median(engine_rates)
+    r.ratio, r.ratios, r.runner_rates, r.engine_rates = median(ratios), ratios, runner_rates, engine_rates
     rows[#rows + 1] = r
   end
   print(("== 7. scaling: one `aeflow run` of N applications, fresh local engine per run (%d s CPU window)")
     :format(WAIT))
-  print(("  engine alone: a Lua client posting the same N creates (sleep 600), %d in flight"):format(CONNS))
+  print(("  engine alone: a Lua client posting the runner's N creates (sleep 600), %d in flight; rates from the"
+    .. " engine's creation times; %d (alone, runner) pairs, order alternating, medians"):format(CONNS, PAIRS))
   print(("  %7s | %9s | %9s | %9s | %17s | %8s | %s"):format("N", "RSS fin.", "RSS wait", "CPU wait",
-    "requests/app", "wall", "creates/s: fin. / wait / engine alone = ratio"))
+    "requests/app", "wall", "creates/s: fin. / runner / engine alone = median ratio"))
   local out = os.getenv("BENCH_RESULTS")
   local res = out and out ~= "" and assert(io.open(out, "a"))
   for _, r in ipairs(rows) do
     print(("  %7d | %6.1f MB | %6.1f MB | %8.2f%% | %5.2f (+%d polls) | %6.1f s | %5.0f / %5.0f / %5.0f = %.2fx")
       :format(r.n, r.rss_mb, r.wait_rss_mb, r.cpu_pct, r.per_app, r.polls, r.wall, r.rate, r.wait_rate,
-        r.engine_rate, r.wait_rate / r.engine_rate))
+        r.engine_rate, r.ratio))
+    local pairs_text = {}
+    for k in ipairs(r.engine_rates) do
+      pairs_text[k] = ("%s%.0f / %.0f = %.2fx"):format(k % 2 == 1 and "alone first: " or "runner first: ",
+        r.runner_rates[k] or 0 / 0, r.engine_rates[k], r.ratios[k] or 0 / 0)
+    end
+    print(("  %7s   pairs (runner / alone): %s"):format("", table.concat(pairs_text, "; ")))
     print(("  %7s   creates %d, get_application %d, polls %d in %d rounds (%d direct status reads), other %d")
       :format("", r.creates, r.gets, r.polls, r.rounds, r.direct, r.other))
     if res then
       res:write(("scaling_%d_rss_mb=%.1f\nscaling_%d_wait_rss_mb=%.1f\nscaling_%d_wait_cpu_pct=%.2f\n"
         .. "scaling_%d_requests_per_app=%.2f\nscaling_%d_wall_s=%.1f\nscaling_%d_submit_per_s=%.0f\n"
-        .. "scaling_%d_engine_creates_per_s=%.0f\n")
+        .. "scaling_%d_engine_creates_per_s=%.0f\nscaling_%d_submit_ratio=%.2f\n")
         :format(r.n, r.rss_mb, r.n, r.wait_rss_mb, r.n, r.cpu_pct, r.n, r.per_app, r.n, r.wall, r.n, r.wait_rate,
-          r.n, r.engine_rate))
+          r.n, r.engine_rate, r.n, r.ratio))
     end
   end
   if res then res:close() end
