@@ -20,9 +20,13 @@ local _M = {}
 local PENDING = setmetatable({}, { __name = "pending", __tostring = function() return "pending" end })
 _M.PENDING = PENDING
 
--- Worker tasks per step: four times the loop's transfers in flight, so the
--- intents saved by one group commit keep the transfers busy meanwhile.
-_M.WORKERS = 256
+-- Worker tasks per step: sixteen times the loop's transfers in flight, so
+-- the intents saved by one group commit keep the transfers busy meanwhile.
+-- Each worker waits for a group commit (up to ~0.6 s with a 10,000-item
+-- state file) and then its POST: with 256 every worker sat in that wait at
+-- 10,000 items and the engine idled a quarter of the time (runner 0.71x
+-- the engine alone; 1,024: 0.85x, ~3.4 MB more at peak).
+_M.WORKERS = 1024
 
 --- Let the running attempt's application go (ctx.detach): the poller
 -- follows `id` with the item's record; PENDING, or nil when this attempt
