@@ -281,6 +281,37 @@ describe("poller with change cursors", function()
     end, 10), "no full read after the sweep interval")
   end)
 
+  it("reads at most max_pages pages a round from a server that always says there is more", function()
+    local asked, n = 0, 0
+    new_poller({ page = 2, max_pages = 7 }, function(q)
+      asked = asked + 1
+      n = n + 1
+      -- a hostile server: a fresh cursor, a full page of strangers, `more` for ever
+      return { applications = { { application_id = "x" .. n, state = "RUNNING" },
+                                { application_id = "y" .. n, state = "RUNNING" } },
+               changes = { cursor = q.changed_since .. "+" .. n, more = true } }
+    end)
+    local id = submit("long.sh")
+    follow(id)
+    rounds(1)
+    assert.equal(7, asked)
+    rounds(1) -- the next round goes on from the cursor the last page gave
+    assert.equal(14, asked)
+  end)
+
+  it("reads at most max_pages pages a round of a plain list that never ends", function()
+    local asked = 0
+    new_poller({ page = 2, max_pages = 5 }, function(q)
+      asked = asked + 1
+      if q and q.changed_since then return nil, { status = 400, message = "unknown parameter" } end
+      return { applications = { { application_id = "s" .. asked, state = "RUNNING" },
+                                { application_id = "t" .. asked, state = "RUNNING" } } }
+    end)
+    follow(submit("long.sh"))
+    rounds(1)
+    assert.equal(1 + 5, asked) -- the refused cursor, then five pages
+  end)
+
   it("reads the plain list from a server that ignores changed_since", function()
     helper.stop(e)
     e = helper.start { "--app-root", root, "--quiet", "--no-list-changes" }

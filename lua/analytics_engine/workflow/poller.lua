@@ -37,6 +37,12 @@ local is_terminal = api.is_terminal
 -- answers everything at once, which ends the round's paging.
 _M.PAGE = 500
 
+-- Pages read in one round at most: a server that keeps answering full pages
+-- (or `more` with a new cursor) cannot hold the poller in one round; the
+-- rest is read next round, after the interval. 200 pages of 500 rows cover
+-- 100,000 records or changes a round.
+_M.MAX_PAGES = 200
+
 --- Seconds without one answered poll before the awaited applications fail.
 _M.UNREACHABLE_TIMEOUT = 300
 
@@ -61,6 +67,7 @@ function _M.new(sched, client, opts)
     max_direct = opts.max_direct or 5,      -- single-status requests per round
     -- rows per list request (false: the whole list in one)
     page = opts.page == nil and _M.PAGE or opts.page or nil,
+    max_pages = opts.max_pages or _M.MAX_PAGES,
     -- id → { waiters = {task...} or nil, state = last seen }, or the table
     -- given to follow() (which then carries `state` itself)
     watched = {},
@@ -325,6 +332,7 @@ local function list_round(self, round, list)
     rows = nil -- luacheck: ignore 311 (let the page go before the next one)
     if not page or n ~= page or seen >= want or self.count == 0 then break end
     start = start + n
+    if start >= page * self.max_pages then break end
   end
   -- Ask directly about a few the list did not show (a trimmed list, or one
   -- that moved between pages).
@@ -397,9 +405,10 @@ local function changes_round(self, round, now)
   end
   local changed, complete = false, false
   local q = { changed_since = from, limit = self.page or nil }
-  local first = true
+  local first, pages = true, 0
   while true do
     self.requests = self.requests + 1
+    pages = pages + 1
     local list, err = self.client:list_applications(q)
     if not list then
       if first and type(err) == "table" and err.status == 400 then
@@ -436,6 +445,7 @@ local function changes_round(self, round, now)
       complete = true
       break
     end
+    if pages >= self.max_pages then break end -- the rest from this cursor next round
     q = { changed_since = ch.cursor, limit = self.page or nil }
     first = false
   end
