@@ -195,7 +195,7 @@ static int find_program(const char *prog, const char *cwd, char out[PATH_MAX]) {
 static void close_others(int keep) {
   int fd;
 #ifdef SYS_close_range
-  if (syscall(SYS_close_range, 3, keep - 1, 0) == 0 &&
+  if ((keep == 3 || syscall(SYS_close_range, 3, keep - 1, 0) == 0) &&
       syscall(SYS_close_range, keep + 1, ~0U, 0) == 0)
     return;
 #endif
@@ -259,6 +259,20 @@ fail:
   _exit(127);
 }
 
+/* `fd` moved above the standard descriptors (close-on-exec), or -1 and errno.
+ * An engine started with stdin, stdout or stderr closed gets 0-2 from open or
+ * pipe2: the child's dup2 onto 0-2 would then overwrite one of its own files
+ * or the exec-failure pipe. */
+static int above_stdio(int fd) {
+  int high, e;
+  if (fd < 0 || fd > 2) return fd;
+  high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  e = errno;
+  close(fd);
+  errno = e;
+  return high;
+}
+
 /* The child's stack: it runs only child_exec and the system calls' wrappers
  * (under ASan, their interceptors). */
 #define CHILD_STACK (256 * 1024)
@@ -273,6 +287,14 @@ static int start_child(const char *path, char *const argv[], char *const envp[],
   ssize_t n;
   char *stack;
   if (pipe2(pfd, O_CLOEXEC) != 0) return errno;
+  pfd[0] = above_stdio(pfd[0]);
+  pfd[1] = above_stdio(pfd[1]);
+  if (pfd[0] < 0 || pfd[1] < 0) {
+    e = errno;
+    if (pfd[0] >= 0) close(pfd[0]);
+    if (pfd[1] >= 0) close(pfd[1]);
+    return e;
+  }
   stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
                -1, 0);
   if (stack == MAP_FAILED) {
@@ -379,7 +401,7 @@ static int l_spawn(lua_State *L) {
   for (i = 0; i < 3; i++) {
     const char *p = paths[i] ? paths[i] : "/dev/null";
     int flags = i == 0 ? O_RDONLY : O_WRONLY | O_CREAT | O_APPEND;
-    fds[i] = open(p, flags | O_CLOEXEC | O_NOCTTY, 0600);
+    fds[i] = above_stdio(open(p, flags | O_CLOEXEC | O_NOCTTY, 0600));
     if (fds[i] < 0) {
       int e = errno, j;
       for (j = 0; j < i; j++) close(fds[j]);

@@ -135,6 +135,32 @@ describe("core process helpers", function()
       assert.matches("^spawn true: stdout .*/no/such/file: No such file or directory$", err)
     end)
 
+    it("keeps the child's files apart when the caller's stdin, stdout and stderr are closed", function()
+      -- (a daemon started with 0-2 closed: open and pipe2 then hand out 0-2)
+      assert(io.open(dir .. "/badinterp", "w")):write("#!/nonexistent/interpreter\n"):close()
+      sh("chmod 755 '" .. dir .. "/badinterp'")
+      local script = dir .. "/closed.lua"
+      assert(io.open(script, "w")):write(([[
+package.cpath = "build/?.so;" .. package.cpath
+local core = require("analytics_engine.core")
+local D = %q
+local pid = assert(core.spawn{ argv = { "sh", "-c", "echo out; echo err >&2" },
+                               stdout = D .. "/o", stderr = D .. "/e" })
+local how, code
+repeat how, code = core.wait(pid); core.sleep(0.01) until how ~= nil
+local _, err = core.spawn{ argv = { D .. "/badinterp" } }
+local f = io.open(D .. "/result", "w")
+f:write(tostring(how), " ", tostring(code), "\n", tostring(err), "\n")
+f:close()
+]]):format(dir)):close()
+      assert(os.execute("lua5.4 '" .. script .. "' <&- >&- 2>&-"))
+      assert.equal("out\n", read(dir .. "/o"))
+      assert.equal("err\n", read(dir .. "/e"))
+      local result = read(dir .. "/result")
+      assert.matches("^exited 0\n", result)
+      assert.matches("spawn .*/badinterp: No such file or directory\n$", result)
+    end)
+
     it("raises on bad arguments", function()
       assert.has_error(function() core.spawn{} end)
       assert.has_error(function() core.spawn{ argv = {} } end)
