@@ -3,10 +3,10 @@
 -- second identical read is replayed without Lua (counted in
 -- /engine/v1/stats `replayed`), and every change the answer or the door's
 -- decision rests on takes it back.
-local cjson = require("cjson")
 local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
 local helper = require("helpers.engine")
+local rawc = require("helpers.raw")
 
 local function counts(e)
   local status, b = helper.request(e, "GET", "/engine/v1/stats")
@@ -22,18 +22,11 @@ local function read(e, id, auth)
   return status, b, raw, h
 end
 
--- Each raw request on its own connection (spec/helpers/raw_client.py) -> the raw answers.
+-- Each raw request on its own connection -> the raw answers.
 local function raw(e, sends, shut)
   local conns = {}
   for i, s in ipairs(sends) do conns[i] = { send = s, shut = shut } end
-  local cfg, out = os.tmpname(), os.tmpname()
-  os.remove(out)
-  helper.write(cfg, cjson.encode { port = tonumber(e.url:match(":(%d+)$")), timeout = 10, conns = conns })
-  assert(os.execute(("timeout 60 python3 spec/helpers/raw_client.py %s %s"):format(cfg, out)))
-  local res = cjson.decode((assert(util.read_file(out))))
-  os.remove(cfg)
-  os.remove(out)
-  return res
+  return rawc.exchange(rawc.port_of(e), conns, 10)
 end
 
 local function wait_state(e, id, want)

@@ -5,23 +5,11 @@
 -- raw sockets from spec/helpers/raw_client.py.
 local core = require("analytics_engine.core")
 local cjson = require("cjson")
-local util = require("analytics_engine.util")
 local helper = require("helpers.engine")
-
-local HELPER = "spec/helpers/raw_client.py"
+local rawc = require("helpers.raw")
 
 -- Send each connection's bytes, read until the engine closes or `timeout`.
-local function exchange(port, conns, timeout)
-  local cfg, out = os.tmpname(), os.tmpname()
-  local f = assert(io.open(cfg, "wb"))
-  f:write(cjson.encode { port = port, timeout = timeout, conns = conns })
-  f:close()
-  assert(os.execute(("python3 %s %s %s >/dev/null 2>&1"):format(HELPER, cfg, out)))
-  local res = cjson.decode((assert(util.read_file(out))))
-  os.remove(cfg)
-  os.remove(out)
-  return res
-end
+local exchange = rawc.exchange
 
 describe("a body over --max-body", function()
   local e, head
@@ -35,7 +23,7 @@ describe("a body over --max-body", function()
 
   it("is refused with 413 and a close when the client stops mid-body (no wait for the request deadline)", function()
     local t0 = core.monotime()
-    local res = exchange(e.port or tonumber(e.url:match(":(%d+)$")), {
+    local res = exchange(rawc.port_of(e), {
       { send = head .. "\r\n" .. ("x"):rep(100) },
     }, 20)
     local data = res[1].data
@@ -48,7 +36,7 @@ describe("a body over --max-body", function()
   end)
 
   it("is refused without 100 Continue when the client asks first", function()
-    local res = exchange(e.port or tonumber(e.url:match(":(%d+)$")), {
+    local res = exchange(rawc.port_of(e), {
       { send = head .. "Expect: 100-continue\r\n\r\n" },
     }, 20)
     assert.matches("^HTTP/1%.1 413", res[1].data)
@@ -58,7 +46,7 @@ describe("a body over --max-body", function()
   it("within the limit is still read and answered, and the connection kept", function()
     local body = cjson.encode { application_details = { application = "/nonexistent/app.py" } }
     local small = head:gsub("Content%-Length: %d+", "Content-Length: " .. #body)
-    local res = exchange(e.port or tonumber(e.url:match(":(%d+)$")), {
+    local res = exchange(rawc.port_of(e), {
       { send = small .. "\r\n" .. body },
     }, 3)
     assert.not_matches("^HTTP/1%.1 413", res[1].data)

@@ -29,10 +29,7 @@ describe("list_applications changed_since", function()
   local function submit(script)
     return helper.submit(e, { application = root .. "/" .. script })
   end
-  local function state_of(id)
-    local _, b = helper.request(e, "GET", helper.v4(e, "/spark_applications/" .. id))
-    return b and b.state
-  end
+  local function state_of(id) return helper.state_of(e, id) end
 
   before_each(function()
     root = helper.app_root { ["long.sh"] = "sleep 60\n", ["ok.sh"] = "exit 0\n" }

@@ -3,8 +3,8 @@
 -- do). Every one gets its 202, and exactly 40 applications exist: no request
 -- ran unanswered, so no client had reason to retry into a duplicate.
 local cjson = require("cjson")
-local util = require("analytics_engine.util")
 local helper = require("helpers.engine")
+local rawc = require("helpers.raw")
 
 describe("half-closed create_application requests", function()
   local e, root
@@ -25,13 +25,7 @@ describe("half-closed create_application requests", function()
       conns[i] = { shut = true, send = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\n"
         .. "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"):format(path, helper.zen(e), #body, body) }
     end
-    local cfg, out = os.tmpname(), os.tmpname()
-    os.remove(out)
-    helper.write(cfg, cjson.encode { port = tonumber(e.url:match(":(%d+)$")), timeout = 10, conns = conns })
-    assert(os.execute(("timeout 60 python3 spec/helpers/raw_client.py %s %s"):format(cfg, out)))
-    local res = cjson.decode((assert(util.read_file(out))))
-    os.remove(cfg)
-    os.remove(out)
+    local res = rawc.exchange(rawc.port_of(e), conns, 10)
     local answered, closed = 0, 0
     for _, r in ipairs(res) do
       if r.data:find("^HTTP/1%.1 202 ") and r.data:find('"application_id"', 1, true) then answered = answered + 1 end

@@ -6,25 +6,16 @@
 local cjson = require("cjson")
 local util = require("analytics_engine.util")
 local helper = require("helpers.engine")
+local rawc = require("helpers.raw")
 
-local RAW_CLIENT = "spec/helpers/raw_client.py"
 
 -- Send raw bytes on one connection (half-closed after them unless shut is
 -- false) -> what came back (the whole answer); with `timeout`, the client's
 -- whole result { data, eof } instead.
 local function raw_exchange(e, bytes, timeout, shut)
-  local cfg, out = os.tmpname(), os.tmpname()
-  -- raw_client.py takes bytes as latin-1 code points
-  local latin1 = bytes:gsub("[\128-\255]", function(c) return utf8.char(c:byte()) end)
-  helper.write(cfg, cjson.encode { port = tonumber(e.url:match(":(%d+)$")), timeout = timeout or 5,
-                                   conns = { { send = latin1, shut = shut ~= false } } })
-  assert(os.execute(("python3 %s %s %s"):format(RAW_CLIENT, cfg, out)))
-  local res = cjson.decode((assert(util.read_file(out))))
-  os.remove(cfg)
-  os.remove(out)
-  local data = res[1].data:gsub(utf8.charpattern, function(c) return string.char(utf8.codepoint(c)) end)
-  if timeout then return { data = data, eof = res[1].eof } end
-  return data
+  local res = rawc.exchange(rawc.port_of(e), { { send = bytes, shut = shut ~= false } }, timeout or 5)
+  if timeout then return { data = res[1].data, eof = res[1].eof } end
+  return res[1].data
 end
 
 local function body_of(answer) return answer:match("\r\n\r\n(.*)$") end

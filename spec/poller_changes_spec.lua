@@ -15,10 +15,7 @@ describe("poller with change cursors", function()
   local function submit(script)
     return helper.submit(e, { application = root .. "/" .. script })
   end
-  local function state_of(id)
-    local _, b = helper.request(e, "GET", helper.v4(e, "/spark_applications/" .. id))
-    return b and b.state
-  end
+  local function state_of(id) return helper.state_of(e, id) end
   local function until_state(id, s)
     assert(helper.eventually(function() return state_of(id) == s end, 20), id .. " never " .. s)
   end

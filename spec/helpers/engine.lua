@@ -104,6 +104,12 @@ function helper.eventually(fn, timeout)
   end
 end
 
+--- An application's state now (nil when the engine has no such application).
+function helper.state_of(e, id)
+  local _, b = helper.request(e, "GET", helper.v4(e, "/spark_applications/" .. id))
+  return b and b.state
+end
+
 --- Wait until an application reaches a terminal state -> its get_application body.
 function helper.wait_app(e, id, timeout)
   local body
