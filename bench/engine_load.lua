@@ -14,6 +14,14 @@ local util = require("analytics_engine.util")
 
 local mode = arg[1]
 
+-- A JSON file the engine wrote (engine.json, credentials.json).
+local function read(p)
+  local f = assert(io.open(p, "rb"))
+  local v = util.json_decode(f:read("a"))
+  f:close()
+  return v
+end
+
 if mode == "seed" then
   local state = require("analytics_engine.engine.state")
   local dir, n, ids_file = arg[2], tonumber(arg[3]), arg[4]
@@ -57,23 +65,11 @@ elseif mode == "baseline" then
   srv:close()
 elseif mode == "info" then
   -- shell assignments: url, iid, auth (the ZenApiKey header) of the engine serving DATA_DIR
-  local function read(p)
-    local f = assert(io.open(p, "rb"))
-    local v = util.json_decode(f:read("a"))
-    f:close()
-    return v
-  end
   local e, c = read(arg[2] .. "/engine.json"), read(arg[2] .. "/credentials.json")
   print(("url='%s' iid='%s' auth='%s'"):format(e.url, e.instance_id,
     "ZenApiKey " .. util.b64encode(c.username .. ":" .. c.api_key)))
 elseif mode == "replayed" then
   -- of the engine serving DATA_DIR: its status reads answered without Lua, of all its status reads
-  local function read(p)
-    local f = assert(io.open(p, "rb"))
-    local v = util.json_decode(f:read("a"))
-    f:close()
-    return v
-  end
   local e, c = read(arg[2] .. "/engine.json"), read(arg[2] .. "/credentials.json")
   local r = assert(core.http_session():request{ method = "GET", url = e.url .. "/engine/v1/stats",
     headers = { Authorization = "ZenApiKey " .. util.b64encode(c.username .. ":" .. c.api_key) } })

@@ -34,6 +34,17 @@ local function alive(pid)
   return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
+-- The next watched signal to arrive within `limit` seconds, or nil.
+local function next_signal(limit)
+  local deadline = core.monotime() + limit
+  repeat
+    local name = core.signal_pending()
+    if name then return name end
+    core.sleep(0.01)
+  until core.monotime() >= deadline
+  return nil
+end
+
 -- Spawn, wait for the child and assert it exited (not signalled) -> pid.
 local function spawn_to_exit(opts)
   local pid = assert(core.spawn(opts))
@@ -357,13 +368,7 @@ f:close()
       assert.is_true(core.signal_watch{ "USR1", "SIGUSR2" })
       assert.is_nil(core.signal_pending())
       assert.is_true(sh("kill -USR2 " .. core.getpid()))
-      local deadline = core.monotime() + 2
-      local name
-      while not name and core.monotime() < deadline do
-        name = core.signal_pending()
-        if not name then core.sleep(0.01) end
-      end
-      assert.equal("USR2", name)
+      assert.equal("USR2", next_signal(2))
       assert.is_nil(core.signal_pending())
       assert.has_error(function() core.signal_watch{ "KILL" } end)
     end)
@@ -394,13 +399,7 @@ f:close()
       assert.same({ "signaled", 10 }, { wait_exit(pid, 20) })
       assert.is_nil(core.signal_pending()) -- the child's USR1 was its own
       assert.is_true(sh("kill -USR2 " .. core.getpid()))
-      local deadline = core.monotime() + 10
-      local name
-      while not name and core.monotime() < deadline do
-        name = core.signal_pending()
-        if not name then core.sleep(0.01) end
-      end
-      assert.equal("USR2", name)
+      assert.equal("USR2", next_signal(10))
     end)
   end)
 end)
