@@ -41,6 +41,23 @@ describe("poller with change cursors", function()
   end
   local function follow(id) return p:follow(id, { id = id }) end
   local function rounds(n) for _ = 1, n do assert(p:round() ~= nil) end end
+  -- A new poller following one long application, `n` rounds read -> its id.
+  local function watching_one(n)
+    new_poller()
+    local a = submit("long.sh")
+    follow(a)
+    rounds(n or 1)
+    return a
+  end
+  -- Applications of `script` that reach `state` while the poller reads
+  -- `n` rounds without watching them (their rows go by) -> their ids.
+  local function ended_unwatched(script, state, count, n)
+    local ids = {}
+    for i = 1, count do ids[i] = submit(script) end
+    for i = 1, count do until_state(ids[i], state) end
+    rounds(n or 4)
+    return ids
+  end
 
   before_each(function()
     root = helper.app_root { ["long.sh"] = "sleep 60\n", ["ok.sh"] = "exit 0\n", ["bad.sh"] = "exit 4\n" }
@@ -80,15 +97,10 @@ describe("poller with change cursors", function()
   end)
 
   it("resolves an application that ended before it was watched, the cursor already past it", function()
-    new_poller()
-    local a = submit("long.sh")
-    follow(a)
-    rounds(1)
+    local a = watching_one()
     -- b starts and ends while the poller reads rounds without watching it:
     -- its rows go by, dropped, and the cursor moves past them.
-    local b = submit("bad.sh")
-    until_state(b, "FAILED")
-    rounds(4)
+    local b = ended_unwatched("bad.sh", "FAILED", 1)[1]
     assert.is_nil(ended[b])
     -- watched now (an answer that came late, an adoption): the rewind reads
     -- from two rounds before the watch, which is past b's rows, so it is
@@ -105,14 +117,8 @@ describe("poller with change cursors", function()
   it("resolves many applications watched long after they ended with a full read, not max_direct a round", function()
     -- (an `await` fan-out of ids a wait = false step started, an adoption by
     -- `aeflow retry`: more ids than a round reads directly, all ended long ago)
-    new_poller()
-    local a = submit("long.sh")
-    follow(a)
-    rounds(1)
-    local ids = {}
-    for i = 1, 12 do ids[i] = submit("ok.sh") end
-    for i = 1, 12 do until_state(ids[i], "FINISHED") end
-    rounds(4) -- their rows go by, unwatched
+    local a = watching_one()
+    local ids = ended_unwatched("ok.sh", "FINISHED", 12)
     for i = 1, 12 do follow(ids[i]) end
     rounds(2)
     for i = 1, 12 do assert.equal("FINISHED", ended[ids[i]], "item " .. i) end
@@ -124,13 +130,8 @@ describe("poller with change cursors", function()
   end)
 
   it("does not let ids no read finds (gone from the records) hold back one that ended", function()
-    new_poller()
-    local a = submit("long.sh")
-    follow(a)
-    rounds(1)
-    local b = submit("ok.sh")
-    until_state(b, "FINISHED")
-    rounds(4)
+    local a = watching_one()
+    local b = ended_unwatched("ok.sh", "FINISHED", 1)[1]
     -- 60 ids the engine has no record of: every direct read of them is a 404
     for i = 1, 60 do follow(("00000000-0000-4000-8000-%012d"):format(i)) end
     rounds(3)
@@ -144,13 +145,8 @@ describe("poller with change cursors", function()
   end)
 
   it("finds a create answered after a list that already showed it by rewinding, without a direct read", function()
-    new_poller()
-    local a = submit("long.sh")
-    follow(a)
-    rounds(3)
-    local b = submit("ok.sh")
-    until_state(b, "FINISHED")
-    rounds(1) -- shows b's rows while b is not watched yet
+    watching_one(3)
+    local b = ended_unwatched("ok.sh", "FINISHED", 1, 1)[1] -- one round shows b's rows, unwatched
     follow(b) -- the create's answer, processed late
     rounds(1)
     assert.equal("FINISHED", ended[b])
