@@ -87,4 +87,13 @@ describe("errors", function()
     assert.is_nil(e.body:find("tok-123456", 1, true))
     assert.is_nil(tostring(e):find("[%z\1-\31]"))
   end)
+
+  it("masks a registered secret in strings of its length and longer, and leaves shorter ones as they are", function()
+    sanitize.add_secret("s3cr3t-value-of-some-length")
+    assert.equals("RUNNING", sanitize.redact_known("RUNNING"))
+    assert.equals(sanitize.MASK, sanitize.redact_known("s3cr3t-value-of-some-length"))
+    assert.equals("key=" .. sanitize.MASK .. "!", sanitize.redact_known("key=s3cr3t-value-of-some-length!"))
+    sanitize.add_secret("zq9x") -- a shorter secret lowers the bound
+    assert.equals("a " .. sanitize.MASK .. " b", sanitize.redact_known("a zq9x b"))
+  end)
 end)

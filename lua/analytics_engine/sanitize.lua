@@ -27,6 +27,17 @@ _M.MASK = "***"
 -- Registered secrets, longest first so one that contains another is masked
 -- whole. Bounded: a long run refreshes its token many times.
 local secrets, MAX_SECRETS = {}, 64
+-- The shortest registered secret's length: a shorter string holds none
+-- (most of what a run's events carry: states, names, ids), so redact_known
+-- returns it without a search per secret.
+local shortest = math.huge
+
+local function measure()
+  shortest = math.huge
+  for i = 1, #secrets do
+    if #secrets[i] < shortest then shortest = #secrets[i] end
+  end
+end
 
 --- Remember a value that must never be printed or stored (too short a value,
 -- under 4 bytes, would mask ordinary words, so it is not registered).
@@ -36,6 +47,7 @@ local function add_one(value)
   end
   if #secrets >= MAX_SECRETS then table.remove(secrets, 1) end
   secrets[#secrets + 1] = value
+  measure()
 end
 
 function _M.add_secret(value)
@@ -94,7 +106,7 @@ local SHAPES = {
 -- about to be stored, where only the caller's own values are masked (a run
 -- token in a state file must stay as it is).
 function _M.redact_known(s)
-  if type(s) ~= "string" then return s end
+  if type(s) ~= "string" or #s < shortest then return s end
   for i = 1, #secrets do
     local v = secrets[i]
     if find(s, v, 1, true) then s = gsub(s, plain(v), _M.MASK) end
