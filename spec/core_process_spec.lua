@@ -148,10 +148,11 @@ describe("core process helpers", function()
 
     it("keeps the child's files apart when the caller's stdin, stdout and stderr are closed", function()
       -- (a daemon started with 0-2 closed: open and pipe2 then hand out 0-2)
-      assert(io.open(dir .. "/badinterp", "w")):write("#!/nonexistent/interpreter\n"):close()
+      sh("printf '#!/nonexistent/interpreter\\n' > '" .. dir .. "/badinterp'")
       sh("chmod 755 '" .. dir .. "/badinterp'")
       local script = dir .. "/closed.lua"
-      assert(io.open(script, "w")):write(([[
+      local f = assert(io.open(script, "w"))
+      f:write(([[
 package.cpath = "build/?.so;" .. package.cpath
 local core = require("analytics_engine.core")
 local D = %q
@@ -163,7 +164,8 @@ local _, err = core.spawn{ argv = { D .. "/badinterp" } }
 local f = io.open(D .. "/result", "w")
 f:write(tostring(how), " ", tostring(code), "\n", tostring(err), "\n")
 f:close()
-]]):format(dir)):close()
+]]):format(dir))
+      f:close()
       assert(os.execute("lua5.4 '" .. script .. "' <&- >&- 2>&-"))
       assert.equal("out\n", read(dir .. "/o"))
       assert.equal("err\n", read(dir .. "/e"))
