@@ -479,8 +479,12 @@ CURLcode http_xfer_setopts(xfer *x, const reqopts *o) {
   SETOPT(CURLOPT_HEADERDATA, (void *)x);
   /* libcurl silently re-sends a request whose reused connection died before
    * any answer; for a request that creates something that could create it
-   * twice, so such requests ask for a connection of their own. */
+   * twice, so such requests ask for a connection of their own. It is closed
+   * after the answer: kept, it would only idle in the cache until the server
+   * closed it (10,000 creates left 10,000 dead connections for later
+   * requests to find and close). */
   SETOPT(CURLOPT_FRESH_CONNECT, o->fresh ? 1L : 0L);
+  SETOPT(CURLOPT_FORBID_REUSE, o->fresh ? 1L : 0L);
   if (rc == CURLE_OK) rc = set_headers(h, o);
   return rc;
 }
