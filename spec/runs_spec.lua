@@ -196,3 +196,22 @@ return workflow "repair" {
     assert.matches("succeeded: nothing to retry", err, 1, true)
   end)
 end)
+
+describe("a kept run with --json", function()
+  it("writes each event once to stdout and the same line to its events.ndjson", function()
+    local dir = assert(launcher.temp_dir("aeflow-runs-json-"))
+    aeflow.write(dir, "wf.lua", WF)
+    aeflow.write(dir, "ok.sh", "echo fine\n")
+    local code, out = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.1" },
+                                 { dir = dir, env = aeflow.env(nil), timeout = 120 })
+    assert.equals(0, code)
+    local _, listed = aeflow.run({ "runs", "--json" }, { dir = dir, env = aeflow.env(nil), timeout = 60 })
+    local run = util.json_decode(listed)[1]
+    local file = assert(util.read_file(dir .. "/" .. run.dir .. "/events.ndjson"))
+    assert.equals(out, file)
+    local kinds = {}
+    for line in out:gmatch("[^\n]+") do kinds[util.json_decode(line).event] = true end
+    assert.is_true(kinds.run_start and kinds.application_submitted and kinds.run_end)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)

@@ -84,7 +84,9 @@ function _M.execute(plan, opt, ctx, where)
   if not c then return out.fail(1, nil, "%s", session) end
   local on_event, on_tick = emitter(opt, plan)
   local events_file = run_dir and io.open(run_dir .. "/events.ndjson", "a")
-  if events_file then
+  if events_file and json then
+    on_event = render.json(events_file, io.stdout) -- each line made once for both
+  elseif events_file then
     local to_file, to_person = render.json(events_file), on_event
     on_event = function(ev)
       to_file(ev)

@@ -35,12 +35,17 @@ local function safe(ev, how)
 end
 _M.safe = safe
 
---- NDJSON: one JSON object per line.
-function _M.json(out)
-  out = out or io.stdout
+--- NDJSON: one JSON object per line, to `out` (default stdout) and to every
+-- further file given (the line is made once: `aeflow run --json` of a kept
+-- run writes each event to its events.ndjson and to stdout).
+function _M.json(out, ...)
+  local outs = { out or io.stdout, ... }
   return function(ev)
-    out:write(sanitize.json(util.json_encode(safe(ev, sanitize.redact))), "\n")
-    out:flush()
+    local line = sanitize.json(util.json_encode(safe(ev, sanitize.redact)))
+    for i = 1, #outs do
+      outs[i]:write(line, "\n")
+      outs[i]:flush()
+    end
   end
 end
 
