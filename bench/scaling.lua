@@ -68,6 +68,28 @@ local function created_rate(e)
   return (r.n - 1) / (r.t1 - r.t0), r.n, r.t1 - r.t0
 end
 
+-- After an engine stopped: wait until the applications it ran are gone (a
+-- 10,000-application engine may be killed before it has stopped them all,
+-- and the kernel tears down 20,000 processes: a sh and its sleep each) so
+-- their end does not eat into the next measurement. Left-overs are killed.
+local function settle()
+  local function count()
+    local p = io.popen("pgrep -c -f '^sleep (1|600)$|/workflows/apps/sleep\\.sh' 2>/dev/null")
+    local n = tonumber(p:read("a")) or 0
+    p:close()
+    return n
+  end
+  local deadline = core.monotime() + 60
+  while count() > 0 do
+    if core.monotime() > deadline then
+      os.execute("pkill -KILL -f '^sleep (1|600)$|/workflows/apps/sleep\\.sh' 2>/dev/null")
+      deadline = core.monotime() + 60
+    end
+    core.sleep(0.5)
+  end
+  core.sleep(2)
+end
+
 local function cpu_ticks(pid)
   local stat = read("/proc/" .. pid .. "/stat")
   local after = stat:match("%) (.*)$")
@@ -129,6 +151,7 @@ local function finish_run(n)
   local after = e.stats()
   local rate = created_rate(e)
   e:stop()
+  settle()
   local ev = events_of(path .. "/events.ndjson")
   assert(st == "exited" and code == 0 and ev.run_end and ev.run_end.status == "succeeded",
     ("aeflow run of %d did not succeed (%s %s); see %s/stderr.txt"):format(n, st, tostring(code), path))
@@ -166,6 +189,7 @@ local function wait_run(n, window, k)
     core.kill(pid, "KILL")
     core.wait(pid)
     e:stop()
+    settle()
     assert(got == n, ("the engine holds %d applications, %d were submitted"):format(got, n))
     return { rate = rate, submit_s = span }
   end
@@ -187,6 +211,7 @@ local function wait_run(n, window, k)
   core.wait(pid)
   local rate, _, span = created_rate(e)
   e:stop()
+  settle()
   return { cpu_pct = (c1 - c0) / CLK_TCK / (w1 - w0) * 100, hwm_mb = hwm / 1024, rate = rate, submit_s = span }
 end
 
@@ -229,6 +254,7 @@ local function engine_creates(n, k)
   assert(sched:loop(function() return done >= n end))
   local rate = created_rate(e)
   e:stop()
+  settle()
   assert(bad == 0, bad .. " creates were not accepted")
   return rate
 end
