@@ -2,7 +2,7 @@
 # callgrind,engine picks some; default all); `make bench-engine` the local
 # engine's load benchmark. Neither is part of `make test`.
 
-DEB_PACKAGES_BENCH ?= $(DEB_PACKAGES_BUILD) nginx python3 python3-requests wrk hyperfine curl valgrind
+DEB_PACKAGES_BENCH ?= $(DEB_PACKAGES_BUILD) nginx python3 python3-requests wrk hyperfine curl valgrind procps
 DEB_PACKAGES_ALL += $(DEB_PACKAGES_BENCH)
 BENCH_RAW_CURL = $(BUILD)/bench/raw_curl
 

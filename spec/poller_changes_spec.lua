@@ -4,6 +4,7 @@
 -- long after it ended, the engine restarted, a page failed). Rounds are
 -- driven by hand (the poller's own task is never run), with a blocking
 -- client, so each step is deterministic.
+local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
 local loop = require("analytics_engine.loop")
 local poller_mod = require("analytics_engine.workflow.poller")
@@ -232,7 +233,10 @@ describe("poller with change cursors", function()
     assert.equal(2, p.count)
     -- the engine restarts without b's record (a purge, an older backup)
     helper.stop(e, true)
-    assert(os.execute(("sqlite3 '%s/state.db' \"DELETE FROM applications WHERE id = '%s'\""):format(e.data_dir, b)))
+    -- (through the core's own SQLite: no sqlite3 program on a fresh machine)
+    local db = assert(core.sqlite_open(e.data_dir .. "/state.db"))
+    assert(db:exec(("DELETE FROM applications WHERE id = '%s'"):format(b)))
+    db:close()
     e = helper.start({ "--app-root", root, "--quiet" }, { data_dir = e.data_dir })
     c = helper.client(e)
     p.client = c
