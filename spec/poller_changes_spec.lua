@@ -334,35 +334,44 @@ describe("poller with change cursors", function()
   end)
 end)
 
+-- One `aeflow run --json` of a fan-out of `n` items of `app` (files: the
+-- workspace's scripts) against an engine started with `engine_args` ->
+-- exit code, stderr, the ids of its FINISHED events (one entry per event),
+-- its run_end event, and the engine's request counts.
+local function fan_run(prefix, files, app, n, engine_args, poll)
+  files["wf.lua"] = ([[
+local items = {}
+for i = 1, %d do items[i] = i end
+return workflow "fan" {
+  step "many" { for_each = items, submit = %s },
+}
+]]):format(n, app)
+  local e, dir = aeflow.workspace(prefix, files, engine_args)
+  local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", poll },
+                                    { dir = dir, env = aeflow.env(e), timeout = 120 })
+  local _, stats = helper.request(e, "GET", "/engine/v1/stats")
+  aeflow.finish(e, dir)
+  local finished, run_end = {}, nil
+  for line in out:gmatch("[^\n]+") do
+    local ev = util.json_decode(line)
+    if ev.event == "application" and ev.state == "FINISHED" then finished[#finished + 1] = ev.application_id end
+    if ev.event == "run_end" then run_end = ev end
+  end
+  return code, err, finished, run_end, stats.requests
+end
+
 describe("aeflow run against the engine's change cursors", function()
   -- (a whole run: the races themselves are driven by hand above, a run hits
   -- them only now and then)
   it("awaits a fan-out of applications that end at once, ≤ 2 requests each beyond the polls", function()
-    local e, dir = aeflow.workspace("aeflow-changes-", {
-      ["quick.sh"] = "exit 0\n",
-      ["wf.lua"] = [[
-local items = {}
-for i = 1, 40 do items[i] = i end
-return workflow "fan" {
-  step "many" { for_each = items, submit = { application = "quick.sh" } },
-}
-]] }, { "--quiet" })
-    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.05" },
-                                      { dir = dir, env = aeflow.env(e), timeout = 120 })
-    local _, stats = helper.request(e, "GET", "/engine/v1/stats")
-    aeflow.finish(e, dir)
+    local code, err, finished, run_end, r = fan_run("aeflow-changes-", { ["quick.sh"] = "exit 0\n" },
+      '{ application = "quick.sh" }', 40, { "--quiet" }, "0.05")
     assert.equal(0, code, err)
-    local finished, run_end = {}, nil
-    for line in out:gmatch("[^\n]+") do
-      local ev = util.json_decode(line)
-      if ev.event == "application" and ev.state == "FINISHED" then finished[ev.application_id] = true end
-      if ev.event == "run_end" then run_end = ev end
-    end
-    local n = 0
-    for _ in pairs(finished) do n = n + 1 end
+    local distinct, n = {}, 0
+    for _, id in ipairs(finished) do distinct[id] = true end
+    for _ in pairs(distinct) do n = n + 1 end
     assert.equal(40, n)
     assert.equal("succeeded", run_end.status)
-    local r = stats.requests
     assert.equal(40, r.create_application)
     assert.equal(0, r.get_application or 0)
     -- polls are list requests plus the direct reads, at most one per application
@@ -373,29 +382,11 @@ end)
 
 describe("aeflow run against an engine that ignores changed_since", function()
   it("awaits every application to its end, ≤ 2 requests each", function()
-    local e, dir = aeflow.workspace("aeflow-nochanges-", {
-      ["sleep.sh"] = 'sleep "$1"\n',
-      ["wf.lua"] = [[
-local items = {}
-for i = 1, 12 do items[i] = i end
-return workflow "fan" {
-  step "many" { for_each = items, submit = { application = "sleep.sh", arguments = { "1" } } },
-}
-]] }, { "--no-list-changes", "--quiet" })
-    local code, out, err = aeflow.run({ "run", "wf.lua", "--json", "--poll-interval", "0.3" },
-                                      { dir = dir, env = aeflow.env(e), timeout = 120 })
-    local _, stats = helper.request(e, "GET", "/engine/v1/stats")
-    aeflow.finish(e, dir)
+    local code, err, finished, run_end, r = fan_run("aeflow-nochanges-", { ["sleep.sh"] = 'sleep "$1"\n' },
+      '{ application = "sleep.sh", arguments = { "1" } }', 12, { "--no-list-changes", "--quiet" }, "0.3")
     assert.equal(0, code, err)
-    local finished, run_end = 0, nil
-    for line in out:gmatch("[^\n]+") do
-      local ev = util.json_decode(line)
-      if ev.event == "application" and ev.state == "FINISHED" then finished = finished + 1 end
-      if ev.event == "run_end" then run_end = ev end
-    end
-    assert.equal(12, finished)
+    assert.equal(12, #finished)
     assert.equal("succeeded", run_end.status)
-    local r = stats.requests
     assert.equal(12, r.create_application)
     assert.equal(run_end.poll_requests, (r.list_applications or 0) + (r.get_application_state or 0))
     assert.truthy((r.get_application or 0) == 0)
