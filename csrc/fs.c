@@ -257,6 +257,40 @@ fail_tmp:
   return 2;
 }
 
+/* append_file(path, data) -> true | nil, err: data added at the end of an
+ * existing file and synced (fdatasync) before it returns: a journal's record
+ * (workflow/state.lua). A write that fails part-way is cut off again, so the
+ * file never ends in half a record of ours. Not created: a journal starts
+ * with write_file_atomic, so it is never seen without its first line. */
+static int l_append_file(lua_State *L) {
+  size_t n, done = 0;
+  const char *path = luaL_checkstring(L, 1);
+  const char *s = luaL_checklstring(L, 2, &n);
+  struct stat st;
+  off_t size;
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return fail_errno(L, "open", path);
+  size = fstat(fd, &st) == 0 ? st.st_size : -1;
+  while (done < n) {
+    ssize_t w = write(fd, s + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) goto fail;
+    done += (size_t)w;
+  }
+  if (fdatasync(fd) != 0) goto fail;
+  if (close(fd) != 0) return fail_errno(L, "close", path);
+  lua_pushboolean(L, 1);
+  return 1;
+fail : {
+  int e = errno ? errno : EIO;
+  /* If even that fails, the reader drops a torn last line. */
+  if (size >= 0 && ftruncate(fd, size) != 0) size = -1;
+  close(fd);
+  errno = e;
+  return fail_errno(L, "append", path);
+}
+}
+
 /* ---- lock_file: flock(2) on a file, held while the handle lives -------------
  * The kernel drops the lock when the descriptor closes, including when the
  * process dies (kill -9), so a crash never leaves a stale lock. O_CLOEXEC:
@@ -344,11 +378,17 @@ static int l_lock_file(lua_State *L) {
 }
 
 static const luaL_Reg fs_funcs[] = {
-    {"file_mode", l_file_mode}, {"mkdir_p", l_mkdir_p},
-    {"isatty", l_isatty},       {"term_columns", l_term_columns},
-    {"realpath", l_realpath},   {"write_file_atomic", l_write_file_atomic},
-    {"lock_file", l_lock_file}, {"chmod", l_chmod},
-    {"umask", l_umask},         {NULL, NULL},
+    {"file_mode", l_file_mode},
+    {"mkdir_p", l_mkdir_p},
+    {"isatty", l_isatty},
+    {"term_columns", l_term_columns},
+    {"realpath", l_realpath},
+    {"write_file_atomic", l_write_file_atomic},
+    {"lock_file", l_lock_file},
+    {"chmod", l_chmod},
+    {"umask", l_umask},
+    {"append_file", l_append_file},
+    {NULL, NULL},
 };
 
 void ae_open_fs(lua_State *L) {

@@ -4,16 +4,16 @@
 -- SIGKILL three times and resumed. The promise under test: the run completes
 -- and every item's application was created exactly once.
 local core = require("analytics_engine.core")
-local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
 local engine = require("helpers.engine")
 local aeflow = require("helpers.aeflow")
 
 local ITEMS = 200
 
 -- Applications the state file knows were accepted (the runner saves the id
--- after each 202); a half-written file reads as none.
+-- after each 202, in its journal: state.read replays it).
 local function submitted(path)
-  local doc = util.json_decode(aeflow.read(path))
+  local doc = state.read(path)
   local n = 0
   if type(doc) ~= "table" then return 0 end
   for _, rec in pairs(doc.steps or {}) do

@@ -365,6 +365,31 @@ f:close()
     end)
   end)
 
+  describe("append_file", function()
+    it("adds to the end of an existing file", function()
+      local path = dir .. "/journal"
+      assert.is_true(core.write_file_atomic(path, "head\n"))
+      assert.is_true(core.append_file(path, "one\n"))
+      assert.is_true(core.append_file(path, "two\0\n"))
+      assert.equal("head\none\ntwo\0\n", read(path))
+    end)
+
+    it("does not create a missing file: nil and a message naming it", function()
+      local ok, err = core.append_file(dir .. "/no-journal", "x")
+      assert.is_nil(ok)
+      assert.matches("no%-journal: No such file or directory", err)
+      assert.is_nil(io.open(dir .. "/no-journal"))
+    end)
+
+    it("refuses a symbolic link instead of following it", function()
+      local target, link = dir .. "/target", dir .. "/link"
+      assert.is_true(core.write_file_atomic(target, "kept"))
+      assert(sh(("ln -s '%s' '%s'"):format(target, link)))
+      assert.is_nil(core.append_file(link, "x"))
+      assert.equal("kept", read(target))
+    end)
+  end)
+
   describe("signals", function()
     it("records a watched signal until it is read", function()
       assert.is_true(core.signal_watch{ "USR1", "SIGUSR2" })

@@ -3,6 +3,7 @@
 -- records say so), both runs finish, and submissions follow their intents.
 local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
 local engine = require("helpers.engine")
 local aeflow = require("helpers.aeflow")
 
@@ -17,7 +18,7 @@ end
 
 -- Attempts of a state file, in the order they were submitted.
 local function attempts(path)
-  local doc = assert(util.json_decode(aeflow.read(path)), "no state file " .. path)
+  local doc = assert(state.read(path))
   local list = {}
   for _, rec in pairs(doc.steps) do
     for _, it in pairs(rec.items or {}) do

@@ -2,6 +2,7 @@
 -- against a real local engine, which runs real kernels in the Jupyter Server
 -- it starts. The kernel is deleted at the end however the step ends.
 local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
 local engine = require("helpers.engine")
 local aeflow = require("helpers.aeflow")
 
@@ -31,7 +32,7 @@ describe("aeflow run with a kernel step", function()
   end
 
   local function outputs(step)
-    local doc = util.json_decode(aeflow.read(dir .. "/s.json"))
+    local doc = assert(state.read(dir .. "/s.json"))
     return doc.steps[step].items["1"].outputs
   end
 

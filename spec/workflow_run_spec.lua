@@ -1,11 +1,13 @@
 -- aeflow run end to end: the real binary against a real local engine.
 local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
+local state = require("analytics_engine.workflow.state")
 local engine = require("helpers.engine")
 local aeflow = require("helpers.aeflow")
 
+-- (with its journal, when read during a run)
 local function state_of(path)
-  return util.json_decode(aeflow.read(path))
+  return state.read(path)
 end
 
 local function submitted_ids(path)

@@ -18,7 +18,7 @@ local function tokens_of(apps)
 end
 
 local function submitted(path)
-  local doc = util.json_decode(aeflow.read(path))
+  local doc = state.read(path)
   local n = 0
   for _, rec in pairs(type(doc) == "table" and doc.steps or {}) do
     for _, it in pairs(rec.items or {}) do

@@ -31,6 +31,9 @@ local secrets, MAX_SECRETS = {}, 64
 -- (most of what a run's events carry: states, names, ids), so redact_known
 -- returns it without a search per secret.
 local shortest = math.huge
+-- Counts the secrets ever registered: text redacted before a change must be
+-- redacted again (secrets_version).
+local version = 0
 
 local function measure()
   shortest = math.huge
@@ -47,6 +50,7 @@ local function add_one(value)
   end
   if #secrets >= MAX_SECRETS then table.remove(secrets, 1) end
   secrets[#secrets + 1] = value
+  version = version + 1
   measure()
 end
 
@@ -61,6 +65,10 @@ function _M.add_secret(value)
   end
   table.sort(secrets, function(a, b) return #a > #b end)
 end
+
+--- Changes whenever a secret is registered: a text redacted under an older
+-- version may hold one unmasked.
+function _M.secrets_version() return version end
 
 --- Register a credential set { token, username, api_key, password }: the
 -- values and the header forms derived from them.

@@ -70,7 +70,7 @@ function _M.attach(ctx, step, att, index, err, is_local)
   local last = _M.summary(tail)
   if last and type(err) == "string" then err = err .. ": " .. last end
   att.error = err
-  ctx.save()
+  ctx.save(att)
   return err
 end
 

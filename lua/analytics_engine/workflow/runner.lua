@@ -83,9 +83,13 @@ function _M.emit(self, ev)
 end
 
 -- The state file's writes: coalesced on the run's loop (workflow/writer.lua).
-function _M.flush(self) return self.writer:flush() end
-function _M.save(self) return self.writer:save() end
-function _M.save_durable(self) return self.writer:save_durable() end
+-- `rec`: the item record or attempt that changed (nil: anything may have).
+function _M.flush(self)
+  self.writer:changed()
+  return self.writer:flush()
+end
+function _M.save(self, rec) return self.writer:save(rec) end
+function _M.save_durable(self, rec) return self.writer:save_durable(rec) end
 
 function _M.scope(self, item, index)
   return template.scope(self.params, self.outputs, item, index, self.run_id)
@@ -220,6 +224,7 @@ function _M.run_item(self, fan, index, ended)
   local resume_att = not ended and last and last.result == nil and last or nil
   local n = #irec.attempts
   irec.status = "running"
+  self.writer:changed(irec)
   while true do
     local att, ok, out, final
     if ended then
@@ -230,10 +235,11 @@ function _M.run_item(self, fan, index, ended)
       if att then
         resume_att = nil
         att.resumed = true
+        self.writer:changed(irec)
       else
         n = n + 1
         att = { n = n, started_at = core.time() }
-        irec.attempts[#irec.attempts + 1] = att
+        self.state:add_attempt(irec, att)
       end
       scope = scope or self:scope(fan.list and fan.list[index], index)
       -- The item's record while its application runs: a few fields, no closure.
@@ -245,7 +251,7 @@ function _M.run_item(self, fan, index, ended)
     if ok then
       att.result = "succeeded"
       irec.status, irec.outputs = "succeeded", out
-      self:save()
+      self:save(irec)
       return true, out
     end
     if final == "unreachable" then
@@ -254,7 +260,7 @@ function _M.run_item(self, fan, index, ended)
       -- `aeflow retry` await its application again instead of submitting anew.
       att.error, att.finished_at = out, nil
       irec.status, irec.error = "failed", out
-      self:save()
+      self:save(irec)
       return false, out
     end
     att.result, att.error = "failed", out
@@ -264,18 +270,18 @@ function _M.run_item(self, fan, index, ended)
     end
     if self.cancelled then
       irec.status, irec.error = "cancelled", out
-      self:save()
+      self:save(irec)
       return false, out
     end
     -- retry_base: attempts made before an `aeflow retry` do not use up its budget.
     if final or att.n - (irec.retry_base or 0) > step.retries then
       irec.status, irec.error = "failed", out
-      self:save()
+      self:save(irec)
       return false, out
     end
     local delay = step.retry_delay * 2 ^ (att.n - 1) * (0.5 + math.random() * 0.5)
     self:emit { event = "retry", step = step.name, item = index, attempt = att.n, delay = delay, error = out }
-    self:save()
+    self:save(irec)
     local slept, serr = self.sched:sleep(delay)
     if slept == nil and serr then return false, "cancelled" end
     if self.cancelled then
@@ -438,8 +444,8 @@ local function run_context(self)
     submit_grace = self.opts.submit_grace, poller = self.poller, slots = self.global_sem,
     admission = self.admission, -- nil with --no-admission
     emit = function(ev) self:emit(ev) end,
-    save = function() return self:save() end,
-    save_durable = function() return self:save_durable() end,
+    save = function(rec) return self:save(rec) end,
+    save_durable = function(rec) return self:save_durable(rec) end,
     cancelled = function() return self.cancelled end,
     -- An application this run started (or adopted) for a step; `att` keeps its state times for the report.
     started = function(id, step_name, att)
@@ -475,7 +481,11 @@ function _M.run(self)
     on_state = function(id, state)
       self:emit { event = "application", application_id = id, state = state, step = self.started_apps[id] }
       if self.client.is_terminal(state) then self.started_apps[id] = nil end
-      record.state_change(self.app_attempts[id], state)
+      local att = self.app_attempts[id]
+      if att then
+        record.state_change(att, state)
+        self.writer:changed(att)
+      end
       if self.admission then self.admission:nudge() end
     end,
     -- A followed item's application ended: finish it in a task of its own.

@@ -4,7 +4,8 @@
 --
 -- The functions take the run's context `ctx` (workflow/runner.lua's
 -- run_context), not the runner: client, loop, run_id, dir, submit_grace,
--- poller, slots, and emit, save, save_durable, cancelled, started, forget,
+-- poller, slots, and emit, save, save_durable (given the attempt that
+-- changed), cancelled, started, forget,
 -- started_step.
 local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
@@ -161,7 +162,7 @@ function _M.run(ctx, step, body, att, index)
       att.application_id = found.application_id or found.id
       ctx.emit { event = "application_adopted", step = step.name, item = index, attempt = att.n,
                  application_id = att.application_id, token = token }
-      ctx.save()
+      ctx.save(att)
     end
   end
   -- --max-parallel: a slot from before the POST until the application ends.
@@ -187,7 +188,11 @@ function _M.run(ctx, step, body, att, index)
     repeat
       local ticket, why, kind
       if adm then
-        ticket, why, kind = adm:hold(ctx.emit, step.name, index, att, body.conf)
+        -- (a hold notes its times on the attempt, then says so)
+        ticket, why, kind = adm:hold(function(ev)
+          ctx.emit(ev)
+          ctx.save(att)
+        end, step.name, index, att, body.conf)
         if not ticket then
           release()
           return false, why, kind == "final"
@@ -195,7 +200,7 @@ function _M.run(ctx, step, body, att, index)
       end
       if ticket and adm.limits and queuing == nil then body.queuing_enabled = false end
       att.intent_at = core.time()
-      local saved, serr = ctx.save_durable()
+      local saved, serr = ctx.save_durable(att)
       if not saved then
         release()
         if ticket then adm:forget(ticket) end
@@ -235,7 +240,7 @@ function _M.run(ctx, step, body, att, index)
     ctx.started(att.application_id, step.name, att)
     ctx.emit { event = "application_submitted", step = step.name, item = index, attempt = att.n,
                application_id = att.application_id, token = token }
-    ctx.save()
+    ctx.save(att)
   else
     ctx.started(att.application_id, step.name, att)
   end

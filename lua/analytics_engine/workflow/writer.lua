@@ -6,9 +6,13 @@
 -- commit shared by every task that asks in the same loop turn; any other
 -- change is written at most FLUSH_DELAY seconds later, and the run's end
 -- writes synchronously.
--- Both delays grow with the cost of the last write (the whole document,
--- ~350 bytes per item: ~3.5 MB and tens of ms at 10,000 items), so writing
--- takes at most about a tenth of the runner's time however large the run:
+-- A change names the item record (or attempt) it touched, so a write
+-- appends only those items to the state's journal (workflow/state.lua); a
+-- change that names nothing makes the next write whole.
+-- Both delays grow with the cost of the last write (a few ms for a journal
+-- append; tens of ms for a whole 10,000-item document, ~350 bytes an item),
+-- so writing takes at most about a tenth of the runner's time however large
+-- the run:
 -- a durable commit waits up to COMMIT_PACE x that cost (gathering more
 -- intents; the workers keep the transfers busy meanwhile), other changes
 -- FLUSH_PACE x.
@@ -40,7 +44,7 @@ end
 function _M.flush(self)
   self.dirty = false
   local t0 = core.monotime()
-  local ok, err = self.state:save()
+  local ok, err = self.state:save(true)
   self.write_cost = core.monotime() - t0
   if not ok then self.on_error(err) end
   local waiters = self.save_waiters
@@ -49,8 +53,16 @@ function _M.flush(self)
   return ok, err
 end
 
---- Record a change: written within FLUSH_DELAY (at once outside a task).
-function _M.save(self)
+--- Note that `rec` (an item record or attempt; nil: anything) changed,
+-- without asking for a write.
+function _M.changed(self, rec)
+  self.state:changed(rec)
+end
+
+--- Record a change to `rec` (an item record or attempt; nil: anything):
+-- written within FLUSH_DELAY (at once outside a task).
+function _M.save(self, rec)
+  self.state:changed(rec)
   if not in_task(self) then return self:flush() end
   self.dirty = true
   if not self.flusher then
@@ -63,8 +75,10 @@ function _M.save(self)
   return true
 end
 
---- Record a change and return once it is on disk: true, or nil/false, err.
-function _M.save_durable(self)
+--- Record a change to `rec` (as for save) and return once it is on disk:
+-- true, or nil/false, err.
+function _M.save_durable(self, rec)
+  self.state:changed(rec)
   if not in_task(self) then return self:flush() end
   self.dirty = true
   local loop, me = self.loop, self.loop:current()
