@@ -12,6 +12,7 @@
 local core = require("analytics_engine.core")
 local util = require("analytics_engine.util")
 local sanitize = require("analytics_engine.sanitize")
+local writes = require("analytics_engine.workflow.state_writes")
 
 local _M = {}
 local mt = { __index = _M }
@@ -23,13 +24,18 @@ local type, pairs, ipairs, tostring, fmt = type, pairs, ipairs, tostring, string
 -- (math.tointeger("1") is 1 on Lua 5.4.3+: numbers only here)
 local function tointeger(v) return type(v) == "number" and math.tointeger(v) or nil end
 
+-- (the fields workflow/state_writes.lua keeps: see there)
+local function state_object(path, doc)
+  return setmetatable({ path = path, doc = doc, where = {}, owner = {}, step_at = {}, dirty = {}, all = true }, mt)
+end
+
 function _M.new(path, fields)
   local doc = {
     version = VERSION, run_id = fields.run_id, workflow = fields.workflow, file = fields.file,
     params = fields.params, status = "running", started_at = core.time(), steps = {}, finally = {},
     resumes = 0,
   }
-  return setmetatable({ path = path, doc = doc, where = {}, owner = {}, step_at = {}, dirty = {}, all = true }, mt)
+  return state_object(path, doc)
 end
 
 -- ---- the lock -------------------------------------------------------------
@@ -257,7 +263,7 @@ function _M.read(path)
     if type(doc.steps) ~= "table" then break end -- reported by the check below
     MIGRATIONS[from](doc)
   end
-  doc = _M.replay(path, doc)
+  doc = writes.replay(path, doc)
   local msg, field = _M.check(doc)
   if msg then
     return nil, sanitize.clean(("%s: %s: %s"):format(path, field ~= "" and field or "(top)", msg))
@@ -270,172 +276,10 @@ end
 function _M.load(path)
   local doc, err = _M.read(path)
   if not doc then return nil, "cannot resume: " .. err end
-  return setmetatable({ path = path, doc = doc, where = {}, owner = {}, step_at = {}, dirty = {}, all = true }, mt)
+  return state_object(path, doc)
 end
 
--- ---- writing: the whole document, then a journal of changed items --------
--- A write of the whole document encodes every item (~60 ms of CPU and a
--- 3.5 MB fsync at 10,000 items); the group commits that submissions wait for
--- came ~0.5 s apart, and the engine sat idle meanwhile. So between whole
--- writes, a write appends only the items said to have changed (`changed`),
--- one line each, to `<state>.journal`, synced with fdatasync: a few KB.
--- The document names its journal's generation; `read` replays a journal of
--- that generation and ignores any other (one a crash left behind), and the
--- line a crash cut short. Once the journal outgrows the document (at least
--- JOURNAL_MIN), the next write is whole again and the journal goes.
-local PIECE, JOURNAL_MIN = 65536, 1048576
-
-local function encode(v)
-  local s, err = util.json_encode(v)
-  if not s then error(err, 0) end
-  return sanitize.redact_known(s)
-end
-
-local function key_text(k)
-  local tk = type(k)
-  if tk ~= "string" and tk ~= "number" then
-    error("Cannot serialise " .. tk .. ": table key must be a number or string", 0)
-  end
-  return encode(tk == "number" and ("%.14g"):format(k) or k)
-end
-
--- Where an item is, as its journal lines say it: ["steps","fan","12"].
-local function step_place(bucket, name) return "[" .. encode(bucket) .. "," .. key_text(name) .. "," end
-
-local function note_item(self, it, place)
-  self.where[it] = place
-  for _, att in ipairs(type(it.attempts) == "table" and it.attempts or {}) do
-    if type(att) == "table" then self.owner[att] = it end
-  end
-end
-
--- The pieces of the whole document, for core.write_file_atomic; notes where
--- every item is and whose every attempt is. self.bytes: the text's length.
-local function pieces(self)
-  self.bytes = 0
-  return coroutine.wrap(function()
-    local buf, n = {}, 0
-    local function put(s)
-      buf[#buf + 1] = s
-      n = n + #s
-      self.bytes = self.bytes + #s
-      if n >= PIECE then
-        local piece = table.concat(buf)
-        buf, n = {}, 0
-        coroutine.yield(piece)
-      end
-    end
-    -- the fields of `obj`, each encoded whole but those `inner` names
-    local function object(obj, inner, ...)
-      if next(obj) == nil then return put(encode(obj)) end
-      local sep = "{"
-      for k, v in pairs(obj) do
-        put(sep)
-        sep = ","
-        put(key_text(k) .. ":")
-        local walk = type(v) == "table" and next(v) ~= nil and inner and inner[k]
-        if walk then walk(v, k, ...) else put(encode(v)) end
-      end
-      put("}")
-    end
-    local function items(map, _, place)
-      local sep = "{"
-      for k, it in pairs(map) do
-        put(sep)
-        sep = ","
-        put(key_text(k) .. ":")
-        put(encode(it))
-        if type(it) == "table" then note_item(self, it, place .. key_text(k) .. "]") end
-      end
-      put("}")
-    end
-    local STEP_PARTS = { items = items }
-    local function steps(map, bucket)
-      local sep = "{"
-      for name, rec in pairs(map) do
-        put(sep)
-        sep = ","
-        put(key_text(name) .. ":")
-        if type(rec) == "table" then
-          local place = step_place(bucket, name)
-          self.step_at[rec] = place
-          object(rec, STEP_PARTS, place)
-        else
-          put(encode(rec))
-        end
-      end
-      put("}")
-    end
-    object(self.doc, { steps = steps, finally = steps })
-    if n > 0 then coroutine.yield(table.concat(buf)) end
-  end)
-end
-
--- The document without its items: the run's and the steps' own fields.
-local function skeleton(doc)
-  local top = {}
-  for k, v in pairs(doc) do top[k] = v end
-  for _, bucket in ipairs { "steps", "finally" } do
-    if type(doc[bucket]) == "table" then
-      local recs = {}
-      for name, rec in pairs(doc[bucket]) do
-        local r = {}
-        if type(rec) == "table" then
-          for k, v in pairs(rec) do if k ~= "items" then r[k] = v end end
-        end
-        recs[name] = r
-      end
-      top[bucket] = recs
-    end
-  end
-  return encode(top)
-end
-
-local function journal_path(self) return self.path .. ".journal" end
-
-local function write_whole(self)
-  local before = self.doc.journal
-  self.doc.journal = (tointeger(before) or 0) + 1
-  local ok, err = core.write_file_atomic(self.path, pieces(self), 384)
-  if not ok then
-    self.doc.journal = before
-    return nil, "cannot write the state file: " .. tostring(err)
-  end
-  os.remove(journal_path(self)) -- (one left behind names an older generation)
-  self.dirty, self.all, self.journal_size = {}, false, nil
-  self.skeleton = skeleton(self.doc)
-  -- a journal only beside a regular file (not --state /dev/stdout)
-  self.journaled = util.not_regular(self.path) == nil
-  return true
-end
-
-local function append(self)
-  local lines = {}
-  for it in pairs(self.dirty) do
-    local place = self.where[it]
-    if not place then return write_whole(self) end
-    lines[#lines + 1] = '{"item":' .. place .. ',"record":' .. encode(it) .. "}\n"
-  end
-  local top = skeleton(self.doc)
-  if top ~= self.skeleton then lines[#lines + 1] = '{"doc":' .. top .. "}\n" end
-  if #lines == 0 then return true end
-  local text = table.concat(lines)
-  local ok, err
-  if self.journal_size then
-    ok, err = core.append_file(journal_path(self), text)
-  else
-    text = encode { journal = self.doc.journal, run_id = self.doc.run_id } .. "\n" .. text
-    ok, err = core.write_file_atomic(journal_path(self), text, 384)
-  end
-  if not ok then
-    self.journaled = false -- the next write is whole
-    return nil, "cannot write the state file's journal: " .. tostring(err)
-  end
-  self.dirty, self.skeleton = {}, top
-  self.journal_size = (self.journal_size or 0) + #text
-  if self.journal_size > math.max(JOURNAL_MIN, self.bytes or 0) then self.all = true end
-  return true
-end
+-- ---- writing (workflow/state_writes.lua) ----------------------------------
 
 --- `rec` changed: an item record (state:item's), or an attempt of one; nil
 -- (or an attempt the state does not know): anything may have changed.
@@ -465,60 +309,11 @@ function _M.save(self, changed_only)
   -- a secret registered since must be masked in what was written too
   local secrets = sanitize.secrets_version()
   if changed_only and not self.all and self.journaled and secrets == self.secrets_seen then
-    return append(self)
+    return writes.append(self)
   end
   self.secrets_seen = secrets
-  return write_whole(self)
+  return writes.whole(self)
 end
-
--- Replay the journal of a document just read (see above): items and the
--- document's own fields as they were last written.
-local function replay(path, doc)
-  local gen = tointeger(doc.journal)
-  if not gen or util.not_regular(path .. ".journal") then return doc end
-  local text = util.read_file(path .. ".journal")
-  if not text then return doc end
-  local first = true
-  -- complete lines only: a crash may cut the last one short
-  for line in text:gmatch("([^\n]*)\n") do
-    local ok, rec = pcall(util.json_decode, line)
-    if not ok or type(rec) ~= "table" then break end
-    if first then
-      if rec.journal ~= gen then break end
-      first = false
-    elseif type(rec.item) == "table" and type(rec.record) == "table" then
-      local bucket, name, key = rec.item[1], rec.item[2], rec.item[3]
-      if (bucket == "steps" or bucket == "finally") and type(doc[bucket]) == "table" then
-        local srec = doc[bucket][name]
-        if type(srec) ~= "table" then
-          srec = { status = "pending", items = {} }
-          doc[bucket][name] = srec
-        end
-        if type(srec.items) ~= "table" then srec.items = {} end
-        srec.items[key] = rec.record
-      end
-    elseif type(rec.doc) == "table" then
-      local top = rec.doc
-      for _, bucket in ipairs { "steps", "finally" } do
-        local old, new = doc[bucket], top[bucket]
-        if type(old) == "table" and type(new) == "table" then
-          for name, srec in pairs(old) do
-            if type(new[name]) ~= "table" then new[name] = srec
-            elseif type(srec) == "table" then new[name].items = srec.items end
-          end
-          for _, srec in pairs(new) do
-            if type(srec) == "table" and srec.items == nil then srec.items = {} end
-          end
-        elseif type(old) == "table" then
-          top[bucket] = old
-        end
-      end
-      doc = top
-    end
-  end
-  return doc
-end
-_M.replay = replay
 
 --- The record of a step (created on first use).
 function _M.step(self, name, is_finally)
@@ -528,7 +323,7 @@ function _M.step(self, name, is_finally)
     s = { status = "pending", items = {} }
     bucket[name] = s
   end
-  self.step_at[s] = self.step_at[s] or step_place(is_finally and "finally" or "steps", name)
+  self.step_at[s] = self.step_at[s] or writes.step_place(is_finally and "finally" or "steps", name)
   return s
 end
 
@@ -541,7 +336,7 @@ function _M.item(self, step_rec, index)
     step_rec.items[key] = it
   end
   local place = self.step_at[step_rec]
-  if place and not self.where[it] then note_item(self, it, place .. key_text(key) .. "]") end
+  if place and not self.where[it] then writes.note_item(self, it, writes.item_place(place, key)) end
   return it
 end
 
