@@ -112,6 +112,23 @@ describe("state file writes", function()
     assert.same(util.json_decode(util.json_encode(st.doc)), on_disk(path))
   end)
 
+  it("keep a step's outputs, written whole when it ended, through later journal writes", function()
+    local st, atts = fan_state(path, 3)
+    local outs = util.array { { rc = 0 }, { rc = 1 }, { rc = 2 } }
+    st.doc.steps.fan.status, st.doc.steps.fan.outputs = "succeeded", outs
+    assert(st:save()) -- a step's end writes whole
+    local later = st:step("next")
+    later.status = "running"
+    atts[1].state = "FINISHED"
+    st:changed(atts[1])
+    assert(st:save(true))
+    assert.truthy(journal(path))
+    local doc = on_disk(path)
+    assert.same({ { rc = 0 }, { rc = 1 }, { rc = 2 } }, doc.steps.fan.outputs)
+    assert.equals("running", doc.steps.next.status)
+    assert.equals("FINISHED", doc.steps.fan.items["1"].attempts[1].state)
+  end)
+
   it("append only the changed items to the journal, not the document", function()
     local st, atts = fan_state(path, 500)
     assert(st:save(true))

@@ -120,6 +120,9 @@ local function array_length(t)
   return n
 end
 
+--- n when `t`'s keys are all whole numbers 1..n (holes allowed), else nil.
+_M.array_length = array_length
+
 local function encode_marked(v, depth, out, memo)
   if not has_empty_array(v, memo) then
     local s, err = cjson.encode(v)

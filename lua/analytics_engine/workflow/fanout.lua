@@ -86,6 +86,39 @@ function _M.finish_item(runner, pend, app, failure)
   if a ~= PENDING then item_done(pend.fan, pend.index, a, b, true) end
 end
 
+-- Tasks that finish ended items at once. One round of the poller may see
+-- thousands of applications end; a task apiece, all made before the first
+-- ran, held ~15 MB more at 10,000 items. The rest wait in a queue as three
+-- values each. (An item that waits for its retry delay keeps its task.)
+_M.FINISHERS = 256
+
+local function finisher(runner, q)
+  while q.head <= q.tail do
+    local e = q[q.head]
+    q[q.head] = nil
+    q.head = q.head + 1
+    local ok, err = xpcall(_M.finish_item, debug.traceback, runner, e[1], e[2], e[3])
+    if not ok then runner:emit { event = "error", message = "finishing an item raised an error: " .. tostring(err) } end
+  end
+  q.tasks = q.tasks - 1
+end
+
+--- The poller saw a followed item's application end (as finish_item's
+-- arguments): finished in one of at most FINISHERS tasks.
+function _M.ended(runner, pend, app, failure)
+  local q = runner.ended_items
+  if not q then
+    q = { head = 1, tail = 0, tasks = 0 }
+    runner.ended_items = q
+  end
+  q.tail = q.tail + 1
+  q[q.tail] = { pend, app, failure }
+  if q.tasks < _M.FINISHERS then
+    q.tasks = q.tasks + 1
+    runner.sched:spawn("item end", finisher, runner, q)
+  end
+end
+
 --- Run a step's items (`list`, or nil: one item) to their end. Returns ok,
 -- outputs (an array for a list), error (the first failed item's).
 function _M.run(runner, step, rec, list)

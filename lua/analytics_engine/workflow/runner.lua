@@ -488,8 +488,8 @@ function _M.run(self)
       end
       if self.admission then self.admission:nudge() end
     end,
-    -- A followed item's application ended: finish it in a task of its own.
-    on_end = function(pend, app, failure) sched:spawn("item end", fanout.finish_item, self, pend, app, failure) end,
+    -- A followed item's application ended: finish it (fanout.ended).
+    on_end = function(pend, app, failure) fanout.ended(self, pend, app, failure) end,
     unreachable_timeout = self.opts.unreachable_timeout,
     on_unreachable = function(err)
       self:emit { event = "service_unreachable", service = self.client.url, error = err }
