@@ -92,11 +92,25 @@ _M.KEYS = {
 local PARSE = { cores = _M.millicores, memory = _M.memory_mib, instances = _M.instances }
 _M.PARSE = PARSE
 
+-- Parsed values by kind, type and text: a run of 10,000 items asks for the
+-- demand of each (admission), mostly of the same few values. Bounded: emptied
+-- when it reaches MEMO_MAX.
+local memo, memo_n, MEMO_MAX = {}, 0, 1024
+
 --- Check one conf value -> parsed | nil, message (nil, nil for a key demand() does not read).
 function _M.check(key, v)
   local kind = _M.KEYS[key]
   if not kind then return nil end
-  local n = PARSE[kind](v)
+  local tv = type(v)
+  local mkey = (tv == "string" or tv == "number") and (kind .. "\0" .. tv .. "\0" .. v) or nil
+  local n = mkey and memo[mkey]
+  if n == nil then
+    n = PARSE[kind](v)
+    if mkey and n ~= nil then
+      if memo_n >= MEMO_MAX then memo, memo_n = {}, 0 end
+      memo[mkey], memo_n = n, memo_n + 1
+    end
+  end
   if n == nil then return nil, _M.EXPECT[kind] end
   return n
 end

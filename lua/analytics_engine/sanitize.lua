@@ -35,10 +35,25 @@ local shortest = math.huge
 -- redacted again (secrets_version).
 local version = 0
 
+-- Per secret, made once (redact_known runs for every string a run writes):
+-- its gsub pattern, and its JSON-escaped form and that form's pattern when it
+-- has a "/" (cjson writes "/" as "\/", and base64 has slashes).
+local pattern_of, escaped_of, escaped_pattern_of = {}, {}, {}
+
+-- gsub replacement patterns must not see the secret's magic characters
+local function plain(s) return (gsub(s, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
 local function measure()
   shortest = math.huge
+  pattern_of, escaped_of, escaped_pattern_of = {}, {}, {}
   for i = 1, #secrets do
-    if #secrets[i] < shortest then shortest = #secrets[i] end
+    local v = secrets[i]
+    if #v < shortest then shortest = #v end
+    pattern_of[v] = plain(v)
+    if find(v, "/", 1, true) then
+      escaped_of[v] = gsub(v, "/", "\\/")
+      escaped_pattern_of[v] = plain(escaped_of[v])
+    end
   end
 end
 
@@ -83,9 +98,6 @@ function _M.add_credentials(cfg)
   end
 end
 
--- gsub replacement patterns must not see the secret's magic characters
-local function plain(s) return (gsub(s, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
-
 -- Credentials by their look, for values nobody registered (a token another
 -- process fetched, a proxy's own header echoed back). The third field: a
 -- character every match contains (a plain find), so most strings (ids,
@@ -117,11 +129,9 @@ function _M.redact_known(s)
   if type(s) ~= "string" or #s < shortest then return s end
   for i = 1, #secrets do
     local v = secrets[i]
-    if find(s, v, 1, true) then s = gsub(s, plain(v), _M.MASK) end
-    if find(v, "/", 1, true) then
-      local j = gsub(v, "/", "\\/")
-      if find(s, j, 1, true) then s = gsub(s, plain(j), _M.MASK) end
-    end
+    if find(s, v, 1, true) then s = gsub(s, pattern_of[v], _M.MASK) end
+    local j = escaped_of[v]
+    if j and find(s, j, 1, true) then s = gsub(s, escaped_pattern_of[v], _M.MASK) end
   end
   return s
 end
@@ -130,6 +140,9 @@ end
 function _M.redact(s)
   if type(s) ~= "string" then return s end
   s = _M.redact_known(s)
+  -- every shape holds a blank, "=", '"' or "@": most strings of a run's
+  -- events (ids, states, names, tokens) have none of them
+  if not find(s, "[%s=\"@]") then return s end
   local has = {}
   for i = 1, #SHAPES do
     local shape = SHAPES[i]

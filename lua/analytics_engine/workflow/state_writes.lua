@@ -23,9 +23,10 @@ local function tointeger(v) return type(v) == "number" and math.tointeger(v) or 
 -- one line each, to `<state>.journal`, synced with fdatasync: a few KB.
 -- The document names its journal's generation; `read` replays a journal of
 -- that generation and ignores any other (one a crash left behind), and the
--- line a crash cut short. Once the journal outgrows the document (at least
--- JOURNAL_MIN), the next write is whole again and the journal goes.
-local PIECE, JOURNAL_MIN = 65536, 1048576
+-- line a crash cut short. Once the journal is twice the document (and at
+-- least JOURNAL_MIN), the next write is whole again and the journal goes: a
+-- 10,000-item submission (~1 KB of journal an item) writes whole twice.
+local PIECE, JOURNAL_MIN = 65536, 4194304
 
 local function encode(v)
   local s, err = util.json_encode(v)
@@ -191,7 +192,7 @@ function _M.append(self)
   end
   self.dirty, self.skeleton = {}, top
   self.journal_size = (self.journal_size or 0) + #text
-  if self.journal_size > math.max(JOURNAL_MIN, self.bytes or 0) then self.all = true end
+  if self.journal_size > math.max(JOURNAL_MIN, 2 * (self.bytes or 0)) then self.all = true end
   return true
 end
 
