@@ -303,7 +303,7 @@ end
 
 --- Write the state: with `changed_only`, the items said to have changed
 -- since the last write go to the journal when they can; otherwise (or when
--- it is due) the whole document.
+-- it is due) the whole document. -> true, "journal" | "whole" | nil, err
 function _M.save(self, changed_only)
   if not self.path then return true end
   -- a secret registered since must be masked in what was written too

@@ -165,7 +165,7 @@ function _M.whole(self)
   self.skeleton = skeleton(self.doc)
   -- a journal only beside a regular file (not --state /dev/stdout)
   self.journaled = util.not_regular(self.path) == nil
-  return true
+  return true, "whole"
 end
 
 function _M.append(self)
@@ -177,7 +177,7 @@ function _M.append(self)
   end
   local top = skeleton(self.doc)
   if top ~= self.skeleton then lines[#lines + 1] = '{"doc":' .. top .. "}\n" end
-  if #lines == 0 then return true end
+  if #lines == 0 then return true, "journal" end
   local text = table.concat(lines)
   local ok, err
   if self.journal_size then
@@ -193,7 +193,7 @@ function _M.append(self)
   self.dirty, self.skeleton = {}, top
   self.journal_size = (self.journal_size or 0) + #text
   if self.journal_size > math.max(JOURNAL_MIN, 2 * (self.bytes or 0)) then self.all = true end
-  return true
+  return true, "journal"
 end
 
 -- Replay the journal of a document just read (see above): items and the
