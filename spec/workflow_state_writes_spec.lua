@@ -179,6 +179,18 @@ describe("state file writes", function()
     assert.equals(big .. "6", util.json_decode(util.read_file(path)).steps.fan.items["1"].attempts[1].error)
   end)
 
+  it("fail a write with a value that cannot be encoded, naming it, and keep what was written", function()
+    local st, atts = fan_state(path, 3)
+    atts[2].application_id = "app-2"
+    assert(st:save(true))
+    atts[2].bad = function() end
+    st:changed(atts[2])
+    local ok, err = st:save(true)
+    assert.is_nil(ok)
+    assert.matches("^cannot write the state file's journal: .*function", err)
+    assert.equals("app-2", on_disk(path).steps.fan.items["2"].attempts[1].application_id)
+  end)
+
   it("mask a secret registered after an item's text was kept", function()
     local st, atts = fan_state(path, 3)
     local secret = "state-writes-secret-" .. core.getpid()

@@ -168,17 +168,26 @@ function _M.whole(self)
   return true, "whole"
 end
 
-function _M.append(self)
+-- The journal lines of what changed, and the document line's text; nil
+-- when an item's place is not known (the write must be whole).
+local function changes(self)
   local lines = {}
   for it in pairs(self.dirty) do
     local place = self.where[it]
-    if not place then return _M.whole(self) end
+    if not place then return nil end
     lines[#lines + 1] = '{"item":' .. place .. ',"record":' .. encode(it) .. "}\n"
   end
   local top = skeleton(self.doc)
   if top ~= self.skeleton then lines[#lines + 1] = '{"doc":' .. top .. "}\n" end
-  if #lines == 0 then return true, "journal" end
-  local text = table.concat(lines)
+  return table.concat(lines), top
+end
+
+function _M.append(self)
+  -- (a value that cannot be encoded fails the write, as in a whole write)
+  local okx, text, top = pcall(changes, self)
+  if not okx then return nil, "cannot write the state file's journal: " .. tostring(text) end
+  if not text then return _M.whole(self) end
+  if text == "" then return true, "journal" end
   local ok, err
   if self.journal_size then
     ok, err = core.append_file(journal_path(self), text)
