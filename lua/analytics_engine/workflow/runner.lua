@@ -234,8 +234,7 @@ function _M.run_item(self, fan, index, ended)
       att = resume_att
       if att then
         resume_att = nil
-        att.resumed = true
-        self.writer:changed(irec)
+        att.resumed = true -- (irec was marked changed above, nothing written since)
       else
         n = n + 1
         att = { n = n, started_at = core.time() }

@@ -44,6 +44,8 @@ end
 
 -- Where an item is, as its journal lines say it: ["steps","fan","12"].
 function _M.step_place(bucket, name) return "[" .. encode(bucket) .. "," .. key_text(name) .. "," end
+--- The place of item `key` of the step whose place is `step_place`.
+function _M.item_place(step_place, key) return step_place .. key_text(tostring(key)) .. "]" end
 
 function _M.note_item(self, it, place)
   self.where[it] = place
@@ -88,7 +90,7 @@ local function pieces(self)
         sep = ","
         put(key_text(k) .. ":")
         put(encode(it))
-        if type(it) == "table" then _M.note_item(self, it, place .. key_text(k) .. "]") end
+        if type(it) == "table" then _M.note_item(self, it, _M.item_place(place, k)) end
       end
       put("}")
     end
@@ -254,8 +256,5 @@ function _M.replay(path, doc)
   end
   return doc
 end
-
---- The place of item `key` of the step whose place is `step_place`.
-function _M.item_place(step_place, key) return step_place .. key_text(tostring(key)) .. "]" end
 
 return _M
