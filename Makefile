@@ -49,7 +49,7 @@ CAPABILITY_SPECS =
 # edit here (the rockspecs list them; spec/rockspec_spec.lua checks they agree).
 CORE_SRC  = $(filter-out csrc/aeflow.c,$(wildcard csrc/*.c))
 CORE_PKGS = libcurl libmicrohttpd sqlite3
-CORE_LDLIBS = -lwslay   # Debian's libwslay-dev ships no pkg-config file
+CORE_LDLIBS = -lwslay -pthread  # Debian's libwslay-dev ships no pkg-config file; fs_sync.c's thread
 HEADERS   = $(wildcard csrc/*.h)
 
 WARN    ?= -Wall -Wextra -Werror -Wno-unused-parameter

@@ -103,6 +103,7 @@ int luaopen_analytics_engine_core(lua_State *L) {
   ae_open_server(L);
   ae_open_process(L);
   ae_open_fs(L);
+  ae_open_fs_sync(L);
   ae_open_digest(L);
   ae_open_websocket(L);
   ae_open_sqlite(L);

@@ -18,6 +18,7 @@ void ae_open_digest(lua_State *L);    /* digest.c: sha256, hmac_sha256, random_b
 void ae_open_websocket(lua_State *L); /* ws.c: ws_connect, wait_fds (wslay) */
 void ae_open_sqlite(lua_State *L);    /* sqlite.c: sqlite_open */
 void ae_open_bounds(lua_State *L);    /* bounds.c: memory_limit, hard_deadline */
+void ae_open_fs_sync(lua_State *L);   /* fs_sync.c: append_start (a sync on its own thread) */
 
 int luaopen_analytics_engine_core(lua_State *L);
 

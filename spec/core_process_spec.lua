@@ -390,6 +390,55 @@ f:close()
     end)
   end)
 
+  describe("append_start", function()
+    it("has written the data when it returns and says when the sync ended", function()
+      local path = dir .. "/journal-async"
+      assert.is_true(core.write_file_atomic(path, "head\n"))
+      local sync = assert(core.append_start(path, "one\n"))
+      assert.equal("head\none\n", read(path))
+      assert.equal(1, core.wait_fds({ sync:fd() }, 10))
+      assert.is_true(sync:done())
+      assert.is_true(sync:done()) -- (the result is kept)
+      assert.is_true(sync:wait())
+      assert.matches("synced", tostring(sync))
+    end)
+
+    it("waits for a sync still running", function()
+      local path = dir .. "/journal-wait"
+      assert.is_true(core.write_file_atomic(path, ""))
+      local sync = assert(core.append_start(path, ("x"):rep(1 << 20)))
+      assert.is_true(sync:wait())
+      assert.is_true(sync:done())
+      assert.equal(1 << 20, #read(path))
+    end)
+
+    it("does not create a missing file: nil and a message naming it", function()
+      local ok, err = core.append_start(dir .. "/no-journal-async", "x")
+      assert.is_nil(ok)
+      assert.matches("no%-journal%-async: No such file or directory", err)
+      assert.is_nil(io.open(dir .. "/no-journal-async"))
+    end)
+
+    it("answers a write the device refuses with nil and a message, nothing left running", function()
+      local ok, err = core.append_start("/dev/full", "x")
+      assert.is_nil(ok)
+      assert.matches("append /dev/full: No space left on device", err)
+    end)
+
+    it("can be closed or collected while its sync runs; a closed handle is an error to use", function()
+      local path = dir .. "/journal-close"
+      assert.is_true(core.write_file_atomic(path, ""))
+      local sync = assert(core.append_start(path, "a\n"))
+      sync:close()
+      assert.has_error(function() sync:done() end, "sync handle is closed")
+      do local _ <close> = assert(core.append_start(path, "b\n")) end
+      for _ = 1, 20 do assert(core.append_start(path, "c\n")) end
+      collectgarbage()
+      collectgarbage()
+      assert.equal("a\nb\n" .. ("c\n"):rep(20), read(path))
+    end)
+  end)
+
   describe("signals", function()
     it("records a watched signal until it is read", function()
       assert.is_true(core.signal_watch{ "USR1", "SIGUSR2" })

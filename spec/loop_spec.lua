@@ -104,4 +104,32 @@ describe("loop", function()
     session:close()
     srv:close()
   end)
+
+  it("lets a read waiting for a transfer slot go ahead of the queued writes", function()
+    local srv = assert(core.http_server { host = "127.0.0.1", port = 0 })
+    local session = core.http_session {}
+    local seen = {}
+    local s = scheduler.new { on_tick = function()
+      for _, req in ipairs(srv:poll(0)) do
+        seen[#seen + 1] = req.method .. " " .. req.path
+        srv:respond(req.id, 200, nil, "")
+      end
+    end, max_wait = 0.01, max_transfers = 1 }
+    local function send(method, path)
+      s:spawn(path, function()
+        assert(s:http(session, { method = method, url = ("http://127.0.0.1:%d%s"):format(srv:port(), path),
+                                 body = method == "POST" and "{}" or nil }))
+      end)
+    end
+    send("POST", "/w1")
+    send("POST", "/w2")
+    send("POST", "/w3")
+    send("GET", "/r1")
+    send("POST", "/w4")
+    send("GET", "/r2")
+    assert.is_true(s:loop())
+    assert.same({ "POST /w1", "GET /r1", "GET /r2", "POST /w2", "POST /w3", "POST /w4" }, seen)
+    session:close()
+    srv:close()
+  end)
 end)

@@ -191,6 +191,41 @@ describe("state file writes", function()
     assert.equals("app-2", on_disk(path).steps.fan.items["2"].attempts[1].application_id)
   end)
 
+  it("append with async: written at once, its sync said by the handle it returns", function()
+    local st, atts = fan_state(path, 5)
+    assert(st:save(true, true)) -- (no journal yet: a whole write, no handle)
+    atts[4].application_id = "app-4"
+    st:changed(atts[4])
+    local ok, what = st:save(true, true) -- the journal's first line is made with its sync
+    assert.same({ true, "journal" }, { ok, what })
+    atts[5].application_id = "app-5"
+    st:changed(atts[5])
+    local ok2, what2, sync = st:save(true, true)
+    assert.same({ true, "journal" }, { ok2, what2 })
+    assert.matches("^sync ", tostring(sync))
+    assert.equals("app-5", on_disk(path).steps.fan.items["5"].attempts[1].application_id)
+    assert.is_true(sync:wait())
+  end)
+
+  it("end an append's sync before anything else is written", function()
+    local st, atts = fan_state(path, 5)
+    assert(st:save(true))
+    atts[1].application_id = "app-1"
+    st:changed(atts[1])
+    assert(st:save(true))
+    atts[2].application_id = "app-2"
+    st:changed(atts[2])
+    local _, _, sync = st:save(true, true)
+    assert(sync)
+    atts[3].application_id = "app-3"
+    assert(st:save()) -- whole: the journal goes, after the sync ended
+    assert.is_true(sync:done())
+    assert.is_nil(journal(path))
+    local items = on_disk(path).steps.fan.items
+    assert.same({ "app-1", "app-2", "app-3" }, { items["1"].attempts[1].application_id,
+      items["2"].attempts[1].application_id, items["3"].attempts[1].application_id })
+  end)
+
   it("mask a secret registered after an item's text was kept", function()
     local st, atts = fan_state(path, 3)
     local secret = "state-writes-secret-" .. core.getpid()

@@ -303,13 +303,15 @@ end
 
 --- Write the state: with `changed_only`, the items said to have changed
 -- since the last write go to the journal when they can; otherwise (or when
--- it is due) the whole document. -> true, "journal" | "whole" | nil, err
-function _M.save(self, changed_only)
+-- it is due) the whole document. -> true, "journal" | "whole" | nil, err.
+-- With `async` too, a journal append's sync may still run: then a third
+-- result, its handle (`:done()`, `:fd()`, `:wait()`), says when it ended.
+function _M.save(self, changed_only, async)
   if not self.path then return true end
   -- a secret registered since must be masked in what was written too
   local secrets = sanitize.secrets_version()
   if changed_only and not self.all and self.journaled and secrets == self.secrets_seen then
-    return writes.append(self)
+    return writes.append(self, async)
   end
   self.secrets_seen = secrets
   return writes.whole(self)

@@ -154,7 +154,20 @@ end
 
 local function journal_path(self) return self.path .. ".journal" end
 
+-- A journal append whose sync still runs (append with `async`) ends before
+-- anything else is written: appends never overlap, so a sync that fails can
+-- cut its own record off without touching a later one. Its result is also
+-- kept by its handle for whoever waits on it.
+local function settle(self)
+  local sync = self.syncing
+  if not sync then return end
+  self.syncing = nil
+  if not sync:wait() then self.journaled = false end -- (the next write is whole)
+end
+_M.settle = settle
+
 function _M.whole(self)
+  settle(self)
   local before = self.doc.journal
   self.doc.journal = (tointeger(before) or 0) + 1
   local ok, err = core.write_file_atomic(self.path, pieces(self), 384)
@@ -184,14 +197,24 @@ local function changes(self)
   return table.concat(lines), top
 end
 
-function _M.append(self)
+--- Append what changed to the journal -> true, "journal" | true, "whole"
+-- (nothing to say where an item goes) | nil, err. With `async`, an append
+-- to an existing journal returns once written and its sync runs on its own
+-- thread: the third result, a core.append_start handle, says when it ends
+-- (the items count as written only then; see settle).
+function _M.append(self, async)
+  settle(self)
   -- (a value that cannot be encoded fails the write, as in a whole write)
   local okx, text, top = pcall(changes, self)
   if not okx then return nil, "cannot write the state file's journal: " .. tostring(text) end
   if not text then return _M.whole(self) end
   if text == "" then return true, "journal" end
-  local ok, err
-  if self.journal_size then
+  local ok, err, sync
+  if self.journal_size and async then
+    sync, err = core.append_start(journal_path(self), text)
+    ok = sync ~= nil
+    self.syncing = sync
+  elseif self.journal_size then
     ok, err = core.append_file(journal_path(self), text)
   else
     text = encode { journal = self.doc.journal, run_id = self.doc.run_id } .. "\n" .. text
@@ -204,7 +227,7 @@ function _M.append(self)
   self.dirty, self.skeleton = {}, top
   self.journal_size = (self.journal_size or 0) + #text
   if self.journal_size > math.max(JOURNAL_MIN, 2 * (self.bytes or 0)) then self.all = true end
-  return true, "journal"
+  return true, "journal", sync
 end
 
 -- Replay the journal of a document just read (see above): items and the
