@@ -26,6 +26,11 @@ int luaopen_analytics_engine_core(lua_State *L);
  * should end on a signal compares it before and after. */
 int ae_signal_count(void);
 
+/* fs.c: a journal append (append_file, fs_sync.c's append_start). */
+#include <sys/types.h>
+int ae_append_write(const char *path, const char *s, size_t n, off_t *size);
+void ae_append_undo(int fd, off_t size);
+
 /* digest.c */
 void ae_sha1(const void *a, size_t alen, const void *b, size_t blen, unsigned char out[20]);
 void ae_base64(const unsigned char *in, size_t n, char *out); /* out: 4*ceil(n/3)+1 bytes */

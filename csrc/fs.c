@@ -1,8 +1,9 @@
 /* Small file-system helpers the Lua side cannot do portably: a file's
  * permission bits (profile files must not be readable by others), mkdir -p,
  * whether a descriptor is a terminal (the runner's live view), atomic
- * file replacement, an advisory lock (one runner per state file), and
- * chmod/umask (the engine's files are 0600 whatever they were). */
+ * file replacement, an advisory lock (one runner per state file),
+ * chmod/umask (the engine's files are 0600 whatever they were), and the
+ * state journal's synced appends (fs_sync.c syncs one on a thread). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -257,38 +258,62 @@ fail_tmp:
   return 2;
 }
 
+/* Open `path` (existing, not a symlink) for appending and write all of s:
+ * the descriptor, or -1 with errno. *size is the file's size before (-1 when
+ * unknown); a write that fails part-way is cut off again (ae_append_undo). */
+int ae_append_write(const char *path, const char *s, size_t n, off_t *size) {
+  size_t done = 0;
+  struct stat st;
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+  *size = -1;
+  if (fd < 0) return -1;
+  *size = fstat(fd, &st) == 0 ? st.st_size : -1;
+  while (done < n) {
+    ssize_t w = write(fd, s + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = errno ? errno : EIO;
+      ae_append_undo(fd, *size);
+      close(fd);
+      errno = e;
+      return -1;
+    }
+    done += (size_t)w;
+  }
+  return fd;
+}
+
+/* Cut an append off again (its write or sync failed); errno is kept. If even
+ * that fails, the reader drops a torn last line. */
+void ae_append_undo(int fd, off_t size) {
+  int e = errno;
+  if (size >= 0 && ftruncate(fd, size) != 0) { /* nothing more to do */
+  }
+  errno = e;
+}
+
 /* append_file(path, data) -> true | nil, err: data added at the end of an
  * existing file and synced (fdatasync) before it returns: a journal's record
  * (workflow/state.lua). A write that fails part-way is cut off again, so the
  * file never ends in half a record of ours. Not created: a journal starts
  * with write_file_atomic, so it is never seen without its first line. */
 static int l_append_file(lua_State *L) {
-  size_t n, done = 0;
+  size_t n;
   const char *path = luaL_checkstring(L, 1);
   const char *s = luaL_checklstring(L, 2, &n);
-  struct stat st;
   off_t size;
-  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return fail_errno(L, "open", path);
-  size = fstat(fd, &st) == 0 ? st.st_size : -1;
-  while (done < n) {
-    ssize_t w = write(fd, s + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) goto fail;
-    done += (size_t)w;
+  int fd = ae_append_write(path, s, n, &size);
+  if (fd < 0) return fail_errno(L, "append", path);
+  if (fdatasync(fd) != 0) {
+    int e = errno ? errno : EIO;
+    ae_append_undo(fd, size);
+    close(fd);
+    errno = e;
+    return fail_errno(L, "append", path);
   }
-  if (fdatasync(fd) != 0) goto fail;
   if (close(fd) != 0) return fail_errno(L, "close", path);
   lua_pushboolean(L, 1);
   return 1;
-fail : {
-  int e = errno ? errno : EIO;
-  /* If even that fails, the reader drops a torn last line. */
-  if (size >= 0 && ftruncate(fd, size) != 0) size = -1;
-  close(fd);
-  errno = e;
-  return fail_errno(L, "append", path);
-}
 }
 
 /* ---- lock_file: flock(2) on a file, held while the handle lives -------------

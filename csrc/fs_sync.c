@@ -13,13 +13,11 @@
  * append_file does), so the file never keeps a record it did not sync. The
  * handle is collected or closed only after its thread ended. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -49,15 +47,20 @@ static void *sync_main(void *p) {
   return NULL;
 }
 
+/* The sync ended: its result, the file cut back if it failed. */
+static void finish(syncbox *b) {
+  if (b->err != 0) ae_append_undo(b->fd, b->size);
+  close(b->fd);
+  b->fd = -1;
+  b->state = b->err == 0 ? SYNC_OK : SYNC_FAILED;
+}
+
 /* Join the thread (blocks while it syncs) and settle the result once. */
 static void settle(syncbox *b) {
   if (!b->joined) return;
   pthread_join(b->th, NULL);
   b->joined = 0;
-  if (b->err != 0 && b->size >= 0 && ftruncate(b->fd, b->size) != 0) b->size = -1;
-  close(b->fd);
-  b->fd = -1;
-  b->state = b->err == 0 ? SYNC_OK : SYNC_FAILED;
+  finish(b);
 }
 
 static int push_result(lua_State *L, syncbox *b) {
@@ -123,62 +126,44 @@ static int sync_tostring(lua_State *L) {
  * journal starts with write_file_atomic). A write that fails part-way is cut
  * off again and nothing is left running. */
 static int l_append_start(lua_State *L) {
-  size_t n, plen, done = 0;
+  size_t n, plen;
   const char *path = luaL_checklstring(L, 1, &plen);
   const char *s = luaL_checklstring(L, 2, &n);
-  struct stat st;
   sigset_t all, old;
-  int rc;
+  int rc, e;
   syncbox *b = lua_newuserdatauv(L, sizeof *b + plen + 1, 0);
   memset(b, 0, sizeof *b);
   memcpy(b->path, path, plen + 1);
   b->fd = b->efd = -1;
   b->state = SYNC_CLOSED; /* until the thread runs: __gc has nothing to wait for */
   luaL_setmetatable(L, SYNC_MT);
-  b->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+  b->fd = ae_append_write(path, s, n, &b->size);
   if (b->fd < 0) goto fail;
-  b->size = fstat(b->fd, &st) == 0 ? st.st_size : -1;
-  while (done < n) {
-    ssize_t w = write(b->fd, s + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) goto cut;
-    done += (size_t)w;
-  }
   b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (b->efd < 0) goto cut;
+  if (b->efd < 0) {
+    ae_append_undo(b->fd, b->size);
+    goto fail;
+  }
   /* The thread takes no signal: the watched ones stay with the main thread. */
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   rc = pthread_create(&b->th, NULL, sync_main, b);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) { /* no thread: sync here instead */
-    b->err = fdatasync(b->fd) == 0 ? 0 : (errno ? errno : EIO);
-    b->joined = 0;
-    if (b->err != 0 && b->size >= 0 && ftruncate(b->fd, b->size) != 0) b->size = -1;
-    close(b->fd);
-    b->fd = -1;
-    b->state = b->err == 0 ? SYNC_OK : SYNC_FAILED;
-    if (write(b->efd, &(uint64_t){1}, sizeof(uint64_t)) < 0) { /* readable at once; never fails */
-    }
+  if (rc != 0) { /* no thread: sync here instead; the handle has ended */
+    sync_main(b);
+    finish(b);
     return 1;
   }
   b->joined = 1;
   b->state = SYNC_RUNNING;
   return 1;
-cut : {
-  int e = errno ? errno : EIO;
-  if (b->size >= 0 && ftruncate(b->fd, b->size) != 0) b->size = -1;
-  errno = e;
-}
-fail : {
-  int e = errno;
+fail:
+  e = errno;
   if (b->fd >= 0) close(b->fd);
-  if (b->efd >= 0) close(b->efd);
-  b->fd = b->efd = -1;
+  b->fd = -1;
   luaL_pushfail(L);
   lua_pushfstring(L, "append %s: %s", path, strerror(e));
   return 2;
-}
 }
 
 void ae_open_fs_sync(lua_State *L) {
