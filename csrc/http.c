@@ -39,6 +39,7 @@ static void xfer_free(xfer *x) {
   ae_buf_free(&x->body);
   ae_buf_free(&x->head);
   free(x->url);
+  free(x->upload);
   free(x);
 }
 

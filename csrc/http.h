@@ -48,7 +48,7 @@ typedef struct {
   int tuned; /* 1: x, method and has_body describe the handle's options */
   xopts x;   /* string fields: copies owned here (when tuned) */
   char method[16];
-  int has_body;
+  int has_body;               /* how the body was given (http_request.c's BODY_*) */
   struct curl_slist *headers; /* set as CURLOPT_HTTPHEADER (when tuned) */
   char *hblock;               /* the NUL-separated lines `headers` was built from */
   size_t hlen;
@@ -67,8 +67,10 @@ typedef struct xfer {
   CURLcode result;
   long status, version;
   double total_time;
-  char *url;   /* effective URL, copied at completion */
-  int url_idx; /* request() only: stack index of the request's url string */
+  char *url;    /* effective URL, copied at completion */
+  int url_idx;  /* request() only: stack index of the request's url string */
+  char *upload; /* send_once: the body, read by libcurl (never rewound) */
+  size_t upload_len, upload_off;
   char errbuf[CURL_ERROR_SIZE];
 } xfer;
 
@@ -88,7 +90,7 @@ typedef struct {
 typedef struct {
   const char *method, *url, *body;
   size_t body_len;
-  int fresh;
+  int fresh, once;
   xopts x;
   const char *hblock; /* header lines, each ending in NUL; hlen 0: none */
   size_t hlen;

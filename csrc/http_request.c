@@ -66,6 +66,7 @@ enum {
   F_BODY,
   F_HEADERS,
   F_FRESH,
+  F_ONCE,
   F_CAFILE,
   F_CAPATH,
   F_PROXY,
@@ -83,23 +84,10 @@ enum {
 #define F_FIRST_OPTION F_CAFILE
 
 static const char *const field_names[NFIELDS] = {
-    "method",
-    "url",
-    "body",
-    "headers",
-    "fresh_connect",
-    "cafile",
-    "capath",
-    "proxy",
-    "user_agent",
-    "connect_timeout",
-    "timeout",
-    "low_speed_time",
-    "low_speed_limit",
-    "max_response_size",
-    "insecure",
-    "gzip",
-    "http_version",
+    "method",          "url",     "body",           "headers",         "fresh_connect",
+    "send_once",       "cafile",  "capath",         "proxy",           "user_agent",
+    "connect_timeout", "timeout", "low_speed_time", "low_speed_limit", "max_response_size",
+    "insecure",        "gzip",    "http_version",
 };
 
 static int field_id(const char *k, size_t len) {
@@ -343,6 +331,7 @@ void http_read_request(lua_State *L, session *s, int idx, reqopts *o, char *hbuf
   o->x = s->defaults;
   read_options(L, b, &o->x);
   o->fresh = lua_isnil(L, b + F_FRESH) ? 0 : bool_at(L, b + F_FRESH, "fresh_connect");
+  o->once = lua_isnil(L, b + F_ONCE) ? 0 : bool_at(L, b + F_ONCE, "send_once");
   read_headers(L, b + F_HEADERS, o, hbuf, HEADER_BUF);
 }
 
@@ -392,18 +381,48 @@ static CURLcode set_options(CURL *e, const xopts *o) {
   return rc;
 }
 
+/* How a request's body is given to libcurl (ehandle.has_body). */
+enum { BODY_NONE, BODY_COPIED, BODY_READ };
+
+static int body_mode(const reqopts *o) {
+  if (o->body == NULL && strcmp(o->method, "POST") != 0) return BODY_NONE;
+  return o->once ? BODY_READ : BODY_COPIED;
+}
+
+/* send_once: libcurl reads the body through this callback, and with no seek
+ * callback it cannot rewind it. libcurl silently sends a request again when
+ * its reused connection died before any answer, rewinding the body; for such
+ * a request that rewind fails and so does the transfer (CURLE_SEND_FAIL_REWIND),
+ * where the server may have acted on the first: it is said, not repeated. */
+static size_t on_upload(char *buf, size_t size, size_t nitems, void *ud) {
+  xfer *x = (xfer *)ud;
+  size_t room = size * nitems, left = x->upload_len - x->upload_off;
+  if (room > left) room = left;
+  memcpy(buf, x->upload + x->upload_off, room);
+  x->upload_off += room;
+  return room;
+}
+
 /* The method and body. `sticky` 0: the handle already carries this method's
  * options from its last transfer, so only the body is set again. */
-static CURLcode set_method(CURL *e, const reqopts *o, int sticky) {
+static CURLcode set_method(xfer *x, CURL *e, const reqopts *o, int sticky) {
   CURLcode rc = CURLE_OK;
   const char *m = o->method;
+  int mode = body_mode(o);
   if (strcmp(m, "HEAD") == 0) {
     if (sticky) SETOPT(CURLOPT_NOBODY, 1L);
   } else if (strcmp(m, "GET") == 0 && o->body == NULL) {
     if (sticky) SETOPT(CURLOPT_HTTPGET, 1L);
   } else {
     if (sticky && strcmp(m, "POST") != 0) SETOPT(CURLOPT_CUSTOMREQUEST, m);
-    if (o->body != NULL || strcmp(m, "POST") == 0) {
+    if (mode == BODY_READ) {
+      if (sticky) {
+        SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_READFUNCTION, on_upload);
+      }
+      SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_len);
+      SETOPT(CURLOPT_READDATA, (void *)x);
+    } else if (mode == BODY_COPIED) {
       /* size first: COPYPOSTFIELDS copies that many bytes (NUL-safe) */
       SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
       SETOPT(CURLOPT_COPYPOSTFIELDS, o->body ? o->body : "");
@@ -457,15 +476,22 @@ CURLcode http_xfer_setopts(xfer *x, const reqopts *o) {
   CURL *e = h->e;
   CURLcode rc = CURLE_OK;
   size_t mlen = strlen(o->method);
-  int has_body = o->body != NULL;
+  int has_body = body_mode(o);
+  if (has_body == BODY_READ) { /* the transfer's own copy: read while it runs */
+    x->upload = (char *)malloc(o->body_len ? o->body_len : 1);
+    if (x->upload == NULL) return CURLE_OUT_OF_MEMORY;
+    if (o->body_len) memcpy(x->upload, o->body, o->body_len);
+    x->upload_len = o->body_len;
+    x->upload_off = 0;
+  }
   if (h->tuned && h->has_body == has_body && strcmp(h->method, o->method) == 0 &&
       xopts_equal(&h->x, &o->x)) {
-    rc = set_method(e, o, 0);
+    rc = set_method(x, e, o, 0);
   } else {
     http_ehandle_untune(h);
     curl_easy_reset(e);
     rc = set_options(e, &o->x);
-    if (rc == CURLE_OK) rc = set_method(e, o, 1);
+    if (rc == CURLE_OK) rc = set_method(x, e, o, 1);
     if (rc == CURLE_OK && mlen < sizeof h->method && http_xopts_copy(&h->x, &o->x) == 0) {
       memcpy(h->method, o->method, mlen + 1);
       h->has_body = has_body;

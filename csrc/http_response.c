@@ -89,7 +89,8 @@ const char *ae_curl_kind(int rc) {
 #endif
     return "tls";
   case CURLE_FILESIZE_EXCEEDED: return "too_large";
-  case CURLE_SEND_ERROR: return "send";
+  case CURLE_SEND_ERROR:
+  case CURLE_SEND_FAIL_REWIND: return "send";
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE: return "recv";
@@ -123,6 +124,10 @@ static void push_transfer_error(lua_State *L, xfer *x) {
   else if (strcmp(kind, "too_large") == 0)
     snprintf(msg, sizeof msg, "response body exceeds max_response_size (%lld bytes): %s",
              (long long)x->max_size, curl_easy_strerror(x->result));
+  else if (x->result == CURLE_SEND_FAIL_REWIND && x->upload != NULL)
+    snprintf(msg, sizeof msg,
+             "the connection closed before an answer; the request was not sent again "
+             "(send_once)");
   else if (n > 0) snprintf(msg, sizeof msg, "%s: %s", curl_easy_strerror(x->result), x->errbuf);
   else snprintf(msg, sizeof msg, "%s", curl_easy_strerror(x->result));
   http_push_error(L, kind, msg, (lua_Integer)x->result);

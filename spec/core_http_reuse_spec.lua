@@ -187,6 +187,33 @@ describe("core.http_session request path", function()
       assert.is_false(established)
     end)
 
+    it("sends a send_once body through a kept connection", function()
+      local a = assert(s:request { url = base .. "/conn" }).body
+      local e = echo(s, { method = "POST", body = "once\0body", send_once = true })
+      assert.equal("POST", e.method)
+      assert.equal("once\0body", e.body)
+      assert.equal(a, assert(s:request { url = base .. "/conn" }).body) -- (no connection of its own)
+      e = echo(s, { method = "PUT", body = "", send_once = true })
+      assert.equal("PUT", e.method)
+      assert.equal("", e.body)
+      assert.equal("plain", echo(s, { method = "POST", body = "plain" }).body)
+    end)
+
+    it("does not send a send_once request again when its kept connection closes before an answer", function()
+      assert(s:request { url = base .. "/conn" }) -- a connection kept for the next request
+      local res, err = s:request { method = "POST", url = base .. "/drop/once", body = "{}", send_once = true }
+      assert.is_nil(res)
+      assert.equal("send", err.kind)
+      assert.matches("not sent again", err.message)
+      assert.equal("1", assert(s:request { url = base .. "/count/once" }).body)
+    end)
+
+    it("(libcurl itself sends such a request again on a new connection)", function()
+      assert(s:request { url = base .. "/conn" })
+      assert.is_nil(s:request { method = "POST", url = base .. "/drop/plain", body = "{}" })
+      assert.equal("2", assert(s:request { url = base .. "/count/plain" }).body)
+    end)
+
     it("returns the URL asked for", function()
       local res = assert(s:request { url = base .. "/status/200" })
       assert.equal(base .. "/status/200", res.url)

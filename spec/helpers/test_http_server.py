@@ -17,6 +17,8 @@ Routes (any method):
     /gzip            a gzip-encoded body (Content-Encoding: gzip)
     /headers         repeated X-Multi headers and a mixed-case name
     /conn            the client's port: the same on one keep-alive connection
+    /drop/<key>      read the request, count it under key, close without an answer
+    /count/<key>     how many requests /drop/<key> has read
 """
 import gzip
 import json
@@ -30,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from parent_watch import exit_with_parent
 
 GZIP_PLAIN = b"hello gzip " * 100
+DROPPED = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -92,6 +95,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"ok", [("X-Multi", "a"), ("X-Multi", "b"), ("X-Mixed-Case", "Yes")])
         elif route == "conn":
             self._send(200, str(self.client_address[1]).encode())
+        elif route == "drop" and arg:
+            DROPPED[arg] = DROPPED.get(arg, 0) + 1
+            self.close_connection = True  # no answer at all: the client sees the connection close
+        elif route == "count" and arg:
+            self._send(200, str(DROPPED.get(arg, 0)).encode())
         else:
             self._send(404, b"not found")
 

@@ -260,7 +260,7 @@ function _M._exchange(self, sock, req, lines, deadline, ms, reused)
 end
 
 --- req: { method, url, headers, body, timeout?, connect_timeout?, insecure?,
--- max_response_size?, fresh_connect? } -> res | nil, { kind, message }
+-- max_response_size?, fresh_connect?, send_once? } -> res | nil, { kind, message }
 function _M.request(self, req)
   if type(req) ~= "table" then error("bad argument #1 to 'request' (table expected)", 2) end
   if type(req.url) ~= "string" then error("bad argument: field 'url' is required (a string)", 2) end
@@ -271,9 +271,9 @@ function _M.request(self, req)
   if insecure == nil then insecure = self.insecure end
   local tls = scheme == "https"
   local pool = ("%s:%s:%d:%s"):format(self.pool, host, port, tls and (insecure and "tls-noverify" or "tls") or "plain")
-  -- A request that creates never rides a pooled connection: one that died
-  -- while idle would leave it unknown whether the server acted on it.
-  local fresh = req.fresh_connect == true
+  -- A request that creates (send_once) never rides a pooled connection: one
+  -- that died while idle would leave it unknown whether the server acted on it.
+  local fresh = req.fresh_connect == true or req.send_once == true
   if fresh then pool = pool .. ":fresh" end
   local ms = { connect = floor((req.connect_timeout or self.connect_timeout) * 1000),
                send = floor((req.timeout or self.timeout) * 1000) }
