@@ -52,6 +52,27 @@ describe("state writer", function()
     assert.is_truthy(util.read_file(path .. ".journal"))
   end)
 
+  it("answers the waiters of a failed write and goes on writing, even when on_error raises", function()
+    local st, atts = fan_state(path, 3)
+    local w = writer.new(st, function(msg) error("on_error: " .. msg) end)
+    assert(w:flush())
+    local s = loop.new()
+    w:use(s)
+    local first, second
+    s:spawn("item", function()
+      atts[1].bad = function() end -- cannot be encoded: the write fails
+      first = { w:save_durable(atts[1]) }
+      atts[1].bad = nil
+      atts[2].application_id = "app-2"
+      second = { w:save_durable(atts[2]) }
+    end)
+    assert.is_true(s:loop())
+    assert.is_false(first[1])
+    assert.matches("cannot write the state file's journal", first[2])
+    assert.same({ true }, second)
+    assert.equals("app-2", assert(state.read(path)).steps.fan.items["2"].attempts[1].application_id)
+  end)
+
   it("writes a plain save within its delay, also while durable saves come and go", function()
     local st, atts = fan_state(path, 10)
     local w = writer.new(st, function(msg) error(msg) end)

@@ -84,8 +84,8 @@ local function write(self, on_loop)
   end
   self.committing[waiters] = nil
   local err = not ok and what or nil
-  if not ok then self.on_error(err) end
   for _, t in ipairs(waiters) do self.loop:wake(t, ok or false, err) end
+  if not ok then self.on_error(err) end -- (after the wakes: it may raise)
   return ok, err
 end
 
@@ -95,12 +95,15 @@ function _M.flush(self)
   return write(self, false)
 end
 
--- A write from one of the writer's own tasks: one at a time.
+-- A write from one of the writer's own tasks: one at a time. The turn is
+-- given back whatever happens (an on_error that raises included), or every
+-- later write would wait for it.
 local function write_in_turn(self)
   local got = self.turn.acquire()
   if not got then return write(self, false) end -- (cancelled: write here)
-  local ok, err = write(self, true)
+  local done, ok, err = pcall(write, self, true)
   self.turn.release()
+  if not done then error(ok, 0) end
   return ok, err
 end
 
@@ -137,18 +140,21 @@ function _M.save_durable(self, rec)
   if not self.committer then
     -- Runs after every task already runnable this turn: one write for all.
     self.committer = loop:spawn("state commit", function()
-      repeat -- (again for the intents that came while the last one synced)
-        -- A journal append goes at once: waiting to gather more intents
-        -- let the transfers run dry (every worker waiting for the commit)
-        -- and the service idle. Whole writes every time (a state file that
-        -- can have no journal: /dev/stdout) are paced by their cost.
-        local cost = self.write_cost or 0
-        if cost > 0.002 and self.state.journaled == false then
-          loop:sleep(math.min(COMMIT_MAX_DELAY, COMMIT_PACE * cost))
-        end
-        write_in_turn(self)
-      until self.save_waiters[1] == nil
-      self.committer = nil
+      local done, perr = pcall(function()
+        repeat -- (again for the intents that came while the last one synced)
+          -- A journal append goes at once: waiting to gather more intents
+          -- let the transfers run dry (every worker waiting for the commit)
+          -- and the service idle. Whole writes every time (a state file that
+          -- can have no journal: /dev/stdout) are paced by their cost.
+          local cost = self.write_cost or 0
+          if cost > 0.002 and self.state.journaled == false then
+            loop:sleep(math.min(COMMIT_MAX_DELAY, COMMIT_PACE * cost))
+          end
+          write_in_turn(self)
+        until self.save_waiters[1] == nil
+      end)
+      self.committer = nil -- (also after an error: the next save starts another)
+      if not done then error(perr, 0) end
     end)
   end
   return loop:suspend(function()
